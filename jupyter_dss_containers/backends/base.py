@@ -1,0 +1,116 @@
+"""The one interface every backend (Docker, Kubernetes) implements.
+
+A *workload* is one container or pod running one kernel or job. The provisioner and the
+job service only speak this interface, so they do not change between backends.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from ..config import ExecutionConfig
+
+
+class BackendError(RuntimeError):
+    """A backend failure, with a message that says why (never just a timeout)."""
+
+
+class BackendUnavailable(BackendError):
+    """The daemon or cluster cannot be reached."""
+
+
+class ImageMissing(BackendError):
+    """The image is not where the workload must run."""
+
+
+@dataclass
+class WorkloadSpec:
+    """Everything needed to create one container or pod."""
+
+    name: str
+    image: str
+    command: list[str]
+    labels: dict[str, str]
+    env: dict[str, str] = field(default_factory=dict)
+    #: private files (absolute path in the workload -> bytes), readable only by its user;
+    #: never passed through environment variables or labels
+    files: dict[str, bytes] = field(default_factory=dict)
+    #: ports inside the workload that the Jupyter server must reach
+    ports: tuple[int, ...] = ()
+    working_dir: str | None = None
+
+
+@dataclass
+class Workload:
+    """A created workload, as the backend lists it."""
+
+    id: str
+    name: str
+    labels: dict[str, str]
+    image: str = ""
+    state: str = "unknown"
+    started_at: str | None = None
+
+
+@dataclass
+class WorkloadStatus:
+    """Whether a workload runs, and if not, why it stopped."""
+
+    state: str  # "pending", "running", "exited" or "missing"
+    exit_code: int | None = None
+    reason: str | None = None
+    oom_killed: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.state in ("pending", "running")
+
+
+@dataclass
+class WorkloadStats:
+    cpu_percent: float | None
+    memory_bytes: int | None
+    memory_limit: int | None
+
+
+class Backend(ABC):
+    """Create, watch, signal, stop and remove workloads for one execution config."""
+
+    def __init__(self, config: ExecutionConfig):
+        self.config = config
+
+    @abstractmethod
+    async def create(self, spec: WorkloadSpec) -> Workload:
+        """Create and start a workload; raise :class:`BackendError` with the reason."""
+
+    @abstractmethod
+    async def endpoints(self, workload_id: str, ports: tuple[int, ...]) -> tuple[str, dict[int, int]]:
+        """The address to connect to and, for each workload port, the port to dial there."""
+
+    @abstractmethod
+    async def status(self, workload_id: str) -> WorkloadStatus: ...
+
+    @abstractmethod
+    async def signal(self, workload_id: str, signum: int) -> None: ...
+
+    @abstractmethod
+    async def stop(self, workload_id: str, grace_seconds: float) -> None: ...
+
+    @abstractmethod
+    async def remove(self, workload_id: str) -> None:
+        """Remove the workload and whatever was created with it; a missing one is fine."""
+
+    @abstractmethod
+    async def logs(self, workload_id: str, tail: int = 50) -> str: ...
+
+    @abstractmethod
+    async def stats(self, workload_id: str) -> WorkloadStats: ...
+
+    @abstractmethod
+    async def list(self, labels: dict[str, str]) -> list[Workload]:
+        """Workloads carrying all the given labels."""
+
+    @abstractmethod
+    async def check(self) -> dict[str, str]:
+        """Reach the daemon or cluster and say what answered (``doctor``, the Test button)."""

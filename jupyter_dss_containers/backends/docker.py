@@ -1,0 +1,360 @@
+"""The Docker backend: workloads as containers, through the docker SDK.
+
+Every SDK call is blocking, so each runs in a worker thread (``asyncio.to_thread``): the
+Jupyter server's event loop never waits on the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import tarfile
+import threading
+import time
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import urlparse
+
+import docker
+import docker.errors
+import docker.tls
+from docker.types import DeviceRequest
+from docker.types import Mount as DockerMount
+
+from ..config import DockerSettings, ExecutionConfig, format_size
+from .base import (
+    Backend,
+    BackendError,
+    BackendUnavailable,
+    ImageMissing,
+    Workload,
+    WorkloadSpec,
+    WorkloadStats,
+    WorkloadStatus,
+)
+
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+DEFAULT_USER = "1000:100"
+_CLIENTS: dict[tuple[Any, ...], docker.DockerClient] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def daemon_url(settings: DockerSettings) -> str:
+    """The config's host, else ``$DOCKER_HOST`` (as the docker CLI does), else the local socket."""
+    return settings.host or os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+
+
+def docker_client(settings: DockerSettings, timeout: int = 60) -> docker.DockerClient:
+    """A cached SDK client for the daemon a config names (one per daemon and credentials).
+
+    TLS material comes from the config only; ``DOCKER_TLS_VERIFY`` and ``DOCKER_CERT_PATH``
+    in the server's environment are ignored on purpose.
+    """
+    url = daemon_url(settings)
+    key = (url, settings.tls, timeout)
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(key)
+    if client is not None:
+        return client
+    tls: docker.tls.TLSConfig | bool = False
+    if settings.tls is not None:
+        t = settings.tls
+        cert = (t.client_cert, t.client_key) if t.client_cert and t.client_key else None
+        tls = docker.tls.TLSConfig(client_cert=cert, ca_cert=t.ca_cert, verify=t.verify and (t.ca_cert or True))
+    try:
+        client = docker.DockerClient(base_url=url, tls=tls, timeout=timeout, version="auto")
+    except docker.errors.DockerException as exc:
+        raise BackendUnavailable(f"Docker daemon at {url} is unreachable: {_root_cause(exc)}") from None
+    with _CLIENTS_LOCK:
+        _CLIENTS[key] = client
+    return client
+
+
+def forget_client(settings: DockerSettings) -> None:
+    """Drop cached clients of a daemon (after it restarted or went away)."""
+    url = daemon_url(settings)
+    with _CLIENTS_LOCK:
+        for key in [k for k in _CLIENTS if k[0] == url]:
+            _CLIENTS.pop(key).close()
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost reason of a requests/urllib3 error chain, in a few words."""
+    text = str(exc)
+    for marker in ("Connection refused", "No such file or directory", "Permission denied",
+                   "CERTIFICATE_VERIFY_FAILED", "certificate", "timed out", "Name or service not known"):
+        if marker in text:
+            if marker == "CERTIFICATE_VERIFY_FAILED" or marker == "certificate":
+                return f"TLS certificate rejected ({_last_clause(text)})"
+            return marker.lower() if marker != "timed out" else "connection timed out"
+    return _last_clause(text)
+
+
+def _last_clause(text: str) -> str:
+    return text.rsplit(": ", 1)[-1].strip(" ')\"")[:200]
+
+
+class DockerBackend(Backend):
+    """Containers on the Docker (or Docker-API compatible) daemon a config names."""
+
+    def __init__(self, config: ExecutionConfig):
+        super().__init__(config)
+        self.settings = config.docker
+        self.url = daemon_url(self.settings)
+        self._image_users: dict[str, str] = {}
+        self._last_cpu: dict[str, tuple[int, int]] = {}
+
+    # ------------------------------------------------------------------ helpers
+
+    def client(self) -> docker.DockerClient:
+        return docker_client(self.settings)
+
+    async def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a blocking SDK call in a thread, turning transport errors into clear ones."""
+        try:
+            return await asyncio.to_thread(func, *args, **kwargs)
+        except docker.errors.NotFound:
+            raise
+        except docker.errors.APIError as exc:
+            raise BackendError(f"Docker daemon at {self.url}: {exc.explanation or exc}") from None
+        except docker.errors.DockerException as exc:
+            raise BackendUnavailable(f"Docker daemon at {self.url} is unreachable: {_root_cause(exc)}") from None
+        except OSError as exc:  # requests' ConnectionError is an OSError
+            forget_client(self.settings)
+            raise BackendUnavailable(f"Docker daemon at {self.url} is unreachable: {_root_cause(exc)}") from None
+
+    @property
+    def connect_address(self) -> str:
+        """Where the Jupyter server dials published ports."""
+        if self.settings.connect_address:
+            return self.settings.connect_address
+        if self.settings.is_remote:
+            return urlparse(self.url).hostname or "127.0.0.1"
+        bind = self.settings.bind_address
+        return "127.0.0.1" if bind in ("0.0.0.0", "") else bind
+
+    def _container_user(self, client: docker.DockerClient, image: str) -> str:
+        """The config's user, else the image's numeric non-root user, else 1000:100."""
+        if self.settings.user:
+            return self.settings.user
+        if image not in self._image_users:
+            try:
+                attrs = client.images.get(image).attrs
+            except docker.errors.ImageNotFound:
+                raise ImageMissing(
+                    f"image {image} is not on the Docker daemon at {self.url}"
+                ) from None
+            user = (attrs.get("Config") or {}).get("User") or ""
+            uid = user.split(":")[0]
+            self._image_users[image] = user if uid.isdigit() and uid != "0" else DEFAULT_USER
+        return self._image_users[image]
+
+    def _host_config(self, spec: WorkloadSpec) -> dict[str, Any]:
+        s = self.settings
+        kwargs: dict[str, Any] = {
+            "init": True,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+        }
+        if s.memory:
+            kwargs["mem_limit"] = s.memory
+            kwargs["memswap_limit"] = s.memory  # no swap: the limit is the limit
+        if s.cpus:
+            kwargs["nano_cpus"] = int(s.cpus * 1e9)
+        if s.pids:
+            kwargs["pids_limit"] = s.pids
+        if s.shm_size:
+            kwargs["shm_size"] = s.shm_size
+        if s.runtime:
+            kwargs["runtime"] = s.runtime
+        if s.gpus is not None:
+            kwargs["device_requests"] = [gpu_request(s.gpus)]
+        if s.network:
+            kwargs["network_mode"] = s.network
+        if spec.ports and s.network != "host":
+            kwargs["ports"] = {f"{p}/tcp": (s.bind_address, None) for p in spec.ports}
+        if s.mounts:
+            kwargs["mounts"] = [
+                DockerMount(target=m.target, source=m.source, type=m.type, read_only=m.read_only)
+                for m in s.mounts
+            ]
+        return kwargs
+
+    # ------------------------------------------------------------------ interface
+
+    async def create(self, spec: WorkloadSpec) -> Workload:
+        return await self._call(self._create_sync, spec)
+
+    def _create_sync(self, spec: WorkloadSpec) -> Workload:
+        client = self.client()
+        user = self._container_user(client, spec.image)
+        env = dict(spec.env)
+        try:
+            container = client.containers.create(
+                spec.image,
+                command=spec.command,
+                name=spec.name,
+                labels=spec.labels,
+                environment=env,
+                user=user,
+                working_dir=spec.working_dir,
+                detach=True,
+                **self._host_config(spec),
+            )
+        except docker.errors.ImageNotFound:
+            raise ImageMissing(f"image {spec.image} is not on the Docker daemon at {self.url}") from None
+        try:
+            if spec.files:
+                container.put_archive("/", _private_tar(spec.files, user))
+            container.start()
+        except BaseException:
+            container.remove(force=True)
+            raise
+        return Workload(id=container.id, name=spec.name, labels=spec.labels, image=spec.image)
+
+    async def endpoints(self, workload_id: str, ports: tuple[int, ...]) -> tuple[str, dict[int, int]]:
+        if self.settings.network == "host":
+            return self.connect_address, {p: p for p in ports}
+        attrs = await self._call(self.client().api.inspect_container, workload_id)
+        published = (attrs.get("NetworkSettings") or {}).get("Ports") or {}
+        mapping = {}
+        for port in ports:
+            bindings = published.get(f"{port}/tcp") or []
+            if not bindings:
+                state = attrs.get("State", {})
+                raise BackendError(
+                    f"container {attrs.get('Name', workload_id)} has no published port for {port} "
+                    f"(state: {state.get('Status')}, error: {state.get('Error') or 'none'})"
+                )
+            mapping[port] = int(bindings[0]["HostPort"])
+        return self.connect_address, mapping
+
+    async def status(self, workload_id: str) -> WorkloadStatus:
+        try:
+            attrs = await self._call(self.client().api.inspect_container, workload_id)
+        except docker.errors.NotFound:
+            return WorkloadStatus("missing", exit_code=-1, reason="the container was removed")
+        state = attrs.get("State", {})
+        if state.get("Status") in ("created", "running", "restarting", "paused"):
+            return WorkloadStatus("running" if state["Status"] == "running" else "pending")
+        code = int(state.get("ExitCode", -1))
+        if state.get("OOMKilled"):
+            limit = (attrs.get("HostConfig") or {}).get("Memory") or 0
+            limit_text = f"memory limit {format_size(limit)}" if limit else "no memory limit set"
+            return WorkloadStatus("exited", code, f"OOM-killed ({limit_text})", oom_killed=True)
+        reason = f"exited with code {code}"
+        if state.get("Error"):
+            reason += f": {state['Error']}"
+        elif code in (137, -9):
+            reason += " (killed by SIGKILL)"
+        return WorkloadStatus("exited", code, reason)
+
+    async def signal(self, workload_id: str, signum: int) -> None:
+        try:
+            await self._call(self.client().api.kill, workload_id, signal=int(signum))
+        except docker.errors.NotFound:
+            pass
+        except BackendError as exc:
+            if "is not running" not in str(exc):
+                raise
+
+    async def stop(self, workload_id: str, grace_seconds: float) -> None:
+        try:
+            await self._call(self.client().api.stop, workload_id, timeout=int(grace_seconds))
+        except docker.errors.NotFound:
+            pass
+
+    async def remove(self, workload_id: str) -> None:
+        self._last_cpu.pop(workload_id, None)
+        try:
+            await self._call(self.client().api.remove_container, workload_id, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except BackendError as exc:
+            if "is already in progress" not in str(exc):
+                raise
+
+    async def logs(self, workload_id: str, tail: int = 50) -> str:
+        try:
+            raw = await self._call(self.client().api.logs, workload_id, tail=tail)
+        except docker.errors.NotFound:
+            return ""
+        return raw.decode("utf-8", errors="replace")
+
+    async def stats(self, workload_id: str) -> WorkloadStats:
+        try:
+            raw = await self._call(
+                self.client().api.stats, workload_id, stream=False, one_shot=True
+            )
+        except docker.errors.NotFound:
+            return WorkloadStats(None, None, None)
+        mem = raw.get("memory_stats") or {}
+        usage = mem.get("usage")
+        if usage is not None:
+            stats_ = mem.get("stats") or {}
+            usage -= stats_.get("total_inactive_file", stats_.get("inactive_file", 0))
+        cpu_total = ((raw.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
+        cpu_percent = None
+        now = time.monotonic_ns()
+        if cpu_total is not None:
+            previous = self._last_cpu.get(workload_id)
+            self._last_cpu[workload_id] = (cpu_total, now)
+            if previous and now > previous[1]:
+                cpu_percent = round(100.0 * (cpu_total - previous[0]) / (now - previous[1]), 1)
+        return WorkloadStats(cpu_percent, usage, mem.get("limit"))
+
+    async def list(self, labels: dict[str, str]) -> list[Workload]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        rows = await self._call(self.client().api.containers, all=True, filters=filters)
+        return [
+            Workload(
+                id=r["Id"],
+                name=(r.get("Names") or ["/"])[0].lstrip("/"),
+                labels=r.get("Labels") or {},
+                image=r.get("Image", ""),
+                state=r.get("State", "unknown"),
+                started_at=str(r.get("Created", "")),
+            )
+            for r in rows
+        ]
+
+    async def check(self) -> dict[str, str]:
+        version = await self._call(self.client().version)
+        components = {c.get("Name"): c.get("Version") for c in version.get("Components", [])}
+        engine = "podman" if "Podman Engine" in components else "docker"
+        return {
+            "daemon": self.url,
+            "engine": engine,
+            "version": components.get("Podman Engine") or version.get("Version", "?"),
+            "api_version": version.get("ApiVersion", "?"),
+        }
+
+
+def gpu_request(gpus: str | int | tuple[str, ...]) -> DeviceRequest:
+    """``--gpus all``, ``--gpus 2`` or ``--gpus device=0,1`` as a device request."""
+    if gpus == "all":
+        return DeviceRequest(count=-1, capabilities=[["gpu"]])
+    if isinstance(gpus, int):
+        return DeviceRequest(count=gpus, capabilities=[["gpu"]])
+    return DeviceRequest(device_ids=list(gpus), capabilities=[["gpu"]])
+
+
+def _private_tar(files: dict[str, bytes], user: str) -> bytes:
+    """A tar of files (mode 0600) in private folders (0700), owned by the container's user."""
+    uid, _, gid = user.partition(":")
+    uid_n, gid_n = int(uid), int(gid or uid)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        folders = {str(PurePosixPath(p).parent).lstrip("/") for p in files}
+        for folder in sorted(f for f in folders if f not in ("", "tmp")):
+            info = tarfile.TarInfo(folder)
+            info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o700, uid_n, gid_n
+            info.mtime = int(time.time())
+            tar.addfile(info)
+        for path, content in files.items():
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size, info.mode, info.uid, info.gid = len(content), 0o600, uid_n, gid_n
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()

@@ -1,0 +1,491 @@
+"""Execution configurations: finding, loading and validating the config file.
+
+The file is YAML, validated against ``schema/config.schema.json``; everything that reads
+configurations (provisioner, kernel specs, CLI, server) goes through :func:`load_config`,
+so every consumer sees the same validated objects and the same error messages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+from jupyter_core.paths import jupyter_config_path
+
+CONFIG_ENV_VAR = "DSS_CONTAINERS_CONFIG"
+CONFIG_FILE_NAME = "dss_containers.yaml"
+EMBEDDED = "<embedded default>"
+
+EMBEDDED_DEFAULT: dict[str, Any] = {
+    "base_images": {"default": {"bootstrap": "debian"}},
+    "execution_configs": {
+        "local": {
+            "backend": "docker",
+            "image": "default",
+            "description": "Local Docker daemon, base image 'default'",
+            "permissions": {"groups": ["*"]},
+        }
+    },
+}
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; ``str()`` gives one line per problem."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        super().__init__(
+            "\n".join(f"{source}: {where}: {what}" if where else f"{source}: {what}"
+                      for where, what in problems)
+        )
+
+
+# --------------------------------------------------------------------------- units
+
+
+_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMgGtT]?)([iI]?)([bB]?)\s*$")
+_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes from ``512m``, ``2g``, ``256Mi``, ``1GiB`` or a plain integer (binary units, as Docker)."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE_RE.match(value)
+    if not match:
+        raise ValueError(f"not a size: {value!r}")
+    number, unit, _, _ = match.groups()
+    return int(float(number) * 1024 ** _POWERS[unit.lower()])
+
+
+def format_size(n_bytes: int) -> str:
+    """``268435456`` -> ``256 MiB``: how limits appear in messages."""
+    for unit, power in (("GiB", 3), ("MiB", 2), ("KiB", 1)):
+        if n_bytes >= 1024**power and n_bytes % 1024 ** (power - 1) == 0:
+            value = n_bytes / 1024**power
+            return f"{value:g} {unit}"
+    return f"{n_bytes} B"
+
+
+def expand_user(value: str, user: str) -> str:
+    """Replace ``${user}`` with a name safe in Docker and Kubernetes object names."""
+    safe = re.sub(r"[^a-z0-9-]+", "-", user.lower()).strip("-") or "user"
+    return value.replace("${user}", safe)
+
+
+# --------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    target: str
+    read_only: bool = True
+    type: str = "bind"
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    ca_cert: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    verify: bool = True
+
+
+@dataclass(frozen=True)
+class DockerSettings:
+    """How a Docker-backend config reaches its daemon and shapes its containers."""
+
+    host: str | None = None
+    tls: TLSSettings | None = None
+    connect_address: str | None = None
+    bind_address: str = "127.0.0.1"
+    runtime: str | None = None
+    gpus: str | int | tuple[str, ...] | None = None
+    network: str | None = None
+    user: str | None = None
+    memory: int | None = None
+    cpus: float | None = None
+    pids: int | None = None
+    shm_size: int | None = None
+    mounts: tuple[Mount, ...] = ()
+
+    @property
+    def is_remote(self) -> bool:
+        return bool(self.host) and not self.host.startswith(("unix://", "npipe://"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DockerSettings:
+        resources_ = data.get("resources", {})
+        gpus = data.get("gpus")
+        return cls(
+            host=data.get("host"),
+            tls=TLSSettings(**data["tls"]) if "tls" in data else None,
+            connect_address=data.get("connect_address"),
+            bind_address=data.get("bind_address", "127.0.0.1"),
+            runtime=data.get("runtime"),
+            gpus=tuple(gpus) if isinstance(gpus, list) else gpus,
+            network=data.get("network"),
+            user=data.get("user"),
+            memory=parse_size(resources_["memory"]) if "memory" in resources_ else None,
+            cpus=resources_.get("cpus"),
+            pids=resources_.get("pids"),
+            shm_size=parse_size(resources_["shm_size"]) if "shm_size" in resources_ else None,
+            mounts=tuple(Mount(**m) for m in data.get("mounts", [])),
+        )
+
+
+@dataclass(frozen=True)
+class BaseImageSpec:
+    """A base image: built once per content hash (see :mod:`.images`)."""
+
+    name: str
+    from_image: str | None = None
+    bootstrap: str | None = None
+    suite: str = "bookworm"
+    with_r: bool = False
+    with_cuda: bool = False
+    system_packages: tuple[str, ...] = ()
+    python_packages: tuple[str, ...] = ()
+    dockerfile_prepend: str = ""
+    dockerfile_append: str = ""
+    wheelhouse: str | None = None
+    description: str = ""
+
+    @classmethod
+    def from_dict(cls, name: str, data: dict[str, Any], defaults: dict[str, Any]) -> BaseImageSpec:
+        return cls(
+            name=name,
+            from_image=data.get("from"),
+            bootstrap=data.get("bootstrap"),
+            suite=data.get("suite", defaults.get("debian_suite", "bookworm")),
+            with_r=data.get("with_r", False),
+            with_cuda=data.get("with_cuda", False),
+            system_packages=tuple(data.get("system_packages", ())),
+            python_packages=tuple(data.get("python_packages", ())),
+            dockerfile_prepend=data.get("dockerfile_prepend", ""),
+            dockerfile_append=data.get("dockerfile_append", ""),
+            wheelhouse=data.get("wheelhouse", defaults.get("wheelhouse")),
+            description=data.get("description", ""),
+        )
+
+
+@dataclass(frozen=True)
+class CodeEnvSpec:
+    name: str
+    packages: tuple[str, ...] = ()
+    r_packages: tuple[str, ...] = ()
+    available_for: str | tuple[str, ...] = ()
+    description: str = ""
+
+    def is_available_for(self, config_name: str) -> bool:
+        return self.available_for == "all" or config_name in self.available_for
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    """A named place to run work: an image, a backend and who may use it."""
+
+    name: str
+    backend: str
+    image: str
+    description: str = ""
+    registry: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    groups: tuple[str, ...] = ()
+    users: tuple[str, ...] = ()
+    interrupt_mode: str = "signal"
+    warm_pool_size: int = 0
+    docker: DockerSettings = field(default_factory=DockerSettings)
+    kubernetes: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_dict(cls, name: str, data: dict[str, Any]) -> ExecutionConfig:
+        permissions = data.get("permissions", {})
+        return cls(
+            name=name,
+            backend=data["backend"],
+            image=data["image"],
+            description=data.get("description", ""),
+            registry=data.get("registry"),
+            env={k: str(v) for k, v in data.get("env", {}).items()},
+            groups=tuple(permissions.get("groups", ())),
+            users=tuple(permissions.get("users", ())),
+            interrupt_mode=data.get("interrupt_mode", "signal"),
+            warm_pool_size=data.get("warm_pool", {}).get("size", 0),
+            docker=DockerSettings.from_dict(data.get("docker", {})),
+            kubernetes=data.get("kubernetes", {}),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """The whole validated file: what every part of the product reads."""
+
+    source: str
+    execution_configs: dict[str, ExecutionConfig]
+    base_images: dict[str, BaseImageSpec]
+    code_envs: dict[str, CodeEnvSpec]
+    groups: dict[str, tuple[str, ...]]
+    defaults: dict[str, Any]
+
+    def get(self, name: str) -> ExecutionConfig:
+        try:
+            return self.execution_configs[name]
+        except KeyError:
+            known = ", ".join(sorted(self.execution_configs)) or "none"
+            raise KeyError(
+                f"no execution configuration named {name!r} in {self.source} (defined: {known})"
+            ) from None
+
+    def envs_for(self, config_name: str) -> list[CodeEnvSpec]:
+        return [e for e in self.code_envs.values() if e.is_available_for(config_name)]
+
+    def base_image_of(self, config: ExecutionConfig) -> BaseImageSpec | None:
+        """The base image a config names, or None when it names an image reference."""
+        return self.base_images.get(config.image)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses duplicate keys instead of keeping the last one."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"duplicate key {key!r} (first defined on line {seen[key] + 1})",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
+)
+
+
+@cache
+def config_schema() -> dict[str, Any]:
+    text = resources.files("jupyter_dss_containers.schema").joinpath("config.schema.json")
+    return json.loads(text.read_text())
+
+
+def find_config_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """``--config``, else ``$DSS_CONTAINERS_CONFIG``, else the Jupyter config path."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENV_VAR):
+        return Path(os.environ[CONFIG_ENV_VAR])
+    for folder in jupyter_config_path():
+        candidate = Path(folder) / CONFIG_FILE_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> ConfigFile:
+    """Load, validate and build the config; the embedded default when no file is found."""
+    found = find_config_path(path)
+    if found is None:
+        return parse_config(EMBEDDED_DEFAULT, EMBEDDED)
+    source = str(found)
+    try:
+        text = found.read_text()
+    except FileNotFoundError:
+        raise ConfigError(source, [("", "file not found")]) from None
+    except OSError as exc:
+        raise ConfigError(source, [("", f"cannot read the file: {exc.strerror}")]) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(source, [(where, f"invalid YAML: {exc.problem}")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [("", f"invalid YAML: {exc}")]) from None
+    if data is None:
+        data = {}
+    return parse_config(data, source)
+
+
+def parse_config(data: Any, source: str) -> ConfigFile:
+    """Validate a parsed document (file, API payload or embedded default) and build it."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, [("", f"expected a mapping at the top, got {_kind(data)}")])
+    validator = jsonschema.Draft202012Validator(config_schema())
+    problems = sorted(
+        {(_dotted(e.absolute_path), _explain(e)) for e in _leaf_errors(validator.iter_errors(data))}
+    )
+    if problems:
+        raise ConfigError(source, problems)
+    problems = _cross_check(data)
+    if problems:
+        raise ConfigError(source, problems)
+    defaults = data.get("defaults", {})
+    return ConfigFile(
+        source=source,
+        execution_configs={
+            n: ExecutionConfig.from_dict(n, c) for n, c in data.get("execution_configs", {}).items()
+        },
+        base_images={
+            n: BaseImageSpec.from_dict(n, b, defaults) for n, b in data.get("base_images", {}).items()
+        },
+        code_envs={
+            n: CodeEnvSpec(
+                name=n,
+                packages=tuple(e.get("packages", ())),
+                r_packages=tuple(e.get("r_packages", ())),
+                available_for=e.get("available_for", "all")
+                if e.get("available_for", "all") == "all"
+                else tuple(e["available_for"]),
+                description=e.get("description", ""),
+            )
+            for n, e in data.get("code_envs", {}).items()
+        },
+        groups={u: tuple(g) for u, g in data.get("groups", {}).items()},
+        defaults=defaults,
+    )
+
+
+def _cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """What a schema cannot say: names that must refer to other entries."""
+    problems = []
+    base_images = data.get("base_images", {})
+    configs = data.get("execution_configs", {})
+    for name, cfg in configs.items():
+        image = cfg["image"]
+        if image not in base_images and not re.search(r"[:/@]", image):
+            defined = ", ".join(sorted(base_images)) or "none"
+            problems.append(
+                (
+                    f"execution_configs.{name}.image",
+                    f"{image!r} is neither a base image (defined: {defined}) "
+                    "nor an image reference with a tag or registry (e.g. python:3.12-slim)",
+                )
+            )
+        resources_ = cfg.get("docker", {}).get("resources", {})
+        for key in ("memory", "shm_size"):
+            if key in resources_ and parse_size(resources_[key]) < 6 * 1024**2:
+                problems.append(
+                    (
+                        f"execution_configs.{name}.docker.resources.{key}",
+                        f"expected at least 6m (Docker's minimum), got {resources_[key]!r}",
+                    )
+                )
+    for env_name, env in data.get("code_envs", {}).items():
+        available = env.get("available_for", "all")
+        for i, config_name in enumerate([] if available == "all" else available):
+            if config_name not in configs:
+                problems.append(
+                    (
+                        f"code_envs.{env_name}.available_for[{i}]",
+                        f"no execution configuration named {config_name!r} "
+                        f"(defined: {', '.join(sorted(configs)) or 'none'})",
+                    )
+                )
+    default = data.get("defaults", {}).get("execution_config")
+    if default and default not in configs:
+        problems.append(
+            ("defaults.execution_config", f"no execution configuration named {default!r}")
+        )
+    return problems
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def _leaf_errors(errors: Any) -> list[jsonschema.ValidationError]:
+    """Keep the most specific errors: a wrong field deep down, not 'the root is invalid'."""
+    out = []
+    for error in errors:
+        if error.validator in ("anyOf", "oneOf") and error.context and not _is_exclusive(error):
+            deepest = max(len(e.absolute_path) for e in error.context)
+            if deepest > len(error.absolute_path):
+                out.extend(_leaf_errors(e for e in error.context if len(e.absolute_path) == deepest))
+                continue
+        out.append(error)
+    return out
+
+
+def _is_exclusive(error: jsonschema.ValidationError) -> bool:
+    return error.validator == "oneOf" and "from" in json.dumps(error.validator_value)
+
+
+def _dotted(path: Any) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _kind(value: Any) -> str:
+    names = {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        type(None): "nothing (null)",
+    }
+    return f"{names.get(type(value), type(value).__name__)} ({json.dumps(value, default=str)[:60]})"
+
+
+def _explain(error: jsonschema.ValidationError) -> str:
+    """One line a person can act on, for one schema violation."""
+    schema, value, kind = error.schema, error.instance, error.validator
+    if kind == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        extra = sorted(set(value) - set(allowed)) if isinstance(value, dict) else []
+        names = ", ".join(repr(e) for e in extra)
+        return f"unknown key {names} (expected one of: {', '.join(allowed)})"
+    if kind == "required":
+        return f"missing required key {error.message.split(' ')[0]}"
+    if kind == "type":
+        wanted = error.validator_value
+        wanted = " or ".join(wanted) if isinstance(wanted, list) else wanted
+        return f"expected {wanted}, got {_kind(value)}"
+    if kind == "enum":
+        return f"expected one of {', '.join(map(repr, error.validator_value))}, got {value!r}"
+    if kind == "const":
+        return f"expected {error.validator_value!r}, got {value!r}"
+    if kind == "pattern" or kind == "propertyNames":
+        description = schema.get("description") or f"matching {error.validator_value}"
+        if kind == "propertyNames":
+            inner = error.context[0] if error.context else None
+            description = (inner.schema.get("description") if inner else None) or "a valid name"
+            return f"invalid name {value!r}: expected {description}"
+        return f"expected {description}, got {value!r}"
+    if kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+        word = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
+        return f"expected a number {word[kind]} {error.validator_value}, got {value!r}"
+    if kind == "minLength":
+        return "expected a non-empty string"
+    if kind == "oneOf" and _is_exclusive(error):
+        return "expected exactly one of 'from' (an image to build on) or 'bootstrap: debian'"
+    if kind == "not":
+        other = "kubernetes" if "kubernetes" in json.dumps(error.validator_value) else "docker"
+        return f"a '{other}' section does not belong to a config whose backend is not {other}"
+    if kind == "anyOf" and "description" in schema:
+        return f"expected {schema['description']}, got {_kind(value)}"
+    return error.message

@@ -1,0 +1,129 @@
+"""Labels on every container and pod, and which live process owns them.
+
+Every workload carries the labels below. A process that starts workloads (a Jupyter
+server, or a plain ``jupyter_client`` user such as nbclient) registers itself in the Jupyter
+runtime folder; a workload whose registering process is gone, and which no live process
+has adopted (reattached to), is an orphan that ``cleanup`` and server start-up reap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from functools import cache
+from pathlib import Path
+
+from jupyter_core.paths import jupyter_runtime_dir
+
+PREFIX = "dss-containers.jupyter.org/"
+KIND = PREFIX + "kind"  # kernel | job | pool
+KERNEL_ID = PREFIX + "kernel-id"
+JOB_ID = PREFIX + "job-id"
+CONFIG = PREFIX + "config"
+CODE_ENV = PREFIX + "code-env"
+OWNER = PREFIX + "owner"
+SERVER_ID = PREFIX + "server-id"
+MANAGED = PREFIX + "managed"
+
+
+def workload_labels(
+    kind: str,
+    config: str,
+    owner: str,
+    kernel_id: str | None = None,
+    job_id: str | None = None,
+    code_env: str | None = None,
+) -> dict[str, str]:
+    labels = {
+        MANAGED: "true",
+        KIND: kind,
+        CONFIG: config,
+        OWNER: owner,
+        SERVER_ID: this_process().server_id,
+    }
+    if kernel_id:
+        labels[KERNEL_ID] = kernel_id
+    if job_id:
+        labels[JOB_ID] = job_id
+    if code_env:
+        labels[CODE_ENV] = code_env
+    return labels
+
+
+class ProcessRegistry:
+    """A small file per process in the runtime folder: its pid and the kernels it adopted."""
+
+    def __init__(self, folder: Path | None = None):
+        self.folder = folder or Path(jupyter_runtime_dir()) / "dss-containers"
+        self.server_id = f"{socket.gethostname()[:20]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._adopted: set[str] = set()
+        self._registered = False
+
+    @property
+    def path(self) -> Path:
+        return self.folder / f"{self.server_id}.json"
+
+    def register(self) -> None:
+        """Write (or rewrite) this process's file; cheap, called before each launch."""
+        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        data = {"pid": os.getpid(), "host": socket.gethostname(), "adopted": sorted(self._adopted)}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(self.path)
+        self._registered = True
+
+    def adopt(self, workload_id: str) -> None:
+        self._adopted.add(workload_id)
+        self.register()
+
+    def release(self, workload_id: str) -> None:
+        if workload_id in self._adopted:
+            self._adopted.discard(workload_id)
+            self.register()
+
+    def unregister(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def live_claims(self) -> tuple[set[str], set[str]]:
+        """(server ids of live processes, workload ids adopted by live processes)."""
+        servers, adopted = set(), set()
+        for entry in self.folder.glob("*.json") if self.folder.is_dir() else ():
+            try:
+                data = json.loads(entry.read_text())
+            except (OSError, ValueError):
+                continue
+            if data.get("host") == socket.gethostname() and _pid_alive(int(data.get("pid", 0))):
+                servers.add(entry.stem)
+                adopted.update(data.get("adopted", ()))
+            else:
+                entry.unlink(missing_ok=True)
+        return servers, adopted
+
+    def is_orphan(self, labels: dict[str, str], workload_id: str) -> bool:
+        """True when no live process registered or adopted this workload."""
+        servers, adopted = self.live_claims()
+        return labels.get(SERVER_ID) not in servers and workload_id not in adopted
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@cache
+def this_process() -> ProcessRegistry:
+    """The registry entry of the current process (one per process)."""
+    import atexit
+
+    registry = ProcessRegistry()
+    atexit.register(registry.unregister)
+    return registry

@@ -1,0 +1,69 @@
+"""Who the user is, which groups they are in, and the one check "may user U use config C".
+
+The REST API, the provisioner and the job service all call :func:`check_permission`;
+nothing else decides access, so a config cannot be reached by naming it somewhere else.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass
+
+from .config import ConfigFile, ExecutionConfig
+
+EVERYONE = "*"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A user name and the groups it belongs to, whatever told us so."""
+
+    username: str
+    groups: frozenset[str] = frozenset()
+
+
+class PermissionDenied(PermissionError):
+    """A user named a config their groups are not permitted to use."""
+
+
+def identity_for(
+    username: str, config_file: ConfigFile, hub_groups: list[str] | None = None
+) -> Identity:
+    """Groups from JupyterHub when it told us, else from the config file's ``groups:`` map."""
+    groups = hub_groups if hub_groups is not None else config_file.groups.get(username, ())
+    return Identity(username, frozenset(groups))
+
+
+def process_identity(config_file: ConfigFile) -> Identity:
+    """The user this process acts for: the hub user of a single-user server, else the OS user.
+
+    Used where no request names a user (a kernel started by nbclient, papermill or
+    ``jupyter console``); the server extension passes the request's identity instead.
+    """
+    username = os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+    return identity_for(username, config_file)
+
+
+def is_permitted(identity: Identity, config: ExecutionConfig) -> bool:
+    if EVERYONE in config.groups or identity.username in config.users:
+        return True
+    return bool(identity.groups.intersection(config.groups))
+
+
+def check_permission(identity: Identity, config: ExecutionConfig) -> None:
+    """Raise :class:`PermissionDenied` naming the config and who may use it."""
+    if is_permitted(identity, config):
+        return
+    allowed = [f"groups {', '.join(config.groups)}"] if config.groups else []
+    if config.users:
+        allowed.append(f"users {', '.join(config.users)}")
+    mine = ", ".join(sorted(identity.groups)) or "no groups"
+    raise PermissionDenied(
+        f"user {identity.username!r} may not use execution configuration {config.name!r}: "
+        f"it is open to {' and '.join(allowed) or 'nobody'} ({identity.username} is in {mine})"
+    )
+
+
+def permitted_configs(identity: Identity, config_file: ConfigFile) -> list[ExecutionConfig]:
+    return [c for c in config_file.execution_configs.values() if is_permitted(identity, c)]
