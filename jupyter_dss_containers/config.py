@@ -44,8 +44,10 @@ class ConfigError(ValueError):
         self.source = source
         self.problems = problems
         super().__init__(
-            "\n".join(f"{source}: {where}: {what}" if where else f"{source}: {what}"
-                      for where, what in problems)
+            "\n".join(
+                f"{source}: {where}: {what}" if where else f"{source}: {what}"
+                for where, what in problems
+            )
         )
 
 
@@ -279,9 +281,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict
     return loader.construct_mapping(node)
 
 
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
-)
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 @cache
@@ -316,7 +316,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> ConfigFile:
     except OSError as exc:
         raise ConfigError(source, [("", f"cannot read the file: {exc.strerror}")]) from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -348,7 +348,8 @@ def parse_config(data: Any, source: str) -> ConfigFile:
             n: ExecutionConfig.from_dict(n, c) for n, c in data.get("execution_configs", {}).items()
         },
         base_images={
-            n: BaseImageSpec.from_dict(n, b, defaults) for n, b in data.get("base_images", {}).items()
+            n: BaseImageSpec.from_dict(n, b, defaults)
+            for n, b in data.get("base_images", {}).items()
         },
         code_envs={
             n: CodeEnvSpec(
@@ -421,7 +422,9 @@ def _leaf_errors(errors: Any) -> list[jsonschema.ValidationError]:
         if error.validator in ("anyOf", "oneOf") and error.context and not _is_exclusive(error):
             deepest = max(len(e.absolute_path) for e in error.context)
             if deepest > len(error.absolute_path):
-                out.extend(_leaf_errors(e for e in error.context if len(e.absolute_path) == deepest))
+                out.extend(
+                    _leaf_errors(e for e in error.context if len(e.absolute_path) == deepest)
+                )
                 continue
         out.append(error)
     return out
@@ -469,12 +472,11 @@ def _explain(error: jsonschema.ValidationError) -> str:
         return f"expected one of {', '.join(map(repr, error.validator_value))}, got {value!r}"
     if kind == "const":
         return f"expected {error.validator_value!r}, got {value!r}"
-    if kind == "pattern" or kind == "propertyNames":
+    if "propertyNames" in error.absolute_schema_path:
+        description = schema.get("description") or "a valid name"
+        return f"invalid name {value!r}: expected {description}"
+    if kind == "pattern":
         description = schema.get("description") or f"matching {error.validator_value}"
-        if kind == "propertyNames":
-            inner = error.context[0] if error.context else None
-            description = (inner.schema.get("description") if inner else None) or "a valid name"
-            return f"invalid name {value!r}: expected {description}"
         return f"expected {description}, got {value!r}"
     if kind in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         word = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}

@@ -14,6 +14,7 @@ import socket
 import uuid
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from jupyter_core.paths import jupyter_runtime_dir
 
@@ -101,11 +102,6 @@ class ProcessRegistry:
                 entry.unlink(missing_ok=True)
         return servers, adopted
 
-    def is_orphan(self, labels: dict[str, str], workload_id: str) -> bool:
-        """True when no live process registered or adopted this workload."""
-        servers, adopted = self.live_claims()
-        return labels.get(SERVER_ID) not in servers and workload_id not in adopted
-
 
 def _pid_alive(pid: int) -> bool:
     if pid <= 0:
@@ -127,3 +123,29 @@ def this_process() -> ProcessRegistry:
     registry = ProcessRegistry()
     atexit.register(registry.unregister)
     return registry
+
+
+async def reap_orphans(configs: list[Any], everything: bool = False) -> list[Any]:
+    """Remove our workloads that no live process owns (all of ours with ``everything``).
+
+    ``configs`` are execution configs; each distinct daemon or cluster is asked once.
+    Returns the removed workloads.
+    """
+    from .backends import backend_for
+
+    registry = this_process()
+    servers, adopted = registry.live_claims()
+    seen: set[Any] = set()
+    removed = []
+    for config in configs:
+        backend = backend_for(config)
+        target = backend.target_key()
+        if target in seen:
+            continue
+        seen.add(target)
+        for workload in await backend.list({MANAGED: "true"}):
+            owned = workload.labels.get(SERVER_ID) in servers or workload.id in adopted
+            if everything or not owned:
+                await backend.remove(workload.id)
+                removed.append(workload)
+    return removed

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import os
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from .config import ConfigFile, ExecutionConfig
@@ -43,6 +44,16 @@ def process_identity(config_file: ConfigFile) -> Identity:
     """
     username = os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
     return identity_for(username, config_file)
+
+
+#: The identity of the request being served; the server extension sets it around kernel and
+#: job starts so the provisioner checks the requesting user, not the server's owner.
+request_identity: ContextVar[Identity | None] = ContextVar("request_identity", default=None)
+
+
+def current_identity(config_file: ConfigFile) -> Identity:
+    """The request's identity when a server request is being served, else the process's."""
+    return request_identity.get() or process_identity(config_file)
 
 
 def is_permitted(identity: Identity, config: ExecutionConfig) -> bool:

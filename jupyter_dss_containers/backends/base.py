@@ -81,11 +81,17 @@ class Backend(ABC):
         self.config = config
 
     @abstractmethod
+    def target_key(self) -> tuple[str, ...]:
+        """Identifies the daemon or cluster, so that shared ones are visited once."""
+
+    @abstractmethod
     async def create(self, spec: WorkloadSpec) -> Workload:
         """Create and start a workload; raise :class:`BackendError` with the reason."""
 
     @abstractmethod
-    async def endpoints(self, workload_id: str, ports: tuple[int, ...]) -> tuple[str, dict[int, int]]:
+    async def endpoints(
+        self, workload_id: str, ports: tuple[int, ...]
+    ) -> tuple[str, dict[int, int]]:
         """The address to connect to and, for each workload port, the port to dial there."""
 
     @abstractmethod

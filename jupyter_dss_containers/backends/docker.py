@@ -61,11 +61,15 @@ def docker_client(settings: DockerSettings, timeout: int = 60) -> docker.DockerC
     if settings.tls is not None:
         t = settings.tls
         cert = (t.client_cert, t.client_key) if t.client_cert and t.client_key else None
-        tls = docker.tls.TLSConfig(client_cert=cert, ca_cert=t.ca_cert, verify=t.verify and (t.ca_cert or True))
+        tls = docker.tls.TLSConfig(
+            client_cert=cert, ca_cert=t.ca_cert, verify=t.verify and (t.ca_cert or True)
+        )
     try:
         client = docker.DockerClient(base_url=url, tls=tls, timeout=timeout, version="auto")
     except docker.errors.DockerException as exc:
-        raise BackendUnavailable(f"Docker daemon at {url} is unreachable: {_root_cause(exc)}") from None
+        raise BackendUnavailable(
+            f"Docker daemon at {url} is unreachable: {_root_cause(exc)}"
+        ) from None
     with _CLIENTS_LOCK:
         _CLIENTS[key] = client
     return client
@@ -82,8 +86,15 @@ def forget_client(settings: DockerSettings) -> None:
 def _root_cause(exc: BaseException) -> str:
     """The innermost reason of a requests/urllib3 error chain, in a few words."""
     text = str(exc)
-    for marker in ("Connection refused", "No such file or directory", "Permission denied",
-                   "CERTIFICATE_VERIFY_FAILED", "certificate", "timed out", "Name or service not known"):
+    for marker in (
+        "Connection refused",
+        "No such file or directory",
+        "Permission denied",
+        "CERTIFICATE_VERIFY_FAILED",
+        "certificate",
+        "timed out",
+        "Name or service not known",
+    ):
         if marker in text:
             if marker == "CERTIFICATE_VERIFY_FAILED" or marker == "certificate":
                 return f"TLS certificate rejected ({_last_clause(text)})"
@@ -119,10 +130,14 @@ class DockerBackend(Backend):
         except docker.errors.APIError as exc:
             raise BackendError(f"Docker daemon at {self.url}: {exc.explanation or exc}") from None
         except docker.errors.DockerException as exc:
-            raise BackendUnavailable(f"Docker daemon at {self.url} is unreachable: {_root_cause(exc)}") from None
+            raise BackendUnavailable(
+                f"Docker daemon at {self.url} is unreachable: {_root_cause(exc)}"
+            ) from None
         except OSError as exc:  # requests' ConnectionError is an OSError
             forget_client(self.settings)
-            raise BackendUnavailable(f"Docker daemon at {self.url} is unreachable: {_root_cause(exc)}") from None
+            raise BackendUnavailable(
+                f"Docker daemon at {self.url} is unreachable: {_root_cause(exc)}"
+            ) from None
 
     @property
     def connect_address(self) -> str:
@@ -183,6 +198,9 @@ class DockerBackend(Backend):
 
     # ------------------------------------------------------------------ interface
 
+    def target_key(self) -> tuple[str, ...]:
+        return ("docker", self.url, repr(self.settings.tls))
+
     async def create(self, spec: WorkloadSpec) -> Workload:
         return await self._call(self._create_sync, spec)
 
@@ -203,7 +221,9 @@ class DockerBackend(Backend):
                 **self._host_config(spec),
             )
         except docker.errors.ImageNotFound:
-            raise ImageMissing(f"image {spec.image} is not on the Docker daemon at {self.url}") from None
+            raise ImageMissing(
+                f"image {spec.image} is not on the Docker daemon at {self.url}"
+            ) from None
         try:
             if spec.files:
                 container.put_archive("/", _private_tar(spec.files, user))
@@ -213,7 +233,9 @@ class DockerBackend(Backend):
             raise
         return Workload(id=container.id, name=spec.name, labels=spec.labels, image=spec.image)
 
-    async def endpoints(self, workload_id: str, ports: tuple[int, ...]) -> tuple[str, dict[int, int]]:
+    async def endpoints(
+        self, workload_id: str, ports: tuple[int, ...]
+    ) -> tuple[str, dict[int, int]]:
         if self.settings.network == "host":
             return self.connect_address, {p: p for p in ports}
         attrs = await self._call(self.client().api.inspect_container, workload_id)

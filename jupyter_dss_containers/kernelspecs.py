@@ -1,0 +1,137 @@
+"""Kernel picker entries derived from the config file: one per permitted (config x code env).
+
+The server shows them live (:class:`ContainerKernelSpecManager`, no install step);
+``jupyter dss-containers kernelspecs install`` writes the same specs to disk for plain
+jupyter_client users (nbclient, papermill, ``jupyter console``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
+from traitlets import Unicode
+
+from .config import ConfigFile, ExecutionConfig, load_config
+from .permissions import Identity, current_identity, permitted_configs
+
+PREFIX = "dss-"
+PROVISIONER_NAME = "dss-containers"
+PYTHON_ARGV = ["python", "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+R_ARGV = ["R", "--slave", "-e", "IRkernel::main()", "--args", "{connection_file}"]
+
+
+def resource_dir() -> str:
+    return str(resources.files("jupyter_dss_containers").joinpath("resources"))
+
+
+def spec_name(config: str, code_env: str | None = None, language: str = "python") -> str:
+    name = f"{PREFIX}{config}" + (f"-{code_env}" if code_env else "")
+    return name + ("-r" if language == "r" else "")
+
+
+def _spec(
+    config: ExecutionConfig, code_env: str | None, language: str, config_path: str | None
+) -> dict[str, Any]:
+    where = f"{config.name}, {code_env}" if code_env else config.name
+    provisioner_config: dict[str, Any] = {"execution_config": config.name, "code_env": code_env}
+    if config_path:
+        provisioner_config["config_file"] = config_path
+    return {
+        "argv": R_ARGV if language == "r" else PYTHON_ARGV,
+        "display_name": f"R ({where})" if language == "r" else f"Python 3 ({where})",
+        "language": "R" if language == "r" else "python",
+        "interrupt_mode": config.interrupt_mode,
+        "env": {},
+        "metadata": {
+            "kernel_provisioner": {
+                "provisioner_name": PROVISIONER_NAME,
+                "config": provisioner_config,
+            },
+            "dss_containers": {
+                "execution_config": config.name,
+                "code_env": code_env,
+                "backend": config.backend,
+                "description": config.description,
+            },
+            "debugger": False,
+        },
+    }
+
+
+def container_kernel_specs(
+    config_file: ConfigFile, identity: Identity, config_path: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """Kernel spec dicts (kernel.json contents) by name, for the configs ``identity`` may use."""
+    specs: dict[str, dict[str, Any]] = {}
+    for config in permitted_configs(identity, config_file):
+        base = config_file.base_image_of(config)
+        languages = ["python"] + (["r"] if base is not None and base.with_r else [])
+        for env in [None, *(e.name for e in config_file.envs_for(config.name))]:
+            for language in languages:
+                specs[spec_name(config.name, env, language)] = _spec(
+                    config, env, language, config_path
+                )
+    return specs
+
+
+class ContainerKernelSpecManager(KernelSpecManager):
+    """The installed kernel specs plus the container ones, live from the config file."""
+
+    dss_config_file = Unicode(
+        None, allow_none=True, config=True, help="Config file path (default: the usual search)."
+    )
+
+    def _container_specs(self) -> dict[str, dict[str, Any]]:
+        try:
+            config_file = load_config(self.dss_config_file)
+        except Exception as exc:  # a broken file must not hide the local kernels
+            self.log.error("dss-containers: no container kernels: %s", exc)
+            return {}
+        return container_kernel_specs(
+            config_file, current_identity(config_file), self.dss_config_file
+        )
+
+    def find_kernel_specs(self) -> dict[str, str]:
+        found = super().find_kernel_specs()
+        found.update(dict.fromkeys(self._container_specs(), resource_dir()))
+        return found
+
+    def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+        spec = self._container_specs().get(kernel_name)
+        if spec is not None:
+            return KernelSpec(resource_dir=resource_dir(), **spec)
+        if kernel_name.startswith(PREFIX) and kernel_name not in super().find_kernel_specs():
+            raise NoSuchKernel(kernel_name)
+        return super().get_kernel_spec(kernel_name)
+
+    def get_all_specs(self) -> dict[str, dict[str, Any]]:
+        out = super().get_all_specs()
+        for name, spec in self._container_specs().items():
+            out[name] = {"resource_dir": resource_dir(), "spec": spec}
+        return out
+
+
+def install_kernel_specs(
+    config_file: ConfigFile,
+    identity: Identity,
+    *,
+    user: bool = True,
+    prefix: str | None = None,
+    config_path: str | None = None,
+) -> list[str]:
+    """Write the container kernel specs to a kernels folder; return the paths written."""
+    manager = KernelSpecManager()
+    written = []
+    for name, spec in container_kernel_specs(config_file, identity, config_path).items():
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / name
+            shutil.copytree(resource_dir(), folder, ignore=shutil.ignore_patterns("__pycache__"))
+            (folder / "kernel.json").write_text(json.dumps(spec, indent=2))
+            written.append(manager.install_kernel_spec(str(folder), name, user=user, prefix=prefix))
+    return written

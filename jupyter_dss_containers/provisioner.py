@@ -1,0 +1,312 @@
+"""The kernel provisioner: a jupyter_client kernel inside a container from an execution config.
+
+Connection info (ports and HMAC key) is decided here, on the host. The container gets it
+as a private file written into it before it starts, never through environment variables
+or labels; the server reaches the kernel on ports published on 127.0.0.1 (local daemon) or
+on the daemon host's address (remote daemon).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import signal
+from typing import Any
+
+from jupyter_client.connect import KernelConnectionInfo
+from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
+from traitlets import Float, Integer, Unicode
+
+from . import images, ownership
+from .backends import Backend, BackendError, ImageMissing, backend_for
+from .backends.base import WorkloadSpec, WorkloadStatus
+from .config import ConfigFile, ExecutionConfig, load_config
+from .permissions import check_permission, current_identity
+
+CONNECTION_FILE = "/tmp/.dss-kernel/connection.json"
+PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+
+
+class KernelStartError(RuntimeError):
+    """The container kernel could not start; the message says why."""
+
+
+class ContainerProvisioner(KernelProvisionerBase):
+    """Runs the kernel in a container (Docker) or pod (Kubernetes) built for a config.
+
+    Kernel specs name it ``dss-containers`` with ``{"execution_config": ..., "code_env": ...}``.
+    """
+
+    execution_config = Unicode(
+        "local", config=True, help="Name of the execution configuration the kernel runs in."
+    )
+    code_env = Unicode(None, allow_none=True, config=True, help="Code environment, if any.")
+    config_file = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="Path of the config file; default: $DSS_CONTAINERS_CONFIG, then the Jupyter config path.",
+    )
+    first_container_port = Integer(
+        41000, config=True, help="Kernel ports inside the container: this one and the next four."
+    )
+    launch_timeout = Float(
+        120.0, config=True, help="Seconds to wait for the container to run before giving up."
+    )
+    stop_grace_seconds = Float(
+        5.0, config=True, help="Seconds between SIGTERM and SIGKILL when a kernel is stopped."
+    )
+    log_tail_lines = Integer(20, config=True, help="Log lines quoted when a kernel dies.")
+
+    workload_id: str | None = None
+    exit_reason: str | None = None
+    _backend: Backend | None = None
+    _config: ExecutionConfig | None = None
+    _last_status: WorkloadStatus | None = None
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def has_process(self) -> bool:
+        return self.workload_id is not None
+
+    @property
+    def backend(self) -> Backend:
+        assert self._backend is not None, "the provisioner has no backend before pre_launch"
+        return self._backend
+
+    async def _load(self) -> tuple[ConfigFile, ExecutionConfig]:
+        config_file = await asyncio.to_thread(load_config, self.config_file)
+        try:
+            config = config_file.get(self.execution_config)
+        except KeyError as exc:
+            raise KernelStartError(exc.args[0]) from None
+        self._config = config
+        self._backend = backend_for(config)
+        return config_file, config
+
+    # ------------------------------------------------------------------ launch
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        """Check permission and resolve the image; the command runs inside the container."""
+        config_file, config = await self._load()
+        identity = current_identity(config_file)
+        check_permission(identity, config)
+        self._owner = identity.username
+        self._image = images.resolve_image(config_file, config)
+        self._base_image = config_file.base_image_of(config)
+        kwargs = await super().pre_launch(**kwargs)
+        # The host's environment never reaches the container: only the config's and the spec's.
+        env = dict(config.env)
+        env.update(self.kernel_spec.env if self.kernel_spec else {})
+        kwargs["env"] = env
+        argv = list(self.kernel_spec.argv) if self.kernel_spec else []
+        kwargs["cmd"] = [a.replace("{connection_file}", CONNECTION_FILE) for a in argv]
+        return kwargs
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        config = self._config
+        assert config is not None
+        km = self.parent
+        container_ports = tuple(self.first_container_port + i for i in range(len(PORT_NAMES)))
+        host_network = config.backend == "docker" and config.docker.network == "host"
+        if host_network:
+            container_ports = await asyncio.to_thread(_free_local_ports, len(PORT_NAMES))
+        key = km.session.key if km is not None else secrets.token_hex(32).encode()
+        scheme = km.session.signature_scheme if km is not None else "hmac-sha256"
+        in_container = {
+            "transport": "tcp",
+            "ip": "127.0.0.1" if host_network else "0.0.0.0",
+            "key": key.decode(),
+            "signature_scheme": scheme,
+            "kernel_name": self.kernel_spec.display_name if self.kernel_spec else "",
+            **dict(zip(PORT_NAMES, container_ports, strict=True)),
+        }
+        curve = _curve_keys(km)
+        in_container.update(curve)
+        ownership.this_process().register()
+        spec = WorkloadSpec(
+            name=f"dss-kernel-{self.kernel_id[:13]}-{secrets.token_hex(2)}",
+            image=self._image,
+            command=cmd,
+            labels=ownership.workload_labels(
+                "kernel", config.name, self._owner, kernel_id=self.kernel_id, code_env=self.code_env
+            ),
+            env=kwargs.get("env", {}),
+            files={CONNECTION_FILE: json.dumps(in_container).encode()},
+            ports=container_ports,
+        )
+        try:
+            workload = await self.backend.create(spec)
+        except BackendError as exc:
+            raise KernelStartError(self._explain_start_failure(exc)) from None
+        self.workload_id = workload.id
+        self.exit_reason = None
+        try:
+            address, ports = await self.backend.endpoints(workload.id, container_ports)
+        except BackendError:
+            status = await self.backend.status(workload.id)
+            await self.cleanup()
+            raise KernelStartError(await self._death_message(status)) from None
+        self.connection_info = {
+            "transport": "tcp",
+            "ip": address,
+            "key": key,
+            "signature_scheme": scheme,
+            **{name: ports[p] for name, p in zip(PORT_NAMES, container_ports, strict=True)},
+            **curve,
+        }
+        self.log.info(
+            "Kernel %s runs in container %s (config %r, image %s) at %s",
+            self.kernel_id,
+            workload.name,
+            config.name,
+            self._image,
+            address,
+        )
+        return self.connection_info
+
+    def _explain_start_failure(self, exc: BackendError) -> str:
+        message = f"execution config {self.execution_config!r}: {exc}"
+        if isinstance(exc, ImageMissing) and self._base_image is not None:
+            message += (
+                f"; build it with: jupyter dss-containers build-base-image {self._base_image.name}"
+            )
+        return message
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def poll(self) -> int | None:
+        if self.workload_id is None:
+            return self._last_status.exit_code if self._last_status else 0
+        try:
+            status = await self.backend.status(self.workload_id)
+        except BackendError as exc:
+            self.log.warning("Kernel %s: cannot ask the backend: %s", self.kernel_id, exc)
+            return None  # the daemon is unreachable: not proof that the kernel died
+        if status.running:
+            return None
+        if self.exit_reason is None:
+            self._last_status = status
+            self.exit_reason = await self._death_message(status)
+            self.log.error("Kernel %s stopped: %s", self.kernel_id, self.exit_reason)
+        return status.exit_code if status.exit_code is not None else -1
+
+    async def _death_message(self, status: WorkloadStatus) -> str:
+        message = (
+            f"container kernel (config {self.execution_config!r}) {status.reason or status.state}"
+        )
+        if status.state != "missing" and self.workload_id:
+            try:
+                tail = await self.backend.logs(self.workload_id, tail=self.log_tail_lines)
+            except BackendError:
+                tail = ""
+            if tail.strip():
+                message += "; last log lines:\n" + tail.rstrip()
+        return message
+
+    async def wait(self) -> int | None:
+        while True:
+            code = await self.poll()
+            if code is not None:
+                return code
+            await asyncio.sleep(0.1)
+
+    async def send_signal(self, signum: int) -> None:
+        if self.workload_id is None:
+            return
+        if signum == 0:
+            await self.poll()
+            return
+        await self.backend.signal(self.workload_id, signum)
+
+    async def kill(self, restart: bool = False) -> None:
+        await self.send_signal(signal.SIGKILL)
+
+    async def terminate(self, restart: bool = False) -> None:
+        await self.send_signal(signal.SIGTERM)
+
+    async def cleanup(self, restart: bool = False) -> None:
+        """Remove the container; a restart then creates a new one for the same kernel id."""
+        if self.workload_id is None:
+            return
+        workload_id, self.workload_id = self.workload_id, None
+        await self.backend.remove(workload_id)
+        ownership.this_process().release(workload_id)
+
+    def get_shutdown_wait_time(self, recommended: float = 5.0) -> float:
+        return max(recommended, self.stop_grace_seconds)
+
+    def get_stable_start_time(self, recommended: float = 10.0) -> float:
+        return max(recommended, 30.0)
+
+    # ------------------------------------------------------------------ persistence
+
+    async def get_provisioner_info(self) -> dict[str, Any]:
+        info = await super().get_provisioner_info()
+        info.update(
+            workload_id=self.workload_id,
+            execution_config=self.execution_config,
+            code_env=self.code_env,
+            config_file=self.config_file,
+        )
+        if isinstance(info["connection_info"].get("key"), bytes):
+            info["connection_info"] = {
+                k: v.decode() if isinstance(v, bytes) else v
+                for k, v in info["connection_info"].items()
+            }
+        return info
+
+    async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
+        """Reattach to a running kernel container (e.g. after the server restarted)."""
+        await super().load_provisioner_info(provisioner_info)
+        self.execution_config = provisioner_info["execution_config"]
+        self.code_env = provisioner_info.get("code_env")
+        self.config_file = provisioner_info.get("config_file")
+        config_file, config = await self._load()
+        check_permission(current_identity(config_file), config)
+        self.workload_id = provisioner_info["workload_id"]
+        status = await self.backend.status(self.workload_id)
+        if not status.running:
+            self.workload_id = None
+            raise KernelStartError(f"cannot reattach: {await self._death_message(status)}")
+        ownership.this_process().adopt(self.workload_id)
+
+
+def _curve_keys(km: Any) -> dict[str, str]:
+    """CurveZMQ keys when the kernel manager encrypts transport (jupyter_client >= 8.10)."""
+    public, secret = getattr(km, "curve_publickey", None), getattr(km, "curve_secretkey", None)
+    if public is None or secret is None:
+        return {}
+    return {"curve_publickey": public.decode(), "curve_secretkey": secret.decode()}
+
+
+def _free_local_ports(count: int) -> tuple[int, ...]:
+    from jupyter_client.localinterfaces import localhost
+    from jupyter_client.provisioning.local_provisioner import LocalPortCache
+
+    cache = LocalPortCache.instance()
+    return tuple(cache.find_available_port(localhost()) for _ in range(count))
+
+
+async def reattach(
+    provisioner_info: dict[str, Any], kernel_name: str, **manager_kwargs: Any
+) -> Any:
+    """A kernel manager connected to a kernel container started by another process.
+
+    ``provisioner_info`` is what :meth:`ContainerProvisioner.get_provisioner_info` returned
+    (a server persists it to survive its own restart).
+    """
+    from jupyter_client import AsyncKernelManager
+    from jupyter_client.provisioning import KernelProvisionerFactory
+
+    manager = AsyncKernelManager(kernel_name=kernel_name, **manager_kwargs)
+    manager.kernel_id = provisioner_info["kernel_id"]
+    provisioner = KernelProvisionerFactory.instance(
+        parent=manager.parent
+    ).create_provisioner_instance(manager.kernel_id, manager.kernel_spec, parent=manager)
+    await provisioner.load_provisioner_info(provisioner_info)
+    manager.provisioner = provisioner
+    manager.load_connection_info(provisioner_info["connection_info"])
+    return manager

@@ -1,0 +1,324 @@
+"""The core path, on the real engine: kernels in containers through plain jupyter_client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import docker
+import docker.errors
+import nbformat
+import pytest
+from conftest import leftover_containers
+from jupyter_client import AsyncKernelManager
+
+from jupyter_dss_containers import ownership
+from jupyter_dss_containers.config import load_config
+from jupyter_dss_containers.kernelspecs import install_kernel_specs
+from jupyter_dss_containers.permissions import process_identity
+from jupyter_dss_containers.provisioner import KernelStartError, reattach
+
+pytestmark = pytest.mark.docker
+
+CONFIG = """
+execution_configs:
+  local:
+    backend: docker
+    image: default
+    description: the default image, no limits
+    permissions: {groups: ["*"]}
+  small:
+    backend: docker
+    image: default
+    description: 256 MiB, half a CPU
+    docker: {resources: {memory: 256m, cpus: 0.5, pids: 256}}
+    env: {DSS_GREETING: hello}
+    permissions: {groups: ["*"]}
+  msg:
+    backend: docker
+    image: default
+    interrupt_mode: message
+    permissions: {groups: ["*"]}
+  admins-only:
+    backend: docker
+    image: default
+    permissions: {groups: [admins]}
+  missing-image:
+    backend: docker
+    image: dss-containers/no-such-image:1
+    permissions: {groups: ["*"]}
+  dead-daemon:
+    backend: docker
+    image: default
+    docker: {host: "unix:///tmp/no-docker-here.sock"}
+    permissions: {groups: ["*"]}
+"""
+
+
+@pytest.fixture(scope="module")
+def kernel_config(workspace, base_image):
+    """The test config file, named by $DSS_CONTAINERS_CONFIG, with its kernel specs installed."""
+    path = workspace / "kernels.yaml"
+    path.write_text(CONFIG)
+    os.environ["DSS_CONTAINERS_CONFIG"] = str(path)
+    config_file = load_config()
+    install_kernel_specs(config_file, process_identity(config_file))
+    yield config_file
+    os.environ.pop("DSS_CONTAINERS_CONFIG", None)
+
+
+async def start(kernel_name: str) -> tuple[AsyncKernelManager, object]:
+    km = AsyncKernelManager(kernel_name=kernel_name)
+    await km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    await kc.wait_for_ready(timeout=60)
+    return km, kc
+
+
+async def run(kc, code: str, timeout: float = 30) -> tuple[dict, str]:
+    """Execute code; return the reply content and everything printed."""
+    out: list[str] = []
+
+    def collect(msg):
+        if msg["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+        elif msg["msg_type"] == "error":
+            out.append("\n".join(msg["content"]["traceback"]))
+
+    reply = await kc.execute_interactive(code, timeout=timeout, output_hook=collect)
+    return reply["content"], "".join(out)
+
+
+async def stop(km, kc) -> None:
+    kc.stop_channels()
+    await km.shutdown_kernel(now=False)
+
+
+def container_of(docker_client, km):
+    return docker_client.containers.get(km.provisioner.workload_id)
+
+
+async def test_kernel_runs_in_container_with_config_limits(kernel_config, docker_client):
+    km, kc = await start("dss-small")
+    container = container_of(docker_client, km)
+    _, printed = await run(
+        kc,
+        textwrap.dedent(
+            """
+            import os, socket
+            cg = '/sys/fs/cgroup/'
+            def first(*paths):
+                for p in paths:
+                    if os.path.exists(p):
+                        return open(p).read().strip()
+            mem = first(cg + 'memory/memory.limit_in_bytes', cg + 'memory.max')
+            quota = first(cg + 'cpu/cpu.cfs_quota_us', cg + 'cpu.max')
+            print(socket.gethostname(), os.getuid(), mem, quota.split()[0], os.environ['DSS_GREETING'])
+            """
+        ),
+    )
+    hostname, uid, memory, quota, greeting = printed.split()
+    assert hostname == container.id[:12]
+    assert uid != "0"
+    assert int(memory) == 256 * 1024**2
+    assert int(quota) == 50000  # 0.5 CPU of a 100 ms period
+    assert greeting == "hello"
+    await stop(km, kc)
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(container.id)
+    assert not leftover_containers(docker_client, kernel_id=km.kernel_id)
+
+
+@pytest.mark.parametrize("kernel_name", ["dss-local", "dss-msg"])
+async def test_interrupt_stops_a_long_sleep(kernel_config, kernel_name):
+    km, kc = await start(kernel_name)
+    assert km.kernel_spec.interrupt_mode == ("message" if kernel_name == "dss-msg" else "signal")
+    running = asyncio.ensure_future(run(kc, "import time; time.sleep(60)", timeout=60))
+    await asyncio.sleep(1.0)  # the sleep has begun
+    sent = time.perf_counter()
+    await km.interrupt_kernel()
+    reply, printed = await asyncio.wait_for(running, timeout=5)
+    elapsed = time.perf_counter() - sent
+    assert reply["status"] == "error"
+    assert reply["ename"] == "KeyboardInterrupt"
+    assert elapsed < 1.0, f"interrupt took {elapsed:.2f}s"
+    # the kernel survives an interrupt
+    assert (await run(kc, "print(1 + 1)"))[1].strip() == "2"
+    await stop(km, kc)
+
+
+async def test_restart_gives_fresh_namespace_and_new_container(kernel_config, docker_client):
+    km, kc = await start("dss-local")
+    await run(kc, "x = 42")
+    first = km.provisioner.workload_id
+    await km.restart_kernel(now=False)
+    await kc.wait_for_ready(timeout=60)
+    reply, printed = await run(kc, "print('x' in globals())")
+    assert printed.strip() == "False"
+    assert km.provisioner.workload_id != first
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(first)
+    assert len(leftover_containers(docker_client, kernel_id=km.kernel_id)) == 1
+    await stop(km, kc)
+    assert not leftover_containers(docker_client, kernel_id=km.kernel_id)
+
+
+async def test_container_killed_from_outside_is_reported_dead(kernel_config, docker_client):
+    km, kc = await start("dss-local")
+    container_of(docker_client, km).kill()
+    deadline = time.monotonic() + 5
+    while await km.is_alive() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert not await km.is_alive()
+    assert "code 137" in km.provisioner.exit_reason
+    assert "SIGKILL" in km.provisioner.exit_reason
+    kc.stop_channels()
+    await km.shutdown_kernel(now=True)
+    assert not leftover_containers(docker_client, kernel_id=km.kernel_id)
+
+
+async def test_memory_hungry_cell_reports_oom_and_the_limit(kernel_config, docker_client):
+    km, kc = await start("dss-small")
+    with pytest.raises((TimeoutError, asyncio.TimeoutError, RuntimeError)):
+        # 600 MB of touched memory under a 256 MiB limit: the OOM killer ends the kernel
+        await run(kc, "b = bytearray(600 * 1024 * 1024)", timeout=10)
+    deadline = time.monotonic() + 5
+    while await km.is_alive() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    reason = km.provisioner.exit_reason
+    assert "OOM-killed" in reason and "256 MiB" in reason, reason
+    kc.stop_channels()
+    await km.shutdown_kernel(now=True)
+
+
+async def test_reattach_after_server_restart(kernel_config, docker_client):
+    km, kc = await start("dss-local")
+    await run(kc, "survivor = 'still here'")
+    info = await km.provisioner.get_provisioner_info()
+    json.dumps(info)  # what a server persists must be JSON
+    kc.stop_channels()
+    # a "new server": a fresh manager built from the persisted info only
+    km2 = await reattach(info, "dss-local")
+    kc2 = km2.client()
+    kc2.start_channels()
+    await kc2.wait_for_ready(timeout=20)
+    assert (await run(kc2, "print(survivor)"))[1].strip() == "still here"
+    assert await km2.is_alive()
+    await stop(km2, kc2)
+    assert not leftover_containers(docker_client, kernel_id=info["kernel_id"])
+
+
+def test_unowned_container_is_reaped_by_cleanup(kernel_config, docker_client, workspace):
+    """A process that dies (SIGKILL) leaves its kernel container; cleanup reaps it."""
+    script = workspace / "orphan.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import asyncio, sys
+            from jupyter_client import AsyncKernelManager
+            async def main():
+                km = AsyncKernelManager(kernel_name="dss-local")
+                await km.start_kernel()
+                print(km.kernel_id, flush=True)
+                await asyncio.sleep(300)
+            asyncio.run(main())
+            """
+        )
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    kernel_id = proc.stdout.readline().strip()
+    assert len(leftover_containers(docker_client, kernel_id=kernel_id)) == 1
+    # while its process lives, cleanup leaves it alone
+    subprocess.run(["jupyter-dss-containers", "cleanup"], check=True, capture_output=True)
+    assert len(leftover_containers(docker_client, kernel_id=kernel_id)) == 1
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    result = subprocess.run(
+        ["jupyter-dss-containers", "cleanup"], check=True, capture_output=True, text=True
+    )
+    assert kernel_id in result.stdout
+    assert not leftover_containers(docker_client, kernel_id=kernel_id)
+
+
+def test_nbclient_and_papermill_run_a_notebook_in_a_container(kernel_config, workspace):
+    import nbclient
+    import papermill
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("import os; print('uid', os.getuid())"),
+        nbformat.v4.new_code_cell("x = 6 * 7\nx"),
+    ]
+    executed = nbclient.NotebookClient(nb, kernel_name="dss-local", timeout=60).execute()
+    assert executed.cells[0].outputs[0]["text"].strip() != "uid 0"
+    assert executed.cells[1].outputs[0]["data"]["text/plain"] == "42"
+
+    source = workspace / "in.ipynb"
+    nbformat.write(nb, source)
+    result = papermill.execute_notebook(
+        str(source), str(workspace / "out.ipynb"), kernel_name="dss-local", progress_bar=False
+    )
+    assert result.cells[1].outputs[0]["data"]["text/plain"] == "42"
+
+
+async def test_secure_defaults(kernel_config, docker_client):
+    km, kc = await start("dss-local")
+    attrs = container_of(docker_client, km).attrs
+    key = km.session.key.decode()
+    host_config = attrs["HostConfig"]
+    assert attrs["Config"]["User"] not in ("", "0", "root")
+    assert host_config["CapDrop"] == ["ALL"]
+    assert "no-new-privileges" in host_config["SecurityOpt"]
+    assert not any("docker.sock" in (m.get("Source") or "") for m in attrs["Mounts"])
+    bindings = [b for v in attrs["NetworkSettings"]["Ports"].values() for b in v or []]
+    assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings)
+    for label in (ownership.KERNEL_ID, ownership.CONFIG, ownership.OWNER, ownership.SERVER_ID):
+        assert label in attrs["Config"]["Labels"]
+    assert key not in json.dumps(attrs), "the HMAC key leaked into docker inspect"
+    _, printed = await run(kc, "import os; print(dict(os.environ))")
+    assert key not in printed, "the HMAC key leaked into the container's environment"
+    await stop(km, kc)
+
+
+async def test_forbidden_config_is_refused_before_anything_starts(kernel_config, docker_client):
+    from jupyter_dss_containers.kernelspecs import container_kernel_specs
+
+    assert "dss-admins-only" not in container_kernel_specs(
+        kernel_config, process_identity(kernel_config)
+    )
+    # naming it in a hand-written kernel spec does not get around the check
+    km = AsyncKernelManager(kernel_name="dss-local")
+    km.kernel_spec.metadata["kernel_provisioner"]["config"]["execution_config"] = "admins-only"
+    with pytest.raises(PermissionError, match="admins-only.*groups admins"):
+        await km.start_kernel()
+    assert not leftover_containers(docker_client, config="admins-only")
+
+
+async def _start_failure(config_name: str) -> tuple[str, float]:
+    km = AsyncKernelManager(kernel_name="dss-local")
+    km.kernel_spec.metadata["kernel_provisioner"]["config"]["execution_config"] = config_name
+    began = time.perf_counter()
+    with pytest.raises(KernelStartError) as caught:
+        await km.start_kernel()
+    return str(caught.value), time.perf_counter() - began
+
+
+async def test_missing_image_fails_fast_with_the_image_name(kernel_config):
+    message, elapsed = await _start_failure("missing-image")
+    assert "dss-containers/no-such-image:1" in message
+    assert "is not on the Docker daemon" in message
+    assert elapsed < 5
+
+
+async def test_unreachable_daemon_fails_fast_with_its_address(kernel_config):
+    message, elapsed = await _start_failure("dead-daemon")
+    assert "unix:///tmp/no-docker-here.sock" in message
+    assert "unreachable" in message
+    assert elapsed < 5
