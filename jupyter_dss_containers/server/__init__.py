@@ -1,0 +1,1 @@
+"""The Jupyter server extension: live kernel specs, permissions, REST API, reaping."""

@@ -1,0 +1,48 @@
+"""The server extension application: wiring only; each job lives in its own module."""
+
+from __future__ import annotations
+
+import asyncio
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool, Unicode
+
+from .. import ownership
+from .._version import __version__
+from ..config import load_config
+
+
+class DSSContainersExtension(ExtensionApp):
+    """Container kernels and jobs for a Jupyter server."""
+
+    name = "jupyter_dss_containers"
+    version = __version__
+
+    config_file = Unicode(
+        None, allow_none=True, config=True, help="Config file (default: the usual search)."
+    )
+    reap_on_start = Bool(
+        True,
+        config=True,
+        help="At start-up, remove container kernels and jobs that no live process owns.",
+    )
+
+    def initialize_settings(self) -> None:
+        ksm = self.serverapp.kernel_spec_manager
+        if hasattr(ksm, "dss_config_file") and self.config_file:
+            ksm.dss_config_file = self.config_file
+        self.settings["dss_containers"] = self
+
+    async def _start_jupyter_server_extension(self, serverapp) -> None:  # noqa: ANN001
+        if self.reap_on_start:
+            asyncio.get_running_loop().create_task(self._reap())
+
+    async def _reap(self) -> None:
+        try:
+            config_file = await asyncio.to_thread(load_config, self.config_file)
+            removed = await ownership.reap_orphans(list(config_file.execution_configs.values()))
+        except Exception as exc:  # a dead daemon must not stop the server
+            self.log.warning("dss-containers: start-up reaping skipped: %s", exc)
+            return
+        for workload in removed:
+            self.log.info("dss-containers: reaped orphaned %s", workload.name)
