@@ -10,7 +10,11 @@ from jupyter_client import AsyncKernelManager
 from jupyter_dss_containers.config import load_config
 from jupyter_dss_containers.kernelspecs import ContainerKernelSpecManager
 
-CODE = "import os, socket, sys; print(f'hello from {socket.gethostname()} as uid {os.getuid()}, Python {sys.version.split()[0]}')"
+CODE = (
+    "import os, socket, sys; "
+    "print(f'hello from {socket.gethostname()} as uid {os.getuid()},', "
+    "'Python', sys.version.split()[0])"
+)
 
 
 async def main() -> None:
@@ -23,8 +27,10 @@ async def main() -> None:
     client = manager.client()
     client.start_channels()
     await client.wait_for_ready(timeout=60)
-    print(f"kernel ready in {time.perf_counter() - began:.2f} s "
-          f"(container {manager.provisioner.workload_id[:12]})")
+    print(
+        f"kernel ready in {time.perf_counter() - began:.2f} s "
+        f"(container {manager.provisioner.workload_id[:12]})"
+    )
     await client.execute_interactive(CODE, timeout=30)
     client.stop_channels()
     await manager.shutdown_kernel()

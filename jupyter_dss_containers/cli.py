@@ -24,7 +24,7 @@ from .config import ConfigError, ConfigFile, ExecutionConfig, format_size, load_
 from .kernelspecs import container_kernel_specs, install_kernel_specs
 from .permissions import PermissionDenied, permitted_configs, process_identity
 
-console = Console()
+console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 
 COMMON_ALIASES = {"config": "DSSCommand.config_file"}
@@ -293,9 +293,11 @@ class CleanupCommand(DSSCommand):
 
     def run(self) -> None:
         config_file = self.load()
-        removed = asyncio.run(
+        removed, skipped = asyncio.run(
             ownership.reap_orphans(list(config_file.execution_configs.values()), self.everything)
         )
+        for name, why in skipped.items():
+            errors.print(f"[yellow]skipped[/] {name}: {why}", highlight=False)
         for w in removed:
             kernel = w.labels.get(ownership.KERNEL_ID) or w.labels.get(ownership.JOB_ID, "")
             console.print(

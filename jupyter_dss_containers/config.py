@@ -59,7 +59,7 @@ _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
 
 
 def parse_size(value: int | str) -> int:
-    """Bytes from ``512m``, ``2g``, ``256Mi``, ``1GiB`` or a plain integer (binary units, as Docker)."""
+    """Bytes from ``512m``, ``2g``, ``256Mi``, ``1GiB`` or an integer (binary units, as Docker)."""
     if isinstance(value, int):
         return value
     match = _SIZE_RE.match(value)
@@ -338,6 +338,11 @@ def parse_config(data: Any, source: str) -> ConfigFile:
     )
     if problems:
         raise ConfigError(source, problems)
+    # The embedded base image 'default' is always there unless the file redefines it.
+    data = {
+        **data,
+        "base_images": {**EMBEDDED_DEFAULT["base_images"], **data.get("base_images", {})},
+    }
     problems = _cross_check(data)
     if problems:
         raise ConfigError(source, problems)

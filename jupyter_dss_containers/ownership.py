@@ -125,27 +125,32 @@ def this_process() -> ProcessRegistry:
     return registry
 
 
-async def reap_orphans(configs: list[Any], everything: bool = False) -> list[Any]:
+async def reap_orphans(
+    configs: list[Any], everything: bool = False
+) -> tuple[list[Any], dict[str, str]]:
     """Remove our workloads that no live process owns (all of ours with ``everything``).
 
-    ``configs`` are execution configs; each distinct daemon or cluster is asked once.
-    Returns the removed workloads.
+    ``configs`` are execution configs; each distinct daemon or cluster is asked once, and
+    one that cannot be reached is reported, not fatal. Returns (removed workloads,
+    {config name: why its daemon or cluster was skipped}).
     """
-    from .backends import backend_for
+    from .backends import BackendError, backend_for
 
-    registry = this_process()
-    servers, adopted = registry.live_claims()
+    servers, adopted = this_process().live_claims()
     seen: set[Any] = set()
-    removed = []
+    removed, skipped = [], {}
     for config in configs:
         backend = backend_for(config)
         target = backend.target_key()
         if target in seen:
             continue
         seen.add(target)
-        for workload in await backend.list({MANAGED: "true"}):
-            owned = workload.labels.get(SERVER_ID) in servers or workload.id in adopted
-            if everything or not owned:
-                await backend.remove(workload.id)
-                removed.append(workload)
-    return removed
+        try:
+            for workload in await backend.list({MANAGED: "true"}):
+                owned = workload.labels.get(SERVER_ID) in servers or workload.id in adopted
+                if everything or not owned:
+                    await backend.remove(workload.id)
+                    removed.append(workload)
+        except BackendError as exc:
+            skipped[config.name] = str(exc)
+    return removed, skipped

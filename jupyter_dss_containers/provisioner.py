@@ -46,7 +46,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         None,
         allow_none=True,
         config=True,
-        help="Path of the config file; default: $DSS_CONTAINERS_CONFIG, then the Jupyter config path.",
+        help="Config file path; default: $DSS_CONTAINERS_CONFIG, then the Jupyter config path.",
     )
     first_container_port = Integer(
         41000, config=True, help="Kernel ports inside the container: this one and the next four."
@@ -64,6 +64,9 @@ class ContainerProvisioner(KernelProvisionerBase):
     _backend: Backend | None = None
     _config: ExecutionConfig | None = None
     _last_status: WorkloadStatus | None = None
+    _stopping = False
+    _host_ports: dict[int, int] = {}
+    _host_ports_of: str | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -136,6 +139,7 @@ class ContainerProvisioner(KernelProvisionerBase):
             env=kwargs.get("env", {}),
             files={CONNECTION_FILE: json.dumps(in_container).encode()},
             ports=container_ports,
+            host_ports=self._host_ports if self._host_ports_of == config.name else {},
         )
         try:
             workload = await self.backend.create(spec)
@@ -143,12 +147,14 @@ class ContainerProvisioner(KernelProvisionerBase):
             raise KernelStartError(self._explain_start_failure(exc)) from None
         self.workload_id = workload.id
         self.exit_reason = None
+        self._stopping = False
         try:
             address, ports = await self.backend.endpoints(workload.id, container_ports)
         except BackendError:
             status = await self.backend.status(workload.id)
             await self.cleanup()
             raise KernelStartError(await self._death_message(status)) from None
+        self._host_ports, self._host_ports_of = ports, config.name
         self.connection_info = {
             "transport": "tcp",
             "ip": address,
@@ -190,7 +196,8 @@ class ContainerProvisioner(KernelProvisionerBase):
         if self.exit_reason is None:
             self._last_status = status
             self.exit_reason = await self._death_message(status)
-            self.log.error("Kernel %s stopped: %s", self.kernel_id, self.exit_reason)
+            log = self.log.info if self._stopping else self.log.error
+            log("Kernel %s stopped: %s", self.kernel_id, self.exit_reason)
         return status.exit_code if status.exit_code is not None else -1
 
     async def _death_message(self, status: WorkloadStatus) -> str:
@@ -221,10 +228,15 @@ class ContainerProvisioner(KernelProvisionerBase):
             return
         await self.backend.signal(self.workload_id, signum)
 
+    async def shutdown_requested(self, restart: bool = False) -> None:
+        self._stopping = True
+
     async def kill(self, restart: bool = False) -> None:
+        self._stopping = True
         await self.send_signal(signal.SIGKILL)
 
     async def terminate(self, restart: bool = False) -> None:
+        self._stopping = True
         await self.send_signal(signal.SIGTERM)
 
     async def cleanup(self, restart: bool = False) -> None:

@@ -135,12 +135,14 @@ def test_search_order(tmp_path, monkeypatch):
             "'defualt' is neither a base image",
         ),
         (  # bad size
-            "execution_configs: {a: {backend: docker, image: x:1, docker: {resources: {memory: lots}}}}",
+            "execution_configs: {a: {backend: docker, image: x:1,"
+            " docker: {resources: {memory: lots}}}}",
             "execution_configs.a.docker.resources.memory",
             "expected a size in bytes",
         ),
         (  # absurdly small memory
-            "execution_configs: {a: {backend: docker, image: x:1, docker: {resources: {memory: 1k}}}}",
+            "execution_configs: {a: {backend: docker, image: x:1,"
+            " docker: {resources: {memory: 1k}}}}",
             "execution_configs.a.docker.resources.memory",
             "expected at least 6m",
         ),
@@ -210,7 +212,7 @@ def test_yaml_syntax_error_names_line(tmp_path):
 
 
 def test_missing_file_is_named(tmp_path):
-    with pytest.raises(ConfigError, match="nowhere.yaml: file not found"):
+    with pytest.raises(ConfigError, match=r"nowhere\.yaml: file not found"):
         load_config(tmp_path / "nowhere.yaml")
 
 
@@ -224,6 +226,13 @@ def test_several_problems_are_all_reported(tmp_path):
         """,
     )
     assert len(lines) == 2
+
+
+def test_shipped_example_is_valid():
+    from pathlib import Path
+
+    example = Path(__file__).parent.parent / "examples" / "dss_containers.yaml"
+    assert set(load_config(example).execution_configs) == {"local", "small", "gpu"}
 
 
 def test_units():

@@ -120,7 +120,8 @@ async def test_kernel_runs_in_container_with_config_limits(kernel_config, docker
                         return open(p).read().strip()
             mem = first(cg + 'memory/memory.limit_in_bytes', cg + 'memory.max')
             quota = first(cg + 'cpu/cpu.cfs_quota_us', cg + 'cpu.max')
-            print(socket.gethostname(), os.getuid(), mem, quota.split()[0], os.environ['DSS_GREETING'])
+            greeting = os.environ['DSS_GREETING']
+            print(socket.gethostname(), os.getuid(), mem, quota.split()[0], greeting)
             """
         ),
     )
@@ -296,7 +297,7 @@ async def test_forbidden_config_is_refused_before_anything_starts(kernel_config,
     # naming it in a hand-written kernel spec does not get around the check
     km = AsyncKernelManager(kernel_name="dss-local")
     km.kernel_spec.metadata["kernel_provisioner"]["config"]["execution_config"] = "admins-only"
-    with pytest.raises(PermissionError, match="admins-only.*groups admins"):
+    with pytest.raises(PermissionError, match=r"admins-only.*groups admins"):
         await km.start_kernel()
     assert not leftover_containers(docker_client, config="admins-only")
 

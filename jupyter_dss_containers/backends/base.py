@@ -38,6 +38,9 @@ class WorkloadSpec:
     files: dict[str, bytes] = field(default_factory=dict)
     #: ports inside the workload that the Jupyter server must reach
     ports: tuple[int, ...] = ()
+    #: host ports to reuse for those ports (a restarted kernel keeps its address, so
+    #: clients connected to it reconnect); the backend picks free ones if these are taken
+    host_ports: dict[int, int] = field(default_factory=dict)
     working_dir: str | None = None
 
 

@@ -7,6 +7,7 @@ Jupyter server's event loop never waits on the daemon.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import tarfile
@@ -188,7 +189,9 @@ class DockerBackend(Backend):
         if s.network:
             kwargs["network_mode"] = s.network
         if spec.ports and s.network != "host":
-            kwargs["ports"] = {f"{p}/tcp": (s.bind_address, None) for p in spec.ports}
+            kwargs["ports"] = {
+                f"{p}/tcp": (s.bind_address, spec.host_ports.get(p)) for p in spec.ports
+            }
         if s.mounts:
             kwargs["mounts"] = [
                 DockerMount(target=m.target, source=m.source, type=m.type, read_only=m.read_only)
@@ -205,6 +208,16 @@ class DockerBackend(Backend):
         return await self._call(self._create_sync, spec)
 
     def _create_sync(self, spec: WorkloadSpec) -> Workload:
+        try:
+            return self._create_once(spec)
+        except docker.errors.APIError as exc:
+            if not spec.host_ports or "port is already allocated" not in str(exc):
+                raise
+        # the previous host ports were taken meanwhile: let the daemon choose new ones
+        spec.host_ports = {}
+        return self._create_once(spec)
+
+    def _create_once(self, spec: WorkloadSpec) -> Workload:
         client = self.client()
         user = self._container_user(client, spec.image)
         env = dict(spec.env)
@@ -282,10 +295,8 @@ class DockerBackend(Backend):
                 raise
 
     async def stop(self, workload_id: str, grace_seconds: float) -> None:
-        try:
+        with contextlib.suppress(docker.errors.NotFound):
             await self._call(self.client().api.stop, workload_id, timeout=int(grace_seconds))
-        except docker.errors.NotFound:
-            pass
 
     async def remove(self, workload_id: str) -> None:
         self._last_cpu.pop(workload_id, None)

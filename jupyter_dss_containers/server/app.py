@@ -33,16 +33,19 @@ class DSSContainersExtension(ExtensionApp):
             ksm.dss_config_file = self.config_file
         self.settings["dss_containers"] = self
 
-    async def _start_jupyter_server_extension(self, serverapp) -> None:  # noqa: ANN001
+    async def _start_jupyter_server_extension(self, serverapp) -> None:
         if self.reap_on_start:
             asyncio.get_running_loop().create_task(self._reap())
 
     async def _reap(self) -> None:
         try:
             config_file = await asyncio.to_thread(load_config, self.config_file)
-            removed = await ownership.reap_orphans(list(config_file.execution_configs.values()))
-        except Exception as exc:  # a dead daemon must not stop the server
+            configs = list(config_file.execution_configs.values())
+            removed, skipped = await ownership.reap_orphans(configs)
+        except Exception as exc:  # a broken file must not stop the server
             self.log.warning("dss-containers: start-up reaping skipped: %s", exc)
             return
+        for name, why in skipped.items():
+            self.log.warning("dss-containers: could not reap for config %s: %s", name, why)
         for workload in removed:
             self.log.info("dss-containers: reaped orphaned %s", workload.name)
