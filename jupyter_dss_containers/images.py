@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.metadata
 import io
 import json
 import os
@@ -43,17 +42,21 @@ from typing import Any
 
 import docker
 import docker.errors
+import requests.exceptions
 
+from .backends.base import BackendUnavailable
 from .config import BaseImageSpec, ConfigFile, ExecutionConfig
 
 IMAGE_REPO_PREFIX = "dss-containers/"
 ROOTFS_REPO = IMAGE_REPO_PREFIX + "rootfs"
 KERNEL_PYTHON = "/opt/dss/venv/bin/python"
 VENV = "/opt/dss/venv"
-#: bump when a change here changes what goes into images (it changes every tag)
+#: bump when a change of the build changes images in a way the hashed recipe (Dockerfile,
+#: customize hooks, import settings) does not show, e.g. mmdebstrap options
 BUILDER_VERSION = "1"
-#: ipykernel pinned when the host has none installed
-FALLBACK_IPYKERNEL = "6.29.5"
+#: the kernel packages of every image we build: pinned here, not taken from the host, so
+#: upgrading the server's own ipykernel does not turn every image tag stale
+KERNEL_PINS = {"ipykernel": "7.4.0"}
 CUDA_DEFAULT_FROM = "nvidia/cuda:12.4.1-runtime-ubuntu22.04"
 
 LABEL_PREFIX = "dss-containers.jupyter.org/"
@@ -103,7 +106,7 @@ def friendly_tag(spec: BaseImageSpec) -> str:
 
 
 def base_image_tag(spec: BaseImageSpec) -> str:
-    """The content tag: same inputs, same tag, on any machine with the same apt sources."""
+    """The content tag: same spec, same tag (given the same host apt sources and ipykernel)."""
     return f"{_repository(spec)}:{content_hash(spec)[:12]}"
 
 
@@ -163,6 +166,7 @@ def _content(spec: BaseImageSpec) -> dict[str, Any]:
         "from": effective_from(spec),
         "kernel": kernel_pins(),
         "wheels": _wheel_names(spec),
+        "recipe": _render(spec, True, "LABEL"),
     }
     if is_bootstrap(spec):
         content["rootfs"] = _rootfs_content(spec)
@@ -181,16 +185,14 @@ def _rootfs_content(spec: BaseImageSpec) -> dict[str, Any]:
         "kernel": kernel_pins(),
         "python_packages": list(spec.python_packages),
         "wheels": _wheel_names(spec),
+        "hooks": _customize_hooks(spec, Path("/wheels")),
+        "import": _import_changes(spec),
     }
 
 
 def kernel_pins() -> dict[str, str]:
-    """The kernel packages installed into every image: the host's ipykernel version."""
-    try:
-        version = importlib.metadata.version("ipykernel")
-    except importlib.metadata.PackageNotFoundError:
-        version = FALLBACK_IPYKERNEL
-    return {"ipykernel": version}
+    """The kernel packages installed into every image (part of every content hash)."""
+    return dict(KERNEL_PINS)
 
 
 def _wheel_names(spec: BaseImageSpec) -> list[str] | None:
@@ -364,8 +366,8 @@ class _Run:
             self.emit(step, line, progress)
 
     def fail(self, what: str) -> ImageBuildError:
-        tail = "\n".join(self.tail) or "(no output)"
-        return ImageBuildError(f"building base image {self.image!r} failed: {what}\n{tail}")
+        tail = "".join(f"\n{line}" for line in self.tail)
+        return ImageBuildError(f"building base image {self.image!r} failed: {what}{tail}")
 
 
 class ConsoleProgress:
@@ -375,7 +377,7 @@ class ConsoleProgress:
     """
 
     def __init__(self, console: Any = None, verbose: bool = False):
-        from rich.console import Console
+        from rich.console import Console  # here: the kernel provisioner never needs rich
 
         self.console = console if console is not None else Console(stderr=True)
         self.verbose = verbose
@@ -432,6 +434,24 @@ def build_base_image(
     run = _Run(spec.name, progress)
     tag = base_image_tag(spec)
     run.emit("resolve", f"{'bootstrap' if is_bootstrap(spec) else 'Dockerfile'} build -> {tag}")
+    with _daemon_errors(run):
+        return _build(spec, client, run, tag, force)
+
+
+@contextlib.contextmanager
+def _daemon_errors(run: _Run) -> Iterator[None]:
+    """Daemon refusals become build errors; a daemon out of reach says so."""
+    try:
+        yield
+    except docker.errors.APIError as exc:
+        raise run.fail(f"Docker daemon: {exc.explanation or exc}") from None
+    except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
+        raise BackendUnavailable(f"Docker daemon is unreachable: {exc}") from None
+
+
+def _build(
+    spec: BaseImageSpec, client: docker.DockerClient, run: _Run, tag: str, force: bool
+) -> str:
     if not force and image_exists(client, tag):
         _tag_friendly(client, tag, spec)
         run.emit("cached", f"{tag} is up to date", 1.0)
@@ -551,7 +571,7 @@ def _pip_download(
     for tag in _platform_tags(arch, glibc):
         cmd += ["--platform", tag]
     cmd += ["-d", str(dest), *_requirements(spec)]
-    code = _stream_process(cmd, run, "wheelhouse", lambda _line: None)
+    code = _stream_process(cmd, run, "wheelhouse")
     if code != 0:
         raise run.fail(f"pip download exited with code {code}")
 
@@ -606,7 +626,9 @@ def mmdebstrap_command(spec: BaseImageSpec, wheels: Path, sources: Path, out: Pa
     return [*cmd, spec.suite, str(out), str(sources)]
 
 
-_COMPILEALL = f"{KERNEL_PYTHON} -m compileall -q --invalidation-mode unchecked-hash {VENV}/lib"
+#: every .pyc of the venv checked against nothing: mmdebstrap clamps file times, which would
+#: make timestamp-based ones (ensurepip's too, hence -f) stale and recompiled at each start
+_COMPILEALL = f"{KERNEL_PYTHON} -m compileall -q -f --invalidation-mode unchecked-hash {VENV}/lib"
 
 
 def _customize_hooks(spec: BaseImageSpec, wheels: Path) -> list[str]:
@@ -648,29 +670,28 @@ def _run_mmdebstrap(spec: BaseImageSpec, run: _Run, tmp: Path, wheels: Path) -> 
     out = tmp / "rootfs.tar"
     packages = ", ".join(_bootstrap_packages(spec))
     run.emit("bootstrap", f"mmdebstrap {spec.suite} with {packages}", 0.0)
-    state = {"progress": 0.0}
-
-    def on_line(line: str) -> None:
-        for marker, share in _MMDEBSTRAP_PHASES:
-            if marker in line:
-                state["progress"] = max(state["progress"], share)
-
-    code = _stream_process(
-        mmdebstrap_command(spec, wheels, sources_file, out), run, "bootstrap", on_line, state
-    )
+    command = mmdebstrap_command(spec, wheels, sources_file, out)
+    code = _stream_process(command, run, "bootstrap", _mmdebstrap_progress)
     if code != 0 or not out.is_file():
         raise run.fail(f"mmdebstrap exited with code {code}")
     return out
+
+
+def _mmdebstrap_progress(line: str) -> float | None:
+    for marker, share in _MMDEBSTRAP_PHASES:
+        if line.startswith(f"I: {marker}"):
+            return share
+    return None
 
 
 def _stream_process(
     cmd: list[str],
     run: _Run,
     step: str,
-    on_line: Callable[[str], None],
-    state: dict[str, float] | None = None,
+    progress_of: Callable[[str], float | None] = lambda _line: None,
 ) -> int:
     """Run a command, turning each output line into an event; return its exit code."""
+    progress: float | None = None
     env = {**os.environ, "LC_ALL": "C.UTF-8"}
     with subprocess.Popen(
         cmd,
@@ -683,9 +704,21 @@ def _stream_process(
     ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
-            on_line(line)
-            run.log(step, line, state["progress"] if state else None)
+            progress = progress_of(line) or progress
+            run.log(step, line, progress)
         return proc.wait()
+
+
+def _import_changes(spec: BaseImageSpec) -> list[str]:
+    """Image settings given at import (a tarball has none)."""
+    return [
+        f"ENV PATH={IMAGE_PATH}",
+        f"ENV HOME={IMAGE_HOME}",
+        "ENV LANG=C.UTF-8",
+        f"USER {IMAGE_USER}",
+        f"WORKDIR {IMAGE_HOME}",
+        f"LABEL {LABEL_WITH_R}={str(spec.with_r).lower()}",
+    ]
 
 
 def _import_rootfs(
@@ -695,15 +728,7 @@ def _import_rootfs(
     size = tarball.stat().st_size / 1024**2
     run.emit("import", f"importing {size:.0f} MiB as {rootfs}")
     repository, _, tag = rootfs.rpartition(":")
-    changes = [
-        f"ENV PATH={IMAGE_PATH}",
-        f"ENV HOME={IMAGE_HOME}",
-        "ENV LANG=C.UTF-8",
-        f"USER {IMAGE_USER}",
-        f"WORKDIR {IMAGE_HOME}",
-        f"LABEL {LABEL_ROOTFS}={tag}",
-        f"LABEL {LABEL_WITH_R}={str(spec.with_r).lower()}",
-    ]
+    changes = [*_import_changes(spec), f"LABEL {LABEL_ROOTFS}={tag}"]
     try:
         output = client.api.import_image_from_file(
             str(tarball), repository=repository, tag=tag, changes=changes
@@ -724,14 +749,20 @@ def render_dockerfile(spec: BaseImageSpec, wheelhouse_present: bool) -> str:
 
     For a ``from:`` (or CUDA) image: the whole setup on top of that image, tolerant of
     an existing ``/opt/dss/venv`` and uid 1000. For a bootstrapped one: labels and
-    fragments on top of its root file system.
+    fragments on top of its root file system. ``dockerfile_prepend`` goes before ``FROM``
+    (``ARG`` lines, extra stages); ``dockerfile_append`` runs as root, then the user is
+    set back to 1000:100.
     """
+    return _render(spec, wheelhouse_present, _label_line(spec))
+
+
+def _render(spec: BaseImageSpec, wheelhouse_present: bool, label_line: str) -> str:
     parts = [spec.dockerfile_prepend.strip()]
     if is_bootstrap(spec):
         parts += [f"FROM {_rootfs_tag(spec)}"]
         if spec.dockerfile_append.strip():
             parts += ["USER root", spec.dockerfile_append.strip(), f"USER {IMAGE_USER}"]
-        parts += [_label_line(spec)]
+        parts += [label_line]
     else:
         parts += [
             f"FROM {effective_from(spec)}",
@@ -747,7 +778,7 @@ def render_dockerfile(spec: BaseImageSpec, wheelhouse_present: bool) -> str:
         parts += [
             f"ENV PATH={VENV}/bin:$PATH HOME={IMAGE_HOME}",
             spec.dockerfile_append.strip(),
-            _label_line(spec),
+            label_line,
             f"WORKDIR {IMAGE_HOME}",
             f"USER {IMAGE_USER}",
         ]
@@ -789,7 +820,8 @@ _APT_INSTALL_NEEDED = (
     "if ! command -v apt-get >/dev/null; then "
     'echo "missing packages:$need, and no apt-get in the base image" >&2; exit 1; fi; '
     "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "
-    "--no-install-recommends $need && rm -rf /var/lib/apt/lists/*; fi"
+    "--no-install-recommends $need; apt-get clean; "
+    "rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin; fi"
 )
 
 
@@ -806,13 +838,15 @@ def _ensure_user() -> str:
 
 
 def _install_kernel(spec: BaseImageSpec, wheelhouse_present: bool) -> str:
+    """Make or update the venv; recompile only when pip changed it (else the layer is empty)."""
     source = "--no-index --find-links /tmp/dss-wheelhouse " if wheelhouse_present else ""
     requirements = " ".join(shlex.quote(r) for r in _requirements(spec))
+    freeze = f"{VENV}/bin/pip freeze --all 2>/dev/null"
     return (
-        f"set -eu; [ -x {KERNEL_PYTHON} ] || python3 -m venv {VENV}; "
+        f"set -eu; [ -x {KERNEL_PYTHON} ] || python3 -m venv {VENV}; before=$({freeze}); "
         f"{VENV}/bin/pip install -q --no-cache-dir --disable-pip-version-check {source}"
         f"--no-compile {requirements}; "
-        f"{_COMPILEALL}; "
+        f'[ "$before" = "$({freeze})" ] || {_COMPILEALL}; '
         "rm -rf /tmp/dss-wheelhouse"
     )
 

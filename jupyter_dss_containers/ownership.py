@@ -1,9 +1,11 @@
 """Labels on every container and pod, and which live process owns them.
 
 Every workload carries the labels below. A process that starts workloads (a Jupyter
-server, or a plain ``jupyter_client`` user such as nbclient) registers itself in the Jupyter
-runtime folder; a workload whose registering process is gone, and which no live process
-has adopted (reattached to), is an orphan that ``cleanup`` and server start-up reap.
+server, or a plain ``jupyter_client`` user such as nbclient) registers itself in a folder
+shared by all processes of the OS user on this host (not the Jupyter runtime folder, which
+differs between environments); a workload started on this host whose registering process
+is gone, and which no live process has adopted (reattached to), is an orphan that
+``cleanup`` and server start-up reap. Workloads started from other hosts are left alone.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jupyter_core.paths import jupyter_runtime_dir
-
 PREFIX = "dss-containers.jupyter.org/"
 KIND = PREFIX + "kind"  # kernel | job | pool
 KERNEL_ID = PREFIX + "kernel-id"
@@ -26,6 +26,7 @@ CONFIG = PREFIX + "config"
 CODE_ENV = PREFIX + "code-env"
 OWNER = PREFIX + "owner"
 SERVER_ID = PREFIX + "server-id"
+HOST = PREFIX + "host"
 MANAGED = PREFIX + "managed"
 
 
@@ -43,6 +44,7 @@ def workload_labels(
         CONFIG: config,
         OWNER: owner,
         SERVER_ID: this_process().server_id,
+        HOST: socket.gethostname(),
     }
     if kernel_id:
         labels[KERNEL_ID] = kernel_id
@@ -57,7 +59,7 @@ class ProcessRegistry:
     """A small file per process in the runtime folder: its pid and the kernels it adopted."""
 
     def __init__(self, folder: Path | None = None):
-        self.folder = folder or Path(jupyter_runtime_dir()) / "dss-containers"
+        self.folder = folder or registry_folder()
         self.server_id = f"{socket.gethostname()[:20]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._adopted: set[str] = set()
         self._registered = False
@@ -103,6 +105,18 @@ class ProcessRegistry:
         return servers, adopted
 
 
+def registry_folder() -> Path:
+    """``$DSS_CONTAINERS_RUNTIME_DIR``, else a per-user folder under the temp folder."""
+    import tempfile
+
+    explicit = os.environ.get("DSS_CONTAINERS_RUNTIME_DIR")
+    return (
+        Path(explicit)
+        if explicit
+        else Path(tempfile.gettempdir()) / f"dss-containers-{os.getuid()}"
+    )
+
+
 def _pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
@@ -137,6 +151,7 @@ async def reap_orphans(
     from .backends import BackendError, backend_for
 
     servers, adopted = this_process().live_claims()
+    here = socket.gethostname()
     seen: set[Any] = set()
     removed, skipped = [], {}
     for config in configs:
@@ -147,8 +162,10 @@ async def reap_orphans(
         seen.add(target)
         try:
             for workload in await backend.list({MANAGED: "true"}):
-                owned = workload.labels.get(SERVER_ID) in servers or workload.id in adopted
-                if everything or not owned:
+                labels = workload.labels
+                owned = labels.get(SERVER_ID) in servers or workload.id in adopted
+                elsewhere = labels.get(HOST, here) != here  # its owner's liveness is unknown here
+                if everything or not (owned or elsewhere):
                     await backend.remove(workload.id)
                     removed.append(workload)
         except BackendError as exc:

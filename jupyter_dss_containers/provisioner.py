@@ -195,9 +195,12 @@ class ContainerProvisioner(KernelProvisionerBase):
             return None
         if self.exit_reason is None:
             self._last_status = status
-            self.exit_reason = await self._death_message(status)
-            log = self.log.info if self._stopping else self.log.error
-            log("Kernel %s stopped: %s", self.kernel_id, self.exit_reason)
+            if self._stopping:  # asked to stop: no need to quote its logs
+                self.exit_reason = f"stopped on request ({status.reason})"
+                self.log.info("Kernel %s %s", self.kernel_id, self.exit_reason)
+            else:
+                self.exit_reason = await self._death_message(status)
+                self.log.error("Kernel %s stopped: %s", self.kernel_id, self.exit_reason)
         return status.exit_code if status.exit_code is not None else -1
 
     async def _death_message(self, status: WorkloadStatus) -> str:
