@@ -187,8 +187,9 @@ class DoctorCommand(DSSCommand):
             )
             if config.backend == "docker":
                 ref = images.resolve_image(config_file, config)
-                client = backend.client()  # type: ignore[attr-defined]
-                present = await asyncio.to_thread(images.image_exists, client, ref)
+                present = await asyncio.to_thread(
+                    lambda: images.image_exists(backend.client(), ref)  # type: ignore[attr-defined]
+                )
                 result["image"] = f"{ref} ({'present' if present else 'missing'})"
                 if not present:
                     base = config_file.base_image_of(config)

@@ -61,6 +61,8 @@ class ContainerProvisioner(KernelProvisionerBase):
 
     workload_id: str | None = None
     exit_reason: str | None = None
+    owner: str | None = None
+    image: str | None = None
     _backend: Backend | None = None
     _config: ExecutionConfig | None = None
     _last_status: WorkloadStatus | None = None
@@ -96,8 +98,9 @@ class ContainerProvisioner(KernelProvisionerBase):
         config_file, config = await self._load()
         identity = current_identity(config_file)
         check_permission(identity, config)
-        self._owner = identity.username
-        self._image = images.resolve_image(config_file, config)
+        self.owner = identity.username
+        # hashing a base image spec reads apt sources and wheelhouse folders: not on the loop
+        self.image = await asyncio.to_thread(images.resolve_image, config_file, config)
         self._base_image = config_file.base_image_of(config)
         kwargs = await super().pre_launch(**kwargs)
         # The host's environment never reaches the container: only the config's and the spec's.
@@ -131,10 +134,10 @@ class ContainerProvisioner(KernelProvisionerBase):
         ownership.this_process().register()
         spec = WorkloadSpec(
             name=f"dss-kernel-{self.kernel_id[:13]}-{secrets.token_hex(2)}",
-            image=self._image,
+            image=self.image,
             command=cmd,
             labels=ownership.workload_labels(
-                "kernel", config.name, self._owner, kernel_id=self.kernel_id, code_env=self.code_env
+                "kernel", config.name, self.owner, kernel_id=self.kernel_id, code_env=self.code_env
             ),
             env=kwargs.get("env", {}),
             files={CONNECTION_FILE: json.dumps(in_container).encode()},
@@ -168,7 +171,7 @@ class ContainerProvisioner(KernelProvisionerBase):
             self.kernel_id,
             workload.name,
             config.name,
-            self._image,
+            self.image,
             address,
         )
         return self.connection_info
@@ -280,7 +283,9 @@ class ContainerProvisioner(KernelProvisionerBase):
         self.code_env = provisioner_info.get("code_env")
         self.config_file = provisioner_info.get("config_file")
         config_file, config = await self._load()
-        check_permission(current_identity(config_file), config)
+        identity = current_identity(config_file)
+        check_permission(identity, config)
+        self.owner = identity.username
         self.workload_id = provisioner_info["workload_id"]
         status = await self.backend.status(self.workload_id)
         if not status.running:

@@ -122,6 +122,14 @@ class DockerBackend(Backend):
     def client(self) -> docker.DockerClient:
         return docker_client(self.settings)
 
+    async def _api(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call a low-level API method in a thread (the client, too, is made there)."""
+
+        def call() -> Any:
+            return getattr(self.client().api, method)(*args, **kwargs)
+
+        return await self._call(call)
+
     async def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a blocking SDK call in a thread, turning transport errors into clear ones."""
         try:
@@ -251,7 +259,7 @@ class DockerBackend(Backend):
     ) -> tuple[str, dict[int, int]]:
         if self.settings.network == "host":
             return self.connect_address, {p: p for p in ports}
-        attrs = await self._call(self.client().api.inspect_container, workload_id)
+        attrs = await self._api("inspect_container", workload_id)
         published = (attrs.get("NetworkSettings") or {}).get("Ports") or {}
         mapping = {}
         for port in ports:
@@ -267,7 +275,7 @@ class DockerBackend(Backend):
 
     async def status(self, workload_id: str) -> WorkloadStatus:
         try:
-            attrs = await self._call(self.client().api.inspect_container, workload_id)
+            attrs = await self._api("inspect_container", workload_id)
         except docker.errors.NotFound:
             return WorkloadStatus("missing", exit_code=-1, reason="the container was removed")
         state = attrs.get("State", {})
@@ -287,7 +295,7 @@ class DockerBackend(Backend):
 
     async def signal(self, workload_id: str, signum: int) -> None:
         try:
-            await self._call(self.client().api.kill, workload_id, signal=int(signum))
+            await self._api("kill", workload_id, signal=int(signum))
         except docker.errors.NotFound:
             pass
         except BackendError as exc:
@@ -296,12 +304,12 @@ class DockerBackend(Backend):
 
     async def stop(self, workload_id: str, grace_seconds: float) -> None:
         with contextlib.suppress(docker.errors.NotFound):
-            await self._call(self.client().api.stop, workload_id, timeout=int(grace_seconds))
+            await self._api("stop", workload_id, timeout=int(grace_seconds))
 
     async def remove(self, workload_id: str) -> None:
         self._last_cpu.pop(workload_id, None)
         try:
-            await self._call(self.client().api.remove_container, workload_id, force=True, v=True)
+            await self._api("remove_container", workload_id, force=True, v=True)
         except docker.errors.NotFound:
             pass
         except BackendError as exc:
@@ -310,16 +318,14 @@ class DockerBackend(Backend):
 
     async def logs(self, workload_id: str, tail: int = 50) -> str:
         try:
-            raw = await self._call(self.client().api.logs, workload_id, tail=tail)
+            raw = await self._api("logs", workload_id, tail=tail)
         except docker.errors.NotFound:
             return ""
         return raw.decode("utf-8", errors="replace")
 
     async def stats(self, workload_id: str) -> WorkloadStats:
         try:
-            raw = await self._call(
-                self.client().api.stats, workload_id, stream=False, one_shot=True
-            )
+            raw = await self._api("stats", workload_id, stream=False, one_shot=True)
         except docker.errors.NotFound:
             return WorkloadStats(None, None, None)
         mem = raw.get("memory_stats") or {}
@@ -339,7 +345,7 @@ class DockerBackend(Backend):
 
     async def list(self, labels: dict[str, str]) -> list[Workload]:
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
-        rows = await self._call(self.client().api.containers, all=True, filters=filters)
+        rows = await self._api("containers", all=True, filters=filters)
         return [
             Workload(
                 id=r["Id"],
@@ -353,7 +359,7 @@ class DockerBackend(Backend):
         ]
 
     async def check(self) -> dict[str, str]:
-        version = await self._call(self.client().version)
+        version = await self._api("version")
         components = {c.get("Name"): c.get("Version") for c in version.get("Components", [])}
         engine = "podman" if "Podman Engine" in components else "docker"
         return {

@@ -33,6 +33,11 @@ class DSSContainersExtension(ExtensionApp):
             ksm.dss_config_file = self.config_file
         self.settings["dss_containers"] = self
 
+    def initialize_handlers(self) -> None:
+        from .handlers import HANDLERS
+
+        self.handlers.extend(HANDLERS)
+
     async def _start_jupyter_server_extension(self, serverapp) -> None:
         if self.reap_on_start:
             asyncio.get_running_loop().create_task(self._reap())

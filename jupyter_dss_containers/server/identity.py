@@ -1,0 +1,75 @@
+"""Who is making a server request: the user name and their groups.
+
+The user comes from jupyter_server's IdentityProvider (``handler.current_user``). The groups
+come from JupyterHub when the server runs under a hub and the hub told us (the hub's
+identity provider keeps the hub's user model as ``current_user.hub_user``; it has a
+``groups`` list when the server's token may read groups), else from the config file's
+``groups:`` map. Either way the answer is an :class:`~..permissions.Identity` for the one
+permission check of :mod:`..permissions`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from tornado.web import HTTPError
+
+from ..config import ConfigFile
+from ..permissions import Identity, identity_for
+
+HUB_ENV_VAR = "JUPYTERHUB_API_URL"
+
+
+def hub_groups(user: Any) -> list[str] | None:
+    """The groups JupyterHub gave for ``user``, or None when the hub did not say."""
+    if not os.environ.get(HUB_ENV_VAR):
+        return None
+    model = getattr(user, "hub_user", None)
+    if not isinstance(model, dict):
+        return None
+    groups = model.get("groups")
+    if not isinstance(groups, list | tuple):
+        return None  # the token may not read groups: fall back to the config file's map
+    return [str(g) for g in groups]
+
+
+def user_identity(user: Any, config_file: ConfigFile) -> Identity:
+    """The identity of a jupyter_server ``User`` (or a bare user name)."""
+    username = user if isinstance(user, str) else getattr(user, "username", None)
+    if not username:
+        raise ValueError(f"cannot tell the user name of {user!r}")
+    return identity_for(username, config_file, hub_groups(user))
+
+
+def request_identity(handler: Any, config_file: ConfigFile) -> Identity:
+    """The identity of the user a request handler serves; 403 when nobody is logged in."""
+    user = getattr(handler, "current_user", None)
+    if not user:
+        raise HTTPError(403, "not authenticated")
+    return user_identity(user, config_file)
+
+
+def call_context_identity(config_file: ConfigFile) -> Identity | None:
+    """The identity of the request being served, as jupyter_server's ``CallContext`` knows it.
+
+    ``JupyterHandler.prepare()`` stores the handler in ``CallContext`` (a ContextVar) for
+    every request, core routes included. Tornado runs each request in its own asyncio task
+    and the kernel managers start kernels in tasks created from it, which copy the context:
+    so inside ``POST /api/kernels``, ``POST /api/sessions``, a restart or a kernel spec
+    listing, this returns the requester's identity. None outside any request.
+    """
+    try:
+        from jupyter_server import CallContext
+    except ImportError:  # jupyter_client used without a server
+        return None
+    handler = CallContext.get(CallContext.JUPYTER_HANDLER)
+    if handler is None:
+        return None
+    try:
+        user = handler.current_user
+    except RuntimeError:  # asked before the handler's prepare() resolved the user
+        return None
+    if not user:
+        return None
+    return user_identity(user, config_file)
