@@ -323,3 +323,24 @@ async def test_unreachable_daemon_fails_fast_with_its_address(kernel_config):
     assert "unix:///tmp/no-docker-here.sock" in message
     assert "unreachable" in message
     assert elapsed < 5
+
+
+def test_doctor_checks_every_config(kernel_config):
+    """Like DSS's Test button: each config's daemon and image, a dead daemon named fast."""
+    began = time.perf_counter()
+    result = subprocess.run(
+        ["jupyter", "dss-containers", "doctor", "--json", "--config", kernel_config.source],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    elapsed = time.perf_counter() - began
+    assert result.returncode == 1, result.stderr  # two configs are broken on purpose
+    rows = {r["config"]: r for r in json.loads(result.stdout)}
+    assert rows["local"]["ok"] and rows["local"]["engine"].startswith("docker ")
+    assert "present" in rows["local"]["image"]
+    assert not rows["dead-daemon"]["ok"]
+    assert "unix:///tmp/no-docker-here.sock" in rows["dead-daemon"]["error"]
+    assert not rows["missing-image"]["ok"]
+    assert "dss-containers/no-such-image:1 missing" in rows["missing-image"]["error"]
+    assert elapsed < 30
