@@ -18,7 +18,7 @@ from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKerne
 from traitlets import Unicode
 
 from .config import ConfigFile, ExecutionConfig, load_config
-from .permissions import Identity, current_identity, permitted_configs
+from .permissions import Identity, check_permission, current_identity, permitted_configs
 
 PREFIX = "dss-"
 PROVISIONER_NAME = "dss-containers"
@@ -65,11 +65,17 @@ def _spec(
 
 
 def container_kernel_specs(
-    config_file: ConfigFile, identity: Identity, config_path: str | None = None
+    config_file: ConfigFile, identity: Identity | None, config_path: str | None = None
 ) -> dict[str, dict[str, Any]]:
-    """Kernel spec dicts (kernel.json contents) by name, for the configs ``identity`` may use."""
+    """Kernel spec dicts (kernel.json contents) by name, for the configs ``identity`` may use
+    (all configs when ``identity`` is None)."""
     specs: dict[str, dict[str, Any]] = {}
-    for config in permitted_configs(identity, config_file):
+    configs = (
+        config_file.execution_configs.values()
+        if identity is None
+        else permitted_configs(identity, config_file)
+    )
+    for config in configs:
         base = config_file.base_image_of(config)
         languages = ["python"] + (["r"] if base is not None and base.with_r else [])
         for env in [None, *(e.name for e in config_file.envs_for(config.name))]:
@@ -87,11 +93,16 @@ class ContainerKernelSpecManager(KernelSpecManager):
         None, allow_none=True, config=True, help="Config file path (default: the usual search)."
     )
 
-    def _container_specs(self) -> dict[str, dict[str, Any]]:
+    def _load(self) -> ConfigFile | None:
         try:
-            config_file = load_config(self.dss_config_file)
+            return load_config(self.dss_config_file)
         except Exception as exc:  # a broken file must not hide the local kernels
             self.log.error("dss-containers: no container kernels: %s", exc)
+            return None
+
+    def _container_specs(self) -> dict[str, dict[str, Any]]:
+        config_file = self._load()
+        if config_file is None:
             return {}
         return container_kernel_specs(
             config_file, current_identity(config_file), self.dss_config_file
@@ -107,8 +118,19 @@ class ContainerKernelSpecManager(KernelSpecManager):
         if spec is not None:
             return KernelSpec(resource_dir=resource_dir(), **spec)
         if kernel_name.startswith(PREFIX) and kernel_name not in super().find_kernel_specs():
+            self._refuse_if_forbidden(kernel_name)
             raise NoSuchKernel(kernel_name)
         return super().get_kernel_spec(kernel_name)
+
+    def _refuse_if_forbidden(self, kernel_name: str) -> None:
+        """Say *why* a container kernel is not offered when its config exists but is closed."""
+        config_file = self._load()
+        if config_file is None:
+            return
+        spec = container_kernel_specs(config_file, None).get(kernel_name)
+        if spec is not None:
+            name = spec["metadata"]["dss_containers"]["execution_config"]
+            check_permission(current_identity(config_file), config_file.get(name))
 
     def get_all_specs(self) -> dict[str, dict[str, Any]]:
         out = super().get_all_specs()

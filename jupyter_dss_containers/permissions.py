@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import getpass
 import os
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 
 from .config import ConfigFile, ExecutionConfig
+from .errors import ReportedError
 
 EVERYONE = "*"
 
@@ -24,8 +26,10 @@ class Identity:
     groups: frozenset[str] = frozenset()
 
 
-class PermissionDenied(PermissionError):
+class PermissionDenied(ReportedError, PermissionError):
     """A user named a config their groups are not permitted to use."""
+
+    status = 403
 
 
 def identity_for(
@@ -51,9 +55,25 @@ def process_identity(config_file: ConfigFile) -> Identity:
 request_identity: ContextVar[Identity | None] = ContextVar("request_identity", default=None)
 
 
+#: Functions that may know who the current request is from (the server extension registers
+#: one reading jupyter_server's CallContext), so permissions need not import the server.
+IdentityResolver = Callable[[ConfigFile], "Identity | None"]
+_resolvers: list[IdentityResolver] = []
+
+
+def register_identity_resolver(resolver: IdentityResolver) -> None:
+    if resolver not in _resolvers:
+        _resolvers.append(resolver)
+
+
 def current_identity(config_file: ConfigFile) -> Identity:
     """The request's identity when a server request is being served, else the process's."""
-    return request_identity.get() or process_identity(config_file)
+    identity = request_identity.get()
+    for resolver in _resolvers:
+        if identity is not None:
+            break
+        identity = resolver(config_file)
+    return identity or process_identity(config_file)
 
 
 def is_permitted(identity: Identity, config: ExecutionConfig) -> bool:

@@ -15,6 +15,7 @@ import time
 from importlib import resources
 
 import pytest
+import tornado.httpclient
 import yaml
 from conftest import leftover_containers
 from jupyter_server.auth import IdentityProvider, User
@@ -290,11 +291,6 @@ async def test_replies_match_the_openapi_schemas(api):
 # --------------------------------------------------------------------------- per-request
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="permissions.current_identity does not yet fall back on jupyter_server's "
-    "CallContext, so core routes (/api/kernelspecs, /api/kernels) see the process's user",
-)
 async def test_core_kernelspec_listing_follows_the_requesting_user(jp_fetch):
     async def names(user):
         response = await jp_fetch("api", "kernelspecs", headers={"X-Test-User": user})
@@ -303,6 +299,22 @@ async def test_core_kernelspec_listing_follows_the_requesting_user(jp_fetch):
     alice, bob = await names("alice"), await names("bob")
     assert "dss-small" in alice and "dss-gpu" not in alice
     assert "dss-gpu" in bob
+
+
+async def test_starting_a_forbidden_kernel_is_refused_by_name(jp_fetch):
+    """jupyter_server's own route answers 403 with our reason, not 500, and starts nothing."""
+    with pytest.raises(tornado.httpclient.HTTPClientError) as caught:
+        await jp_fetch(
+            "api",
+            "kernels",
+            method="POST",
+            body=json.dumps({"name": "dss-gpu"}),
+            headers={"X-Test-User": "alice"},
+        )
+    assert caught.value.code == 403
+    message = json.loads(caught.value.response.body)["message"]
+    assert "'alice' may not use execution configuration 'gpu'" in message
+    assert "gpu-users" in message
 
 
 # --------------------------------------------------------------------------- Docker

@@ -10,6 +10,8 @@ from traitlets import Bool, Unicode
 from .. import ownership
 from .._version import __version__
 from ..config import load_config
+from ..permissions import register_identity_resolver
+from .identity import call_context_identity
 
 
 class DSSContainersExtension(ExtensionApp):
@@ -28,6 +30,7 @@ class DSSContainersExtension(ExtensionApp):
     )
 
     def initialize_settings(self) -> None:
+        register_identity_resolver(call_context_identity)
         ksm = self.serverapp.kernel_spec_manager
         if hasattr(ksm, "dss_config_file") and self.config_file:
             ksm.dss_config_file = self.config_file

@@ -16,7 +16,7 @@ from typing import Any
 from tornado.web import HTTPError
 
 from ..config import ConfigFile
-from ..permissions import Identity, identity_for
+from ..permissions import Identity, identity_for, process_identity
 
 HUB_ENV_VAR = "JUPYTERHUB_API_URL"
 
@@ -47,6 +47,8 @@ def request_identity(handler: Any, config_file: ConfigFile) -> Identity:
     user = getattr(handler, "current_user", None)
     if not user:
         raise HTTPError(403, "not authenticated")
+    if serves_its_owner_only(handler):
+        return process_identity(config_file)
     return user_identity(user, config_file)
 
 
@@ -66,6 +68,8 @@ def call_context_identity(config_file: ConfigFile) -> Identity | None:
     handler = CallContext.get(CallContext.JUPYTER_HANDLER)
     if handler is None:
         return None
+    if serves_its_owner_only(handler):
+        return None  # the process's user (the OS or hub user) is the one person served
     try:
         user = handler.current_user
     except RuntimeError:  # asked before the handler's prepare() resolved the user
@@ -73,3 +77,21 @@ def call_context_identity(config_file: ConfigFile) -> Identity | None:
     if not user:
         return None
     return user_identity(user, config_file)
+
+
+def serves_its_owner_only(handler: Any) -> bool:
+    """True for jupyter_server's stock token/password identity providers.
+
+    They call every visitor an anonymous, random user name: whoever holds the token acts as
+    the server's owner, whose groups the config file (or the hub) knows by the OS or
+    ``JUPYTERHUB_USER`` name. Any other identity provider (JupyterHub's, a site's) names
+    real users, and each request then counts as its user's.
+    """
+    from jupyter_server.auth.identity import (
+        IdentityProvider,
+        LegacyIdentityProvider,
+        PasswordIdentityProvider,
+    )
+
+    provider = getattr(handler, "identity_provider", None)
+    return type(provider) in (IdentityProvider, PasswordIdentityProvider, LegacyIdentityProvider)

@@ -1,0 +1,23 @@
+"""The base of errors a user must read as they are, wherever they surface.
+
+They are tornado ``HTTPError`` s too, so when one escapes through jupyter_server's own
+routes (``POST /api/kernels``, ``POST /api/sessions``) the answer carries our status and
+message instead of "500 Unhandled error".
+"""
+
+from __future__ import annotations
+
+from tornado.web import HTTPError
+
+
+class ReportedError(HTTPError):
+    """An error with an HTTP status whose message is meant for the user."""
+
+    status = 500
+
+    def __init__(self, message: str):
+        super().__init__(self.status, message)  # tornado escapes "%" itself
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
