@@ -17,8 +17,10 @@ so the provisioner is measured as a Jupyter server drives it, without touching i
 (config, image inspect, create, put_archive, start, port inspection, kernel boot) and the
 cost of importing ipykernel inside the image and on the host.
 
-More variants (gateway_provisioners, a warm pool) plug in by implementing :class:`Variant`
-and being added to :func:`default_variants`.
+More variants plug in by implementing :class:`Variant` and being added to
+:func:`default_variants`. ``--gateway`` (on when gateway_provisioners imports) adds its
+``DockerProvisioner`` on an image built FROM our base image (see ``gateway.py``) and a table of
+our starts against it.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import secrets
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -48,11 +51,17 @@ from rich.table import Table
 
 from jupyter_dss_containers import ownership
 from jupyter_dss_containers.kernelspecs import ContainerKernelSpecManager
-from jupyter_dss_containers.provisioner import CONNECTION_FILE, PORT_NAMES
+from jupyter_dss_containers.launcher import CONNECTION_FILE, PORT_NAMES
+from jupyter_dss_containers.pool import warm_pool
+
+sys.path.insert(0, str(Path(__file__).parent))  # run as a script or imported by a sibling
+import gateway
 
 READY_TIMEOUT = 120.0
 BASELINE = "local ipykernel"
+GATEWAY = "gateway DockerProvisioner"
 CONTAINER_CONFIG = "local"
+POOLED_CONFIG = "pooled"
 STAGES = ("launch", "ready")
 PHASES = ("pre", "launch_kernel", "post", "boot")  # launch split up, then boot
 
@@ -135,6 +144,7 @@ class KernelManagerVariant:
     name: str
     kernel_name: str
     spec_manager: Callable[[], KernelSpecManager] = KernelSpecManager
+    env: dict[str, str] | None = None  # None: jupyter_client passes the host's environment
     _km: TimedKernelManager | None = field(default=None, init=False, repr=False)
     _kc: Any = field(default=None, init=False, repr=False)
 
@@ -143,7 +153,7 @@ class KernelManagerVariant:
             kernel_name=self.kernel_name, kernel_spec_manager=self.spec_manager()
         )
         started = time.perf_counter()
-        await km.start_kernel()
+        await km.start_kernel(**({} if self.env is None else {"env": self.env}))
         launched = time.perf_counter()
         self._kc = km.client()
         self._kc.start_channels()
@@ -165,11 +175,42 @@ class KernelManagerVariant:
             await km.shutdown_kernel(now=True)
 
 
-def default_variants() -> list[Variant]:
-    """The variants compared; the first is the baseline of the ratio column.
+@dataclass
+class PooledVariant(KernelManagerVariant):
+    """A container kernel taken from a warm pool that was filled (untimed) beforehand."""
 
-    Later: gateway_provisioners' DockerProvisioner and a warm pool go here.
-    """
+    async def start(self) -> Sample:
+        await warm_pool().fill_once()  # not timed: a server keeps its pools filled
+        return await super().start()
+
+
+@dataclass
+class GatewayVariant(KernelManagerVariant):
+    """gateway_provisioners' DockerProvisioner; remembers kernel ids to clean up after it."""
+
+    kernel_ids: set[str] = field(default_factory=set)
+
+    async def start(self) -> Sample:
+        try:
+            return await super().start()
+        finally:
+            if self._km is not None and self._km.kernel_id:
+                self.kernel_ids.add(self._km.kernel_id)
+
+
+def gateway_variant(setup: gateway.GatewaySetup) -> GatewayVariant:
+    return GatewayVariant(
+        GATEWAY,
+        gateway.GATEWAY_KERNEL,
+        spec_manager=gateway.spec_manager_for(setup.kernels_dir),
+        env=gateway.kernel_env(setup.gateway_ip),
+        kernel_ids=setup.kernel_ids,
+    )
+
+
+def default_variants(gateway_setup: gateway.GatewaySetup | None = None) -> list[Variant]:
+    """The variants compared; the first is the baseline of the ratio column."""
+    extra: list[Variant] = [gateway_variant(gateway_setup)] if gateway_setup else []
     return [
         KernelManagerVariant(BASELINE, "python3"),
         KernelManagerVariant(
@@ -177,7 +218,28 @@ def default_variants() -> list[Variant]:
             f"dss-{CONTAINER_CONFIG}",
             spec_manager=ContainerKernelSpecManager,
         ),
+        PooledVariant(
+            f"pooled dss-{POOLED_CONFIG}",
+            f"dss-{POOLED_CONFIG}",
+            spec_manager=ContainerKernelSpecManager,
+        ),
+        *extra,
     ]
+
+
+def use_benchmark_config(folder: Path) -> Path:
+    """The embedded default's ``local`` plus a pooled twin, as the config file of this run."""
+    path = folder / "dss_containers.yaml"
+    path.write_text(
+        "execution_configs:\n"
+        f"  {CONTAINER_CONFIG}: {{backend: docker, image: default, "
+        "permissions: {groups: ['*']}}\n"
+        f"  {POOLED_CONFIG}: {{backend: docker, image: default, warm_pool: {{size: 1}}, "
+        "permissions: {groups: ['*']}}\n"
+    )
+    os.environ["DSS_CONTAINERS_CONFIG"] = str(path)
+    warm_pool().config_file = str(path)
+    return path
 
 
 async def measure(
@@ -197,7 +259,7 @@ async def measure(
             finally:
                 await variant.stop()
             console.print(
-                f"{label:>9}  {variant.name:<22} launch {sample.launch:6.3f} s  "
+                f"{label:>9}  {variant.name:<26} launch {sample.launch:6.3f} s  "
                 f"ready {sample.ready:6.3f} s",
                 highlight=False,
             )
@@ -315,6 +377,27 @@ def phases_table(stats: dict[str, dict[str, dict[str, float]]]) -> Table:
         table.add_row(
             name,
             *(f"{s[k]['median']:.3f}" for k in (*PHASES, "ready")),
+        )
+    return table
+
+
+def gateway_table(stats: dict[str, dict[str, dict[str, float]]]) -> Table:
+    """Our container variants against gateway_provisioners, to ready: the issue's 3x goal."""
+    table = Table(title=f"Ours against {GATEWAY} (to ready, s)")
+    for column in ("variant", "median", "p95", "x gateway (median)", "gateway / ours"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    theirs = stats[GATEWAY]["ready"]
+    table.add_row(GATEWAY, f"{theirs['median']:.3f}", f"{theirs['p95']:.3f}", "1.00", "1.0x")
+    for name in stats:
+        if name in (BASELINE, GATEWAY):
+            continue
+        ours = stats[name]["ready"]
+        table.add_row(
+            name,
+            f"{ours['median']:.3f}",
+            f"{ours['p95']:.3f}",
+            f"{ours['median'] / theirs['median']:.2f}",
+            f"{theirs['median'] / ours['median']:.1f}x",
         )
     return table
 
@@ -571,27 +654,51 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help="also time a container start step by step with the docker SDK, N times",
     )
+    parser.add_argument(
+        "--gateway",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="compare with gateway_provisioners' DockerProvisioner (default: if it imports)",
+    )
     return parser.parse_args(argv)
+
+
+def gateway_setup(
+    wanted: bool | None, folder: Path, console: Console
+) -> gateway.GatewaySetup | None:
+    """Image and kernel spec of the gateway variant, or None (with a note) to run without it."""
+    if wanted is False:
+        return None
+    why_not = gateway.available()
+    if why_not:
+        if wanted:
+            raise SystemExit(f"--gateway: {why_not}")
+        console.print(f"[yellow]note: gateway variant skipped: {why_not}")
+        return None
+    return gateway.prepare(folder, log=console.print)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     console = Console(width=None if sys.stdout.isatty() else 110)
     if os.environ.get("DSS_CONTAINERS_CONFIG"):
-        console.print(
-            f"[yellow]note: using DSS_CONTAINERS_CONFIG={os.environ['DSS_CONTAINERS_CONFIG']}"
-        )
+        console.print("[yellow]note: DSS_CONTAINERS_CONFIG is replaced by this run's own file")
     machine = machine_info()
     console.print(" | ".join(f"{k}: {v}" for k, v in machine.items()))
     report: dict[str, Any] = {"machine": machine, "runs": args.runs, "warmup": args.warmup}
+    folder = Path(tempfile.mkdtemp(prefix="dss-bench-"))
+    use_benchmark_config(folder)
+    setup = gateway_setup(args.gateway, folder, console)
     try:
-        samples = asyncio.run(measure(default_variants(), args.runs, args.warmup, console))
+        samples = asyncio.run(measure(default_variants(setup), args.runs, args.warmup, console))
         stats = summary(samples)
         report.update(
             samples={n: [asdict(s) for s in v] for n, v in samples.items()}, summary=stats
         )
         console.print(results_table(stats))
         console.print(phases_table(stats))
+        if GATEWAY in stats:
+            console.print(gateway_table(stats))
         if args.plot:
             write_plot(samples, args.plot)
             console.print(f"plot: {args.plot}")
@@ -603,6 +710,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             console.print(steps_table(imports, "Python and ipykernel start (s)"))
     finally:
         removed = remove_leftover_containers()
+        removed += gateway.remove_containers(setup.kernel_ids) if setup else []
         if removed:
             console.print(f"[yellow]removed leftover containers: {', '.join(removed)}")
     if args.json:

@@ -15,19 +15,28 @@ from typing import Any
 from jupyter_core.application import JupyterApp
 from rich.console import Console
 from rich.table import Table
-from traitlets import Bool, Unicode
+from traitlets import Bool, Integer, Unicode
 
 from . import images, ownership
 from ._version import __version__
 from .backends import BackendError, backend_for
-from .config import ConfigError, ConfigFile, ExecutionConfig, format_size, load_config
+from .config import (
+    CodeEnvSpec,
+    ConfigError,
+    ConfigFile,
+    ExecutionConfig,
+    format_size,
+    load_config,
+)
 from .kernelspecs import container_kernel_specs, install_kernel_specs
 from .permissions import PermissionDenied, permitted_configs, process_identity
+from .registry import RegistryError, push_image
 
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 
-COMMON_ALIASES = {"config": "DSSCommand.config_file"}
+#: the YAML config file; not JupyterApp.config_file, which names a Python config to *execute*
+COMMON_ALIASES = {"config": "DSSCommand.dss_config"}
 JSON_FLAG = {"json": ({"DSSCommand": {"as_json": True}}, "Print JSON instead of a table.")}
 
 
@@ -39,13 +48,13 @@ class DSSCommand(JupyterApp):
     """What every subcommand shares: ``--config`` and one-line errors."""
 
     version = __version__
-    config_file = Unicode(None, allow_none=True, config=True, help="The config file to use.")
+    dss_config = Unicode(None, allow_none=True, config=True, help="The config file to use.")
     as_json = Bool(False, config=True, help="Print JSON instead of a table.")
     aliases = COMMON_ALIASES
     flags = JSON_FLAG
 
     def load(self) -> ConfigFile:
-        return load_config(self.config_file)
+        return load_config(self.dss_config)
 
     def start(self) -> None:
         if self.subapp is not None:
@@ -231,6 +240,121 @@ class BuildBaseImageCommand(DSSCommand):
             except images.ImageBuildError as exc:
                 raise CommandError(str(exc)) from None
             console.print(f"[green]built[/] {name}: {tag}")
+            for registry_url in _registries_of(config_file, name):
+                try:
+                    pushed = push_image(client, tag, registry_url)
+                except RegistryError as exc:
+                    raise CommandError(str(exc)) from None
+                console.print(f"[green]pushed[/] {name}: {pushed.pinned}")
+
+
+def _registries_of(config_file: ConfigFile, base_image: str) -> list[str]:
+    """The registries of the configs that run a base image (each pushed to once)."""
+    configs = config_file.execution_configs.values()
+    return sorted({c.registry for c in configs if c.image == base_image and c.registry})
+
+
+class BuildEnvCommand(DSSCommand):
+    description = (
+        "Build a code env's image for each config it is available for (or --config C); "
+        "push it to the config's registry."
+    )
+    execution_config = Unicode(None, allow_none=True, config=True, help="Only this config.")
+    wheelhouse = Unicode(None, allow_none=True, config=True, help="A folder of wheels to use.")
+    online = Bool(False, config=True, help="pip reads the package index inside the build.")
+    force = Bool(False, config=True, help="Rebuild even when the content tag exists.")
+    aliases = {
+        **COMMON_ALIASES,
+        "config": "BuildEnvCommand.execution_config",
+        "config-file": "DSSCommand.dss_config",
+        "wheelhouse": "BuildEnvCommand.wheelhouse",
+    }
+    flags = {
+        "force": ({"BuildEnvCommand": {"force": True}}, "Rebuild even if up to date."),
+        "online": ({"BuildEnvCommand": {"online": True}}, "Install from the package index."),
+    }
+
+    def run(self) -> None:
+        from .backends.docker import docker_client
+        from .codeenvs import build_env_image, env_recipe
+        from .config import DockerSettings
+        from .envrecipe import CodeEnvError
+
+        if len(self.extra_args) != 1:
+            raise CommandError("name one code env: build-env ENV [--config C]")
+        config_file = self.load()
+        env_name = self.extra_args[0]
+        env = config_file.code_envs.get(env_name)
+        if env is None:
+            known = ", ".join(sorted(config_file.code_envs)) or "none"
+            raise CommandError(
+                f"no code environment named {env_name!r} in {config_file.source} (defined: {known})"
+            )
+        configs = (
+            [self.execution_config] if self.execution_config else _configs_of(config_file, env)
+        )
+        if not configs:
+            raise CommandError(f"code environment {env_name!r} is available for no configuration")
+        try:
+            for config_name in configs:
+                env_recipe(config_file, env_name, config_name)
+        except CodeEnvError as exc:
+            raise CommandError(str(exc)) from None
+        for config_name in configs:
+            config = config_file.get(config_name)
+            settings = config.docker if config.backend == "docker" else DockerSettings()
+            client = docker_client(settings)
+            try:
+                with images.ConsoleProgress() as progress:
+                    result = build_env_image(
+                        config_file,
+                        env_name,
+                        config_name,
+                        client,
+                        progress,
+                        force=self.force,
+                        wheelhouse=self.wheelhouse,
+                        online=self.online,
+                    )
+            except images.ImageBuildError as exc:
+                raise CommandError(str(exc)) from None
+            state = "built" if result.built else "up to date"
+            pushed = f" (pushed {result.push.pinned})" if result.push else ""
+            console.print(f"[green]{state}[/] {env_name} for {config_name}: {result.tag}{pushed}")
+
+
+def _configs_of(config_file: ConfigFile, env: CodeEnvSpec) -> list[str]:
+    return [c for c in config_file.execution_configs if env.is_available_for(c)]
+
+
+class ImagesCommand(DSSCommand):
+    description = "List base and code-env images: built, stale or missing, with size and age."
+
+    def run(self) -> None:
+        from .backends.docker import docker_client
+        from .codeenvs import format_age, image_states
+        from .config import DockerSettings
+
+        config_file = self.load()
+        states = [s.as_dict() for s in image_states(config_file, docker_client(DockerSettings()))]
+        if self.as_json:
+            self.emit(states)
+            return
+        table = Table(title=f"Images ({config_file.source})")
+        for column in ("kind", "name", "config", "state", "image", "size", "age"):
+            table.add_column(column)
+        colour = {"built": "green", "stale": "yellow", "missing": "red"}
+        for s in states:
+            table.add_row(
+                s["kind"],
+                s["name"],
+                s["config"] or "-",
+                f"[{colour[s['state']]}]{s['state']}[/]",
+                s["ref"],
+                format_size(s["size"]) if s["size"] else "-",
+                format_age(s["age_seconds"]),
+            )
+        console.print(table)
 
 
 class KernelspecsInstallCommand(DSSCommand):
@@ -246,7 +370,7 @@ class KernelspecsInstallCommand(DSSCommand):
             process_identity(config_file),
             user=self.prefix is None,
             prefix=self.prefix,
-            config_path=self.config_file,
+            config_path=self.dss_config,
         )
         for path in paths:
             console.print(f"installed {path}")
@@ -307,16 +431,115 @@ class CleanupCommand(DSSCommand):
         console.print(f"{len(removed)} removed")
 
 
+class CopyImageCommand(DSSCommand):
+    description = (
+        "Copy configs' images from the local daemon into their own daemons (remote, Podman) "
+        "when no registry is used: docker save | docker load, streamed."
+    )
+
+    def run(self) -> None:
+        from .transfer import ensure_image
+
+        config_file = self.load()
+        if not self.extra_args:
+            raise CommandError("name the execution configs whose images to copy")
+        for name in self.extra_args:
+            config = config_file.get(name)
+            if config.backend != "docker":
+                raise CommandError(f"execution config {name!r} is not a Docker config")
+            ref = images.resolve_image(config_file, config)
+            last = [0.0]
+
+            def progress(sent: int, total: int | None, ref: str = ref, last=last) -> None:
+                if time.monotonic() - last[0] >= 1 or (total and sent >= total):
+                    last[0] = time.monotonic()
+                    of = f" of ~{format_size(total)}" if total else ""
+                    errors.print(f"{ref}: {format_size(sent)}{of} sent", highlight=False)
+
+            result = asyncio.run(ensure_image(ref, config.docker, progress=progress))
+            where = config.docker.host or "the local daemon"
+            if result.copied:
+                console.print(
+                    f"[green]copied[/] {ref} to {where} ({format_size(result.bytes_sent)} "
+                    f"in {result.seconds:.1f} s)"
+                )
+            else:
+                console.print(f"{ref} is already on {where}")
+
+
+class JobsCommand(DSSCommand):
+    description = "List running job containers (any process's) on the configs' daemons."
+
+    def run(self) -> None:
+        from .jobs.workloads import job_workloads, row
+
+        found, skipped = asyncio.run(job_workloads(self.load()))
+        rows = [row(w) for _, w in found]
+        for name, why in skipped.items():
+            errors.print(f"[yellow]skipped[/] {name}: {why}", highlight=False)
+        if self.as_json:
+            self.emit(rows)
+            return
+        table = Table(title="Jobs")
+        for column in ("id", "config", "owner", "state", "container"):
+            table.add_column(column)
+        for r in rows:
+            table.add_row(r["id"], r["config"], r["owner"], r["state"], r["container"])
+        console.print(table)
+
+
+class LogsCommand(DSSCommand):
+    description = "Print the output of a job so far: logs JOB_ID."
+    tail = Integer(200, config=True, help="Number of last lines.")
+    aliases = {**COMMON_ALIASES, "tail": "LogsCommand.tail"}
+
+    def run(self) -> None:
+        from .jobs.workloads import find_job
+
+        if len(self.extra_args) != 1:
+            raise CommandError("name one job: logs JOB_ID")
+
+        async def logs() -> str:
+            backend, workload = await find_job(self.load(), self.extra_args[0])
+            return await backend.logs(workload.id, tail=self.tail)
+
+        print(asyncio.run(logs()), end="")
+
+
+class CancelCommand(DSSCommand):
+    description = "Cancel jobs: stop and remove their containers (cancel JOB_ID...)."
+
+    def run(self) -> None:
+        from .jobs.workloads import find_job
+
+        if not self.extra_args:
+            raise CommandError("name the jobs to cancel: cancel JOB_ID...")
+
+        async def cancel(job_id: str) -> None:
+            backend, workload = await find_job(self.load(), job_id)
+            await backend.remove(workload.id)
+
+        for job_id in self.extra_args:
+            asyncio.run(cancel(job_id))
+            console.print(f"cancelled {job_id}")
+
+
 class DSSContainersApp(DSSCommand):
     name = "jupyter-dss-containers"
     description = "Run Jupyter kernels and jobs in containers from named execution configurations."
     subcommands = {
         "configs": (ConfigsCommand, ConfigsCommand.description),
+        "jobs": (JobsCommand, JobsCommand.description),
+        "logs": (LogsCommand, LogsCommand.description),
+        "cancel": (CancelCommand, CancelCommand.description),
         "validate": (ValidateCommand, ValidateCommand.description),
         "doctor": (DoctorCommand, DoctorCommand.description),
         "build-base-image": (BuildBaseImageCommand, BuildBaseImageCommand.description),
+        "build-env": (BuildEnvCommand, BuildEnvCommand.description),
+        "images": (ImagesCommand, ImagesCommand.description),
         "kernelspecs": (KernelspecsCommand, KernelspecsCommand.description),
         "cleanup": (CleanupCommand, CleanupCommand.description),
+        "copy-image": (CopyImageCommand, CopyImageCommand.description),
     }
 
     def run(self) -> None:

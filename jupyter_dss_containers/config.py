@@ -223,7 +223,10 @@ class ExecutionConfig:
             env={k: str(v) for k, v in data.get("env", {}).items()},
             groups=tuple(permissions.get("groups", ())),
             users=tuple(permissions.get("users", ())),
-            interrupt_mode=data.get("interrupt_mode", "signal"),
+            # Kubernetes has no signal API: its kernels interrupt by message
+            interrupt_mode=data.get(
+                "interrupt_mode", "message" if data["backend"] == "kubernetes" else "signal"
+            ),
             warm_pool_size=data.get("warm_pool", {}).get("size", 0),
             docker=DockerSettings.from_dict(data.get("docker", {})),
             kubernetes=data.get("kubernetes", {}),
@@ -350,7 +353,8 @@ def parse_config(data: Any, source: str) -> ConfigFile:
     return ConfigFile(
         source=source,
         execution_configs={
-            n: ExecutionConfig.from_dict(n, c) for n, c in data.get("execution_configs", {}).items()
+            n: ExecutionConfig.from_dict(n, _gpu_default(c, data["base_images"]))
+            for n, c in data.get("execution_configs", {}).items()
         },
         base_images={
             n: BaseImageSpec.from_dict(n, b, defaults)
@@ -371,6 +375,15 @@ def parse_config(data: Any, source: str) -> ConfigFile:
         groups={u: tuple(g) for u, g in data.get("groups", {}).items()},
         defaults=defaults,
     )
+
+
+def _gpu_default(config: dict[str, Any], base_images: dict[str, Any]) -> dict[str, Any]:
+    """A Docker config on a ``with_cuda`` base image gets every GPU unless it sets ``gpus``."""
+    docker = config.get("docker", {})
+    cuda = (base_images.get(config["image"]) or {}).get("with_cuda", False)
+    if config["backend"] != "docker" or not cuda or "gpus" in docker:
+        return config
+    return {**config, "docker": {**docker, "gpus": "all"}}
 
 
 def _cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:

@@ -46,6 +46,8 @@ import requests.exceptions
 
 from .backends.base import BackendUnavailable
 from .config import BaseImageSpec, ConfigFile, ExecutionConfig
+from .envrecipe import recipe_for
+from .registry import qualified
 
 IMAGE_REPO_PREFIX = "dss-containers/"
 ROOTFS_REPO = IMAGE_REPO_PREFIX + "rootfs"
@@ -115,10 +117,22 @@ def content_hash(spec: BaseImageSpec) -> str:
     return _sha256(_content(spec))
 
 
-def resolve_image(config_file: ConfigFile, config: ExecutionConfig) -> str:
-    """The image a config runs: its base image's content tag, or its image reference."""
+def resolve_image(
+    config_file: ConfigFile, config: ExecutionConfig, code_env: str | None = None
+) -> str:
+    """The image a config runs: its base image's content tag, or its image reference.
+
+    With ``code_env``, the (env, config) image's content tag (see :mod:`.envrecipe`); a
+    code env not available for the config raises :class:`.envrecipe.CodeEnvError`. A
+    config with a ``registry`` runs the image by its name in that registry.
+    """
     spec = config_file.base_image_of(config)
-    return base_image_tag(spec) if spec is not None else config.image
+    ref = base_image_tag(spec) if spec is not None else config.image
+    if code_env:
+        ref = recipe_for(config_file, code_env, config, ref).tag
+    elif spec is None:
+        return ref  # an image reference is used as written
+    return qualified(config.registry, ref)
 
 
 def image_exists(client: docker.DockerClient, ref: str) -> bool:

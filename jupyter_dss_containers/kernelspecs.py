@@ -36,7 +36,11 @@ def spec_name(config: str, code_env: str | None = None, language: str = "python"
 
 
 def _spec(
-    config: ExecutionConfig, code_env: str | None, language: str, config_path: str | None
+    config: ExecutionConfig,
+    code_env: str | None,
+    language: str,
+    config_path: str | None,
+    curve: bool = False,
 ) -> dict[str, Any]:
     where = f"{config.name}, {code_env}" if code_env else config.name
     provisioner_config: dict[str, Any] = {"execution_config": config.name, "code_env": code_env}
@@ -60,6 +64,9 @@ def _spec(
                 "description": config.description,
             },
             "debugger": False,
+            # our base images pin an ipykernel that takes CurveZMQ keys from the
+            # connection file; an arbitrary image reference may not
+            **({"supported_encryption": ["curve"]} if curve else {}),
         },
     }
 
@@ -80,8 +87,9 @@ def container_kernel_specs(
         languages = ["python"] + (["r"] if base is not None and base.with_r else [])
         for env in [None, *(e.name for e in config_file.envs_for(config.name))]:
             for language in languages:
+                curve = base is not None and language == "python"
                 specs[spec_name(config.name, env, language)] = _spec(
-                    config, env, language, config_path
+                    config, env, language, config_path, curve
                 )
     return specs
 

@@ -9,7 +9,6 @@ on the daemon host's address (remote daemon).
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import signal
 from typing import Any
@@ -20,16 +19,18 @@ from traitlets import Float, Integer, Unicode
 
 from . import images, ownership
 from .backends import Backend, BackendError, ImageMissing, backend_for
-from .backends.base import WorkloadSpec, WorkloadStatus
+from .backends.base import WorkloadStatus
 from .config import ConfigFile, ExecutionConfig, load_config
+from .errors import ReportedError
+from .launcher import FIRST_CONTAINER_PORT, KernelLaunch, LaunchedKernel, launch_kernel_workload
 from .permissions import check_permission, current_identity
-
-CONNECTION_FILE = "/tmp/.dss-kernel/connection.json"
-PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+from .pool import warm_pool
 
 
-class KernelStartError(RuntimeError):
+class KernelStartError(ReportedError, RuntimeError):
     """The container kernel could not start; the message says why."""
+
+    status = 503
 
 
 class ContainerProvisioner(KernelProvisionerBase):
@@ -49,7 +50,9 @@ class ContainerProvisioner(KernelProvisionerBase):
         help="Config file path; default: $DSS_CONTAINERS_CONFIG, then the Jupyter config path.",
     )
     first_container_port = Integer(
-        41000, config=True, help="Kernel ports inside the container: this one and the next four."
+        FIRST_CONTAINER_PORT,
+        config=True,
+        help="Kernel ports inside the container: this one and the next four.",
     )
     launch_timeout = Float(
         120.0, config=True, help="Seconds to wait for the container to run before giving up."
@@ -67,6 +70,7 @@ class ContainerProvisioner(KernelProvisionerBase):
     _config: ExecutionConfig | None = None
     _last_status: WorkloadStatus | None = None
     _stopping = False
+    _language = "python"
     _host_ports: dict[int, int] = {}
     _host_ports_of: str | None = None
 
@@ -100,85 +104,84 @@ class ContainerProvisioner(KernelProvisionerBase):
         check_permission(identity, config)
         self.owner = identity.username
         # hashing a base image spec reads apt sources and wheelhouse folders: not on the loop
-        self.image = await asyncio.to_thread(images.resolve_image, config_file, config)
+        self.image = await asyncio.to_thread(
+            images.resolve_image, config_file, config, self.code_env
+        )
         self._base_image = config_file.base_image_of(config)
+        _provision_curve_keys(self.parent)
         kwargs = await super().pre_launch(**kwargs)
         # The host's environment never reaches the container: only the config's and the spec's.
         env = dict(config.env)
         env.update(self.kernel_spec.env if self.kernel_spec else {})
         kwargs["env"] = env
         argv = list(self.kernel_spec.argv) if self.kernel_spec else []
-        kwargs["cmd"] = [a.replace("{connection_file}", CONNECTION_FILE) for a in argv]
+        kwargs["cmd"] = argv  # the launcher puts the in-container connection file path in
+        self._language = (self.kernel_spec.language or "").lower() if self.kernel_spec else ""
         return kwargs
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         config = self._config
         assert config is not None
         km = self.parent
-        container_ports = tuple(self.first_container_port + i for i in range(len(PORT_NAMES)))
-        host_network = config.backend == "docker" and config.docker.network == "host"
-        if host_network:
-            container_ports = await asyncio.to_thread(_free_local_ports, len(PORT_NAMES))
-        key = km.session.key if km is not None else secrets.token_hex(32).encode()
-        scheme = km.session.signature_scheme if km is not None else "hmac-sha256"
-        in_container = {
-            "transport": "tcp",
-            "ip": "127.0.0.1" if host_network else "0.0.0.0",
-            "key": key.decode(),
-            "signature_scheme": scheme,
-            "kernel_name": self.kernel_spec.display_name if self.kernel_spec else "",
-            **dict(zip(PORT_NAMES, container_ports, strict=True)),
-        }
-        curve = _curve_keys(km)
-        in_container.update(curve)
-        ownership.this_process().register()
-        spec = WorkloadSpec(
-            name=f"dss-kernel-{self.kernel_id[:13]}-{secrets.token_hex(2)}",
-            image=self.image,
-            command=cmd,
-            labels=ownership.workload_labels(
-                "kernel", config.name, self.owner, kernel_id=self.kernel_id, code_env=self.code_env
-            ),
-            env=kwargs.get("env", {}),
-            files={CONNECTION_FILE: json.dumps(in_container).encode()},
-            ports=container_ports,
-            host_ports=self._host_ports if self._host_ports_of == config.name else {},
-        )
-        try:
-            workload = await self.backend.create(spec)
-        except BackendError as exc:
-            raise KernelStartError(self._explain_start_failure(exc)) from None
-        self.workload_id = workload.id
+        pooled = None
+        plain = not _curve_keys(km)  # pooled kernels have no CurveZMQ keys
+        if plain and not self._host_ports and self.code_env is None and self._language == "python":
+            pooled = await warm_pool().take(config, self.image)
+        if pooled is not None:
+            launched = pooled
+        else:
+            launched = await self._launch_cold(config, km, cmd, kwargs.get("env", {}))
+        self.workload_id = launched.workload_id
         self.exit_reason = None
         self._stopping = False
-        try:
-            address, ports = await self.backend.endpoints(workload.id, container_ports)
-        except BackendError:
-            status = await self.backend.status(workload.id)
-            await self.cleanup()
-            raise KernelStartError(await self._death_message(status)) from None
-        self._host_ports, self._host_ports_of = ports, config.name
-        self.connection_info = {
-            "transport": "tcp",
-            "ip": address,
-            "key": key,
-            "signature_scheme": scheme,
-            **{name: ports[p] for name, p in zip(PORT_NAMES, container_ports, strict=True)},
-            **curve,
-        }
+        self._host_ports, self._host_ports_of = launched.host_ports, config.name
+        self.connection_info = launched.connection_info
+        if pooled is not None:
+            ownership.this_process().adopt(launched.workload_id)
         self.log.info(
-            "Kernel %s runs in container %s (config %r, image %s) at %s",
+            "Kernel %s runs in %s container %s (config %r, image %s) at %s",
             self.kernel_id,
-            workload.name,
+            "a pooled" if pooled is not None else "a new",
+            launched.name,
             config.name,
             self.image,
-            address,
+            launched.connection_info["ip"],
         )
         return self.connection_info
 
+    async def _launch_cold(
+        self, config: ExecutionConfig, km: Any, cmd: list[str], env: dict[str, str]
+    ) -> LaunchedKernel:
+        ownership.this_process().register()
+        launch = KernelLaunch(
+            config=config,
+            image=self.image,
+            command=cmd,
+            name=f"dss-kernel-{self.kernel_id[:13]}-{secrets.token_hex(2)}",
+            labels=ownership.workload_labels(
+                "kernel", config.name, self.owner, kernel_id=self.kernel_id, code_env=self.code_env
+            ),
+            key=km.session.key if km is not None else secrets.token_hex(32).encode(),
+            signature_scheme=km.session.signature_scheme if km is not None else "hmac-sha256",
+            env=env,
+            kernel_name=self.kernel_spec.display_name if self.kernel_spec else "",
+            curve=_curve_keys(km),
+            host_ports=self._host_ports if self._host_ports_of == config.name else {},
+            first_container_port=self.first_container_port,
+        )
+        try:
+            return await launch_kernel_workload(self.backend, launch)
+        except BackendError as exc:
+            raise KernelStartError(self._explain_start_failure(exc)) from None
+
     def _explain_start_failure(self, exc: BackendError) -> str:
         message = f"execution config {self.execution_config!r}: {exc}"
-        if isinstance(exc, ImageMissing) and self._base_image is not None:
+        if isinstance(exc, ImageMissing) and self.code_env:
+            message += (
+                f"; build it with: jupyter dss-containers build-env {self.code_env}"
+                f" --config {self.execution_config}"
+            )
+        elif isinstance(exc, ImageMissing) and self._base_image is not None:
             message += (
                 f"; build it with: jupyter dss-containers build-base-image {self._base_image.name}"
             )
@@ -294,6 +297,23 @@ class ContainerProvisioner(KernelProvisionerBase):
         ownership.this_process().adopt(self.workload_id)
 
 
+def _provision_curve_keys(km: Any) -> None:
+    """CurveZMQ server keys when the kernel manager asks for transport encryption.
+
+    jupyter_client (>= 8.10) leaves this to provisioners; like its local one, keys are made
+    once and kept across restarts (as the HMAC key is).
+    """
+    policy_of = getattr(km, "_transport_encryption_policy", None)
+    if policy_of is None or policy_of() == "disabled":
+        return
+    if policy_of() == "auto" and not km._kernel_supports_curve_encryption():
+        return
+    if km.curve_publickey is None:
+        import zmq
+
+        km.curve_publickey, km.curve_secretkey = zmq.curve_keypair()
+
+
 def _curve_keys(km: Any) -> dict[str, str]:
     """CurveZMQ keys when the kernel manager encrypts transport (jupyter_client >= 8.10)."""
     public, secret = getattr(km, "curve_publickey", None), getattr(km, "curve_secretkey", None)
@@ -301,13 +321,6 @@ def _curve_keys(km: Any) -> dict[str, str]:
         return {}
     return {"curve_publickey": public.decode(), "curve_secretkey": secret.decode()}
 
-
-def _free_local_ports(count: int) -> tuple[int, ...]:
-    from jupyter_client.localinterfaces import localhost
-    from jupyter_client.provisioning.local_provisioner import LocalPortCache
-
-    cache = LocalPortCache.instance()
-    return tuple(cache.find_available_port(localhost()) for _ in range(count))
 
 
 async def reattach(

@@ -17,6 +17,7 @@ import nbformat
 import pytest
 from conftest import leftover_containers
 from jupyter_client import AsyncKernelManager
+from kernels import run, start, stop
 
 from jupyter_dss_containers import ownership
 from jupyter_dss_containers.config import load_config
@@ -73,32 +74,10 @@ def kernel_config(workspace, base_image):
     os.environ.pop("DSS_CONTAINERS_CONFIG", None)
 
 
-async def start(kernel_name: str) -> tuple[AsyncKernelManager, object]:
-    km = AsyncKernelManager(kernel_name=kernel_name)
-    await km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    await kc.wait_for_ready(timeout=60)
-    return km, kc
 
 
-async def run(kc, code: str, timeout: float = 30) -> tuple[dict, str]:
-    """Execute code; return the reply content and everything printed."""
-    out: list[str] = []
-
-    def collect(msg):
-        if msg["msg_type"] == "stream":
-            out.append(msg["content"]["text"])
-        elif msg["msg_type"] == "error":
-            out.append("\n".join(msg["content"]["traceback"]))
-
-    reply = await kc.execute_interactive(code, timeout=timeout, output_hook=collect)
-    return reply["content"], "".join(out)
 
 
-async def stop(km, kc) -> None:
-    kc.stop_channels()
-    await km.shutdown_kernel(now=False)
 
 
 def container_of(docker_client, km):
@@ -344,3 +323,16 @@ def test_doctor_checks_every_config(kernel_config):
     assert not rows["missing-image"]["ok"]
     assert "dss-containers/no-such-image:1 missing" in rows["missing-image"]["error"]
     assert elapsed < 30
+
+
+async def test_curve_encrypted_transport(kernel_config):
+    """jupyter_client's CurveZMQ transport encryption works end to end with our images."""
+    km = AsyncKernelManager(kernel_name="dss-local", transport_encryption="required")
+    await km.start_kernel()
+    info = km.get_connection_info()
+    assert info.get("curve_publickey") and info.get("curve_secretkey")
+    kc = km.client()
+    kc.start_channels()
+    await kc.wait_for_ready(timeout=60)
+    assert (await run(kc, "print(6 * 7)"))[1].strip() == "42"
+    await stop(km, kc)

@@ -21,8 +21,6 @@ from conftest import leftover_containers
 from jupyter_server.auth import IdentityProvider, User
 from tornado.httpclient import HTTPClientError
 
-from jupyter_dss_containers.server.handlers import JOBS_NOT_YET
-
 pytest_plugins = ["jupyter_server.pytest_plugin"]
 
 ME = getpass.getuser()  # who the server process runs as (kernels started outside our API)
@@ -228,17 +226,47 @@ async def test_test_button_checks_permission_and_body(api):
 # --------------------------------------------------------------------------- jobs
 
 
-async def test_jobs_routes_answer_501_with_a_reason(api):
-    for path, method in (
-        (("jobs",), "GET"),
-        (("jobs",), "POST"),
-        (("jobs", "j1"), "GET"),
-        (("jobs", "j1"), "DELETE"),
-        (("jobs", "j1", "logs"), "GET"),
-    ):
-        status, reply = await api("alice", *path, method=method)
-        assert status == 501, (path, method)
-        assert reply["message"] == JOBS_NOT_YET
+async def test_jobs_run_for_their_owner_only(api, base_image, docker_client):
+    status, reply = await api("alice", "jobs", method="POST", body='{"config": "gpu", "code": "1"}')
+    assert status == 403 and "'gpu'" in reply["message"]
+    status, reply = await api("alice", "jobs", method="POST", body='{"config": "small"}')
+    assert status == 400 and "'code'" in reply["message"]
+
+    code = "print('hi from the job')\nraise ValueError('bad input')"
+    body = json.dumps({"config": "small", "code": code, "name": "demo"})
+    status, job = await api("alice", "jobs", method="POST", body=body)
+    assert status == 201 and job["state"] in ("queued", "starting", "running")
+    check_schema("/jobs", "post", 201, job)
+    deadline = time.monotonic() + 120
+    while job["state"] not in ("succeeded", "failed", "cancelled"):
+        assert time.monotonic() < deadline, job
+        await asyncio.sleep(0.2)
+        status, job = await api("alice", "jobs", job["id"])
+    check_schema("/jobs/{job_id}", "get", 200, job)
+    assert job["state"] == "failed" and "ValueError: bad input" in job["traceback"]
+    assert job["owner"] == "alice" and job["config"] == "small"
+
+    status, logs = await api("alice", "jobs", job["id"], "logs")
+    check_schema("/jobs/{job_id}/logs", "get", 200, logs)
+    assert "hi from the job" in "".join(c["text"] for c in logs["output"])
+    status, later = await api("alice", "jobs", job["id"], "logs", params={"since": logs["next"]})
+    assert later["output"] == []
+
+    assert (await api("bob", "jobs", job["id"]))[0] == 404
+    assert job["id"] not in [j["id"] for j in (await api("bob", "jobs"))[1]["jobs"]]
+    status, listed = await api("alice", "jobs")
+    check_schema("/jobs", "get", 200, listed)
+    assert job["id"] in [j["id"] for j in listed["jobs"]]
+    status, reply = await api("alice", "jobs", job["id"], method="DELETE")
+    assert status == 200 and reply["state"] == "failed"
+    assert not leftover_containers(docker_client, job_id=job["id"])
+
+
+def check_schema(path: str, method: str, status: int, reply: dict) -> None:
+    import jsonschema
+
+    schema = response_schema(openapi(), path, method, status)
+    jsonschema.Draft202012Validator(schema).validate(reply)
 
 
 # --------------------------------------------------------------------------- OpenAPI
@@ -278,7 +306,7 @@ async def test_replies_match_the_openapi_schemas(api):
     reply = (await api("alice", "configs", "small", "test", method="POST", body="[]"))[1]
     check("/configs/{name}/test", "post", 400, reply)
     check("/kernels", "get", 200, (await api("alice", "kernels"))[1])
-    check("/jobs", "get", 501, (await api("alice", "jobs"))[1])
+    check("/jobs", "get", 200, (await api("alice", "jobs"))[1])
 
     status, images = await api("alice", "images")
     check("/images", "get", 200, images)

@@ -7,6 +7,7 @@ job service only speak this interface, so they do not change between backends.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from ..config import ExecutionConfig
@@ -123,3 +124,15 @@ class Backend(ABC):
     @abstractmethod
     async def check(self) -> dict[str, str]:
         """Reach the daemon or cluster and say what answered (``doctor``, the Test button)."""
+
+    # Jobs run to completion and hand back output: these two have defaults so that a
+    # backend without them still runs kernels; the job service needs both.
+
+    def follow_logs(self, workload_id: str) -> AsyncIterator[tuple[str, str]]:
+        """Yield ``("stdout" | "stderr", text)`` as the workload writes, until it exits."""
+        raise BackendError(f"{type(self).__name__} cannot stream a workload's output")
+
+    async def read_files(self, workload_id: str, path: str) -> dict[str, bytes]:
+        """Regular files under ``path`` in a (stopped) workload, keyed by their path relative
+        to ``path``'s parent folder (``result.pkl``, ``out/a.csv``); {} when it is absent."""
+        raise BackendError(f"{type(self).__name__} cannot read files out of a workload")

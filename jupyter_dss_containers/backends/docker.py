@@ -7,12 +7,17 @@ Jupyter server's event loop never waits on the daemon.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import io
+import ipaddress
 import os
+import re
+import socket
 import tarfile
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
@@ -37,6 +42,8 @@ from .base import (
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 DEFAULT_USER = "1000:100"
+#: seconds to open a connection to a network daemon before calling it unreachable
+CONNECT_TIMEOUT = 3.0
 _CLIENTS: dict[tuple[Any, ...], docker.DockerClient] = {}
 _CLIENTS_LOCK = threading.Lock()
 
@@ -66,14 +73,63 @@ def docker_client(settings: DockerSettings, timeout: int = 60) -> docker.DockerC
             client_cert=cert, ca_cert=t.ca_cert, verify=t.verify and (t.ca_cert or True)
         )
     try:
-        client = docker.DockerClient(base_url=url, tls=tls, timeout=timeout, version="auto")
-    except docker.errors.DockerException as exc:
+        _preflight(url)
+        client = _ConfigOnlyClient(base_url=url, tls=tls, timeout=timeout, version="auto")
+    except Exception as exc:  # the SDK, requests or paramiko (ssh://): all mean unreachable
         raise BackendUnavailable(
-            f"Docker daemon at {url} is unreachable: {_root_cause(exc)}"
+            f"Docker daemon at {url} is unreachable: {_root_cause(exc, bool(tls))}"
         ) from None
     with _CLIENTS_LOCK:
         _CLIENTS[key] = client
     return client
+
+
+class _ConfigOnlyAPIClient(docker.APIClient):
+    """An API client whose TLS verification is the config's, whatever the environment says.
+
+    requests lets ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` replace a session's CA file (and
+    even ``verify=False``) on every request, so a daemon's private CA would be ignored.
+    """
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):  # type: ignore[no-untyped-def]
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        settings["verify"] = self.verify if verify is None else verify
+        return settings
+
+
+class _ConfigOnlyClient(docker.DockerClient):
+    def __init__(self, **kwargs: Any):
+        self.api = _ConfigOnlyAPIClient(**kwargs)
+
+
+def _preflight(url: str) -> None:
+    """Dial a network daemon first with a short timeout: the SDK's timeout (a minute) is for
+    slow answers, and paramiko (``ssh://``) has none, so a silent host would hold a start."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("tcp", "http", "https", "ssh") or not parsed.hostname:
+        return
+    host, port = parsed.hostname, parsed.port
+    if parsed.scheme == "ssh":
+        ssh = _ssh_config(host)
+        if "proxycommand" in ssh:
+            return
+        host, port = ssh.get("hostname", host), port or 22  # as the SDK dials it
+    if port is None:
+        return  # the SDK says what is wrong with the URL
+    with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT):
+        pass
+
+
+def _ssh_config(host: str) -> dict[str, Any]:
+    """The ``~/.ssh/config`` entry for a host, as the docker SDK's SSH transport reads it."""
+    path = os.path.expanduser("~/.ssh/config")
+    try:
+        import paramiko
+    except ImportError:
+        return {}
+    if not os.path.exists(path):
+        return {}
+    return dict(paramiko.SSHConfig.from_path(path).lookup(host))
 
 
 def forget_client(settings: DockerSettings) -> None:
@@ -84,22 +140,49 @@ def forget_client(settings: DockerSettings) -> None:
             _CLIENTS.pop(key).close()
 
 
-def _root_cause(exc: BaseException) -> str:
-    """The innermost reason of a requests/urllib3 error chain, in a few words."""
+#: what OpenSSL says when the daemon turns down the client certificate (TLS alerts)
+_TLS_ALERTS = ("bad certificate", "unknown ca", "certificate required", "handshake failure")
+#: how that refusal shows when the daemon just closes the connection after the handshake
+_TLS_CLOSED = ("EOF occurred in violation of protocol", "closed connection without response")
+
+
+def _root_cause(exc: BaseException, tls: bool = False) -> str:
+    """The innermost reason of a requests/urllib3/paramiko error chain, in a few words."""
     text = str(exc)
+    verify = re.search(r"certificate verify failed: ([^(]+?)\s*\(_ssl", text)
+    if verify or "CERTIFICATE_VERIFY_FAILED" in text:
+        why = verify.group(1) if verify else "verify failed"
+        return (
+            "TLS certificate rejected: the daemon's certificate does not verify against "
+            f"the config's tls.ca_cert ({why})"
+        )
+    if "WRONG_VERSION_NUMBER" in text:
+        return "TLS handshake failed: the daemon does not speak TLS on this port"
+    if any(f"alert {a}" in text.lower() for a in _TLS_ALERTS) or (
+        tls and any(c in text for c in _TLS_CLOSED)
+    ):
+        return (
+            "TLS certificate rejected: the daemon refused the client certificate in the "
+            "handshake (check tls.client_cert and tls.client_key: signed by a CA it trusts?)"
+        )
     for marker in (
         "Connection refused",
         "No such file or directory",
         "Permission denied",
-        "CERTIFICATE_VERIFY_FAILED",
-        "certificate",
         "timed out",
         "Name or service not known",
+        "Authentication failed",
+        "not found in known_hosts",
+        "Unable to connect to port",
     ):
         if marker in text:
-            if marker == "CERTIFICATE_VERIFY_FAILED" or marker == "certificate":
-                return f"TLS certificate rejected ({_last_clause(text)})"
-            return marker.lower() if marker != "timed out" else "connection timed out"
+            if marker == "timed out":
+                return "connection timed out"
+            if marker == "not found in known_hosts":
+                return f"SSH host key unknown: {_last_clause(text)}"
+            if marker == "Unable to connect to port":
+                return "connection refused (SSH)"
+            return marker.lower()
     return _last_clause(text)
 
 
@@ -140,13 +223,16 @@ class DockerBackend(Backend):
             raise BackendError(f"Docker daemon at {self.url}: {exc.explanation or exc}") from None
         except docker.errors.DockerException as exc:
             raise BackendUnavailable(
-                f"Docker daemon at {self.url} is unreachable: {_root_cause(exc)}"
+                f"Docker daemon at {self.url} is unreachable: {self._why(exc)}"
             ) from None
         except OSError as exc:  # requests' ConnectionError is an OSError
             forget_client(self.settings)
             raise BackendUnavailable(
-                f"Docker daemon at {self.url} is unreachable: {_root_cause(exc)}"
+                f"Docker daemon at {self.url} is unreachable: {self._why(exc)}"
             ) from None
+
+    def _why(self, exc: BaseException) -> str:
+        return _root_cause(exc, tls=self.settings.tls is not None)
 
     @property
     def connect_address(self) -> str:
@@ -213,7 +299,26 @@ class DockerBackend(Backend):
         return ("docker", self.url, repr(self.settings.tls))
 
     async def create(self, spec: WorkloadSpec) -> Workload:
+        if spec.ports and self.settings.network != "host":
+            self._check_binding()
         return await self._call(self._create_sync, spec)
+
+    def _check_binding(self) -> None:
+        """A remote daemon's 127.0.0.1 is not ours: refuse before a kernel start times out
+        (unless connect_address says how to get there, say through a tunnel)."""
+        s = self.settings
+        host = urlparse(self.url).hostname or ""
+        if (
+            s.is_remote
+            and not s.connect_address
+            and not _is_loopback(host)
+            and _is_loopback(s.bind_address)
+        ):
+            raise BackendError(
+                f"the daemon at {self.url} would publish kernel ports on its own "
+                f"{s.bind_address}, which this server cannot reach: set docker.bind_address "
+                f"to an address of {host} that this server can reach"
+            )
 
     def _create_sync(self, spec: WorkloadSpec) -> Workload:
         try:
@@ -246,6 +351,15 @@ class DockerBackend(Backend):
                 f"image {spec.image} is not on the Docker daemon at {self.url}"
             ) from None
         try:
+            if self.settings.gpus is not None and not container.attrs["HostConfig"].get(
+                "DeviceRequests"
+            ):
+                # Podman 4's Docker API drops device requests: a GPU config would run on CPU
+                raise BackendError(
+                    f"the daemon at {self.url} ignored the GPU request (gpus: "
+                    f"{self.settings.gpus}); Podman's Docker API does not pass GPUs through, "
+                    "use a Docker engine with the NVIDIA runtime for this config"
+                )
             if spec.files:
                 container.put_archive("/", _private_tar(spec.files, user))
             container.start()
@@ -358,6 +472,57 @@ class DockerBackend(Backend):
             for r in rows
         ]
 
+    async def follow_logs(self, workload_id: str) -> AsyncIterator[tuple[str, str]]:
+        """Two following log streams (stdout, stderr), each read in its own daemon thread
+        (not the loop's pool, whose threads the interpreter joins at exit: a job still
+        running would hold up the process that should cancel it)."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
+
+        def pump(name: str) -> None:
+            decoder = codecs.getincrementaldecoder("utf-8")("replace")
+            try:
+                stream = self.client().api.logs(
+                    workload_id,
+                    stdout=name == "stdout",
+                    stderr=name == "stderr",
+                    stream=True,
+                    follow=True,
+                )
+                for chunk in stream:
+                    if text := decoder.decode(chunk):
+                        loop.call_soon_threadsafe(queue.put_nowait, (name, text))
+            except (docker.errors.DockerException, OSError, RuntimeError):
+                pass  # removed meanwhile (the output ends there), or the loop is closed
+            finally:
+                with contextlib.suppress(RuntimeError):  # the loop closed (process exit)
+                    loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        for name in ("stdout", "stderr"):
+            threading.Thread(target=pump, args=(name,), name=f"logs-{name}", daemon=True).start()
+        open_streams = 2
+        while open_streams:
+            item = await queue.get()
+            if item is None:
+                open_streams -= 1
+            else:
+                yield item
+
+    async def read_files(self, workload_id: str, path: str) -> dict[str, bytes]:
+        def read() -> dict[str, bytes]:
+            try:
+                stream, _ = self.client().api.get_archive(workload_id, path)
+            except docker.errors.NotFound:
+                return {}
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                return {
+                    m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+                    for m in tar.getmembers()
+                    if m.isfile()
+                }
+
+        return await self._call(read)
+
     async def check(self) -> dict[str, str]:
         version = await self._api("version")
         components = {c.get("Name"): c.get("Version") for c in version.get("Components", [])}
@@ -368,6 +533,15 @@ class DockerBackend(Backend):
             "version": components.get("Podman Engine") or version.get("Version", "?"),
             "api_version": version.get("ApiVersion", "?"),
         }
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def gpu_request(gpus: str | int | tuple[str, ...]) -> DeviceRequest:

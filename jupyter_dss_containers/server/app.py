@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
+from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Unicode
 
 from .. import ownership
 from .._version import __version__
 from ..config import load_config
+from ..jobs.service import JobService
+from ..kernelspecs import ContainerKernelSpecManager
 from ..permissions import register_identity_resolver
+from ..pool import warm_pool
 from .identity import call_context_identity
 
 
@@ -29,12 +33,33 @@ class DSSContainersExtension(ExtensionApp):
         help="At start-up, remove container kernels and jobs that no live process owns.",
     )
 
+    live_kernelspecs = Bool(
+        True,
+        config=True,
+        help="Offer the container kernels from the config file in the kernel picker, by "
+        "using ContainerKernelSpecManager when the server has the stock kernel spec manager "
+        "(the package also sets it in jupyter_server_config.d, which a custom config path "
+        "may not read).",
+    )
+
     def initialize_settings(self) -> None:
         register_identity_resolver(call_context_identity)
+        if self.live_kernelspecs:
+            self._use_container_kernelspecs()
         ksm = self.serverapp.kernel_spec_manager
-        if hasattr(ksm, "dss_config_file") and self.config_file:
+        if isinstance(ksm, ContainerKernelSpecManager) and self.config_file:
             ksm.dss_config_file = self.config_file
+        self.job_service = JobService(parent=self, config_file=self.config_file)
         self.settings["dss_containers"] = self
+
+    def _use_container_kernelspecs(self) -> None:
+        serverapp = self.serverapp
+        if type(serverapp.kernel_spec_manager) is not KernelSpecManager:
+            return  # already ours, or a site's own manager: leave it
+        manager = ContainerKernelSpecManager(parent=serverapp)
+        serverapp.kernel_spec_manager = manager
+        serverapp.kernel_manager.kernel_spec_manager = manager
+        self.settings["kernel_spec_manager"] = manager
 
     def initialize_handlers(self) -> None:
         from .handlers import HANDLERS
@@ -43,7 +68,15 @@ class DSSContainersExtension(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp) -> None:
         if self.reap_on_start:
-            asyncio.get_running_loop().create_task(self._reap())
+            await self._reap()  # before the pools fill, so nothing of ours is mistaken
+        pool = warm_pool()
+        pool.config_file = self.config_file
+        pool.start()
+
+    async def stop_extension(self) -> None:
+        await warm_pool().stop()
+        # jobs die with the server that runs them: cancel them, leave no container
+        await self.job_service.shutdown()
 
     async def _reap(self) -> None:
         try:

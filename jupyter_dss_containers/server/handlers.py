@@ -22,6 +22,8 @@ from tornado.web import HTTPError
 from .. import ownership
 from ..backends import backend_for
 from ..config import ConfigError, ConfigFile, ExecutionConfig, expand_user, load_config
+from ..jobs.model import Job, JobError, JobNotFound, JobRequest
+from ..jobs.service import JobService
 from ..kernelspecs import container_kernel_specs
 from ..permissions import (
     Identity,
@@ -40,7 +42,6 @@ MAX_TEST_TIMEOUT = 60.0
 LIVE_TIMEOUT = 3.0
 #: seconds the image listing waits for the local daemon
 IMAGES_TIMEOUT = 10.0
-JOBS_NOT_YET = "jobs arrive with the job service (not in this release)"
 
 
 def api_error(status: int, message: str) -> HTTPError:
@@ -469,35 +470,98 @@ class ImagesHandler(DSSAPIHandler):
 # --------------------------------------------------------------------------- jobs
 
 
-class _NotYet(DSSAPIHandler):
-    def not_yet(self) -> None:
-        raise api_error(501, JOBS_NOT_YET)
+class _JobRoute(DSSAPIHandler):
+    """The extension's job service; a caller sees only their own jobs."""
+
+    @property
+    def service(self) -> JobService:
+        return self.settings["dss_containers"].job_service
+
+    def job_of(self, identity: Identity, job_id: str) -> Job:
+        try:
+            job = self.service.get(job_id)
+        except JobNotFound:
+            job = None
+        if job is None or job.owner != identity.username:
+            raise api_error(404, f"no job {job_id!r} of user {identity.username!r}")
+        return job
 
 
-class JobsHandler(_NotYet):
+def job_row(job: Job) -> dict[str, Any]:
+    row = job.summary()
+    row["error"] = str(job.error) if job.error is not None else None
+    row["traceback"] = getattr(job.error, "traceback", None)
+    return row
+
+
+class JobsHandler(_JobRoute):
     @web.authenticated
     async def get(self) -> None:
-        self.not_yet()
+        _, identity = await self.caller()
+        self.send({"jobs": [job_row(j) for j in self.service.list(owner=identity.username)]})
 
     @web.authenticated
     async def post(self) -> None:
-        self.not_yet()
+        """Submit Python or R code (no inputs: those travel from the Python API)."""
+        config_file, identity = await self.caller()
+        body = self.json_body(("config", "code", "lang", "code_env", "name"))
+        for key in ("config", "code"):
+            if not isinstance(body.get(key), str) or not body[key]:
+                raise api_error(400, f"{key!r} must be a non-empty string")
+        lang = body.get("lang", "python")
+        if lang not in ("python", "r"):
+            raise api_error(400, f"'lang' must be 'python' or 'r', not {lang!r}")
+        for key in ("code_env", "name"):
+            if body.get(key) is not None and not isinstance(body[key], str):
+                raise api_error(400, f"{key!r} must be a string")
+        self.permitted_config(config_file, identity, body["config"])
+        request = JobRequest(
+            config=body["config"],
+            kind=lang,
+            code=body["code"],
+            code_env=body.get("code_env"),
+            name=body.get("name") or "",
+        )
+        try:
+            job = await self.service.submit(request, identity)
+        except PermissionDenied as exc:
+            raise api_error(403, str(exc)) from None
+        except JobError as exc:
+            raise api_error(400, str(exc)) from None
+        self.send(job_row(job), status=201)
 
 
-class JobHandler(_NotYet):
+class JobHandler(_JobRoute):
     @web.authenticated
     async def get(self, job_id: str) -> None:
-        self.not_yet()
+        _, identity = await self.caller()
+        self.send(job_row(self.job_of(identity, job_id)))
 
     @web.authenticated
     async def delete(self, job_id: str) -> None:
-        self.not_yet()
+        _, identity = await self.caller()
+        job = self.job_of(identity, job_id)
+        self.send(job_row(await self.service.cancel(job.id)))
 
 
-class JobLogsHandler(_NotYet):
+class JobLogsHandler(_JobRoute):
     @web.authenticated
     async def get(self, job_id: str) -> None:
-        self.not_yet()
+        """Output chunks from ``?since=N`` on; poll with the returned ``next`` to follow."""
+        _, identity = await self.caller()
+        job = self.job_of(identity, job_id)
+        since = self.get_query_argument("since", "0")
+        if not since.isdigit():
+            raise api_error(400, f"'since' must be a whole number, not {since!r}")
+        chunks = job.output[int(since) :]
+        self.send(
+            {
+                "id": job.id,
+                "state": job.state,
+                "output": [{"stream": n, "text": t} for n, t in chunks],
+                "next": int(since) + len(chunks),
+            }
+        )
 
 
 _NAME = r"(?P<name>[^/]+)"

@@ -1,0 +1,720 @@
+"""The Kubernetes backend: workloads as pods, through the official ``kubernetes`` client.
+
+A workload is one Pod plus one Secret of the same name holding its private files (the
+kernel's connection file), mounted read-only at the files' folder and deleted with it.
+The Jupyter server dials the pod at its IP (``status.podIP``): it must run inside the
+cluster network or have a route to it (no port-forward). Readiness comes from a watch on
+the pod, which also reports what the cluster knows as soon as it knows it (quota,
+Unschedulable, image pull errors, OOM-kill). Kubernetes has no signal API: kernels on
+this backend interrupt by message (``interrupt_mode: message``), and SIGTERM / SIGKILL map
+to deleting the pod with or without a grace period.
+
+Every client call blocks, so each runs in a worker thread; watches run in their own pool
+so that many pods starting at once never starve the default executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal as signals
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import PurePosixPath
+from typing import Any
+
+import kubernetes.client
+import kubernetes.config
+import kubernetes.watch
+from kubernetes.client.rest import ApiException
+from kubernetes.utils.quantity import parse_quantity
+
+from ..config import ExecutionConfig, expand_user, format_size
+from .base import (
+    Backend,
+    BackendError,
+    BackendUnavailable,
+    ImageMissing,
+    Workload,
+    WorkloadSpec,
+    WorkloadStats,
+    WorkloadStatus,
+)
+
+CONTAINER = "kernel"
+DEFAULT_UID, DEFAULT_GID = 1000, 100
+START_TIMEOUT = 120
+REQUEST_TIMEOUT = (5, 30)  # (connect, read) seconds for each API call other than watches
+_WATCH_POOL = ThreadPoolExecutor(max_workers=64, thread_name_prefix="dss-kube-watch")
+_CLIENTS: dict[tuple[Any, ...], kubernetes.client.ApiClient] = {}
+_CLIENTS_LOCK = threading.Lock()
+_IMAGE_FAILURES = ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName")
+_START_FAILURES = (
+    *_IMAGE_FAILURES,
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+)
+OWNER_LABEL = "dss-containers.jupyter.org/owner"  # ownership.OWNER (no import: no cycle)
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+# --------------------------------------------------------------------------- manifests
+
+
+def label_value(value: str) -> str:
+    """A valid label value (63 chars of ``[A-Za-z0-9-_.]``, alphanumeric ends) for any string."""
+    if _LABEL_VALUE.match(value) and len(value) <= 63:
+        return value
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", value)[:63]
+    return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", cleaned)
+
+
+def on_registry(image: str, registry: str | None) -> str:
+    """``dss-containers/base-default:x`` -> ``<registry>/dss-containers/base-default:x``.
+
+    An image that already names a registry host (a first part with a dot, a colon or
+    ``localhost``) is left alone.
+    """
+    if not registry:
+        return image
+    first = image.split("/", 1)[0]
+    if "/" in image and ("." in first or ":" in first or first == "localhost"):
+        return image
+    return f"{registry.rstrip('/')}/{image}"
+
+
+def merge_patch(base: Any, patch: Any) -> Any:
+    """Deep-merge ``patch`` into ``base``: mappings merge, ``containers`` merge by name."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = dict(base)
+        for key, value in patch.items():
+            out[key] = merge_patch(base.get(key), value) if key in base else value
+        return out
+    if (
+        isinstance(base, list)
+        and isinstance(patch, list)
+        and all(isinstance(x, dict) and "name" in x for x in base + patch)
+    ):
+        by_name = {x["name"]: x for x in base}
+        merged = [merge_patch(by_name[x["name"]], x) if x["name"] in by_name else x for x in patch]
+        patched = {x["name"] for x in patch}
+        return [x for x in base if x["name"] not in patched] + merged
+    return patch
+
+
+def check_model(data: Any, model: str, where: str) -> list[str]:
+    """Unknown fields and wrong shapes in ``data`` against a kubernetes client model."""
+    problems: list[str] = []
+    if model.startswith("list["):
+        if not isinstance(data, list):
+            return [f"{where}: expected a list"]
+        for i, item in enumerate(data):
+            problems += check_model(item, model[5:-1], f"{where}[{i}]")
+        return problems
+    if model.startswith("dict("):
+        if not isinstance(data, dict):
+            return [f"{where}: expected a mapping"]
+        inner = model[5:-1].split(", ", 1)[1]
+        for key, item in data.items():
+            problems += check_model(item, inner, f"{where}.{key}")
+        return problems
+    cls = getattr(kubernetes.client, model, None)
+    if cls is None:  # a primitive (str, int, bool, object, datetime)
+        if model in ("int", "bool") and not isinstance(data, (int, bool)):
+            return [f"{where}: expected {model}, got {type(data).__name__}"]
+        if model == "str" and isinstance(data, (dict, list)):
+            return [f"{where}: expected a string"]
+        return []
+    if not isinstance(data, dict):
+        return [f"{where}: expected a mapping ({model})"]
+    by_json = {json_key: attr for attr, json_key in cls.attribute_map.items()}
+    for key, value in data.items():
+        if key not in by_json:
+            problems.append(f"{where}: unknown field {key!r}")
+        else:
+            problems += check_model(value, cls.openapi_types[by_json[key]], f"{where}.{key}")
+    return problems
+
+
+class KubernetesSettings:
+    """The ``kubernetes`` section of a config, with defaults."""
+
+    def __init__(self, data: dict[str, Any]):
+        self.data = data
+        self.context: str | None = data.get("context")
+        self.kubeconfig: str | None = data.get("kubeconfig")
+        self.in_cluster: bool = data.get("in_cluster", False)
+        self.namespace_template: str = data.get("namespace", "default")
+        self.create_namespace: bool = data.get("create_namespace", False)
+        self.resources: dict[str, dict[str, str]] = {
+            k: {n: str(q) for n, q in v.items()} for k, v in data.get("resources", {}).items()
+        }
+        self.image_pull_policy: str = data.get("image_pull_policy", "IfNotPresent")
+        self.grace_seconds: int = data.get("termination_grace_seconds", 5)
+
+    def namespace(self, user: str) -> str:
+        return expand_user(self.namespace_template, user)
+
+
+class KubernetesBackend(Backend):
+    """Pods in the cluster and namespace a config names."""
+
+    def __init__(self, config: ExecutionConfig):
+        super().__init__(config)
+        self.settings = KubernetesSettings(config.kubernetes)
+        #: where list(), check() and cleanup look: the namespace of this process's user
+        self.namespace = self.settings.namespace(process_identity_name())
+        self._namespaces_ready: set[str] = set()
+        self._client: kubernetes.client.ApiClient | None = None
+
+    # ------------------------------------------------------------------ client
+
+    def api_client(self) -> kubernetes.client.ApiClient:
+        """A cached client per (kubeconfig, context): configs naming one cluster share it."""
+        s = self.settings
+        key = ("in-cluster",) if s.in_cluster else (s.kubeconfig, s.context)
+        with _CLIENTS_LOCK:
+            client = _CLIENTS.get(key)
+        if client is not None:
+            return client
+        try:
+            configuration = kubernetes.client.Configuration()
+            if s.in_cluster:
+                kubernetes.config.load_incluster_config(client_configuration=configuration)
+            else:
+                kubernetes.config.load_kube_config(
+                    config_file=os.path.expanduser(s.kubeconfig) if s.kubeconfig else None,
+                    context=s.context,
+                    client_configuration=configuration,
+                )
+            configuration.retries = 1  # urllib3 retries 3 times by default: 4 timeouts in a row
+            client = kubernetes.client.ApiClient(configuration)
+        except (kubernetes.config.ConfigException, OSError) as exc:
+            raise BackendUnavailable(f"{self._where()}: cannot load kube config: {exc}") from None
+        with _CLIENTS_LOCK:
+            _CLIENTS[key] = client
+        return client
+
+    def core(self) -> kubernetes.client.CoreV1Api:
+        return kubernetes.client.CoreV1Api(self.api_client())
+
+    async def _core(self) -> kubernetes.client.CoreV1Api:
+        """The core API; the first call reads the kubeconfig in a thread, not on the loop."""
+        if self._client is None:
+            self._client = await asyncio.to_thread(self.api_client)
+        return kubernetes.client.CoreV1Api(self._client)
+
+    def _where(self) -> str:
+        s = self.settings
+        return "Kubernetes " + (
+            "in-cluster" if s.in_cluster else f"context {s.context or '(current)'}"
+        )
+
+    async def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a blocking client call in a thread; a 404 stays an ApiException."""
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)  # a silent cluster fails fast
+        try:
+            return await asyncio.to_thread(func, *args, **kwargs)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise
+            raise BackendError(f"{self._where()}: {api_message(exc)}") from None
+        except (OSError, kubernetes.client.exceptions.OpenApiException) as exc:
+            raise BackendUnavailable(f"{self._where()}: cluster unreachable: {exc}") from None
+        except Exception as exc:  # urllib3's MaxRetryError and friends
+            if type(exc).__module__.startswith("urllib3"):
+                reason = getattr(exc, "reason", None) or exc
+                text = str(reason.args[-1] if getattr(reason, "args", None) else reason)
+                raise BackendUnavailable(f"{self._where()}: cluster unreachable: {text}") from None
+            raise
+
+    # ------------------------------------------------------------------ manifests
+
+    def namespace_of(self, spec: WorkloadSpec) -> str:
+        """The namespace with ``${user}`` expanded to the workload's owner."""
+        owner = spec.labels.get(OWNER_LABEL)
+        return self.settings.namespace(owner) if owner else self.namespace
+
+    def pod_manifest(self, spec: WorkloadSpec) -> dict[str, Any]:
+        """The Pod, as a dict the client serializes; ``pod_patch`` merged in and checked."""
+        s, data = self.settings, self.settings.data
+        folders = sorted({str(PurePosixPath(p).parent) for p in spec.files})
+        volumes: list[dict[str, Any]] = []
+        mounts: list[dict[str, Any]] = []
+        keys = {path: f"file-{i}" for i, path in enumerate(sorted(spec.files))}
+        for i, folder in enumerate(folders):
+            items = [
+                {"key": keys[p], "path": PurePosixPath(p).name}
+                for p in sorted(spec.files)
+                if str(PurePosixPath(p).parent) == folder
+            ]
+            volumes.append(
+                {
+                    "name": f"private-{i}",
+                    "secret": {"secretName": spec.name, "items": items, "defaultMode": 0o440},
+                }
+            )
+            mounts.append({"name": f"private-{i}", "mountPath": folder, "readOnly": True})
+        if data.get("shm_size"):
+            volumes.append(
+                {
+                    "name": "dshm",
+                    "emptyDir": {"medium": "Memory", "sizeLimit": str(data["shm_size"])},
+                }
+            )
+            mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+        container: dict[str, Any] = {
+            "name": CONTAINER,
+            "image": on_registry(spec.image, self.config.registry),
+            "imagePullPolicy": s.image_pull_policy,
+            "command": list(spec.command),
+            "env": [{"name": k, "value": v} for k, v in spec.env.items()],
+            "ports": [{"containerPort": p, "protocol": "TCP"} for p in spec.ports],
+            "resources": s.resources,
+            "volumeMounts": mounts,
+            "securityContext": {
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"]},
+            },
+        }
+        if spec.working_dir:
+            container["workingDir"] = spec.working_dir
+        pod_spec: dict[str, Any] = {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": s.grace_seconds,
+            "automountServiceAccountToken": bool(data.get("service_account")),
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": DEFAULT_UID,
+                "runAsGroup": DEFAULT_GID,
+                "fsGroup": DEFAULT_GID,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [container],
+            "volumes": volumes,
+        }
+        for key, field in (
+            ("node_selector", "nodeSelector"),
+            ("tolerations", "tolerations"),
+            ("affinity", "affinity"),
+            ("service_account", "serviceAccountName"),
+        ):
+            if data.get(key):
+                pod_spec[field] = data[key]
+        if data.get("image_pull_secrets"):
+            pod_spec["imagePullSecrets"] = [{"name": n} for n in data["image_pull_secrets"]]
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": spec.name,
+                "namespace": self.namespace_of(spec),
+                "labels": {**data.get("labels", {}), **self._labels(spec.labels)},
+                "annotations": dict(data.get("annotations", {})),
+            },
+            "spec": pod_spec,
+        }
+        if data.get("pod_patch"):
+            pod = merge_patch(pod, data["pod_patch"])
+            problems = check_model(pod, "V1Pod", "pod")
+            if problems:
+                raise BackendError(
+                    f"execution config {self.config.name!r}: kubernetes.pod_patch makes an "
+                    f"invalid pod: {'; '.join(problems)}"
+                )
+        return pod
+
+    def secret_manifest(self, spec: WorkloadSpec) -> dict[str, Any]:
+        import base64
+
+        keys = {path: f"file-{i}" for i, path in enumerate(sorted(spec.files))}
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {
+                "name": spec.name,
+                "namespace": self.namespace_of(spec),
+                "labels": self._labels(spec.labels),
+            },
+            "data": {keys[p]: base64.b64encode(c).decode() for p, c in spec.files.items()},
+        }
+
+    @staticmethod
+    def _labels(labels: dict[str, str]) -> dict[str, str]:
+        return {k: label_value(v) for k, v in labels.items()}
+
+    def namespace_manifests(self, namespace: str) -> list[dict[str, Any]]:
+        """The namespace and, when the admin asks for them, its ResourceQuota and LimitRange."""
+        data = self.settings.data
+        out: list[dict[str, Any]] = [
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": namespace,
+                    "labels": {"app.kubernetes.io/managed-by": "dss-containers"},
+                },
+            }
+        ]
+        meta = {"name": "dss-containers", "namespace": namespace}
+        if data.get("namespace_quota"):
+            out.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ResourceQuota",
+                    "metadata": meta,
+                    "spec": {"hard": {k: str(v) for k, v in data["namespace_quota"].items()}},
+                }
+            )
+        if data.get("namespace_limits"):
+            out.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "LimitRange",
+                    "metadata": meta,
+                    "spec": {"limits": [{"type": "Container", **data["namespace_limits"]}]},
+                }
+            )
+        return out
+
+    # ------------------------------------------------------------------ interface
+
+    def target_key(self) -> tuple[str, ...]:
+        s = self.settings
+        return (
+            "kubernetes",
+            str(s.in_cluster),
+            s.kubeconfig or "",
+            s.context or "",
+            self.namespace,
+        )
+
+    async def _ensure_namespace(self, namespace: str) -> None:
+        if namespace in self._namespaces_ready or not self.settings.create_namespace:
+            return
+        core = await self._core()
+        try:
+            await self._call(core.read_namespace, namespace)
+        except ApiException:
+            manifests = self.namespace_manifests(namespace)
+            try:
+                await self._call(core.create_namespace, manifests[0])
+            except BackendError as exc:
+                if "already exists" not in str(exc):
+                    raise
+            else:  # only the creator applies the admin's policy
+                for manifest in manifests[1:]:
+                    create = getattr(core, f"create_namespaced_{_snake(manifest['kind'])}")
+                    await self._call(create, namespace, manifest)
+        self._namespaces_ready.add(namespace)
+
+    async def create(self, spec: WorkloadSpec) -> Workload:
+        namespace = self.namespace_of(spec)
+        pod_manifest = self.pod_manifest(spec)
+        await self._ensure_namespace(namespace)
+        core = await self._core()
+        if spec.files:
+            await self._call(core.create_namespaced_secret, namespace, self.secret_manifest(spec))
+        try:
+            pod = await self._call(core.create_namespaced_pod, namespace, pod_manifest)
+        except (BackendError, ApiException):
+            await self._delete_secret(spec.name, namespace)
+            raise
+        workload_id = f"{namespace}/{spec.name}"
+        try:
+            if spec.files:  # the cluster's garbage collector removes the Secret with the Pod
+                owner = {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": spec.name,
+                    "uid": pod.metadata.uid,
+                }
+                await self._call(
+                    core.patch_namespaced_secret,
+                    spec.name,
+                    namespace,
+                    {"metadata": {"ownerReferences": [owner]}},
+                )
+            await asyncio.get_running_loop().run_in_executor(
+                _WATCH_POOL, self._wait_running, namespace, spec.name, pod.metadata.resource_version
+            )
+        except BaseException:
+            await asyncio.shield(self.remove(workload_id))
+            raise
+        return Workload(id=workload_id, name=spec.name, labels=spec.labels, image=spec.image)
+
+    def _wait_running(self, namespace: str, name: str, resource_version: str) -> None:
+        """Watch the pod until it runs; raise with the cluster's reason when it cannot."""
+        deadline = time.monotonic() + START_TIMEOUT
+        core = self.core()
+        while time.monotonic() < deadline:
+            watch = kubernetes.watch.Watch()
+            try:
+                for event in watch.stream(
+                    core.list_namespaced_pod,
+                    namespace,
+                    field_selector=f"metadata.name={name}",
+                    resource_version=resource_version,
+                    timeout_seconds=max(1, int(deadline - time.monotonic())),
+                ):
+                    pod = event["object"]
+                    resource_version = pod.metadata.resource_version
+                    if event["type"] == "DELETED":
+                        raise BackendError(f"pod {namespace}/{name} was deleted while starting")
+                    state, reason = pod_state(pod)
+                    if state == "running":
+                        return
+                    if state == "exited" or reason:
+                        cls = ImageMissing if reason and _is_image_failure(pod) else BackendError
+                        raise cls(f"pod {namespace}/{name}: {reason}")
+            except ApiException as exc:
+                if exc.status == 410:  # resource version too old: start over from now
+                    resource_version = ""
+                    continue
+                raise BackendError(f"{self._where()}: {api_message(exc)}") from None
+            finally:
+                watch.stop()
+        raise BackendError(f"pod {namespace}/{name} was not running after {START_TIMEOUT} s")
+
+    async def endpoints(
+        self, workload_id: str, ports: tuple[int, ...]
+    ) -> tuple[str, dict[int, int]]:
+        namespace, name = workload_id.split("/", 1)
+        try:
+            pod = await self._call((await self._core()).read_namespaced_pod, name, namespace)
+        except ApiException:
+            raise BackendError(f"pod {workload_id} is gone") from None
+        if not pod.status.pod_ip:
+            raise BackendError(f"pod {workload_id} has no IP (phase {pod.status.phase})")
+        return pod.status.pod_ip, {p: p for p in ports}
+
+    async def status(self, workload_id: str) -> WorkloadStatus:
+        namespace, name = workload_id.split("/", 1)
+        try:
+            pod = await self._call((await self._core()).read_namespaced_pod, name, namespace)
+        except ApiException:
+            return WorkloadStatus("missing", exit_code=-1, reason="the pod was deleted")
+        state, reason = pod_state(pod)
+        if state == "running" or (state == "pending" and not reason):
+            return WorkloadStatus(state)
+        terminated = _terminated(pod)
+        code = terminated.exit_code if terminated is not None else -1
+        return WorkloadStatus(
+            "exited",
+            code,
+            reason,
+            oom_killed=terminated is not None and terminated.reason == "OOMKilled",
+        )
+
+    async def signal(self, workload_id: str, signum: int) -> None:
+        """SIGTERM and SIGKILL delete the pod (with and without grace); others cannot be sent."""
+        if signum == signals.SIGKILL:
+            await self._delete_pod(workload_id, 0)
+        elif signum == signals.SIGTERM:
+            await self._delete_pod(workload_id, self.settings.grace_seconds)
+        else:
+            raise BackendError(
+                f"{self._where()}: Kubernetes cannot send signal {signum} to a pod; "
+                "kernels on Kubernetes interrupt by message (interrupt_mode: message)"
+            )
+
+    async def stop(self, workload_id: str, grace_seconds: float) -> None:
+        await self._delete_pod(workload_id, int(grace_seconds))
+
+    async def _delete_pod(self, workload_id: str, grace: int) -> None:
+        namespace, name = workload_id.split("/", 1)
+        with contextlib.suppress(ApiException):
+            await self._call(
+                (await self._core()).delete_namespaced_pod,
+                name,
+                namespace,
+                grace_period_seconds=grace,
+            )
+
+    async def _delete_secret(self, name: str, namespace: str) -> None:
+        with contextlib.suppress(ApiException):
+            await self._call((await self._core()).delete_namespaced_secret, name, namespace)
+
+    async def remove(self, workload_id: str) -> None:
+        namespace, name = workload_id.split("/", 1)
+        await self._delete_pod(workload_id, 0)
+        await self._delete_secret(name, namespace)
+
+    async def logs(self, workload_id: str, tail: int = 50) -> str:
+        namespace, name = workload_id.split("/", 1)
+        try:
+            return await self._call(
+                (await self._core()).read_namespaced_pod_log, name, namespace, tail_lines=tail
+            )
+        except (ApiException, BackendError):
+            return ""
+
+    async def stats(self, workload_id: str) -> WorkloadStats:
+        """Usage needs metrics-server; the limit is in the pod spec."""
+        namespace, name = workload_id.split("/", 1)
+        try:
+            pod = await self._call((await self._core()).read_namespaced_pod, name, namespace)
+        except ApiException:
+            return WorkloadStats(None, None, None)
+        return WorkloadStats(None, None, _memory_limit(pod))
+
+    async def list(self, labels: dict[str, str]) -> list[Workload]:
+        """Pods with the labels, and Secrets of ours whose pod is gone (so they are reaped)."""
+        selector = ",".join(f"{k}={v}" for k, v in self._labels(labels).items())
+        core = await self._core()
+        pods = await self._call(core.list_namespaced_pod, self.namespace, label_selector=selector)
+        secrets = await self._call(
+            core.list_namespaced_secret, self.namespace, label_selector=selector
+        )
+        out = [
+            Workload(
+                id=f"{self.namespace}/{p.metadata.name}",
+                name=p.metadata.name,
+                labels=p.metadata.labels or {},
+                image=p.spec.containers[0].image,
+                state=pod_state(p)[0],
+                started_at=str(p.metadata.creation_timestamp),
+            )
+            for p in pods.items
+        ]
+        names = {p.metadata.name for p in pods.items}
+        out += [
+            Workload(
+                id=f"{self.namespace}/{s.metadata.name}",
+                name=s.metadata.name,
+                labels=s.metadata.labels or {},
+                state="missing",
+            )
+            for s in secrets.items
+            if s.metadata.name not in names
+        ]
+        return out
+
+    async def check(self) -> dict[str, str]:
+        """Cluster reachable, namespace there (or creatable), pods and secrets creatable."""
+        client = await asyncio.to_thread(self.api_client)
+        version = await self._call(kubernetes.client.VersionApi(client).get_code)
+        try:
+            await self._call((await self._core()).read_namespace, self.namespace)
+            needed = [("create", "pods"), ("create", "secrets"), ("delete", "pods")]
+        except ApiException as exc:
+            if exc.status != 404 or not self.settings.create_namespace:
+                raise BackendError(
+                    f"{self._where()}: namespace {self.namespace} does not exist"
+                    + ("" if exc.status == 404 else f" or cannot be read ({exc.reason})")
+                ) from None
+            needed = [("create", "namespaces"), ("create", "pods"), ("create", "secrets")]
+        auth = kubernetes.client.AuthorizationV1Api(client)
+        denied = []
+        for verb, resource in needed:
+            review = {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {
+                    "resourceAttributes": {
+                        "verb": verb,
+                        "resource": resource,
+                        **({} if resource == "namespaces" else {"namespace": self.namespace}),
+                    }
+                },
+            }
+            answer = await self._call(auth.create_self_subject_access_review, review)
+            if not answer.status.allowed:
+                denied.append(f"{verb} {resource}")
+        if denied:
+            raise BackendError(
+                f"{self._where()}, namespace {self.namespace}: not allowed to {', '.join(denied)}"
+            )
+        return {
+            "daemon": f"{client.configuration.host} (namespace {self.namespace})",
+            "engine": "kubernetes",
+            "version": version.git_version,
+            "api_version": f"{version.major}.{version.minor}",
+        }
+
+
+# --------------------------------------------------------------------------- pod state
+
+
+def pod_state(pod: Any) -> tuple[str, str | None]:
+    """("pending" | "running" | "exited", the cluster's reason when it will not run)."""
+    status = pod.status
+    for condition in status.conditions or ():
+        if (condition.type, condition.status, condition.reason) == (
+            "PodScheduled",
+            "False",
+            "Unschedulable",
+        ):
+            return "pending", f"Unschedulable: {condition.message}"
+    for cs in status.container_statuses or ():
+        waiting = cs.state.waiting if cs.state else None
+        if waiting is not None and waiting.reason in _START_FAILURES:
+            return "exited", f"{waiting.reason}: {waiting.message or cs.image}"
+    terminated = _terminated(pod)
+    if terminated is not None or status.phase in ("Succeeded", "Failed"):
+        if terminated is not None and terminated.reason == "OOMKilled":
+            limit = _memory_limit(pod)
+            text = f"memory limit {format_size(limit)}" if limit else "no memory limit set"
+            return "exited", f"OOM-killed ({text})"
+        code = terminated.exit_code if terminated is not None else -1
+        reason = f"exited with code {code}"
+        if terminated is not None and terminated.message:
+            reason += f": {terminated.message}"
+        elif code == 137:
+            reason += " (killed by SIGKILL)"
+        return "exited", reason
+    if pod.metadata.deletion_timestamp is not None:
+        return "exited", "the pod is being deleted"
+    if status.phase == "Running":
+        return "running", None
+    return "pending", None
+
+
+def _terminated(pod: Any) -> Any:
+    for cs in pod.status.container_statuses or ():
+        if cs.state and cs.state.terminated is not None:
+            return cs.state.terminated
+    return None
+
+
+def _is_image_failure(pod: Any) -> bool:
+    return any(
+        cs.state and cs.state.waiting and cs.state.waiting.reason in _IMAGE_FAILURES
+        for cs in pod.status.container_statuses or ()
+    )
+
+
+def _memory_limit(pod: Any) -> int | None:
+    limits = (pod.spec.containers[0].resources.limits or {}) if pod.spec.containers else {}
+    return int(parse_quantity(limits["memory"])) if "memory" in limits else None
+
+
+def api_message(exc: ApiException) -> str:
+    """The API server's own message (e.g. the quota it would exceed), not the HTTP dump."""
+    import json
+
+    try:
+        body = json.loads(exc.body or "")
+        return body.get("message") or f"{exc.status} {exc.reason}"
+    except (ValueError, AttributeError):
+        return f"{exc.status} {exc.reason}"
+
+
+def _snake(kind: str) -> str:
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", kind).lower()
+
+
+def process_identity_name() -> str:
+    """Whose namespace ``list`` and ``check`` look in: this process's user, as in permissions.
+
+    (Workloads themselves go to their owner's namespace, read from the owner label.)
+    """
+    import getpass
+
+    return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()

@@ -1,0 +1,315 @@
+"""The in-container entry point of a Python job: read the payload, run it, write the result.
+
+This file is copied into the container next to the payload and run by the image's
+Python, so it imports nothing from this package: the image needs only Python, plus
+cloudpickle and the libraries the job itself uses. Output goes to stdout/stderr as the
+job prints it; the result (outputs, displays, or the error with its traceback) is
+pickled to ``result.pkl`` in the job folder, which the service reads back.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import contextlib
+import io
+import linecache
+import os
+import pickle
+import sys
+import time
+import traceback
+import warnings
+
+JOB_DIR = os.path.dirname(os.path.abspath(__file__))
+PAYLOAD = os.path.join(JOB_DIR, "payload.pkl")
+RESULT = os.path.join(JOB_DIR, "result.pkl")
+LIBS = os.path.join(JOB_DIR, "lib")
+CELL = "<container-cell>"
+
+try:
+    import cloudpickle as _pickler
+except ModuleNotFoundError:  # plain data and library objects load with pickle alone
+    _pickler = pickle
+
+
+class _Missing(Exception):
+    """A library the job needs is not in the image."""
+
+
+def main() -> int:
+    warnings.filterwarnings("ignore", message=".*non-interactive.*")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    sys.path.insert(0, LIBS)
+    try:
+        with open(PAYLOAD, "rb") as f:
+            payload = _pickler.load(f)
+    except ModuleNotFoundError as exc:
+        return _write(_missing(exc, "to load the job's inputs"))
+    finally:
+        _unlink(PAYLOAD)  # the inputs do not stay in the container longer than needed
+    kind = payload["kind"]
+    displays: list[dict] = []
+    try:
+        if kind == "python":
+            result = _run_code(payload, displays)
+        elif kind == "model":
+            result = _run_model(payload["operation"], displays)
+        elif kind == "recipe":
+            result = _run_recipe(payload)
+        else:
+            raise ValueError(f"unknown job kind {kind!r}")
+    except ModuleNotFoundError as exc:
+        return _write(_missing(exc, "to run the job", exc.__traceback__))
+    except BaseException as exc:  # the user's code may raise anything, SystemExit included
+        return _write(_error(exc, exc.__traceback__))
+    _collect_figures(displays)
+    result["displays"] = displays
+    result["ok"] = True
+    return _write(result)
+
+
+# --------------------------------------------------------------------------- code
+
+
+def _run_code(payload: dict, displays: list) -> dict:
+    namespace = {"__name__": "__main__", "display": lambda *objs: _display(objs, displays)}
+    namespace.update(payload.get("inputs") or {})
+    code = payload["code"]
+    linecache.cache[CELL] = (len(code), None, code.splitlines(True), CELL)
+    tree = ast.parse(code, CELL)
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+    exec(compile(tree, CELL, "exec"), namespace)
+    if last is not None:
+        value = eval(compile(last, CELL, "eval"), namespace)
+        if value is not None:
+            _display((value,), displays)
+    missing = [n for n in payload.get("outputs") or () if n not in namespace]
+    if missing:
+        raise NameError(f"--out names not defined by the cell: {', '.join(missing)}")
+    return {"outputs": {n: namespace[n] for n in payload.get("outputs") or ()}}
+
+
+def _display(objs: tuple, displays: list) -> None:
+    for obj in objs:
+        displays.append(_bundle(obj))
+
+
+def _bundle(obj: object) -> dict:
+    """A MIME bundle like IPython's formatters make (the common rich representations)."""
+    if hasattr(obj, "savefig") and hasattr(obj, "canvas"):  # a matplotlib figure
+        return {"text/plain": repr(obj), "image/png": _figure_png(obj)}
+    bundle = {"text/plain": repr(obj)}
+    for mime, method in (
+        ("text/html", "_repr_html_"),
+        ("text/markdown", "_repr_markdown_"),
+        ("image/svg+xml", "_repr_svg_"),
+        ("image/png", "_repr_png_"),
+    ):
+        func = getattr(obj, method, None)
+        if not callable(func):
+            continue
+        try:
+            value = func()
+        except Exception:
+            continue
+        if isinstance(value, bytes):
+            value = base64.b64encode(value).decode()
+        if value:
+            bundle[mime] = value
+    return bundle
+
+
+def _figure_png(fig: object) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _collect_figures(displays: list) -> None:
+    """Figures left open by the code are shown, as the inline backend would."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is None:
+        return
+    for number in plt.get_fignums():
+        fig = plt.figure(number)
+        displays.append({"text/plain": repr(fig), "image/png": _figure_png(fig)})
+    plt.close("all")
+
+
+# --------------------------------------------------------------------------- recipes
+
+
+def _run_recipe(payload: dict) -> dict:
+    import importlib
+
+    op = payload["operation"]
+    target = importlib.import_module(op["module"])
+    for part in filter(None, op.get("attr", "").split(".")):
+        target = getattr(target, part)
+    return {"value": target(**(op.get("params") or {}))}
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _run_model(op: dict, displays: list) -> dict:
+    action = op["action"]
+    if action in ("train", "retrain"):
+        model = op["model"]
+        started = time.perf_counter()
+        model.fit(op["X"], op["y"], **(op.get("fit_params") or {}))
+        seconds = time.perf_counter() - started
+        task = _task(model, op.get("task"))
+        pred, proba = _predict(model, op["X"], op.get("chunk_size"))
+        return {
+            "model": model,
+            "train_seconds": seconds,
+            "task": task,
+            "metrics": _metrics(task, op["y"], pred, proba),
+        }
+    model = op["model"]
+    pred, proba = _predict(model, op["X"], op.get("chunk_size"))
+    if action == "score":
+        return {"predictions": pred, "probabilities": proba}
+    if action == "evaluate":
+        task = _task(model, op.get("task"))
+        result = {"task": task, "metrics": _metrics(task, op["y"], pred, proba)}
+        if task == "classification":
+            result.update(_confusion(model, op["y"], pred, displays))
+        return result
+    raise ValueError(f"unknown model action {action!r}")
+
+
+def _task(model: object, task: str | None) -> str:
+    if task:
+        return task
+    from sklearn.base import is_classifier
+
+    return "classification" if is_classifier(model) else "regression"
+
+
+def _predict(model: object, X: object, chunk_size: int | None) -> tuple:
+    """Predictions (and class probabilities) computed chunk by chunk to bound memory."""
+    import numpy as np
+
+    n = len(X)
+    size = chunk_size or n or 1
+    rows = X.iloc if hasattr(X, "iloc") else X
+    chunks = [rows[i : i + size] for i in range(0, n, size)]
+    pred = np.concatenate([np.asarray(model.predict(c)) for c in chunks])
+    proba = None
+    if hasattr(model, "predict_proba"):
+        try:
+            proba = np.concatenate([np.asarray(model.predict_proba(c)) for c in chunks])
+        except (AttributeError, NotImplementedError):
+            proba = None
+    return pred, proba
+
+
+def _metrics(task: str, y: object, pred: object, proba: object) -> dict:
+    from sklearn import metrics as m
+
+    if task == "regression":
+        mse = float(m.mean_squared_error(y, pred))
+        return {
+            "r2": float(m.r2_score(y, pred)),
+            "mae": float(m.mean_absolute_error(y, pred)),
+            "mse": mse,
+            "rmse": mse**0.5,
+            "explained_variance": float(m.explained_variance_score(y, pred)),
+        }
+    result = {
+        "accuracy": float(m.accuracy_score(y, pred)),
+        "balanced_accuracy": float(m.balanced_accuracy_score(y, pred)),
+        "precision_macro": float(m.precision_score(y, pred, average="macro", zero_division=0)),
+        "recall_macro": float(m.recall_score(y, pred, average="macro", zero_division=0)),
+        "f1_macro": float(m.f1_score(y, pred, average="macro", zero_division=0)),
+    }
+    if proba is not None:
+        try:
+            result["log_loss"] = float(m.log_loss(y, proba))
+            if proba.shape[1] == 2:
+                result["roc_auc"] = float(m.roc_auc_score(y, proba[:, 1]))
+            else:
+                result["roc_auc_ovr"] = float(m.roc_auc_score(y, proba, multi_class="ovr"))
+        except ValueError:  # labels absent from this sample: leave those two out
+            pass
+    return result
+
+
+def _confusion(model: object, y: object, pred: object, displays: list) -> dict:
+    import numpy as np
+    from sklearn.metrics import confusion_matrix
+
+    labels = getattr(model, "classes_", None)
+    if labels is None:
+        labels = np.unique(np.concatenate([np.asarray(y), np.asarray(pred)]))
+    matrix = confusion_matrix(y, pred, labels=labels)
+    out = {"labels": list(np.asarray(labels).tolist()), "confusion_matrix": matrix}
+    try:
+        from sklearn.metrics import ConfusionMatrixDisplay
+
+        plot = ConfusionMatrixDisplay(matrix, display_labels=labels).plot(colorbar=False)
+        out["confusion_matrix_png"] = _figure_png(plot.figure_)
+        import matplotlib.pyplot as plt
+
+        plt.close("all")
+    except ModuleNotFoundError:  # no matplotlib in the image: the table is enough
+        pass
+    return out
+
+
+# --------------------------------------------------------------------------- result
+
+
+def _missing(exc: ModuleNotFoundError, what: str, tb: object = None) -> dict:
+    name = exc.name or str(exc)
+    result = _error(exc, tb)
+    result["evalue"] = (
+        f"the image lacks the Python library {name.split('.')[0]!r} needed {what} ({exc})"
+    )
+    result["missing_module"] = name
+    return result
+
+
+def _error(exc: BaseException, tb: object) -> dict:
+    frames = tb
+    while frames is not None and frames.tb_frame.f_code.co_filename != CELL:
+        frames = frames.tb_next
+    if frames is None:  # not raised by the cell itself: keep all but the runner's entry
+        frames = tb.tb_next if tb is not None and tb.tb_next is not None else tb
+    text = "".join(traceback.format_exception(type(exc), exc, frames))
+    return {
+        "ok": False,
+        "ename": type(exc).__name__,
+        "evalue": str(exc),
+        "traceback": text,
+        "missing_module": None,
+    }
+
+
+def _write(result: dict) -> int:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        data = _pickler.dumps(result)
+    except Exception as exc:  # an output that cannot travel
+        data = pickle.dumps(_error(TypeError(f"the job's result cannot be pickled: {exc}"), None))
+        result = {"ok": False}
+    tmp = RESULT + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, RESULT)
+    return 0 if result.get("ok") else 1
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

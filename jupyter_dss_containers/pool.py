@@ -1,0 +1,189 @@
+"""Warm pools: kernels already running in containers, handed over on kernel start.
+
+A config with ``warm_pool: {size: N}`` keeps N kernel containers started ahead of time.
+A pooled kernel belongs to nobody until a kernel start takes it (after the permission
+check), is used once, and is removed with its kernel: it never returns to the pool, so
+nothing of one user's session can reach another's. Each pooled kernel has its own HMAC
+key, which the kernel manager adopts with the connection info. A pool follows the config
+file: a changed config (image, resources, ...) drains its stale kernels, a removed one its
+whole pool; pool containers carry the server's labels and are reaped with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from functools import cache
+
+from jupyter_client.asynchronous import AsyncKernelClient
+from traitlets import Float, Unicode
+from traitlets.config import LoggingConfigurable
+
+from . import images, ownership
+from .backends import BackendError, backend_for
+from .config import ConfigFile, ExecutionConfig, load_config
+from .kernelspecs import PYTHON_ARGV
+from .launcher import KernelLaunch, LaunchedKernel, launch_kernel_workload
+
+
+def config_fingerprint(config: ExecutionConfig, image: str) -> str:
+    """What a pooled kernel was started for: a change means it is stale."""
+    return json.dumps([config.raw, image], sort_keys=True, default=str)
+
+
+class WarmPool(LoggingConfigurable):
+    """Pre-started kernel containers per execution config (Python kernels, no code env)."""
+
+    config_file = Unicode(None, allow_none=True, config=True, help="Config file to follow.")
+    ready_timeout = Float(
+        120.0, config=True, help="Seconds a pooled kernel may take to answer kernel_info."
+    )
+    refill_interval = Float(
+        5.0, config=True, help="Seconds between checks of the config file and pool sizes."
+    )
+
+    def __init__(self, **kwargs: object):
+        super().__init__(**kwargs)
+        #: config name -> [(fingerprint, kernel)], oldest first
+        self._ready: dict[str, list[tuple[str, LaunchedKernel]]] = {}
+        self._filling: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    # ------------------------------------------------------------------ hand-over
+
+    async def take(self, config: ExecutionConfig, image: str) -> LaunchedKernel | None:
+        """A running kernel for this config (None when its pool is empty or off)."""
+        if config.warm_pool_size <= 0:
+            return None
+        wanted = config_fingerprint(config, image)
+        entries = self._ready.get(config.name, [])
+        while entries:
+            fingerprint, kernel = entries.pop(0)
+            if fingerprint != wanted:
+                await self._discard(config, kernel)
+                continue
+            status = await backend_for(config).status(kernel.workload_id)
+            if status.running:
+                self._wake.set()  # refill in the background
+                return kernel
+            await self._discard(config, kernel)
+        self._wake.set()
+        return None
+
+    def size(self, name: str) -> int:
+        return len(self._ready.get(name, []))
+
+    # ------------------------------------------------------------------ filling
+
+    def start(self) -> None:
+        """Keep the pools filled until :meth:`stop` (needs a running event loop)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop filling and remove every pooled kernel not yet handed over."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        config_file = await asyncio.to_thread(load_config, self.config_file)
+        for name, entries in list(self._ready.items()):
+            config = config_file.execution_configs.get(name)
+            while entries:
+                _, kernel = entries.pop()
+                if config is not None:
+                    await self._discard(config, kernel)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.fill_once()
+            except Exception as exc:  # a broken file or dead daemon must not end the loop
+                self.log.warning("dss-containers warm pool: %s", exc)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.refill_interval)
+
+    async def fill_once(self) -> None:
+        """Bring every pool to its configured size (and drain stale or removed ones)."""
+        config_file = await asyncio.to_thread(load_config, self.config_file)
+        await self._drain_removed(config_file)
+        jobs = []
+        for config in config_file.execution_configs.values():
+            if config.warm_pool_size > 0 and config.name not in self._filling:
+                jobs.append(self._fill(config_file, config))
+        await asyncio.gather(*jobs)
+
+    async def _fill(self, config_file: ConfigFile, config: ExecutionConfig) -> None:
+        self._filling.add(config.name)
+        try:
+            image = await asyncio.to_thread(images.resolve_image, config_file, config)
+            fingerprint = config_fingerprint(config, image)
+            entries = self._ready.setdefault(config.name, [])
+            for stale in [e for e in entries if e[0] != fingerprint]:
+                entries.remove(stale)
+                await self._discard(config, stale[1])
+            while len(entries) > config.warm_pool_size:
+                await self._discard(config, entries.pop()[1])
+            while len(entries) < config.warm_pool_size:
+                kernel = await self._start_one(config, image)
+                entries.append((fingerprint, kernel))
+        finally:
+            self._filling.discard(config.name)
+
+    async def _start_one(self, config: ExecutionConfig, image: str) -> LaunchedKernel:
+        ownership.this_process().register()
+        launch = KernelLaunch(
+            config=config,
+            image=image,
+            command=list(PYTHON_ARGV),
+            name=f"dss-pool-{config.name}-{secrets.token_hex(4)}",
+            labels=ownership.workload_labels("pool", config.name, owner="-"),
+            key=secrets.token_hex(32).encode(),
+            env=dict(config.env),
+        )
+        backend = backend_for(config)
+        kernel = await launch_kernel_workload(backend, launch)
+        try:
+            await self._until_ready(kernel)
+        except BaseException:
+            await backend.remove(kernel.workload_id)
+            raise
+        self.log.info("dss-containers warm pool: %s ready for %r", kernel.name, config.name)
+        return kernel
+
+    async def _until_ready(self, kernel: LaunchedKernel) -> None:
+        """Hand out only kernels that answered kernel_info: taking one costs no boot time."""
+        client = AsyncKernelClient()
+        client.load_connection_info(kernel.connection_info)
+        client.start_channels(hb=False)  # heartbeats call a booting kernel dead
+        try:
+            await client.wait_for_ready(timeout=self.ready_timeout)
+        finally:
+            client.stop_channels()
+
+    async def _drain_removed(self, config_file: ConfigFile) -> None:
+        for name in [n for n in self._ready if n not in config_file.execution_configs]:
+            entries = self._ready.pop(name)
+            self.log.info("dss-containers warm pool: config %r is gone; draining", name)
+            for _, kernel in entries:
+                await self._discard_unknown(kernel)
+
+    async def _discard(self, config: ExecutionConfig, kernel: LaunchedKernel) -> None:
+        try:
+            await backend_for(config).remove(kernel.workload_id)
+        except BackendError as exc:
+            self.log.warning("dss-containers warm pool: cannot remove %s: %s", kernel.name, exc)
+
+    async def _discard_unknown(self, kernel: LaunchedKernel) -> None:
+        """A kernel whose config left the file: the start-up reaper removes it later."""
+        self.log.info("dss-containers warm pool: %s left for the reaper", kernel.name)
+
+
+@cache
+def warm_pool() -> WarmPool:
+    """The pool of this process (empty unless the server extension starts it)."""
+    return WarmPool()

@@ -1,0 +1,36 @@
+"""Starting, driving and stopping a kernel through plain jupyter_client, for every suite."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jupyter_client import AsyncKernelManager
+
+
+async def start(kernel_name: str, **manager_kwargs: Any) -> tuple[AsyncKernelManager, Any]:
+    """A started kernel and a client that has had its kernel_info reply."""
+    km = AsyncKernelManager(kernel_name=kernel_name, **manager_kwargs)
+    await km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    await kc.wait_for_ready(timeout=60)
+    return km, kc
+
+
+async def run(kc: Any, code: str, timeout: float = 30) -> tuple[dict, str]:
+    """Execute code; return the reply content and everything printed (tracebacks too)."""
+    out: list[str] = []
+
+    def collect(msg: dict) -> None:
+        if msg["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+        elif msg["msg_type"] == "error":
+            out.append("\n".join(msg["content"]["traceback"]))
+
+    reply = await kc.execute_interactive(code, timeout=timeout, output_hook=collect)
+    return reply["content"], "".join(out)
+
+
+async def stop(km: AsyncKernelManager, kc: Any) -> None:
+    kc.stop_channels()
+    await km.shutdown_kernel(now=False)

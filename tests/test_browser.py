@@ -1,0 +1,222 @@
+"""The "Containers" sidebar in a real JupyterLab, driven by a real headless Chromium.
+
+A real ``jupyter lab`` serves the built labextension on 127.0.0.1; the test opens the
+sidebar, starts a notebook on the permitted config ``local``, watches its container kernel
+run (with live memory), stops it from the sidebar and checks that no container is left.
+It leaves a screenshot in ``tests/artifacts/sidebar.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import leftover_containers, need
+
+pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.slow]
+
+ARTIFACTS = Path(__file__).parent / "artifacts"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+CONFIG = """
+execution_configs:
+  local:
+    backend: docker
+    image: default
+    permissions: {groups: ["*"]}
+  admins-only:
+    backend: docker
+    image: default
+    permissions: {groups: [admins]}
+"""
+TOKEN = "dss-browser-test"
+PANEL = "#jp-DSSContainers-panel"
+
+
+@pytest.fixture
+def chromium() -> str:
+    """Debian's Chromium and Playwright for Python, checked before any server starts."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        need("Playwright for Python is not installed (pip install -e .[test])")
+    path = os.environ.get("DSS_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.access(path, os.X_OK):
+        need(f"no Chromium at {path} (apt-get install chromium)")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_server(proc: subprocess.Popen, url: str, log: Path, timeout: float = 90) -> None:
+    """Poll ``/api/status`` until it answers; fail at once with the log if the server exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"jupyter lab exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}api/status?token={TOKEN}", timeout=2):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.3)
+    pytest.fail(f"jupyter lab did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def lab_server(tmp_path, base_image) -> Iterator[tuple[str, Path]]:
+    """A real JupyterLab on 127.0.0.1 with the test config; its process group is killed after."""
+    config_path = tmp_path / "dss-containers.yaml"
+    config_path.write_text(CONFIG)
+    config_dir = tmp_path / "jupyter-config"
+    (config_dir / "labconfig").mkdir(parents=True)
+    # no news pop-up over the page
+    (config_dir / "labconfig" / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
+    )
+    root_dir = tmp_path / "notebooks"
+    root_dir.mkdir()
+    env = dict(
+        os.environ, JUPYTER_CONFIG_DIR=str(config_dir), DSS_CONTAINERS_CONFIG=str(config_path)
+    )
+    port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={TOKEN}",
+        f"--ServerApp.root_dir={root_dir}",
+        "--LabApp.expose_app_in_browser=True",
+    ]
+    if os.geteuid() == 0:
+        argv.append("--allow-root")
+    log = tmp_path / "jupyter-lab.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            cwd=root_dir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_for_server(proc, url, log)
+        yield url, log
+    finally:
+        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(wait)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def test_sidebar_starts_and_stops_a_container_kernel(chromium, lab_server, docker_client):
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import sync_playwright
+
+    url, log = lab_server
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "sidebar-failure.png").unlink(missing_ok=True)
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+
+    def mark(step: str) -> None:
+        timings[step] = round(time.monotonic() - started, 1)
+
+    with sync_playwright() as pw:
+        try:
+            browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        except PlaywrightError as exc:
+            pytest.fail(f"Chromium {chromium} did not start: {str(exc).splitlines()[0]}")
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.set_default_timeout(60_000)
+        try:
+            page.goto(f"{url}lab?token={TOKEN}")
+            # The command, not the tab: the layout restorer may already have the panel open.
+            # ...once the restorer is done, or it may bring the file browser back over it.
+            page.wait_for_function("window.jupyterapp !== undefined")
+            page.evaluate("window.jupyterapp.restored.then(() => true)")
+            mark("lab loaded")
+            if not page.evaluate("window.jupyterapp.commands.hasCommand('dss-containers:open')"):
+                pytest.fail(
+                    "JupyterLab has no dss-containers:open command: the labextension is not "
+                    "installed (see `jupyter labextension list`)"
+                )
+            page.evaluate("window.jupyterapp.commands.execute('dss-containers:open')")
+            panel = page.locator(PANEL)
+            local = panel.locator('.jp-DSSContainers-config[data-config="local"]')
+            local.wait_for()
+            assert panel.locator('.jp-DSSContainers-config[data-config="admins-only"]').count() == 0
+            assert panel.locator("#jp-DSSContainers-configs .jp-DSSContainers-error").count() == 0
+            panel.locator("#jp-DSSContainers-kernels .jp-DSSContainers-empty").wait_for()
+            mark("sidebar shows local")
+
+            local.locator('.jp-DSSContainers-new-notebook[data-config="local"]').click()
+            running = panel.locator(
+                '.jp-DSSContainers-kernel[data-config="local"][data-state="running"]'
+            )
+            # A refused start shows its reason in the card: fail with it, not after a timeout.
+            refused = local.locator(".jp-DSSContainers-action-error .jp-DSSContainers-error")
+            running.or_(refused).first.wait_for()
+            if refused.count():
+                pytest.fail(f"'New notebook' failed in the sidebar: {refused.first.inner_text()}")
+            assert running.count() == 1
+            kernel_id = running.get_attribute("data-kernel-id")
+            mark("kernel running")
+            assert leftover_containers(docker_client, kernel_id=kernel_id), "no container"
+
+            stats = running.locator(".jp-DSSContainers-stats", has_text="mem ")
+            stats.wait_for(timeout=30_000)
+            assert "mem " in stats.inner_text()
+            mark("memory shown")
+            page.screenshot(path=str(ARTIFACTS / "sidebar.png"))
+
+            panel.locator(f'.jp-DSSContainers-stop[data-kernel-id="{kernel_id}"]').click()
+            panel.locator(f'.jp-DSSContainers-kernel[data-kernel-id="{kernel_id}"]').wait_for(
+                state="detached"
+            )
+            mark("row gone")
+        except BaseException:
+            page.screenshot(path=str(ARTIFACTS / "sidebar-failure.png"))
+            print(f"server log:\n{log.read_text()[-3000:]}")
+            raise
+        finally:
+            browser.close()
+
+    deadline = time.monotonic() + 15
+    while leftover_containers(docker_client, kernel_id=kernel_id) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert leftover_containers(docker_client, kernel_id=kernel_id) == []
+    mark("container removed")
+    print("timings (s since page load):", timings)

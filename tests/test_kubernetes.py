@@ -1,0 +1,444 @@
+"""The Kubernetes backend through plain jupyter_client, against fake clusters (or a real one).
+
+By default two fake API servers (tests/fake_kube) run pods on the local Docker engine; with
+``DSS_TEST_KUBECONFIG`` set, the same tests run against that kubeconfig's current context
+(and ``DSS_TEST_KUBE_CONTEXT_B``, if set, as the second cluster). The backend does not
+know which it talks to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import textwrap
+import time
+
+import kubernetes.client
+import kubernetes.config
+import pytest
+import yaml
+from jupyter_client import AsyncKernelManager
+from kernels import run, start, stop
+
+from jupyter_dss_containers import ownership
+from jupyter_dss_containers.backends import BackendError, backend_for
+from jupyter_dss_containers.backends.base import WorkloadSpec
+from jupyter_dss_containers.backends.kubernetes import label_value, on_registry
+from jupyter_dss_containers.config import load_config
+from jupyter_dss_containers.kernelspecs import install_kernel_specs
+from jupyter_dss_containers.permissions import process_identity
+from jupyter_dss_containers.provisioner import KernelStartError, reattach
+
+pytestmark = pytest.mark.docker
+
+REAL = os.environ.get("DSS_TEST_KUBECONFIG")
+
+
+class Clusters:
+    """Where the tests run: kubeconfig, the two contexts, and the fakes (None if real)."""
+
+    def __init__(self, kubeconfig: str, a: str, b: str | None, fakes: dict | None):
+        self.kubeconfig, self.a, self.b, self.fakes = kubeconfig, a, b, fakes
+
+    def core(self, context: str) -> kubernetes.client.CoreV1Api:
+        client = kubernetes.config.new_client_from_config(self.kubeconfig, context=context)
+        return kubernetes.client.CoreV1Api(client)
+
+    def ours(self, context: str, namespace: str, **labels: str) -> tuple[list, list]:
+        """Our pods and secrets still in a namespace, with the given label values."""
+        selector = ",".join(
+            [f"{ownership.MANAGED}=true"]
+            + [f"{ownership.PREFIX}{k.replace('_', '-')}={v}" for k, v in labels.items()]
+        )
+        core = self.core(context)
+        try:
+            pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+            secrets = core.list_namespaced_secret(namespace, label_selector=selector).items
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 404:
+                return [], []
+            raise
+        return pods, secrets
+
+
+@pytest.fixture(scope="module")
+def clusters(docker_client, workspace):
+    if REAL:
+        _, current = kubernetes.config.list_kube_config_contexts(REAL)
+        yield Clusters(REAL, current["name"], os.environ.get("DSS_TEST_KUBE_CONTEXT_B"), None)
+        return
+    from fake_kube.server import FakeCluster, write_kubeconfig
+
+    fakes = {"fake-a": FakeCluster("fake-a", docker_client, 1)}
+    fakes["fake-b"] = FakeCluster("fake-b", docker_client, 2)
+    for fake in fakes.values():
+        fake.start()
+    path = str(workspace / "kubeconfig")
+    write_kubeconfig(path, fakes, "fake-a")
+    yield Clusters(path, "fake-a", "fake-b", fakes)
+    for fake in fakes.values():
+        fake.stop()
+
+
+@pytest.fixture(scope="module")
+def kube_config(clusters, workspace, base_image):
+    """The test config file with its kernel specs installed."""
+    policy = "IfNotPresent" if REAL else "Never"
+    common = {
+        "kubeconfig": clusters.kubeconfig,
+        "context": clusters.a,
+        "image_pull_policy": policy,
+    }
+    small = {
+        **common,
+        "namespace": "dss-${user}",
+        "create_namespace": True,
+        "resources": {
+            "requests": {"cpu": "250m", "memory": "256Mi"},
+            "limits": {"cpu": "500m", "memory": "256Mi"},
+        },
+        "shm_size": "64Mi",
+        "labels": {"team": "data"},
+    }
+    configs = {
+        "k8s-small": small,
+        "k8s-b": {**common, "context": clusters.b or clusters.a, "namespace": "default"},
+        "k8s-quota": {
+            **small,
+            "namespace": "dss-quota-${user}",
+            "namespace_quota": {"limits.memory": "4Gi"},
+            "namespace_limits": {"max": {"memory": "16Gi"}},
+            "resources": {"limits": {"memory": "8Gi"}},
+        },
+        "k8s-gpu-node": {**small, "node_selector": {"accelerator": "nvidia-a100"}},
+        "k8s-missing": small,
+    }
+    data = {
+        "execution_configs": {
+            name: {
+                "backend": "kubernetes",
+                "image": "dss-containers/no-such-image:1" if name == "k8s-missing" else "default",
+                "kubernetes": k,
+                "permissions": {"groups": ["*"]},
+            }
+            for name, k in configs.items()
+        }
+    }
+    path = workspace / "kube-kernels.yaml"
+    path.write_text(yaml.safe_dump(data))
+    os.environ["DSS_CONTAINERS_CONFIG"] = str(path)
+    config_file = load_config()
+    install_kernel_specs(config_file, process_identity(config_file))
+    yield config_file
+    os.environ.pop("DSS_CONTAINERS_CONFIG", None)
+
+
+def namespace_of(config_file, name: str) -> str:
+    return backend_for(config_file.get(name)).namespace
+
+
+
+
+
+
+
+
+async def gone(clusters, context, namespace, timeout=10, **labels) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if clusters.ours(context, namespace, **labels) == ([], []):
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+CGROUP_PROBE = textwrap.dedent(
+    """
+    import os, socket
+    cg = '/sys/fs/cgroup/'
+    def first(*paths):
+        for p in paths:
+            if os.path.exists(p):
+                return open(p).read().strip()
+    mem = first(cg + 'memory/memory.limit_in_bytes', cg + 'memory.max')
+    quota = first(cg + 'cpu/cpu.cfs_quota_us', cg + 'cpu.max')
+    print(os.getuid(), mem, quota.split()[0])
+    """
+)
+
+
+async def test_kernel_runs_in_a_pod_with_the_config_limits(kube_config, clusters):
+    ns = namespace_of(kube_config, "k8s-small")
+    km, kc = await start("dss-k8s-small")
+    assert km.kernel_spec.interrupt_mode == "message"
+    workload_id = km.provisioner.workload_id
+    assert workload_id.startswith(f"{ns}/")
+    pods, secrets = clusters.ours(clusters.a, ns, kernel_id=km.kernel_id)
+    assert len(pods) == 1 and len(secrets) == 1
+    pod = pods[0]
+    assert pod.metadata.labels["team"] == "data"
+    assert pod.spec.containers[0].resources.limits == {"cpu": "500m", "memory": "256Mi"}
+    assert secrets[0].metadata.owner_references[0].uid == pod.metadata.uid
+    assert not any("key" in (e.value or "") for e in pod.spec.containers[0].env or [])
+    assert km.provisioner.connection_info["ip"] == pod.status.pod_ip
+    _, printed = await run(kc, CGROUP_PROBE)
+    uid, memory, quota = printed.split()
+    assert uid != "0"
+    assert int(memory) == 256 * 1024**2
+    assert int(quota) == 50000  # 500m of a 100 ms period
+    # interrupt by message (Kubernetes has no signal API)
+    running = asyncio.ensure_future(run(kc, "import time; time.sleep(60)", timeout=60))
+    await asyncio.sleep(1.0)
+    await km.interrupt_kernel()
+    reply, _ = await asyncio.wait_for(running, timeout=5)
+    assert reply["ename"] == "KeyboardInterrupt"
+    await stop(km, kc)
+    assert await gone(clusters, clusters.a, ns, kernel_id=km.kernel_id)
+
+
+async def test_two_contexts_reach_two_clusters(kube_config, clusters):
+    if clusters.b is None:
+        pytest.skip("set DSS_TEST_KUBE_CONTEXT_B to name a second cluster")
+    (km_a, kc_a), (km_b, kc_b) = await asyncio.gather(start("dss-k8s-small"), start("dss-k8s-b"))
+    ns_a = namespace_of(kube_config, "k8s-small")
+    assert len(clusters.ours(clusters.a, ns_a, kernel_id=km_a.kernel_id)[0]) == 1
+    assert len(clusters.ours(clusters.b, "default", kernel_id=km_b.kernel_id)[0]) == 1
+    assert clusters.ours(clusters.b, ns_a, kernel_id=km_a.kernel_id)[0] == []
+    assert clusters.ours(clusters.a, "default", kernel_id=km_b.kernel_id)[0] == []
+    assert (await run(kc_b, "print(6 * 7)"))[1].strip() == "42"
+    await asyncio.gather(stop(km_a, kc_a), stop(km_b, kc_b))
+    assert await gone(clusters, clusters.b, "default", kernel_id=km_b.kernel_id)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "expected"),
+    [
+        (
+            "dss-k8s-quota",
+            "is forbidden: exceeded quota: dss-containers, requested: limits.memory=8Gi, "
+            "used: limits.memory=0, limited: limits.memory=4Gi",
+        ),
+        ("dss-k8s-gpu-node", "Unschedulable: 0/1 nodes are available"),
+        ("dss-k8s-missing", "dss-containers/no-such-image:1"),
+    ],
+)
+async def test_cluster_refusals_reach_the_user_fast(kube_config, clusters, kernel, expected):
+    km = AsyncKernelManager(kernel_name=kernel)
+    began = time.monotonic()
+    with pytest.raises(KernelStartError) as info:
+        await km.start_kernel()
+    failed = time.monotonic()
+    message = str(info.value)
+    assert expected in message, message
+    assert "\n" not in message
+    if clusters.fakes:  # from the cluster's report (refusal, pod status) to the user
+        prefix = f"dss-kernel-{km.kernel_id[:13]}"
+        reported = clusters.fakes["fake-a"].reported
+        (when,) = [t for name, t in reported.items() if name.startswith(prefix)]
+        assert failed - when < 5, f"{failed - when:.1f}s after the cluster said: {message}"
+        print(f"\n{failed - when:.2f}s after the cluster's report: {message}")
+    assert failed - began < 30, f"took {failed - began:.1f}s: {message}"
+    if kernel == "dss-k8s-missing" and not REAL:
+        assert "ErrImageNeverPull" in message
+    config = kernel.removeprefix("dss-")
+    ns = namespace_of(kube_config, config)
+    assert await gone(clusters, clusters.a, ns, timeout=5, kernel_id=km.kernel_id)
+    if kernel == "dss-k8s-quota":  # the product made the namespace, with the admin's policy
+        core = clusters.core(clusters.a)
+        assert [q.metadata.name for q in core.list_namespaced_resource_quota(ns).items] == [
+            "dss-containers"
+        ]
+        (limits,) = core.list_namespaced_limit_range(ns).items
+        assert limits.spec.limits[0].max == {"memory": "16Gi"}
+
+
+async def test_restart_gives_a_new_pod(kube_config, clusters):
+    ns = namespace_of(kube_config, "k8s-small")
+    km, kc = await start("dss-k8s-small")
+    await run(kc, "x = 42")
+    first = km.provisioner.workload_id
+    await km.restart_kernel(now=False)
+    kc.stop_channels()
+    kc = km.client()  # the new pod has a new IP: clients connect again
+    kc.start_channels()
+    await kc.wait_for_ready(timeout=60)
+    assert (await run(kc, "print('x' in globals())"))[1].strip() == "False"
+    assert km.provisioner.workload_id != first
+    pods, secrets = clusters.ours(clusters.a, ns, kernel_id=km.kernel_id)
+    assert [p.metadata.name for p in pods] == [km.provisioner.workload_id.split("/")[1]]
+    assert len(secrets) == 1
+    await stop(km, kc)
+    assert await gone(clusters, clusters.a, ns, kernel_id=km.kernel_id)
+
+
+async def test_oom_kill_is_reported_with_the_limit(kube_config, clusters):
+    km, kc = await start("dss-k8s-small")
+    pod_name = km.provisioner.workload_id.split("/", 1)[1]
+    kc.execute("b = bytearray(600 * 1024 * 1024)")
+    deadline = time.monotonic() + 20
+    while await km.is_alive() and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    noticed = time.monotonic()
+    reason = km.provisioner.exit_reason
+    assert reason is not None and "OOM-killed" in reason and "256 MiB" in reason, reason
+    if clusters.fakes:
+        reported = clusters.fakes["fake-a"].reported[pod_name]
+        assert noticed - reported < 5, f"{noticed - reported:.1f}s after the kubelet reported"
+        print(f"\n{noticed - reported:.2f}s after the kubelet's report: {reason.splitlines()[0]}")
+    kc.stop_channels()
+    await km.shutdown_kernel(now=True)
+    ns = namespace_of(kube_config, "k8s-small")
+    assert await gone(clusters, clusters.a, ns, kernel_id=km.kernel_id)
+
+
+async def test_reattach_after_server_restart(kube_config, clusters):
+    km, kc = await start("dss-k8s-small")
+    await run(kc, "survivor = 'still here'")
+    info = await km.provisioner.get_provisioner_info()
+    json.dumps(info)
+    kc.stop_channels()
+    km2 = await reattach(info, "dss-k8s-small")
+    kc2 = km2.client()
+    kc2.start_channels()
+    await kc2.wait_for_ready(timeout=20)
+    assert (await run(kc2, "print(survivor)"))[1].strip() == "still here"
+    await stop(km2, kc2)
+    ns = namespace_of(kube_config, "k8s-small")
+    assert await gone(clusters, clusters.a, ns, kernel_id=info["kernel_id"])
+
+
+async def test_pod_of_a_dead_process_is_reaped(kube_config, clusters, workspace):
+    script = workspace / "kube-orphan.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import asyncio
+            from jupyter_client import AsyncKernelManager
+            async def main():
+                km = AsyncKernelManager(kernel_name="dss-k8s-small")
+                await km.start_kernel()
+                print(km.kernel_id, flush=True)
+                await asyncio.sleep(300)
+            asyncio.run(main())
+            """
+        )
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        kernel_id = (await proc.stdout.readline()).decode().strip()
+        ns = namespace_of(kube_config, "k8s-small")
+        pods, secrets = clusters.ours(clusters.a, ns, kernel_id=kernel_id)
+        assert len(pods) == 1 and len(secrets) == 1
+        configs = [kube_config.get("k8s-small")]
+        removed, _ = await ownership.reap_orphans(configs)
+        assert kernel_id not in {w.labels.get(ownership.KERNEL_ID) for w in removed}
+    finally:
+        proc.kill()
+        await proc.wait()
+    removed, skipped = await ownership.reap_orphans(configs)
+    assert not skipped
+    assert kernel_id in {w.labels.get(ownership.KERNEL_ID) for w in removed}
+    assert await gone(clusters, clusters.a, ns, kernel_id=kernel_id)
+
+
+async def test_ten_kernels_at_once(kube_config, clusters):
+    began = time.perf_counter()
+    started = await asyncio.gather(*(start("dss-k8s-b") for _ in range(10)))
+    up = time.perf_counter() - began
+    replies = await asyncio.gather(*(run(kc, "print(1 + 1)") for _, kc in started))
+    assert [printed.strip() for _, printed in replies] == ["2"] * 10
+    ips = {km.provisioner.connection_info["ip"] for km, _ in started}
+    assert len(ips) == 10
+    await asyncio.gather(*(stop(km, kc) for km, kc in started))
+    context = clusters.b or clusters.a
+    for km, _ in started:
+        assert await gone(clusters, context, "default", kernel_id=km.kernel_id)
+    print(f"ten kernels up in {up:.1f}s")
+
+
+async def test_check_reports_cluster_and_permissions(kube_config, clusters):
+    backend = backend_for(kube_config.get("k8s-b"))
+    info = await backend.check()
+    assert info["engine"] == "kubernetes" and info["version"]
+    if not clusters.fakes:
+        return
+    fake = clusters.fakes["fake-b"]
+    fake.denied.add(("create", "secrets"))
+    try:
+        with pytest.raises(BackendError, match="not allowed to create secrets"):
+            await backend.check()
+    finally:
+        fake.denied.clear()
+
+
+# --------------------------------------------------------------------------- manifests
+
+
+def test_manifests_validate_strictly(kube_config):
+    import kubernetes_validate
+
+    extra = {
+        "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+                    ]
+                }
+            }
+        },
+        "image_pull_secrets": ["regcred"],
+        "service_account": "kernels",
+        "annotations": {"example.org/cost-center": "42"},
+        "namespace_limits": {"default": {"memory": "1Gi"}, "max": {"memory": "8Gi"}},
+        "pod_patch": {"spec": {"priorityClassName": "low", "containers": [{"name": "kernel"}]}},
+    }
+    for config in kube_config.execution_configs.values():
+        rich = config.__class__.from_dict(
+            config.name,
+            {**config.raw, "kubernetes": {**config.kubernetes, **extra}},
+        )
+        backend = backend_for(rich)
+        spec = WorkloadSpec(
+            name="dss-kernel-abc",
+            image="dss-containers/base-default:x",
+            command=["python", "-m", "ipykernel_launcher", "-f", "/tmp/.dss-kernel/c.json"],
+            labels=ownership.workload_labels("kernel", config.name, "alice@example.org"),
+            files={"/tmp/.dss-kernel/c.json": b"{}"},
+            ports=(41000, 41001),
+        )
+        pod = backend.pod_manifest(spec)
+        assert pod["spec"]["priorityClassName"] == "low"
+        assert pod["spec"]["containers"][0]["image"] == spec.image
+        for manifest in [pod, backend.secret_manifest(spec), *backend.namespace_manifests("ns")]:
+            kubernetes_validate.validate(manifest, "1.31", strict=True)
+
+
+def test_bad_pod_patch_is_refused_with_the_field(kube_config):
+    config = kube_config.get("k8s-small")
+    bad = config.__class__.from_dict(
+        config.name,
+        {
+            **config.raw,
+            "kubernetes": {**config.kubernetes, "pod_patch": {"spec": {"nodeSelektor": {}}}},
+        },
+    )
+    spec = WorkloadSpec(name="x", image="i:1", command=["true"], labels={})
+    with pytest.raises(BackendError, match=r"pod.spec: unknown field 'nodeSelektor'"):
+        backend_for(bad).pod_manifest(spec)
+
+
+def test_label_values_and_registry_rewrite():
+    assert label_value("alice@example.org") == "alice-example.org"
+    assert label_value("x" * 80) == "x" * 63
+    assert label_value("-a-") == "a"
+    assert on_registry("dss-containers/base-default:1", "reg.example.com/team") == (
+        "reg.example.com/team/dss-containers/base-default:1"
+    )
+    assert on_registry("quay.io/x/y:1", "reg.example.com") == "quay.io/x/y:1"
+    assert on_registry("python:3.12", None) == "python:3.12"

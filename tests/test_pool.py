@@ -1,0 +1,104 @@
+"""Warm pools on the real engine: a running kernel handed over once, then refilled."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from conftest import leftover_containers
+from jupyter_client import AsyncKernelManager
+from kernels import start as start_kernel
+
+from jupyter_dss_containers import ownership
+from jupyter_dss_containers.kernelspecs import ContainerKernelSpecManager
+from jupyter_dss_containers.pool import warm_pool
+
+pytestmark = pytest.mark.docker
+
+CONFIG = """
+execution_configs:
+  pooled:
+    backend: docker
+    image: default
+    docker: {resources: {memory: %s}}
+    warm_pool: {size: 1}
+    permissions: {groups: ["*"]}
+"""
+
+
+@pytest.fixture
+async def pool(workspace, base_image):
+    path = workspace / "pool.yaml"
+    path.write_text(CONFIG % "300m")
+    os.environ["DSS_CONTAINERS_CONFIG"] = str(path)
+    pool = warm_pool()
+    pool.config_file = str(path)
+    yield pool, path
+    await pool.stop()
+    pool.config_file = None
+    os.environ.pop("DSS_CONTAINERS_CONFIG", None)
+
+
+def pool_containers(docker_client) -> list:
+    """Pool containers of this test process (a crashed earlier run may have left some)."""
+    server_id = ownership.this_process().server_id
+    return leftover_containers(docker_client, kind="pool", config="pooled", server_id=server_id)
+
+
+async def start() -> tuple[AsyncKernelManager, object]:
+    return await start_kernel("dss-pooled", kernel_spec_manager=ContainerKernelSpecManager())
+
+
+async def test_pooled_kernel_is_handed_over_once_then_refilled(pool, docker_client):
+    pool, _ = pool
+    await pool.fill_once()
+    [pooled] = pool_containers(docker_client)
+    assert pool.size("pooled") == 1
+
+    km, kc = await start()
+    assert km.provisioner.workload_id == pooled.id  # the running kernel was taken
+    assert pool.size("pooled") == 0
+    # the kernel manager adopted the pooled kernel's own key: messages are signed and accepted
+    reply = await kc.execute_interactive("x = 1", timeout=10)
+    assert reply["content"]["status"] == "ok"
+    assert km.session.key == km.provisioner.connection_info["key"]
+
+    # the pool refills with a new container; the handed-over one never comes back
+    await pool.fill_once()
+    assert pool.size("pooled") == 1
+    # (a container's labels cannot change: the handed-over one still says kind=pool)
+    assert len([c for c in pool_containers(docker_client) if c.id != pooled.id]) == 1
+
+    kc.stop_channels()
+    await km.shutdown_kernel()
+    assert not any(c.id == pooled.id for c in leftover_containers(docker_client))
+    assert pool.size("pooled") == 1
+
+
+async def test_empty_pool_falls_back_to_a_cold_start(pool, docker_client):
+    pool, _ = pool  # never filled
+    km, kc = await start()
+    container = docker_client.containers.get(km.provisioner.workload_id)
+    assert container.labels[ownership.KIND] == "kernel"
+    kc.stop_channels()
+    await km.shutdown_kernel()
+
+
+async def test_changed_config_drains_stale_pooled_kernels(pool, docker_client):
+    pool, path = pool
+    await pool.fill_once()
+    [old] = pool_containers(docker_client)
+    assert old.attrs["HostConfig"]["Memory"] == 300 * 1024**2
+    path.write_text(CONFIG % "400m")
+    await pool.fill_once()
+    [new] = pool_containers(docker_client)
+    assert new.id != old.id
+    assert new.attrs["HostConfig"]["Memory"] == 400 * 1024**2
+
+
+async def test_stopping_the_pool_removes_its_containers(pool, docker_client):
+    pool, _ = pool
+    await pool.fill_once()
+    assert len(pool_containers(docker_client)) == 1
+    await pool.stop()
+    assert pool_containers(docker_client) == []
