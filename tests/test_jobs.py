@@ -1,0 +1,248 @@
+"""Jobs on the real engine: code, R, plugin recipes and model jobs, permissions and limits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from conftest import leftover_containers
+from job_images import job_image
+
+from jupyter_dss_containers import jobs
+from jupyter_dss_containers.config import BaseImageSpec
+from jupyter_dss_containers.jobs import JobError, JobRequest, JobService, RemoteError
+from jupyter_dss_containers.permissions import PermissionDenied
+
+pytestmark = pytest.mark.docker
+
+CONFIG = """
+execution_configs:
+  jobs:
+    backend: docker
+    image: {jobs}
+    docker: {{resources: {{memory: 512m, cpus: 1}}}}
+    permissions: {{groups: ["*"]}}
+  bare:
+    backend: docker
+    image: {base}
+    permissions: {{groups: ["*"]}}
+  admins-only:
+    backend: docker
+    image: {jobs}
+    permissions: {{groups: [admins]}}
+"""
+
+
+@pytest.fixture(scope="module")
+def job_config(workspace, docker_client, base_image):
+    """A config file naming the job test image (built once), set for this module."""
+    path = workspace / "jobs.yaml"
+    path.write_text(CONFIG.format(jobs=job_image(docker_client, base_image), base=base_image))
+    os.environ["DSS_CONTAINERS_CONFIG"] = str(path)
+    yield path
+    os.environ.pop("DSS_CONTAINERS_CONFIG", None)
+
+
+@pytest.fixture(scope="module")
+def r_image(docker_client) -> str:
+    from jupyter_dss_containers import images
+
+    spec = BaseImageSpec(name="with-r", bootstrap="debian", with_r=True)
+    return images.build_base_image(spec, docker_client)
+
+
+def test_code_job_streams_output_and_returns_remote_traceback(job_config, capsys, docker_client):
+    job = jobs.submit("jobs", "print('from the container')\nx = 1\ndef f():\n    1 / 0\nf()")
+    jobs.wait(job.id)
+    assert "from the container" in capsys.readouterr().out
+    with pytest.raises(RemoteError) as info:
+        jobs.result(job.id)
+    assert info.value.ename == "ZeroDivisionError"
+    assert 'File "<container-cell>", line 4, in f' in info.value.traceback
+    assert "runner.py" not in info.value.traceback
+    assert jobs.jobs()[-1]["state"] == "failed"
+    assert not leftover_containers(docker_client, job_id=job.id)
+
+
+def test_forbidden_config_is_refused_before_anything_starts(job_config, docker_client):
+    before = len(jobs.jobs())
+    with pytest.raises(PermissionDenied, match="'admins-only'"):
+        jobs.submit("admins-only", "print(1)")
+    assert len(jobs.jobs()) == before
+    assert not leftover_containers(docker_client, config="admins-only")
+
+
+def test_missing_library_is_named(job_config):
+    from sklearn.linear_model import LogisticRegression
+
+    with pytest.raises(JobError, match="lacks the Python library 'sklearn'"):
+        jobs.train("bare", LogisticRegression(), np.zeros((4, 2)), np.array([0, 1, 0, 1]))
+
+
+def test_sklearn_pipeline_train_retrain_score_evaluate(job_config):
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    X_train, y_train, X_test, y_test = X[:400], y[:400], X[400:], y[400:]
+    make = lambda: make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))  # noqa: E731
+    local = make().fit(X_train, y_train)
+
+    trained = jobs.train("jobs", make(), X_train, y_train)
+    assert trained.task == "classification" and trained.train_seconds > 0
+    assert trained.metrics["accuracy"] > 0.9
+    np.testing.assert_array_equal(trained.model.predict(X_test), local.predict(X_test))
+
+    scored = jobs.score("jobs", trained.model, X_test, chunk_size=50)
+    np.testing.assert_array_equal(scored.predictions, local.predict(X_test))
+    np.testing.assert_allclose(scored.probabilities, local.predict_proba(X_test), rtol=1e-9)
+
+    evaluation = jobs.evaluate("jobs", trained.model, X_test, y_test)
+    table = dict(zip(evaluation.metrics.metric, evaluation.metrics.value, strict=True))
+    assert table["accuracy"] == pytest.approx((local.predict(X_test) == y_test).mean())
+    assert {"f1_macro", "roc_auc", "log_loss"} <= set(table)
+    assert evaluation.confusion_matrix.sum() == len(y_test)
+    assert evaluation.plot_png.startswith(b"\x89PNG")
+
+    retrained = jobs.retrain("jobs", trained.model, X_test, y_test)
+    refit_locally = make().fit(X_test, y_test)
+    np.testing.assert_array_equal(retrained.model.predict(X_train), refit_locally.predict(X_train))
+
+
+def test_xgboost_regression_matches_local(job_config):
+    from sklearn.datasets import load_diabetes
+    from xgboost import XGBRegressor
+
+    X, y = load_diabetes(return_X_y=True)
+    make = lambda: XGBRegressor(n_estimators=30, max_depth=3, random_state=0, n_jobs=1)  # noqa: E731
+    local = make().fit(X[:300], y[:300])
+    trained = jobs.train("jobs", make(), X[:300], y[:300])
+    assert trained.task == "regression" and {"r2", "rmse", "mae"} <= set(trained.metrics)
+    scored = jobs.score("jobs", trained.model, X[300:], chunk_size=40)
+    np.testing.assert_allclose(scored.predictions, local.predict(X[300:]), rtol=1e-5)
+    evaluation = jobs.evaluate("jobs", trained.model, X[300:], y[300:])
+    assert set(evaluation.metrics.metric) >= {"r2", "rmse"}
+    assert evaluation.plot_png is None
+
+
+def test_plugin_recipe_runs_with_its_library(job_config, tmp_path, monkeypatch):
+    package = tmp_path / "dss_demo_recipes"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "def scaled(values, factor):\n"
+        "    from .helpers import scale\n"
+        "    import socket\n"
+        "    return {'values': scale(values, factor), 'host': socket.gethostname()}\n"
+    )
+    (package / "helpers.py").write_text("def scale(v, f):\n    return [x * f for x in v]\n")
+    dist = tmp_path / "dss_demo_recipes-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: dss-demo-recipes\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[jupyter_dss_containers.recipes]\nscaled = dss_demo_recipes:scaled\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    value = jobs.run_recipe("jobs", "scaled", {"values": [1, 2], "factor": 3})
+    assert value["values"] == [3, 6]
+    assert value["host"] != __import__("socket").gethostname()
+    with pytest.raises(JobError, match="no recipe 'nope'"):
+        jobs.run_recipe("jobs", "nope")
+
+
+def test_r_job_returns_a_data_frame(job_config, r_image, workspace):
+    import pandas as pd
+
+    path = workspace / "jobs-r.yaml"
+    path.write_text(
+        "execution_configs:\n  r:\n    backend: docker\n"
+        f"    image: {r_image}\n    permissions: {{groups: ['*']}}\n"
+    )
+    service = JobService(config_file=str(path))
+    code = textwrap.dedent(
+        """
+        cat("rows in:", nrow(df), "\\n")
+        out <- data.frame(name = df$name, double = df$value * 2)
+        """
+    )
+    frame = pd.DataFrame({"name": ["a", "b", "c"], "value": [1.5, 2, 3]})
+
+    async def go():
+        job = await service.submit(
+            JobRequest(config="r", kind="r", code=code, inputs={"df": frame}, outputs=("out",))
+        )
+        await service.wait(job.id)
+        return job, await service.result(job.id)
+
+    job, result = asyncio.run(go())
+    assert "rows in: 3" in job.logs()
+    assert result["outputs"]["out"].to_dict("list") == {
+        "name": ["a", "b", "c"],
+        "double": [3.0, 4.0, 6.0],
+    }
+
+
+def test_jobs_over_the_user_limit_queue_and_say_so(job_config, docker_client):
+    service = JobService(max_jobs_per_user=1)
+
+    async def go():
+        first = await service.submit(JobRequest("jobs", "python", "import time; time.sleep(60)"))
+        second = await service.submit(JobRequest("jobs", "python", "print('second')"))
+        assert second.state == "queued"
+        assert "limit 1 per user" in second.message
+        for _ in range(200):
+            if first.state == "running":
+                break
+            await asyncio.sleep(0.05)
+        assert second.state == "queued"
+        await service.cancel(first.id)
+        await service.wait(second.id)
+        return first, second
+
+    first, second = asyncio.run(go())
+    assert first.state == "cancelled"
+    assert second.state == "succeeded" and "second" in second.logs()
+    assert not leftover_containers(docker_client, job_id=first.id)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    code = "from jupyter_dss_containers.cli import main; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_cli_jobs_logs_cancel(job_config, docker_client):
+    job = jobs.submit("jobs", "import time\nprint('working', flush=True)\ntime.sleep(60)")
+    deadline = time.monotonic() + 60
+    while "working" not in jobs.logs(job.id):
+        assert time.monotonic() < deadline and not job.done, job.message
+        time.sleep(0.1)
+    listed = _cli("jobs", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = {r["id"]: r for r in json.loads(listed.stdout)}
+    assert rows[job.id]["config"] == "jobs" and rows[job.id]["state"] == "running"
+    assert "working" in _cli("logs", job.id).stdout
+    assert _cli("cancel", job.id).returncode == 0
+    jobs.wait(job.id, stream=False)
+    assert job.state == "failed" and "killed" in job.message
+    assert not leftover_containers(docker_client, job_id=job.id)
+    missing = _cli("logs", "nosuchjob")
+    assert missing.returncode == 1 and "no running job 'nosuchjob'" in missing.stderr
+
+
+def test_unknown_config_is_a_clear_error(job_config):
+    with pytest.raises(JobError, match="no execution configuration named 'nope'"):
+        jobs.submit("nope", "print(1)")
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-v"]))
