@@ -305,6 +305,29 @@ def test_push_to_and_pull_from_a_local_registry(docker_client, workspace, local_
     assert f"pushed default: {registry.split_ref(base_remote)[0]}@sha256:" in done.stdout
 
 
+async def test_daemon_without_the_image_pulls_it_from_the_registry(
+    docker_client, workspace, local_registry
+):
+    """A kernel start on a daemon that lacks the image pulls it from the config's registry."""
+    from jupyter_client import AsyncKernelManager
+
+    from jupyter_dss_containers.kernelspecs import ContainerKernelSpecManager
+
+    path = write_config(workspace, site_config(local_registry), "pull.yaml")
+    config_file = parse_config(site_config(local_registry), str(path))
+    remote = codeenvs.build_env_image(config_file, "tiny", "pushed", docker_client).push.ref
+    docker_client.api.remove_image(remote)  # as on a remote daemon that never had it
+    ksm = ContainerKernelSpecManager(dss_config_file=str(path))
+    km = AsyncKernelManager(kernel_name="dss-pushed-tiny", kernel_spec_manager=ksm)
+    await km.start_kernel()
+    try:
+        assert images.image_exists(docker_client, remote)
+        attrs = docker_client.api.inspect_container(km.provisioner.workload_id)
+        assert attrs["Config"]["Image"] == remote
+    finally:
+        await km.shutdown_kernel(now=True)
+
+
 def base_image_tag_of(config_file) -> str:
     return images.base_image_tag(config_file.base_images["default"])
 

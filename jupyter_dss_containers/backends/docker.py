@@ -260,6 +260,26 @@ class DockerBackend(Backend):
             self._image_users[image] = user if uid.isdigit() and uid != "0" else DEFAULT_USER
         return self._image_users[image]
 
+    def _pull_if_registry_has_it(self, client: docker.DockerClient, image: str) -> None:
+        """A daemon without the image pulls it from the config's registry (remote daemons)."""
+        registry_url = (self.config.registry or "").strip().rstrip("/")
+        if not registry_url or not image.startswith(registry_url + "/"):
+            return
+        try:
+            client.api.inspect_image(image)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        from ..registry import RegistryError, pull_image
+
+        try:
+            pull_image(client, image)
+        except RegistryError as exc:
+            raise ImageMissing(
+                f"image {image} is not on the Docker daemon at {self.url} and the pull failed: "
+                f"{exc}"
+            ) from None
+
     def _host_config(self, spec: WorkloadSpec) -> dict[str, Any]:
         s = self.settings
         kwargs: dict[str, Any] = {
@@ -332,6 +352,7 @@ class DockerBackend(Backend):
 
     def _create_once(self, spec: WorkloadSpec) -> Workload:
         client = self.client()
+        self._pull_if_registry_has_it(client, spec.image)
         user = self._container_user(client, spec.image)
         env = dict(spec.env)
         try:
