@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -37,21 +36,10 @@ from jupyter_dss_containers.images import (
 )
 
 
-def require_docker() -> docker.DockerClient:
-    """A client of the local engine; skipped without one, except under CI where it fails."""
-    try:
-        client = docker.from_env()
-        client.ping()
-        return client
-    except Exception as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Docker is required under CI: {exc}")
-        pytest.skip(f"no Docker engine: {exc}")
-
-
 @pytest.fixture(scope="session")
-def docker_engine() -> docker.DockerClient:
-    return require_docker()
+def docker_engine(docker_client) -> docker.DockerClient:
+    """conftest's engine client (skipped without one, a failure under CI)."""
+    return docker_client
 
 
 @pytest.fixture(scope="session")
