@@ -1,7 +1,8 @@
 """The Docker backend: workloads as containers, through the docker SDK.
 
-Every SDK call is blocking, so each runs in a worker thread (``asyncio.to_thread``): the
-Jupyter server's event loop never waits on the daemon.
+Every SDK call is blocking, so each runs in a worker thread of the backend's own pool: the
+Jupyter server's event loop never waits on the daemon, and twenty kernels starting at once
+do not queue behind the loop's small default pool.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import functools
 import io
 import ipaddress
 import os
@@ -18,6 +20,7 @@ import tarfile
 import threading
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlparse
@@ -46,6 +49,8 @@ DEFAULT_USER = "1000:100"
 CONNECT_TIMEOUT = 3.0
 _CLIENTS: dict[tuple[Any, ...], docker.DockerClient] = {}
 _CLIENTS_LOCK = threading.Lock()
+#: daemon calls wait on I/O, not CPU: many may be in flight at once
+_EXECUTOR = ThreadPoolExecutor(max_workers=32, thread_name_prefix="dss-docker")
 
 
 def daemon_url(settings: DockerSettings) -> str:
@@ -216,7 +221,8 @@ class DockerBackend(Backend):
     async def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a blocking SDK call in a thread, turning transport errors into clear ones."""
         try:
-            return await asyncio.to_thread(func, *args, **kwargs)
+            call = functools.partial(func, *args, **kwargs)
+            return await asyncio.get_running_loop().run_in_executor(_EXECUTOR, call)
         except docker.errors.NotFound:
             raise
         except docker.errors.APIError as exc:
