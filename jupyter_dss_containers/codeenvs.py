@@ -226,13 +226,13 @@ def _commit_changes(config: dict[str, Any], recipe: EnvRecipe) -> list[str]:
     """Keep the base image's user, entry point and command; add the env's labels.
 
     A commit cannot empty the command (the daemon then keeps the container's), so a base
-    without one gets ``/bin/sh``.
+    without one gets ``/bin/sh``. One ``LABEL`` per label: Podman reads only the first
+    pair of a ``LABEL`` change and puts the rest into its value.
     """
-    labels = " ".join(f"{k}={json.dumps(v)}" for k, v in recipe.labels().items())
     changes = [
         f"USER {config.get('User') or images.IMAGE_USER}",
         f"CMD {json.dumps(config.get('Cmd') or ['/bin/sh'])}",
-        f"LABEL {labels}",
+        *(f"LABEL {k}={json.dumps(v)}" for k, v in recipe.labels().items()),
     ]
     if config.get("Entrypoint"):
         changes.append(f"ENTRYPOINT {json.dumps(config['Entrypoint'])}")
@@ -317,8 +317,11 @@ def image_states(config_file: ConfigFile, client: docker.DockerClient) -> list[I
                 recipe = env_recipe(config_file, env.name, config.name)
             except CodeEnvError:
                 continue  # e.g. R packages on a base without R: `build-env` says why
-            labels = [f"{LABEL_CODE_ENV}={env.name}", f"{LABEL_EXEC_CONFIG}={config.name}"]
-            found = client.api.images(filters={"label": labels})
+            # one label filter, the other checked here: Podman 4 finds nothing for two
+            found = client.api.images(filters={"label": [f"{LABEL_CODE_ENV}={env.name}"]})
+            found = [
+                i for i in found if (i.get("Labels") or {}).get(LABEL_EXEC_CONFIG) == config.name
+            ]
             out += _states("env", env.name, config.name, recipe.tag, found)
     return out
 
@@ -330,7 +333,7 @@ def _states(
     stale = []
     repository = expected.rpartition(":")[0]
     for image in found:
-        tags = [t for t in image.get("RepoTags") or [] if t.rpartition(":")[0] == repository]
+        tags = [t for t in _short_tags(image) if t.rpartition(":")[0] == repository]
         if expected in tags:
             current = image
         elif tags:
@@ -339,6 +342,22 @@ def _states(
     if current is None:
         return [ImageState(kind, name, config, expected, "missing"), *stale]
     return [ImageState(kind, name, config, expected, "built", *_size_age(current)), *stale]
+
+
+#: how Podman qualifies our unqualified names: imported or loaded, tagged or built
+_IMPLIED_REGISTRIES = ("localhost/", "docker.io/library/", "docker.io/")
+
+
+def _short_tags(image: dict[str, Any]) -> list[str]:
+    """The image's tags as we name them: ``docker.io/dss-containers/x:1`` is ours."""
+    out = []
+    for tag in image.get("RepoTags") or []:
+        for prefix in _IMPLIED_REGISTRIES:
+            if tag.startswith(prefix):
+                tag = tag[len(prefix) :]
+                break
+        out.append(tag)
+    return out
 
 
 def _size_age(image: dict[str, Any]) -> tuple[int | None, datetime | None]:

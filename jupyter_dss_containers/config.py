@@ -56,6 +56,8 @@ class ConfigError(ValueError):
 
 _SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMgGtT]?)([iI]?)([bB]?)\s*$")
 _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+#: the largest memory or shm size a config may ask for (1 PiB): more is a typo
+_MAX_BYTES = 1024**5
 
 
 def parse_size(value: int | str) -> int:
@@ -324,11 +326,38 @@ def load_config(path: str | os.PathLike[str] | None = None) -> ConfigFile:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(source, [(where, f"invalid YAML: {exc.problem}")]) from None
+    except yaml.reader.ReaderError as exc:  # a control character: its str() spans two lines
+        before = text[: exc.position]
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        where = f"line {before.count(chr(10)) + 1}, column {len(before.rsplit(chr(10), 1)[-1]) + 1}"
+        raise ConfigError(
+            source, [(where, f"invalid YAML: character U+{code:04X} is not allowed")]
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(source, [("", f"invalid YAML: {exc}")]) from None
     if data is None:
         data = {}
+    loop = _recursion(data, [])
+    if loop is not None:
+        raise ConfigError(
+            source, [(_dotted(loop), "invalid YAML: an alias refers to a node that contains it")]
+        )
     return parse_config(data, source)
+
+
+def _recursion(value: Any, path: list[Any], inside: frozenset[int] = frozenset()) -> Any:
+    """The path of a node that contains itself (``&a [*a]``), or None: nothing can use one."""
+    if not isinstance(value, dict | list):
+        return None
+    if id(value) in inside:
+        return path
+    inside = inside | {id(value)}
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    for key, item in items:
+        found = _recursion(item, [*path, key], inside)
+        if found is not None:
+            return found
+    return None
 
 
 def parse_config(data: Any, source: str) -> ConfigFile:
@@ -404,11 +433,18 @@ def _cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
             )
         resources_ = cfg.get("docker", {}).get("resources", {})
         for key in ("memory", "shm_size"):
-            if key in resources_ and parse_size(resources_[key]) < 6 * 1024**2:
+            if key not in resources_:
+                continue
+            try:
+                n_bytes = parse_size(resources_[key])
+            except OverflowError:  # more digits than a float holds
+                n_bytes = _MAX_BYTES + 1
+            if not 6 * 1024**2 <= n_bytes <= _MAX_BYTES:
                 problems.append(
                     (
                         f"execution_configs.{name}.docker.resources.{key}",
-                        f"expected at least 6m (Docker's minimum), got {resources_[key]!r}",
+                        "expected at least 6m (Docker's minimum) and at most 1024Ti, "
+                        f"got {resources_[key]!r}",
                     )
                 )
     for env_name, env in data.get("code_envs", {}).items():
@@ -455,6 +491,8 @@ def _is_exclusive(error: jsonschema.ValidationError) -> bool:
 def _dotted(path: Any) -> str:
     out = ""
     for part in path:
+        if not isinstance(part, int) and not str(part).isprintable():
+            part = repr(part)  # a key with a line break or control character, shown quoted
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
@@ -477,7 +515,7 @@ def _explain(error: jsonschema.ValidationError) -> str:
     schema, value, kind = error.schema, error.instance, error.validator
     if kind == "additionalProperties":
         allowed = sorted(schema.get("properties", {}))
-        extra = sorted(set(value) - set(allowed)) if isinstance(value, dict) else []
+        extra = sorted(set(value) - set(allowed), key=str) if isinstance(value, dict) else []
         names = ", ".join(repr(e) for e in extra)
         return f"unknown key {names} (expected one of: {', '.join(allowed)})"
     if kind == "required":

@@ -1,8 +1,9 @@
 """The base of errors a user must read as they are, wherever they surface.
 
 They are tornado ``HTTPError`` s too, so when one escapes through jupyter_server's own
-routes (``POST /api/kernels``, ``POST /api/sessions``) the answer carries our status and
-message instead of "500 Unhandled error".
+``POST /api/kernels`` the answer carries our status and message instead of "500 Unhandled
+error". ``POST /api/sessions`` keeps our message but answers 500: jupyter_server wraps
+every kernel start error there in ``HTTPError(500, str(e))``.
 """
 
 from __future__ import annotations

@@ -741,12 +741,11 @@ def _import_rootfs(
     """Import the tarball with the image settings every base image shares."""
     size = tarball.stat().st_size / 1024**2
     run.emit("import", f"importing {size:.0f} MiB as {rootfs}")
-    repository, _, tag = rootfs.rpartition(":")
+    tag = rootfs.rpartition(":")[2]
     changes = [*_import_changes(spec), f"LABEL {LABEL_ROOTFS}={tag}"]
     try:
-        output = client.api.import_image_from_file(
-            str(tarball), repository=repository, tag=tag, changes=changes
-        )
+        # the tag goes in ``repo``: Podman 4 ignores the ``tag`` parameter (``:latest``)
+        output = client.api.import_image_from_file(str(tarball), repository=rootfs, changes=changes)
     except docker.errors.APIError as exc:
         raise run.fail(f"docker import: {exc.explanation or exc}") from None
     for entry in _json_lines(output):
@@ -910,7 +909,8 @@ def _probe_image(client: docker.DockerClient, run: _Run, ref: str, spec: BaseIma
     )
 
 
-_STEP_RE = re.compile(r"^Step (\d+)/(\d+) :")
+#: a build step's first line: ``Step 2/9 :`` (Docker) or ``STEP 2/9:`` (Podman)
+_STEP_RE = re.compile(r"^Step (\d+)/(\d+) ?:", re.IGNORECASE)
 
 
 def _docker_build(

@@ -67,7 +67,10 @@ class ContainerMagics(Magics):
         [--task T] [--chunk-size N]``: names are variables of the notebook; returns the
         result (``train``/``retrain`` return the fitted model's result, ``score`` the
         predictions, ``evaluate`` the metrics table)."""
-        words = shlex.split(line)
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:  # an unbalanced quote
+            raise ValueError(f"%container_model: {exc} in {line!r}") from None
         options: dict[str, str] = {}
         positional = []
         it = iter(words)
@@ -89,7 +92,12 @@ class ContainerMagics(Magics):
         if action in ("train", "retrain") and len(values) == 3:
             call = jobs.train if action == "train" else jobs.retrain
             return call(config, *values, task=options.get("task"), env=env)
-        chunk = int(options.get("chunk_size", 10_000))
+        chunk_text = options.get("chunk_size", "10000")
+        if not chunk_text.isdigit() or int(chunk_text) == 0:
+            raise ValueError(
+                f"%container_model --chunk-size: expected a number of rows > 0, got {chunk_text!r}"
+            )
+        chunk = int(chunk_text)
         if action == "score" and len(values) == 2:
             return jobs.score(config, *values, chunk_size=chunk, env=env)
         if action == "evaluate" and len(values) == 3:

@@ -322,7 +322,6 @@ def _curve_keys(km: Any) -> dict[str, str]:
     return {"curve_publickey": public.decode(), "curve_secretkey": secret.decode()}
 
 
-
 async def reattach(
     provisioner_info: dict[str, Any], kernel_name: str, **manager_kwargs: Any
 ) -> Any:

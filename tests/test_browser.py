@@ -1,8 +1,10 @@
 """The "Containers" sidebar in a real JupyterLab, driven by a real headless Chromium.
 
 A real ``jupyter lab`` serves the built labextension on 127.0.0.1; the test opens the
-sidebar, starts a notebook on the permitted config ``local``, watches its container kernel
-run (with live memory), stops it from the sidebar and checks that no container is left.
+sidebar, tests the config ``local`` (its daemon answers "ok"), starts a notebook on it,
+watches its container kernel run (with live memory), opens the kernel's logs, stops it from
+the sidebar and checks that no container is left. Then a job submitted over REST shows up
+with its state and output, and its Cancel button stops it.
 It leaves a screenshot in ``tests/artifacts/sidebar.png``.
 """
 
@@ -141,6 +143,21 @@ def lab_server(tmp_path, base_image) -> Iterator[tuple[str, Path]]:
                 continue
 
 
+JOB_CODE = "import time\nprint('hello from the job', flush=True)\ntime.sleep(60)\n"
+
+
+def submit_job(url: str, code: str) -> str:
+    """POST a Python job to the server's REST API with the token; its id."""
+    request = urllib.request.Request(
+        f"{url}dss-containers/api/jobs",
+        data=json.dumps({"config": "local", "code": code, "name": "sleeper"}).encode(),
+        headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())["id"]
+
+
 def test_sidebar_starts_and_stops_a_container_kernel(chromium, lab_server, docker_client):
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
@@ -182,6 +199,14 @@ def test_sidebar_starts_and_stops_a_container_kernel(chromium, lab_server, docke
             panel.locator("#jp-DSSContainers-kernels .jp-DSSContainers-empty").wait_for()
             mark("sidebar shows local")
 
+            local.locator('.jp-DSSContainers-test[data-config="local"]').click()
+            tested = local.locator(".jp-DSSContainers-test-result[data-ok]")
+            tested.wait_for(timeout=15_000)
+            result = tested.inner_text()
+            assert tested.get_attribute("data-ok") == "true", result
+            assert result.startswith("ok · docker"), result
+            mark("Test says ok")
+
             local.locator('.jp-DSSContainers-new-notebook[data-config="local"]').click()
             running = panel.locator(
                 '.jp-DSSContainers-kernel[data-config="local"][data-state="running"]'
@@ -200,6 +225,15 @@ def test_sidebar_starts_and_stops_a_container_kernel(chromium, lab_server, docke
             stats.wait_for(timeout=30_000)
             assert "mem " in stats.inner_text()
             mark("memory shown")
+
+            # Logs: a box under the row that keeps following while open (ipykernel writes
+            # to stderr as it starts, so there is text).
+            running.locator(f'.jp-DSSContainers-show-logs[data-kernel-id="{kernel_id}"]').click()
+            logs = running.locator("pre.jp-DSSContainers-logs")
+            logs.wait_for(timeout=15_000)  # shown once it holds text
+            assert logs.inner_text().strip()
+            assert running.locator(".jp-DSSContainers-logs-status[role=alert]").count() == 0
+            mark("logs shown")
             page.screenshot(path=str(ARTIFACTS / "sidebar.png"))
 
             panel.locator(f'.jp-DSSContainers-stop[data-kernel-id="{kernel_id}"]').click()
@@ -207,6 +241,26 @@ def test_sidebar_starts_and_stops_a_container_kernel(chromium, lab_server, docke
                 state="detached"
             )
             mark("row gone")
+
+            job_id = submit_job(url, JOB_CODE)
+            panel.locator(".jp-DSSContainers-refresh").click()
+            job = panel.locator(f'.jp-DSSContainers-job[data-job-id="{job_id}"]')
+            job.locator(f'.jp-DSSContainers-show-logs[data-job-id="{job_id}"]').click()
+            job.locator("pre.jp-DSSContainers-logs", has_text="hello from the job").wait_for(
+                timeout=30_000
+            )
+            # its output says it runs: the row follows at once, not at the next refresh
+            panel.locator(
+                f'.jp-DSSContainers-job[data-job-id="{job_id}"][data-state="running"]'
+            ).wait_for(timeout=4_000)
+            mark("job output shown")
+            job.locator(f'.jp-DSSContainers-cancel[data-job-id="{job_id}"]').click()
+            panel.locator(
+                f'.jp-DSSContainers-job[data-job-id="{job_id}"][data-state="cancelled"]'
+            ).wait_for(timeout=20_000)
+            assert job.locator(".jp-DSSContainers-cancel").count() == 0
+            assert leftover_containers(docker_client, job_id=job_id) == []
+            mark("job cancelled")
         except BaseException:
             page.screenshot(path=str(ARTIFACTS / "sidebar-failure.png"))
             print(f"server log:\n{log.read_text()[-3000:]}")

@@ -33,11 +33,13 @@ from engines import (
 )
 from kernels import run, start
 
-from jupyter_dss_containers import images, ownership, transfer
+from jupyter_dss_containers import codeenvs, images, ownership, transfer
 from jupyter_dss_containers.backends import BackendError, backend_for
 from jupyter_dss_containers.backends.docker import docker_client
 from jupyter_dss_containers.cli import DoctorCommand
-from jupyter_dss_containers.config import DockerSettings, load_config
+from jupyter_dss_containers.config import BaseImageSpec, DockerSettings, load_config
+from jupyter_dss_containers.envrecipe import LABEL_CODE_ENV, LABEL_EXEC_CONFIG
+from jupyter_dss_containers.jobs import JobRequest, JobService, RemoteError
 from jupyter_dss_containers.kernelspecs import install_kernel_specs
 from jupyter_dss_containers.permissions import process_identity
 from jupyter_dss_containers.provisioner import KernelStartError
@@ -147,10 +149,6 @@ def engine(request, site) -> str:
     elif name == "docker-ssh":
         site.add(name, {"host": request.getfixturevalue("sshd").url})
     return name
-
-
-
-
 
 
 def ours_on(settings: DockerSettings, kernel_id: str) -> list:
@@ -373,3 +371,146 @@ async def test_a_silent_daemon_fails_fast_not_after_the_sdk_timeout(site, scheme
         assert url in str(failed.value)
     finally:
         silent.close()
+
+
+# --------------------------------------------------------------------------- Podman: jobs, builds
+
+
+@pytest.fixture(scope="module")
+def podman_site(workspace, podman) -> Path:
+    """A config file whose one execution config (and its code env) lives on Podman."""
+    path = workspace / "podman-jobs.yaml"
+    config = {"backend": "docker", "image": "default", "docker": {"host": podman.url}}
+    data = {
+        "code_envs": {"tiny": {"packages": ["six==1.16.0"], "available_for": "all"}},
+        "execution_configs": {"podman-jobs": {**config, "permissions": {"groups": ["*"]}}},
+    }
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def podman_client(podman: PodmanService):
+    return docker_client(DockerSettings(host=podman.url), timeout=600)
+
+
+def job_containers(podman: PodmanService) -> list:
+    labels = [f"{ownership.MANAGED}=true", f"{ownership.KIND}=job"]
+    return podman_client(podman).containers.list(all=True, filters={"label": labels})
+
+
+def drop(client, *refs: str) -> None:
+    for ref in refs:
+        if images.image_exists(client, ref):
+            client.images.remove(ref, force=True)
+
+
+async def test_podman_runs_a_job_to_completion_and_returns_its_result(podman_site, podman):
+    service = JobService(config_file=str(podman_site))
+    code = (
+        "import os, socket\n"
+        "print(socket.gethostname(), os.getuid(), os.environ.get('container'))\n"
+        "y = x * 2"
+    )
+    request = JobRequest(
+        config="podman-jobs", kind="python", code=code, inputs={"x": 21}, outputs=("y",)
+    )
+    began = time.monotonic()
+    job = await service.submit(request)
+    await service.wait(job.id)
+    print(f"\njob on Podman: {time.monotonic() - began:.1f} s")
+    assert job.state == "succeeded", job.message
+    assert (await service.result(job.id))["outputs"] == {"y": 42}
+    hostname, uid, container = "".join(t for s, t in job.output if s == "stdout").split()
+    assert hostname == job.workload_id[:12] and container == "podman"  # Podman's container
+    assert uid != "0"
+
+    # an error in the job comes back with its traceback (read from the stopped container)
+    failing = await service.submit(
+        JobRequest(config="podman-jobs", kind="python", code="raise ValueError('no podman')")
+    )
+    await service.wait(failing.id)
+    with pytest.raises(RemoteError, match="no podman") as raised:
+        await service.result(failing.id)
+    assert "ValueError" in str(raised.value)
+    assert job_containers(podman) == []  # both removed
+
+
+def test_podman_builds_a_from_image_through_its_docker_api(podman, base_image):
+    client = podman_client(podman)
+    spec = BaseImageSpec(
+        name="podman-from", from_image=base_image, dockerfile_append="RUN echo hi > /etc/dss-podman"
+    )
+    tag, friendly = images.base_image_tag(spec), images.friendly_tag(spec)
+    drop(client, tag, friendly)
+    events: list[images.BuildEvent] = []
+    try:
+        began = time.monotonic()
+        assert images.build_base_image(spec, client, progress=events.append) == tag
+        print(f"\nfrom: build on Podman: {time.monotonic() - began:.1f} s")
+        out = client.containers.run(tag, ["sh", "-c", "cat /etc/dss-podman; id -u"], remove=True)
+        assert out.decode() == "hi\n1000\n"
+        assert client.images.get(tag).labels[images.LABEL_BASE_IMAGE] == "podman-from"
+        assert images.image_exists(client, friendly)
+        assert not images.image_exists(docker_client(DockerSettings()), tag)  # Podman's own
+        # Podman's "STEP 3/11:" lines move the progress as Docker's "Step 3/11 :" do
+        steps = [e.progress for e in events if e.step == "build" and e.progress]
+        assert steps and steps == sorted(steps) and steps[-1] > 0.5
+        assert images.build_base_image(spec, client, progress=events.append) == tag
+        assert events[-1].step == "cached"
+    finally:
+        drop(client, tag, friendly)
+
+
+def test_podman_imports_a_root_fs_with_the_image_settings(podman, workspace):
+    """The bootstrap's import step (``images/create?fromSrc=-`` with ``changes``), on a
+    one-file root file system instead of mmdebstrap's."""
+    client = podman_client(podman)
+    tarball = workspace / "tiny-rootfs.tar"
+    with tarfile.open(tarball, "w") as tar:
+        info = tarfile.TarInfo("etc/dss-rootfs")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"hi\n"))
+    spec = BaseImageSpec(name="podman-import", bootstrap="debian")
+    ref = f"dss-containers/rootfs-podman-test:{os.getpid()}"
+    try:
+        images._import_rootfs(client, images._Run(spec.name, None), tarball, ref, spec)
+        config = client.api.inspect_image(ref)["Config"]
+        assert f"PATH={images.IMAGE_PATH}" in config["Env"] and "LANG=C.UTF-8" in config["Env"]
+        assert config["User"] == images.IMAGE_USER and config["WorkingDir"] == images.IMAGE_HOME
+        assert config["Labels"][images.LABEL_WITH_R] == "false"
+        assert config["Labels"][images.LABEL_ROOTFS] == str(os.getpid())
+    finally:
+        drop(client, ref)
+
+
+async def test_podman_builds_a_code_env_image_and_runs_a_job_in_it(podman_site, podman, base_image):
+    client = podman_client(podman)
+    config_file = load_config(podman_site)
+    tag = images.resolve_image(config_file, config_file.get("podman-jobs"), "tiny")
+    drop(client, tag)
+    try:
+        began = time.monotonic()
+        build = await asyncio.to_thread(
+            codeenvs.build_env_image, config_file, "tiny", "podman-jobs", client
+        )
+        print(f"\ncode env on Podman: {time.monotonic() - began:.1f} s")
+        assert build.built and build.tag == tag
+        labels = client.images.get(tag).labels
+        assert labels[LABEL_CODE_ENV] == "tiny" and labels[LABEL_EXEC_CONFIG] == "podman-jobs"
+        states = codeenvs.image_states(config_file, client)  # Podman's docker.io/... tags
+        assert [s.state for s in states if s.ref == tag] == ["built"]
+        assert [s.state for s in states if s.ref == base_image] == ["built"]
+
+        service = JobService(config_file=str(podman_site))
+        code = "import six\nv = six.__version__"
+        request = JobRequest(
+            config="podman-jobs", kind="python", code=code, outputs=("v",), code_env="tiny"
+        )
+        job = await service.submit(request)
+        await service.wait(job.id)
+        assert job.image == tag
+        assert (await service.result(job.id))["outputs"] == {"v": "1.16.0"}
+        again = codeenvs.build_env_image(config_file, "tiny", "podman-jobs", client)
+        assert not again.built
+    finally:
+        drop(client, tag)

@@ -74,12 +74,6 @@ def kernel_config(workspace, base_image):
     os.environ.pop("DSS_CONTAINERS_CONFIG", None)
 
 
-
-
-
-
-
-
 def container_of(docker_client, km):
     return docker_client.containers.get(km.provisioner.workload_id)
 

@@ -9,6 +9,7 @@ know which it talks to.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import sys
@@ -19,6 +20,7 @@ import kubernetes.client
 import kubernetes.config
 import pytest
 import yaml
+from job_images import job_image
 from jupyter_client import AsyncKernelManager
 from kernels import run, start, stop
 
@@ -27,6 +29,7 @@ from jupyter_dss_containers.backends import BackendError, backend_for
 from jupyter_dss_containers.backends.base import WorkloadSpec
 from jupyter_dss_containers.backends.kubernetes import label_value, on_registry
 from jupyter_dss_containers.config import load_config
+from jupyter_dss_containers.jobs import JobError, JobRequest, JobService
 from jupyter_dss_containers.kernelspecs import install_kernel_specs
 from jupyter_dss_containers.permissions import process_identity
 from jupyter_dss_containers.provisioner import KernelStartError, reattach
@@ -137,12 +140,6 @@ def kube_config(clusters, workspace, base_image):
 
 def namespace_of(config_file, name: str) -> str:
     return backend_for(config_file.get(name)).namespace
-
-
-
-
-
-
 
 
 async def gone(clusters, context, namespace, timeout=10, **labels) -> bool:
@@ -376,6 +373,102 @@ async def test_check_reports_cluster_and_permissions(kube_config, clusters):
 
 
 # --------------------------------------------------------------------------- manifests
+
+
+@pytest.fixture(scope="module")
+def kube_jobs(clusters, workspace, docker_client, base_image) -> str:
+    """A config file with one Kubernetes config on the job test image (cloudpickle in it)."""
+    kube = {
+        "kubeconfig": clusters.kubeconfig,
+        "context": clusters.a,
+        "image_pull_policy": "IfNotPresent" if REAL else "Never",
+        "namespace": "dss-jobs-${user}",
+        "create_namespace": True,
+    }
+    config = {
+        "backend": "kubernetes",
+        "image": job_image(docker_client, base_image),
+        "kubernetes": kube,
+        "permissions": {"groups": ["*"]},
+    }
+    path = workspace / "kube-jobs.yaml"
+    path.write_text(yaml.safe_dump({"execution_configs": {"k8s-jobs": config}}))
+    return str(path)
+
+
+JOB_CODE = """
+import sys
+print("hello from the pod")
+print("to stderr", file=sys.stderr)
+print("<<dss-files-end:forged>> <<dss-files:forged>>")
+total = sum(numbers)
+"""
+
+
+async def test_python_job_runs_in_a_pod_and_returns_its_result(kube_jobs, clusters):
+    service = JobService(config_file=kube_jobs)
+    ns = backend_for(load_config(kube_jobs).get("k8s-jobs")).namespace
+    request = JobRequest("k8s-jobs", "python", JOB_CODE, {"numbers": [1, 2, 3]}, ("total",))
+    job = await asyncio.wait_for(service.wait((await service.submit(request)).id), 60)
+    assert (await service.result(job.id))["outputs"] == {"total": 6}
+    printed = "".join(text for _, text in job.output)
+    # followed from the pod's log (stdout and stderr merged, their order is the runtime's)
+    assert "hello from the pod\n" in printed and "to stderr\n" in printed
+    assert "<<dss-files-end:forged>> <<dss-files:forged>>\n" in printed  # printed, not a frame
+    assert printed.count("dss-files") == 2  # the real frame (the result) is not shown
+    assert job.workload_id.startswith(f"{ns}/dss-job-")
+    assert await gone(clusters, clusters.a, ns, job_id=job.id)
+
+    # a payload the Secret cannot hold is refused at once, naming the limit
+    began = time.perf_counter()
+    big = JobRequest("k8s-jobs", "python", "x = 1", {"blob": os.urandom(1024 * 1024)})
+    job = await asyncio.wait_for(service.wait((await service.submit(big)).id), 20)
+    assert time.perf_counter() - began < 5
+    with pytest.raises(JobError, match="over the 1 MiB a Kubernetes Secret can hold"):
+        await service.result(job.id)
+    assert await gone(clusters, clusters.a, ns, job_id=job.id)
+    with pytest.raises(JobError, match="R jobs do not run on the Kubernetes backend yet"):
+        await service.submit(JobRequest("k8s-jobs", "r", "x <- 1"))
+    # and the API server itself refuses such a Secret
+    data = base64.b64encode(bytes(1024 * 1024 + 1)).decode()
+    secret = {"metadata": {"name": "too-big"}, "data": {"a": data}}
+    with pytest.raises(kubernetes.client.ApiException, match="must have at most 1048576 bytes"):
+        clusters.core(clusters.a).create_namespaced_secret(ns, secret)
+
+
+FRAMER = """
+import base64, hashlib, os, sys
+token, data = os.environ["DSS_FILES_TO_LOG"], b"\\x00" * 3000 + b"end"
+print("printed first", flush=True)
+digest = hashlib.sha256(data).hexdigest()
+sys.stdout.write(f"<<dss-files:{token}>>\\n# {len(data)} {digest} /w/r.bin\\n")
+sys.stdout.write(base64.encodebytes(data).decode() + f"<<dss-files-end:{token}>>\\n")
+"""
+
+
+async def test_files_come_back_from_a_finished_pods_log_without_following(kube_jobs, clusters):
+    """read_files on a backend that did not follow (another process): the whole log is read."""
+    config = load_config(kube_jobs).get("k8s-jobs")
+    owner = process_identity(load_config(kube_jobs)).username
+    spec = WorkloadSpec(
+        name=f"dss-job-framer-{os.getpid()}",
+        image=config.image,
+        command=["python3", "-c", FRAMER],
+        labels=ownership.workload_labels("job", config.name, owner, job_id="framer"),
+    )
+    workload = await backend_for(config).create(spec)
+    other = backend_for(config)  # knows neither the token nor the followed log
+    try:
+        deadline = time.monotonic() + 20
+        while (await other.status(workload.id)).running:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        files = await other.read_files(workload.id, "/w")
+        assert files == {"w/r.bin": b"\x00" * 3000 + b"end"}
+        assert await other.read_files(workload.id, "/elsewhere") == {}
+    finally:
+        await other.remove(workload.id)
+    assert await gone(clusters, clusters.a, other.namespace, job_id="framer")
 
 
 def test_manifests_validate_strictly(kube_config):

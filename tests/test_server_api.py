@@ -378,6 +378,21 @@ async def test_kernels_lists_a_container_kernel_with_live_memory(
         # another user does not see it
         status, reply = await api("bob", "kernels")
         assert kernel_id not in [k["id"] for k in reply["kernels"]]
+
+        # its logs, for its owner only (ipykernel writes to stderr as it starts)
+        for _ in range(50):
+            status, logs = await api(ME, "kernels", kernel_id, "logs", params={"tail": "20"})
+            assert status == 200, logs
+            if logs["logs"].strip():
+                break
+            await asyncio.sleep(0.2)
+        check_schema("/kernels/{kernel_id}/logs", "get", 200, logs)
+        assert logs["id"] == kernel_id and logs["error"] is None and logs["logs"].strip()
+        assert len(logs["logs"].splitlines()) <= 20
+        status, reply = await api("bob", "kernels", kernel_id, "logs")
+        assert status == 404 and kernel_id in reply["message"]
+        status, reply = await api(ME, "kernels", kernel_id, "logs", params={"tail": "x"})
+        assert status == 400 and "'tail'" in reply["message"]
     finally:
         await jp_fetch("api", "kernels", kernel_id, method="DELETE")
     for _ in range(50):

@@ -222,7 +222,12 @@ class DockerBackend(Backend):
         """Run a blocking SDK call in a thread, turning transport errors into clear ones."""
         try:
             call = functools.partial(func, *args, **kwargs)
-            return await asyncio.get_running_loop().run_in_executor(_EXECUTOR, call)
+            loop = asyncio.get_running_loop()
+            try:
+                future = loop.run_in_executor(_EXECUTOR, call)
+            except RuntimeError:  # interpreter exit: our pool refuses, the loop's may not
+                future = loop.run_in_executor(None, call)
+            return await future
         except docker.errors.NotFound:
             raise
         except docker.errors.APIError as exc:
@@ -541,6 +546,10 @@ class DockerBackend(Backend):
                 stream, _ = self.client().api.get_archive(workload_id, path)
             except docker.errors.NotFound:
                 return {}
+            except docker.errors.APIError:
+                if self._being_removed(workload_id):  # e.g. cancelled by another process
+                    return {}
+                raise
             with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
                 return {
                     m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
@@ -549,6 +558,13 @@ class DockerBackend(Backend):
                 }
 
         return await self._call(read)
+
+    def _being_removed(self, workload_id: str) -> bool:
+        try:
+            state = self.client().api.inspect_container(workload_id).get("State") or {}
+        except docker.errors.NotFound:
+            return True
+        return state.get("Status") in ("removing", "dead")
 
     async def check(self) -> dict[str, str]:
         version = await self._api("version")

@@ -11,17 +11,28 @@ to deleting the pod with or without a grace period.
 
 Every client call blocks, so each runs in a worker thread; watches run in their own pool
 so that many pods starting at once never starve the default executor.
+
+Jobs: the pod's output is followed through the log API (stdout and stderr come merged, so
+all of it is reported as stdout). Files cannot be copied out of a finished pod, so each
+pod gets a random token (``DSS_FILES_TO_LOG``) and the job runner frames its result into
+the log with it (see :mod:`.logfiles`); the token is not a credential, only a nonce that
+output the job prints cannot match by accident. Private files (a job's payload) travel in
+the Secret, which holds at most 1 MiB.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
+import dataclasses
 import os
 import re
+import secrets
 import signal as signals
 import threading
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
 from typing import Any
@@ -43,6 +54,7 @@ from .base import (
     WorkloadStats,
     WorkloadStatus,
 )
+from .logfiles import TOKEN_ENV, DamagedFiles, LogFiles, under
 
 CONTAINER = "kernel"
 DEFAULT_UID, DEFAULT_GID = 1000, 100
@@ -59,6 +71,7 @@ _START_FAILURES = (
     "CreateContainerError",
     "RunContainerError",
 )
+SECRET_LIMIT = 1024 * 1024  # the API server refuses Secrets whose data is bigger
 OWNER_LABEL = "dss-containers.jupyter.org/owner"  # ownership.OWNER (no import: no cycle)
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
@@ -171,6 +184,8 @@ class KubernetesBackend(Backend):
         self.namespace = self.settings.namespace(process_identity_name())
         self._namespaces_ready: set[str] = set()
         self._client: kubernetes.client.ApiClient | None = None
+        self._tokens: dict[str, str] = {}  # workload id -> its files-to-log token
+        self._followed: dict[str, LogFiles] = {}  # workload id -> its log, once followed
 
     # ------------------------------------------------------------------ client
 
@@ -415,7 +430,17 @@ class KubernetesBackend(Backend):
         self._namespaces_ready.add(namespace)
 
     async def create(self, spec: WorkloadSpec) -> Workload:
+        size = sum(len(data) for data in spec.files.values())
+        if size > SECRET_LIMIT:
+            raise BackendError(
+                f"execution config {self.config.name!r}: the workload's private files (a "
+                f"job's code and inputs) are {format_size(size)}, over the "
+                f"{format_size(SECRET_LIMIT)} a Kubernetes Secret can hold; pass big inputs "
+                "through shared storage instead"
+            )
         namespace = self.namespace_of(spec)
+        token = secrets.token_hex(16)
+        spec = dataclasses.replace(spec, env={**spec.env, TOKEN_ENV: token})
         pod_manifest = self.pod_manifest(spec)
         await self._ensure_namespace(namespace)
         core = await self._core()
@@ -447,6 +472,7 @@ class KubernetesBackend(Backend):
         except BaseException:
             await asyncio.shield(self.remove(workload_id))
             raise
+        self._tokens[workload_id] = token
         return Workload(id=workload_id, name=spec.name, labels=spec.labels, image=spec.image)
 
     def _wait_running(self, namespace: str, name: str, resource_version: str) -> None:
@@ -543,6 +569,8 @@ class KubernetesBackend(Backend):
 
     async def remove(self, workload_id: str) -> None:
         namespace, name = workload_id.split("/", 1)
+        self._tokens.pop(workload_id, None)
+        self._followed.pop(workload_id, None)
         await self._delete_pod(workload_id, 0)
         await self._delete_secret(name, namespace)
 
@@ -554,6 +582,92 @@ class KubernetesBackend(Backend):
             )
         except (ApiException, BackendError):
             return ""
+
+    async def _token(self, workload_id: str) -> str:
+        """The pod's files-to-log token (from its spec when another backend object made it)."""
+        if workload_id in self._tokens:
+            return self._tokens[workload_id]
+        namespace, name = workload_id.split("/", 1)
+        try:
+            pod = await self._call((await self._core()).read_namespaced_pod, name, namespace)
+        except ApiException:
+            raise BackendError(f"pod {workload_id} is gone") from None
+        env = pod.spec.containers[0].env or []
+        token = next((e.value for e in env if e.name == TOKEN_ENV), None)
+        if not token:
+            raise BackendError(f"pod {workload_id} was not started to hand files back")
+        self._tokens[workload_id] = token
+        return token
+
+    async def follow_logs(self, workload_id: str) -> AsyncIterator[tuple[str, str]]:
+        """The pod's log, followed in a daemon thread until the container exits (merged:
+        all of it is reported as stdout); the framed result files are kept, not shown."""
+        namespace, name = workload_id.split("/", 1)
+        frames = LogFiles(await self._token(workload_id))
+        core = await self._core()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+
+        def pump() -> None:
+            decoder = codecs.getincrementaldecoder("utf-8")("replace")
+            try:
+                response = core.read_namespaced_pod_log(
+                    name,
+                    namespace,
+                    container=CONTAINER,
+                    follow=True,
+                    _preload_content=False,  # no timeout: a job may be quiet for hours
+                )
+                try:
+                    for chunk in response.stream(64 * 1024, decode_content=True):
+                        if text := decoder.decode(chunk):
+                            loop.call_soon_threadsafe(queue.put_nowait, text)
+                finally:
+                    response.release_conn()
+            except Exception as exc:  # a deleted pod's output (404, dropped connection) ends
+                dropped = isinstance(exc, OSError) or type(exc).__module__.startswith("urllib3")
+                if not dropped and not (isinstance(exc, ApiException) and exc.status == 404):
+                    with contextlib.suppress(RuntimeError):  # the loop closed
+                        loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                with contextlib.suppress(RuntimeError):  # the loop closed (process exit)
+                    loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        threading.Thread(target=pump, name=f"logs-{name}", daemon=True).start()
+        while (item := await queue.get()) is not None:
+            if isinstance(item, ApiException):
+                raise BackendError(f"{self._where()}: {api_message(item)}")
+            if isinstance(item, BaseException):
+                raise BackendError(f"{self._where()}: following pod {workload_id}: {item!r}")
+            if shown := frames.feed(item):
+                yield "stdout", shown
+        if rest := frames.flush():
+            yield "stdout", rest
+        self._followed[workload_id] = frames
+
+    async def read_files(self, workload_id: str, path: str) -> dict[str, bytes]:
+        """The files the workload framed into its log (followed, or read now) under ``path``."""
+        frames = self._followed.get(workload_id)
+        if frames is None or not frames.complete:
+            namespace, name = workload_id.split("/", 1)
+            frames = LogFiles(await self._token(workload_id))
+            try:
+                text = await self._call(
+                    (await self._core()).read_namespaced_pod_log,
+                    name,
+                    namespace,
+                    container=CONTAINER,
+                )
+            except ApiException:
+                return {}
+            frames.feed(text or "")
+        try:
+            return under(frames.files(), path)
+        except DamagedFiles as exc:
+            raise BackendError(
+                f"pod {workload_id}: {exc}; results over the kubelet's log size limit "
+                "(containerLogMaxSize, 10 MiB by default) do not come back on Kubernetes"
+            ) from None
 
     async def stats(self, workload_id: str) -> WorkloadStats:
         """Usage needs metrics-server; the limit is in the pod spec."""

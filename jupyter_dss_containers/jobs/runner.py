@@ -4,7 +4,10 @@ This file is copied into the container next to the payload and run by the image'
 Python, so it imports nothing from this package: the image needs only Python, plus
 cloudpickle and the libraries the job itself uses. Output goes to stdout/stderr as the
 job prints it; the result (outputs, displays, or the error with its traceback) is
-pickled to ``result.pkl`` in the job folder, which the service reads back.
+pickled to ``result.pkl`` in the job folder, which the service reads back. Where the
+backend cannot copy files out of a stopped workload (Kubernetes), it sets
+``DSS_FILES_TO_LOG`` to a random token and the result goes to stdout instead, framed
+as ``backends/logfiles.py`` describes.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import ast
 import base64
 import contextlib
+import hashlib
 import io
 import linecache
 import os
@@ -19,6 +23,7 @@ import pickle
 import sys
 import time
 import traceback
+import urllib.parse
 import warnings
 
 JOB_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -26,6 +31,8 @@ PAYLOAD = os.path.join(JOB_DIR, "payload.pkl")
 RESULT = os.path.join(JOB_DIR, "result.pkl")
 LIBS = os.path.join(JOB_DIR, "lib")
 CELL = "<container-cell>"
+#: the frame token, taken out of the environment before the job's code runs
+_LOG_TOKEN = os.environ.pop("DSS_FILES_TO_LOG", "")
 
 try:
     import cloudpickle as _pickler
@@ -299,11 +306,26 @@ def _write(result: dict) -> int:
     except Exception as exc:  # an output that cannot travel
         data = pickle.dumps(_error(TypeError(f"the job's result cannot be pickled: {exc}"), None))
         result = {"ok": False}
+    if _LOG_TOKEN:  # the job folder is read-only (a Secret volume): frame it into the log
+        _to_log({RESULT: data})
+        return 0 if result.get("ok") else 1
     tmp = RESULT + ".tmp"
     with open(tmp, "wb") as f:
         f.write(data)
     os.replace(tmp, RESULT)
     return 0 if result.get("ok") else 1
+
+
+def _to_log(files: dict) -> None:
+    out = [f"<<dss-files:{_LOG_TOKEN}>>\n".encode()]
+    for path, data in files.items():
+        digest = hashlib.sha256(data).hexdigest()
+        out.append(f"# {len(data)} {digest} {urllib.parse.quote(path)}\n".encode())
+        out.append(base64.encodebytes(data))
+    out.append(f"<<dss-files-end:{_LOG_TOKEN}>>\n".encode())
+    stream = sys.__stdout__.buffer
+    stream.write(b"".join(out))
+    stream.flush()
 
 
 def _unlink(path: str) -> None:

@@ -83,6 +83,11 @@ class JobService(LoggingConfigurable):
             raise JobError(exc.args[0]) from None
         identity = identity or current_identity(config_file)
         check_permission(identity, config)  # before anything is built, sent or started
+        if request.kind == "r" and config.backend == "kubernetes":  # no framed-log results yet
+            raise JobError(
+                f"execution config {config.name!r}: R jobs do not run on the Kubernetes "
+                "backend yet (only Python jobs hand their result back through the pod's log)"
+            )
         image = await asyncio.to_thread(_image_for, config_file, config, request.code_env)
         files, command = await asyncio.to_thread(self._prepare, request)
         job = Job(id=uuid.uuid4().hex[:12], request=request, owner=identity.username, image=image)
@@ -272,6 +277,7 @@ class JobService(LoggingConfigurable):
         workload = await backend.create(spec)
         job.workload_id = workload.id
         if job.state == CANCELLED:  # cancelled while the container was being created
+            await backend.remove(workload.id)
             return
         job.state = RUNNING
         self.log.info("job %s runs in container %s (config %r)", job.id, spec.name, config.name)

@@ -397,6 +397,49 @@ class KernelsHandler(DSSAPIHandler):
         return row
 
 
+#: lines a kernel's log route gives by default, and at most
+KERNEL_LOG_TAIL = 200
+MAX_KERNEL_LOG_TAIL = 5000
+
+
+class KernelLogsHandler(DSSAPIHandler):
+    """The last lines a container kernel wrote (the sidebar's Logs button); owner only."""
+
+    @web.authenticated
+    async def get(self, kernel_id: str) -> None:
+        from ..provisioner import ContainerProvisioner
+
+        _, identity = await self.caller()
+        tail = self.get_query_argument("tail", str(KERNEL_LOG_TAIL))
+        if not tail.isdigit() or not 0 < int(tail) <= MAX_KERNEL_LOG_TAIL:
+            raise api_error(
+                400, f"'tail' must be a whole number from 1 to {MAX_KERNEL_LOG_TAIL}, not {tail!r}"
+            )
+        try:
+            manager = self.kernel_manager.get_kernel(kernel_id)
+        except KeyError:
+            manager = None
+        provisioner = getattr(manager, "provisioner", None)
+        if (
+            not isinstance(provisioner, ContainerProvisioner)
+            or provisioner.owner != identity.username
+        ):
+            raise api_error(404, f"no container kernel {kernel_id!r} of user {identity.username!r}")
+        reply: dict[str, Any] = {
+            "id": kernel_id,
+            "workload_id": provisioner.workload_id,
+            "logs": "",
+            "error": None,
+        }
+        backend = provisioner.backend
+        if provisioner.workload_id and backend is not None:
+            text, why = await _bounded(
+                backend.logs(provisioner.workload_id, int(tail)), LIVE_TIMEOUT
+            )
+            reply.update(logs=text or "", error=why)
+        self.send(reply)
+
+
 # --------------------------------------------------------------------------- images
 
 
@@ -566,6 +609,7 @@ class JobLogsHandler(_JobRoute):
 
 _NAME = r"(?P<name>[^/]+)"
 _JOB = r"(?P<job_id>[^/]+)"
+_KERNEL = r"(?P<kernel_id>[^/]+)"
 
 #: (pattern relative to the base URL, handler); the extension prepends the base URL
 HANDLERS: list[tuple[str, type[DSSAPIHandler]]] = [
@@ -573,6 +617,7 @@ HANDLERS: list[tuple[str, type[DSSAPIHandler]]] = [
     (rf"{API_PREFIX}/configs/{_NAME}/test/?", ConfigTestHandler),
     (rf"{API_PREFIX}/configs/{_NAME}/?", ConfigHandler),
     (rf"{API_PREFIX}/kernels/?", KernelsHandler),
+    (rf"{API_PREFIX}/kernels/{_KERNEL}/logs/?", KernelLogsHandler),
     (rf"{API_PREFIX}/images/?", ImagesHandler),
     (rf"{API_PREFIX}/jobs/?", JobsHandler),
     (rf"{API_PREFIX}/jobs/{_JOB}/logs/?", JobLogsHandler),

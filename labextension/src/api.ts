@@ -108,15 +108,58 @@ export interface IKernelList {
   kernels: IKernel[];
 }
 
-/** Jobs are not in this release (the route answers 501); the shape is provisional. */
+/** Where a job is in its life; the last three are final. */
+export type JobState = 'queued' | 'starting' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+
+export const FINAL_JOB_STATES: readonly JobState[] = ['succeeded', 'failed', 'cancelled'];
+
+/** A job run by the server's job service (times are epoch seconds). */
 export interface IJob {
   id: string;
-  state?: string;
-  execution_config?: string;
-  kind?: string;
-  [key: string]: unknown;
+  name?: string;
+  kind: string;
+  config: string;
+  code_env?: string | null;
+  owner: string;
+  image: string;
+  state: JobState;
+  message: string;
+  created: number;
+  started?: number | null;
+  finished?: number | null;
+  exit_code?: number | null;
+  error?: string | null;
+  traceback?: string | null;
 }
 
 export interface IJobList {
   jobs: IJob[];
+}
+
+/** `GET jobs/<id>/logs?since=N`: output chunks from N on; ask again from `next`. */
+export interface IJobLogs {
+  id: string;
+  state: string;
+  next: number;
+  output: { stream: 'stdout' | 'stderr'; text: string }[];
+}
+
+/** `GET kernels/<id>/logs?tail=N`: the last lines the kernel's container wrote. */
+export interface IKernelLogs {
+  id: string;
+  workload_id: string | null;
+  logs: string;
+  error: string | null;
+}
+
+/** `POST configs/<name>/test`: what answered, or why nothing did. */
+export interface ITestResult {
+  ok: boolean;
+  config: string;
+  target: string;
+  elapsed_seconds: number;
+  engine?: string;
+  version?: string;
+  daemon?: string;
+  error?: string;
 }

@@ -4,15 +4,30 @@
  * CPU/memory, a Stop button), and jobs. Plain DOM in a Lumino widget; every element a
  * test needs has a stable class name or data attribute (`.jp-DSSContainers-config[data-config]`,
  * `.jp-DSSContainers-new-notebook`, `.jp-DSSContainers-kernel[data-kernel-id][data-state]`,
- * `.jp-DSSContainers-stop`, `#jp-DSSContainers-jobs`, `.jp-DSSContainers-empty|error`).
+ * `.jp-DSSContainers-stop`, `.jp-DSSContainers-test[data-config]` and its
+ * `.jp-DSSContainers-test-result[data-ok]`, `.jp-DSSContainers-show-logs` and the open
+ * `pre.jp-DSSContainers-logs`, `.jp-DSSContainers-job[data-job-id][data-state]`,
+ * `.jp-DSSContainers-cancel`, `#jp-DSSContainers-jobs`, `.jp-DSSContainers-empty|error`).
  */
 import { ServiceManager } from '@jupyterlab/services';
 import { CommandRegistry } from '@lumino/commands';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
-import { ApiError, IConfig, IConfigList, IJobList, IKernel, IKernelList, requestAPI } from './api';
+import {
+  ApiError,
+  FINAL_JOB_STATES,
+  IConfig,
+  IConfigList,
+  IJob,
+  IJobList,
+  IKernel,
+  IKernelList,
+  ITestResult,
+  requestAPI
+} from './api';
 import { containersIcon } from './icon';
+import { LogView } from './logs';
 
 /** How often the kernel list refreshes while the panel is visible (ms). */
 export const REFRESH_INTERVAL = 5000;
@@ -169,6 +184,7 @@ export class ContainersPanel extends Widget {
     this._kernelsBusy = true;
     try {
       const list = await requestAPI<IKernelList>('kernels');
+      pruneLogViews(this._kernelLogs, new Set(list.kernels.map(k => k.id)));
       this._kernels.show(
         ...(list.kernels.length
           ? list.kernels.map(k => this._renderKernel(k))
@@ -182,33 +198,28 @@ export class ContainersPanel extends Widget {
   }
 
   async refreshJobs(): Promise<void> {
+    if (this._jobsBusy) {
+      return;
+    }
+    this._jobsBusy = true;
     try {
       const list = await requestAPI<IJobList>('jobs');
-      const jobs = list?.jobs ?? [];
+      const jobs = [...(list?.jobs ?? [])].reverse(); // newest first
+      pruneLogViews(this._jobLogs, new Set(jobs.map(j => j.id)));
       this._jobs.show(
-        ...(jobs.length
-          ? jobs.map(job =>
-              h(
-                'div',
-                { class: `${CLS}-job`, 'data-job-id': job.id, 'data-state': job.state },
-                h('span', { class: `${CLS}-name` }, job.id),
-                h('span', { class: `${CLS}-state` }, job.state ?? ''),
-                h('span', { class: `${CLS}-meta` }, job.execution_config ?? '')
-              )
-            )
-          : [emptyState('No job.')])
+        ...(jobs.length ? jobs.map(job => this._renderJob(job)) : [emptyState('No job.')])
       );
     } catch (error) {
-      if (error instanceof ApiError && error.status === 501) {
-        this._jobs.show(emptyState('Jobs arrive with the job service.'));
-      } else {
-        this._jobs.show(errorState(error));
-      }
+      this._jobs.show(errorState(error));
+    } finally {
+      this._jobsBusy = false;
     }
   }
 
   dispose(): void {
     this._stopTimer();
+    pruneLogViews(this._kernelLogs, new Set());
+    pruneLogViews(this._jobLogs, new Set());
     super.dispose();
   }
 
@@ -241,6 +252,7 @@ export class ContainersPanel extends Widget {
       this._timer = window.setInterval(() => {
         if (this.isVisible && !document.hidden) {
           void this.refreshKernels();
+          void this.refreshJobs();
         }
       }, REFRESH_INTERVAL);
     }
@@ -299,6 +311,19 @@ export class ContainersPanel extends Widget {
         )
       : null;
 
+    const test = h(
+      'button',
+      {
+        class: `${CLS}-test jp-mod-styled`,
+        type: 'button',
+        'data-config': config.name,
+        title: `Check that ${config.target} answers`
+      },
+      'Test'
+    ) as HTMLButtonElement;
+    const testResult = h('div', { class: `${CLS}-test-result`, 'data-config': config.name });
+    test.addEventListener('click', () => void this._testConfig(config.name, test, testResult));
+
     return h(
       'div',
       { class: `${CLS}-config ${CLS}-card`, 'data-config': config.name },
@@ -317,7 +342,8 @@ export class ContainersPanel extends Widget {
       ),
       h('div', { class: `${CLS}-meta ${CLS}-target`, title: 'Where it runs' }, config.target),
       envs,
-      h('div', { class: `${CLS}-actions` }, picker, button),
+      h('div', { class: `${CLS}-actions` }, test, picker, button),
+      testResult,
       h('div', { class: `${CLS}-action-error` })
     );
   }
@@ -386,11 +412,166 @@ export class ContainersPanel extends Widget {
       memoryBar,
       kernel.exit_reason ? h('div', { class: `${CLS}-exit-reason` }, kernel.exit_reason) : null,
       kernel.error ? h('div', { class: `${CLS}-error` }, kernel.error) : null,
-      h('div', { class: `${CLS}-actions` }, stop),
+      h('div', { class: `${CLS}-actions` }, this._logsButton(kernel.id, 'kernel'), stop),
       h('div', { class: `${CLS}-action-error` })
     );
     stop.addEventListener('click', () => void this._stopKernel(kernel.id, stop, row));
+    const logs = this._kernelLogs.get(kernel.id);
+    if (logs) {
+      row.append(logs.node);
+    }
     return row;
+  }
+
+  private _renderJob(job: IJob): HTMLElement {
+    const now = Date.now() / 1000;
+    const times: string[] = [];
+    if (job.started) {
+      times.push(`started ${new Date(job.started * 1000).toLocaleTimeString()}`);
+      const end = job.finished ?? now;
+      times.push(`${job.finished ? 'ran' : 'up'} ${formatDuration(end - job.started)}`);
+    } else {
+      times.push(`submitted ${new Date(job.created * 1000).toLocaleTimeString()}`);
+    }
+    if (job.exit_code !== null && job.exit_code !== undefined) {
+      times.push(`exit ${job.exit_code}`);
+    }
+    const live = !FINAL_JOB_STATES.includes(job.state);
+    let cancel: HTMLButtonElement | null = null;
+    if (live) {
+      cancel = h(
+        'button',
+        {
+          class: `${CLS}-cancel jp-mod-styled jp-mod-warn`,
+          type: 'button',
+          'data-job-id': job.id,
+          title: 'Cancel the job and remove its container'
+        },
+        'Cancel'
+      ) as HTMLButtonElement;
+    }
+    const row = h(
+      'div',
+      {
+        class: `${CLS}-job ${CLS}-card`,
+        'data-job-id': job.id,
+        'data-state': job.state,
+        'data-config': job.config
+      },
+      h(
+        'div',
+        { class: `${CLS}-row` },
+        h('span', { class: `${CLS}-name`, title: job.id }, job.name || job.kind),
+        h('span', { class: `${CLS}-state`, 'data-state': job.state }, job.state)
+      ),
+      h(
+        'div',
+        { class: `${CLS}-meta` },
+        `${job.config}${job.code_env ? ` · ${job.code_env}` : ''} · ${job.id}`
+      ),
+      h('div', { class: `${CLS}-stats` }, times.join(' · ')),
+      job.message && live ? h('div', { class: `${CLS}-meta` }, job.message) : null,
+      job.error ? h('div', { class: `${CLS}-error`, title: job.traceback ?? '' }, job.error) : null,
+      h('div', { class: `${CLS}-actions` }, this._logsButton(job.id, 'job'), cancel),
+      h('div', { class: `${CLS}-action-error` })
+    );
+    if (cancel) {
+      const button = cancel;
+      button.addEventListener('click', () => void this._cancelJob(job.id, button, row));
+    }
+    const logs = this._jobLogs.get(job.id);
+    if (logs) {
+      row.append(logs.node);
+    }
+    return row;
+  }
+
+  /** "Logs" / "Hide logs": opens a box under the row that follows the logs while open. */
+  private _logsButton(id: string, kind: 'kernel' | 'job'): HTMLButtonElement {
+    const views = kind === 'kernel' ? this._kernelLogs : this._jobLogs;
+    const button = h(
+      'button',
+      {
+        class: `${CLS}-show-logs jp-mod-styled`,
+        type: 'button',
+        [`data-${kind}-id`]: id,
+        'aria-expanded': String(views.has(id)),
+        title: `Show the ${kind}'s output`
+      },
+      views.has(id) ? 'Hide logs' : 'Logs'
+    ) as HTMLButtonElement;
+    button.addEventListener('click', () => {
+      const open = views.get(id);
+      if (open) {
+        open.dispose();
+        views.delete(id);
+      } else {
+        const active = () => this.isVisible;
+        // A job whose output says it moved on (running, finished) gets its row redrawn now.
+        const onState = (state: string) => {
+          const row = this._jobs.body.querySelector<HTMLElement>(
+            `.${CLS}-job[data-job-id="${CSS.escape(id)}"]`
+          );
+          if (row && row.dataset.state !== state) {
+            void this.refreshJobs();
+          }
+        };
+        const view =
+          kind === 'kernel'
+            ? LogView.forKernel(id, active)
+            : LogView.forJob(id, active, onState);
+        views.set(id, view);
+        button.closest(`.${CLS}-card`)?.append(view.node);
+      }
+      button.textContent = views.has(id) ? 'Hide logs' : 'Logs';
+      button.setAttribute('aria-expanded', String(views.has(id)));
+    });
+    return button;
+  }
+
+  private async _testConfig(
+    name: string,
+    button: HTMLButtonElement,
+    result: HTMLElement
+  ): Promise<void> {
+    button.disabled = true;
+    button.textContent = 'Testing…';
+    result.removeAttribute('data-ok');
+    result.replaceChildren();
+    try {
+      const reply = await requestAPI<ITestResult>(`configs/${encodeURIComponent(name)}/test`, {
+        method: 'POST',
+        body: '{}'
+      });
+      result.dataset.ok = String(reply.ok);
+      const seconds = `${reply.elapsed_seconds.toFixed(2)} s`;
+      result.textContent = reply.ok
+        ? `ok · ${[reply.engine, reply.version].filter(Boolean).join(' ')} · ${seconds}`
+        : `${reply.error ?? 'failed'} (${seconds})`;
+      result.title = reply.target;
+    } catch (error) {
+      result.dataset.ok = 'false';
+      result.replaceChildren(errorState(error));
+    } finally {
+      button.disabled = false;
+      button.textContent = 'Test';
+    }
+  }
+
+  private async _cancelJob(id: string, button: HTMLButtonElement, row: HTMLElement): Promise<void> {
+    button.disabled = true;
+    button.textContent = 'Cancelling…';
+    row.dataset.stopping = 'true';
+    try {
+      await requestAPI<IJob>(`jobs/${encodeURIComponent(id)}`, { method: 'DELETE' });
+    } catch (error) {
+      button.disabled = false;
+      button.textContent = 'Cancel';
+      delete row.dataset.stopping;
+      row.querySelector(`.${CLS}-action-error`)?.replaceChildren(errorState(error));
+      return;
+    }
+    await this.refreshJobs();
   }
 
   private async _newNotebook(kernelName: string, button: HTMLButtonElement): Promise<void> {
@@ -447,4 +628,17 @@ export class ContainersPanel extends Widget {
   private _jobs = new Section('jobs', 'Jobs');
   private _timer: number | null = null;
   private _kernelsBusy = false;
+  private _jobsBusy = false;
+  private _kernelLogs = new Map<string, LogView>();
+  private _jobLogs = new Map<string, LogView>();
+}
+
+/** Close the log boxes of kernels or jobs that are no longer listed. */
+function pruneLogViews(views: Map<string, LogView>, keep: Set<string>): void {
+  for (const [id, view] of views) {
+    if (!keep.has(id)) {
+      view.dispose();
+      views.delete(id);
+    }
+  }
 }

@@ -2,12 +2,14 @@
 
 It speaks enough of the core/v1 API for the official client: namespaces, pods, secrets,
 resource quotas, limit ranges, self-subject access reviews, list with label and field
-selectors, watches (chunked JSON lines from a resourceVersion), pod logs and graceful
-deletes. Quota and LimitRange refusals use the real API server's wording. The kubelet
-runs each pod's one container on Docker with the pod's limits and reports what a real
-kubelet reports: Unschedulable (node selector), ErrImageNeverPull / ErrImagePull, Running
-with a podIP, and termination (OOMKilled, exit codes). Each pod gets its own loopback
-address as podIP and publishes its container ports there, so nothing leaves 127/8.
+selectors, watches (chunked JSON lines from a resourceVersion), pod logs (followed too,
+until the container exits) and graceful deletes. Secrets over 1 MiB are refused, as the
+real API server refuses them. Quota and LimitRange refusals use the real API server's
+wording. The kubelet runs each pod's one container on Docker with the pod's limits and
+reports what a real kubelet reports: Unschedulable (node selector), ErrImageNeverPull /
+ErrImagePull, Running with a podIP, and termination (OOMKilled, exit codes). Each pod
+gets its own loopback address as podIP and publishes its container ports there, so
+nothing leaves 127/8.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from aiohttp import web
 from kubernetes.utils.quantity import parse_quantity
 
 FAKE_LABEL = "fake-kube.test/pod"
+MAX_SECRET_SIZE = 1024 * 1024  # the real API server's limit on a Secret's data
 KINDS = {
     "pods": "Pod",
     "secrets": "Secret",
@@ -113,7 +116,7 @@ class FakeCluster:
 
     async def _serve(self) -> None:
         self._changed = asyncio.Condition()
-        app = web.Application()
+        app = web.Application(client_max_size=3 * 1024 * 1024)  # the real server's limit
         r = app.router
         r.add_get("/version", self.version)
         r.add_get("/version/", self.version)
@@ -343,6 +346,15 @@ class FakeCluster:
         if (ns, name) in self.objects[kind]:
             return _status(409, "AlreadyExists", f'{kind} "{name}" already exists')
         meta.update(namespace=ns, uid=str(uuid.uuid4()), creationTimestamp=_now())
+        if kind == "secrets":
+            size = sum(len(base64.b64decode(v)) for v in (obj.get("data") or {}).values())
+            if size > MAX_SECRET_SIZE:
+                return _status(
+                    422,
+                    "Invalid",
+                    f'Secret "{name}" is invalid: data: Too long: '
+                    f"must have at most {MAX_SECRET_SIZE} bytes",
+                )
         if kind == "pods":
             refused = self._admit_pod(ns, obj)
             if refused:
@@ -383,17 +395,47 @@ class FakeCluster:
             self._tasks.add(task)
         return web.json_response(obj)
 
-    async def pod_log(self, request: web.Request) -> web.Response:
+    async def pod_log(self, request: web.Request) -> web.StreamResponse:
         ns, name = request.match_info["ns"], request.match_info["name"]
         if (ns, name) not in self.objects["pods"]:
             return _status(404, "NotFound", f'pods "{name}" not found')
-        tail = int(request.query.get("tailLines") or 1000)
+        tail = int(request.query["tailLines"]) if "tailLines" in request.query else "all"
         try:
             container = await asyncio.to_thread(self.docker.containers.get, self._cname(ns, name))
-            text = (await asyncio.to_thread(container.logs, tail=tail)).decode(errors="replace")
         except docker.errors.NotFound:
-            text = ""
-        return web.Response(text=text, content_type="text/plain")
+            if request.query.get("follow") in ("true", "True", "1"):
+                return _status(
+                    400,
+                    "BadRequest",
+                    f'container "kernel" in pod "{name}" is waiting to start: ContainerCreating',
+                )
+            return web.Response(text="", content_type="text/plain")
+        if request.query.get("follow") not in ("true", "True", "1"):
+            text = (await asyncio.to_thread(container.logs, tail=tail)).decode(errors="replace")
+            return web.Response(text=text, content_type="text/plain")
+        # follow: the docker log stream (stdout and stderr merged) until the container exits
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+        def pump() -> None:
+            try:
+                for chunk in container.logs(stream=True, follow=True, tail=tail):
+                    loop.call_soon_threadsafe(queue.put_nowait, chunk)
+            except (docker.errors.APIError, OSError):
+                pass  # removed meanwhile: the log ends there
+            finally:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        threading.Thread(target=pump, name=f"fake-log-{name}", daemon=True).start()
+        with contextlib.suppress(ConnectionError):  # the client stopped following
+            while (chunk := await queue.get()) is not None:
+                await response.write(chunk)
+            await response.write_eof()
+        return response
 
     # ------------------------------------------------------------------ admission
 
