@@ -67,6 +67,10 @@ class DSSContainersExtension(ExtensionApp):
         self.handlers.extend(HANDLERS)
 
     async def _start_jupyter_server_extension(self, serverapp) -> None:
+        # in the background: a slow or dead daemon must not delay the server's start
+        self._starting = asyncio.get_running_loop().create_task(self._reap_then_fill())
+
+    async def _reap_then_fill(self) -> None:
         if self.reap_on_start:
             await self._reap()  # before the pools fill, so nothing of ours is mistaken
         pool = warm_pool()
