@@ -13,11 +13,7 @@ from __future__ import annotations
 
 import io
 import json
-import platform
-import shutil
-import sys
 import tarfile
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -95,7 +91,7 @@ def build_env_image(
     """
     recipe = env_recipe(config_file, env_name, config_name)
     config = config_file.get(config_name)
-    run = images._Run(f"{env_name} ({config_name})", progress)
+    run = images._Run(f"{env_name} ({config_name})", progress, kind="code env image")
     built = False
     with images._daemon_errors(run):
         if force or not images.image_exists(client, recipe.tag):
@@ -113,11 +109,6 @@ def build_env_image(
     return EnvBuild(recipe.tag, built, pushed)
 
 
-def _fail(run: images._Run, what: str) -> images.ImageBuildError:
-    tail = "".join(f"\n{line}" for line in run.tail)
-    return images.ImageBuildError(f"building code env image {run.image!r} failed: {what}{tail}")
-
-
 def _ensure_base(
     config_file: ConfigFile,
     config: ExecutionConfig,
@@ -129,7 +120,7 @@ def _ensure_base(
     if spec is not None:
         images.build_base_image(spec, client, progress=progress)
     elif not images.image_exists(client, config.image):
-        raise _fail(run, f"the image {config.image} of config {config.name!r} is not on the daemon")
+        raise run.fail(f"the image {config.image} of config {config.name!r} is not on the daemon")
 
 
 def _push(client: docker.DockerClient, tag: str, registry: str, run: images._Run) -> PushResult:
@@ -137,7 +128,7 @@ def _push(client: docker.DockerClient, tag: str, registry: str, run: images._Run
     try:
         result = push_image(client, tag, registry, on_status=lambda s: run.log("push", s))
     except RegistryError as exc:
-        raise _fail(run, str(exc)) from None
+        raise run.fail(str(exc)) from None
     run.emit("pushed", f"{result.ref} {result.digest}", 1.0)
     return result
 
@@ -156,7 +147,7 @@ def _wheels(
     if given:
         folder = Path(given).expanduser()
         if not folder.is_dir():
-            raise _fail(run, f"wheelhouse folder {folder} does not exist")
+            raise run.fail(f"wheelhouse folder {folder} does not exist")
         run.emit("wheelhouse", f"using wheelhouse {folder}")
         return folder
     base = config_file.base_images.get(config_file.get(recipe.config_name).image)
@@ -175,42 +166,16 @@ def _probe(client: docker.DockerClient, ref: str, run: images._Run) -> tuple[str
             ref, entrypoint=["/bin/sh", "-c", script], network_mode="none", remove=True
         )
     except docker.errors.ContainerError as exc:
-        raise _fail(run, f"cannot run Python in {ref}: {exc}") from None
+        raise run.fail(f"cannot run Python in {ref}: {exc}") from None
     lines = raw.decode().split()
     if len(lines) != 2 or not lines[1]:
-        raise _fail(run, f"cannot tell the Python and glibc of {ref} (got {raw!r})")
+        raise run.fail(f"cannot tell the Python and glibc of {ref} (got {raw!r})")
     return lines[0], lines[1]
 
 
 def _download_wheels(recipe: EnvRecipe, python: str, glibc: str, run: images._Run) -> Path:
     """``pip download`` on the host into a cache folder keyed by packages and platform."""
-    arch = platform.machine()
-    key = images._sha256({"req": recipe.packages, "py": python, "glibc": glibc, "arch": arch})
-    folder = images._cache_dir() / f"env-wheels-{key[:16]}"
-    if (folder / ".complete").exists():
-        run.emit("wheelhouse", f"using cached wheels {folder}")
-        return folder
-    run.emit("wheelhouse", f"pip download for Python {python} into {folder}")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
-    try:
-        cmd = [sys.executable, "-m", "pip", "download", *images._PIP_DOWNLOAD]
-        cmd += ["--python-version", python]
-        for tag in images._platform_tags(arch, glibc):
-            cmd += ["--platform", tag]
-        cmd += ["-d", str(partial), *recipe.packages]
-        code = images._stream_process(cmd, run, "wheelhouse")
-        if code != 0:
-            raise _fail(run, f"pip download exited with code {code}")
-        (partial / ".complete").touch()
-        try:
-            partial.rename(folder)
-        except OSError:  # another build made the same folder first
-            if not (folder / ".complete").exists():
-                raise
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return folder
+    return images.cached_wheels("env-wheels", list(recipe.packages), python, glibc, run)
 
 
 def _wheel_tar(folder: Path) -> bytes:
@@ -266,7 +231,7 @@ def _install_and_commit(
                 run.log("install", line)
         code = container.wait(timeout=BUILD_TIMEOUT).get("StatusCode")
         if code != 0:
-            raise _fail(run, f"installing the packages exited with code {code}")
+            raise run.fail(f"installing the packages exited with code {code}")
         repository, _, tag = recipe.tag.rpartition(":")
         container.commit(repository, tag, changes=_commit_changes(base, recipe))
     finally:

@@ -367,6 +367,7 @@ class _Run:
     image: str
     sink: ProgressSink | None
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_TAIL))
+    kind: str = "base image"
 
     def emit(self, step: str, message: str, progress: float | None = None) -> None:
         if self.sink is not None:
@@ -381,7 +382,7 @@ class _Run:
 
     def fail(self, what: str) -> ImageBuildError:
         tail = "".join(f"\n{line}" for line in self.tail)
-        return ImageBuildError(f"building base image {self.image!r} failed: {what}{tail}")
+        return ImageBuildError(f"building {self.kind} {self.image!r} failed: {what}{tail}")
 
 
 class ConsoleProgress:
@@ -534,23 +535,29 @@ def _build_from_image(
 def ensure_wheelhouse(
     spec: BaseImageSpec, python: str, glibc: str, run: _Run | None = None
 ) -> Path:
-    """A cached folder of wheels for the kernel and the spec's packages, for one Python.
+    """A cached folder of wheels for the kernel and the spec's packages, for one Python."""
+    return cached_wheels(
+        "wheelhouse", _requirements(spec), python, glibc, run or _Run(spec.name, None)
+    )
 
-    Downloaded once per (requirements, Python, platform) under the user cache folder;
-    later builds reuse it, so a rebuild needs no index.
+
+def cached_wheels(kind: str, requirements: list[str], python: str, glibc: str, run: _Run) -> Path:
+    """``pip download`` on the host, once per (requirements, Python, platform).
+
+    The folder lives under the user cache folder, so a rebuild needs no index; it is
+    filled aside and renamed into place, so a half-done download is never used.
     """
-    run = run or _Run(spec.name, None)
     arch = platform.machine()
-    key = _sha256({"req": _requirements(spec), "python": python, "glibc": glibc, "arch": arch})
-    folder = _cache_dir() / f"wheelhouse-{key[:16]}"
+    key = _sha256({"req": requirements, "python": python, "glibc": glibc, "arch": arch})
+    folder = _cache_dir() / f"{kind}-{key[:16]}"
     if (folder / ".complete").exists():
-        run.emit("wheelhouse", f"using cached wheelhouse {folder}")
+        run.emit("wheelhouse", f"using cached wheels {folder}")
         return folder
     run.emit("wheelhouse", f"downloading wheels for Python {python} into {folder}")
     folder.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
     try:
-        _pip_download(spec, run, partial, python, glibc, arch)
+        _pip_download(requirements, run, partial, python, glibc, arch)
         (partial / ".complete").touch()
         try:
             partial.rename(folder)
@@ -579,12 +586,12 @@ _PIP_DOWNLOAD = ("--disable-pip-version-check", "--progress-bar", "off", "--only
 
 
 def _pip_download(
-    spec: BaseImageSpec, run: _Run, dest: Path, python: str, glibc: str, arch: str
+    requirements: list[str], run: _Run, dest: Path, python: str, glibc: str, arch: str
 ) -> None:
     cmd = [sys.executable, "-m", "pip", "download", *_PIP_DOWNLOAD, "--python-version", python]
     for tag in _platform_tags(arch, glibc):
         cmd += ["--platform", tag]
-    cmd += ["-d", str(dest), *_requirements(spec)]
+    cmd += ["-d", str(dest), *requirements]
     code = _stream_process(cmd, run, "wheelhouse")
     if code != 0:
         raise run.fail(f"pip download exited with code {code}")

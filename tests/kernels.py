@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+from pathlib import Path
 from typing import Any
 
 from jupyter_client import AsyncKernelManager
@@ -34,3 +36,23 @@ async def run(kc: Any, code: str, timeout: float = 30) -> tuple[dict, str]:
 async def stop(km: AsyncKernelManager, kc: Any) -> None:
     kc.stop_channels()
     await km.shutdown_kernel(now=False)
+
+
+def kernel_owner_script(folder: Path, kernel_name: str) -> Path:
+    """A script that starts one kernel, prints its id and lives on: an owner to SIGKILL."""
+    script = folder / f"owner-{kernel_name}.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import asyncio
+            from jupyter_client import AsyncKernelManager
+            async def main():
+                km = AsyncKernelManager(kernel_name={kernel_name!r})
+                await km.start_kernel()
+                print(km.kernel_id, flush=True)
+                await asyncio.sleep(300)
+            asyncio.run(main())
+            """
+        )
+    )
+    return script

@@ -16,11 +16,11 @@ from importlib import resources
 import pytest
 import requests
 import schemathesis
+import test_server_api as server_api
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
-from test_server_api import HeaderIdentityProvider
 
 pytest_plugins = ["jupyter_server.pytest_plugin"]
 
@@ -52,16 +52,7 @@ async def jp_asyncio_loop():
 def jp_server_config(tmp_path):
     path = tmp_path / "dss_containers.yaml"
     path.write_text(CONFIG)
-    return {
-        "ServerApp": {
-            "jpserver_extensions": {"jupyter_dss_containers": True},
-            "kernel_spec_manager_class": (
-                "jupyter_dss_containers.kernelspecs.ContainerKernelSpecManager"
-            ),
-            "identity_provider_class": HeaderIdentityProvider,
-        },
-        "DSSContainersExtension": {"config_file": str(path), "reap_on_start": False},
-    }
+    return server_api.server_config(path)
 
 
 def api_schema() -> schemathesis.schemas.BaseSchema:

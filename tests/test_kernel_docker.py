@@ -17,7 +17,7 @@ import nbformat
 import pytest
 from conftest import leftover_containers
 from jupyter_client import AsyncKernelManager
-from kernels import run, start, stop
+from kernels import kernel_owner_script, run, start, stop
 
 from jupyter_dss_containers import ownership
 from jupyter_dss_containers.config import load_config
@@ -191,21 +191,7 @@ async def test_reattach_after_server_restart(kernel_config, docker_client):
 
 def test_unowned_container_is_reaped_by_cleanup(kernel_config, docker_client, workspace):
     """A process that dies (SIGKILL) leaves its kernel container; cleanup reaps it."""
-    script = workspace / "orphan.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import asyncio, sys
-            from jupyter_client import AsyncKernelManager
-            async def main():
-                km = AsyncKernelManager(kernel_name="dss-local")
-                await km.start_kernel()
-                print(km.kernel_id, flush=True)
-                await asyncio.sleep(300)
-            asyncio.run(main())
-            """
-        )
-    )
+    script = kernel_owner_script(workspace, "dss-local")
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     kernel_id = proc.stdout.readline().strip()
     assert len(leftover_containers(docker_client, kernel_id=kernel_id)) == 1

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from job_images import job_image
 from jupyter_client import AsyncKernelManager
-from kernels import run, start, stop
+from kernels import kernel_owner_script, run, start, stop
 
 from jupyter_dss_containers import ownership
 from jupyter_dss_containers.backends import BackendError, backend_for
@@ -307,21 +307,7 @@ async def test_reattach_after_server_restart(kube_config, clusters):
 
 
 async def test_pod_of_a_dead_process_is_reaped(kube_config, clusters, workspace):
-    script = workspace / "kube-orphan.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import asyncio
-            from jupyter_client import AsyncKernelManager
-            async def main():
-                km = AsyncKernelManager(kernel_name="dss-k8s-small")
-                await km.start_kernel()
-                print(km.kernel_id, flush=True)
-                await asyncio.sleep(300)
-            asyncio.run(main())
-            """
-        )
-    )
+    script = kernel_owner_script(workspace, "dss-k8s-small")
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(script), stdout=asyncio.subprocess.PIPE
     )

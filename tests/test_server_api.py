@@ -93,6 +93,11 @@ def config_path(tmp_path, monkeypatch):
 
 @pytest.fixture
 def jp_server_config(config_path):
+    return server_config(config_path)
+
+
+def server_config(config_path) -> dict:
+    """A Jupyter server with the extension, our kernel specs and the test users."""
     return {
         "ServerApp": {
             "jpserver_extensions": {"jupyter_dss_containers": True},
