@@ -40,6 +40,7 @@ from .model import (
     JobRequest,
     RemoteError,
 )
+from .store import JobStore
 
 JOB_DIR = rlang.JOB_DIR
 RUNNER = Path(__file__).with_name("runner.py")
@@ -64,6 +65,14 @@ class JobService(LoggingConfigurable):
     stop_grace_seconds = Float(2.0, config=True, help="Seconds between SIGTERM and removal.")
     log_tail_lines = Integer(20, config=True, help="Log lines quoted when a job dies.")
     python = Unicode("python3", config=True, help="The Python that runs jobs in the image.")
+    store_dir = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="Folder that keeps job records, logs and results on disk, so a restarted "
+        "process lists its jobs, takes over those still running and collects those that "
+        "finished meanwhile (None: memory only).",
+    )
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -71,6 +80,7 @@ class JobService(LoggingConfigurable):
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._backends: dict[str, Backend] = {}
         self._changed: asyncio.Condition | None = None
+        self._store: JobStore | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -94,6 +104,7 @@ class JobService(LoggingConfigurable):
         job.message = self._wait_reason(job) or ""
         self._jobs[job.id] = job
         self._backends[job.id] = backend_for(config)
+        self._save(job)
         self._tasks[job.id] = asyncio.create_task(self._run(job, config, files, command))
         self._forget_old()
         return job
@@ -121,6 +132,9 @@ class JobService(LoggingConfigurable):
             raise JobError(f"job {job_id} is {job.state}: no result yet")
         if job.error is not None:
             raise job.error
+        if job.result is None and self.store is not None:  # a job from before a restart
+            data = await asyncio.to_thread(self.store.load_result, job.id)
+            job.result = pickle.loads(data) if data else None  # our own store's bytes
         return job.result
 
     async def cancel(self, job_id: str) -> Job:
@@ -130,7 +144,8 @@ class JobService(LoggingConfigurable):
             return job
         job.state, job.message, job.finished = CANCELLED, "cancelled on request", time.time()
         job.error = JobError(f"job {job_id} was cancelled")
-        if job.workload_id:
+        self._save(job)
+        if job.workload_id and job_id in self._backends:
             await self._backends[job_id].remove(job.workload_id)
         await self._notify()
         task = self._tasks.get(job_id)
@@ -146,6 +161,7 @@ class JobService(LoggingConfigurable):
             job.state, job.finished = CANCELLED, time.time()
             job.message = "cancelled: the process that ran it stopped"
             job.error = JobError(f"job {job.id} was cancelled: the process that ran it stopped")
+            self._save(job)
         removals = [self._backends[j.id].remove(j.workload_id) for j in active if j.workload_id]
         await asyncio.gather(*removals, return_exceptions=True)
         await self._notify()
@@ -216,6 +232,7 @@ class JobService(LoggingConfigurable):
                 reason = self._wait_reason(job)
                 if reason is None:
                     job.state, job.message, job.started = STARTING, "", time.time()
+                    self._save(job)
                     return True
                 job.message = reason
                 await self._changed.wait()
@@ -280,25 +297,35 @@ class JobService(LoggingConfigurable):
             await backend.remove(workload.id)
             return
         job.state = RUNNING
+        self._save(job)
         self.log.info("job %s runs in container %s (config %r)", job.id, spec.name, config.name)
-        async for stream, text in backend.follow_logs(workload.id):
+        await self._collect(job, backend, workload.id)
+
+    async def _collect(self, job: Job, backend: Backend, workload_id: str) -> None:
+        """Follow the container's log to its end, then read the result it left."""
+        req = job.request
+        async for stream, text in backend.follow_logs(workload_id):
             job.output.append((stream, text))
-        status = await self._exited(backend, workload.id)
+            if self.store is not None:
+                self.store.append_output(job.id, [(stream, text)])
+        status = await self._exited(backend, workload_id)
         job.exit_code = status.exit_code
         if job.state == CANCELLED:
             return
         if req.kind == "r":
-            found = await backend.read_files(workload.id, JOB_DIR)
+            found = await backend.read_files(workload_id, JOB_DIR)
             if status.exit_code == 0 or ".dss-job/error.txt" in found:
                 job.result = rlang.r_result(found, req.outputs, job.id)
+                self._keep_result(job, pickle.dumps(job.result))
                 self._finish(job, SUCCEEDED)
                 return
         else:
-            found = await backend.read_files(workload.id, f"{JOB_DIR}/result.pkl")
+            found = await backend.read_files(workload_id, f"{JOB_DIR}/result.pkl")
             if "result.pkl" in found:
                 result = pickle.loads(found["result.pkl"])  # the user's own job's output
                 if result.get("ok"):
                     job.result = result
+                    self._keep_result(job, found["result.pkl"])
                     self._finish(job, SUCCEEDED)
                 else:
                     self._finish(job, FAILED, self._remote_error(job, result))
@@ -344,6 +371,7 @@ class JobService(LoggingConfigurable):
             job.message = str(error).splitlines()[0][:300]
         elif state == SUCCEEDED:
             job.message = ""
+        self._save(job)
 
     def _forget_old(self) -> None:
         finished = [j for j in self._jobs.values() if j.state in FINAL_STATES]
@@ -351,6 +379,96 @@ class JobService(LoggingConfigurable):
             self._jobs.pop(job.id, None)
             self._tasks.pop(job.id, None)
             self._backends.pop(job.id, None)
+            if self.store is not None:
+                self.store.remove(job.id)
+
+    # ------------------------------------------------------------------ persistence
+
+    @property
+    def store(self) -> JobStore | None:
+        if self._store is None and self.store_dir:
+            self._store = JobStore(self.store_dir)
+        return self._store
+
+    def _save(self, job: Job) -> None:
+        if self.store is None:
+            return
+        try:
+            self.store.save(job, ownership.this_process().server_id)
+        except OSError as exc:  # a full disk must not stop the job itself
+            self.log.warning("dss-containers: could not record job %s: %s", job.id, exc)
+
+    def _keep_result(self, job: Job, data: bytes) -> None:
+        if self.store is None:
+            return
+        try:
+            self.store.save_result(job.id, data)
+        except OSError as exc:
+            self.log.warning("dss-containers: could not keep job %s's result: %s", job.id, exc)
+
+    async def recover(self) -> list[Job]:
+        """Load the stored jobs; take over the running jobs of processes that are gone.
+
+        Call before reaping orphans: a taken-over job's container is adopted by this
+        process, so the reaper leaves it. A job whose container still runs is followed
+        again; one whose container exited while nobody watched is collected (its log and
+        result read, then the container removed); one whose container is gone fails,
+        saying so. Returns the jobs taken over.
+        """
+        if self.store is None:
+            return []
+        live_servers, _ = ownership.this_process().live_claims()
+        config_file = await asyncio.to_thread(load_config, self.config_file)
+        taken = []
+        for job, server_id in await asyncio.to_thread(self.store.load_all):
+            if job.id in self._jobs or (job.state in ACTIVE_STATES and server_id in live_servers):
+                continue  # ours already, or a live process's
+            self._jobs[job.id] = job  # listed at once; the take-overs below ask daemons
+            if job.state in ACTIVE_STATES:
+                taken.append(job)
+        await asyncio.gather(*(self._take_over(job, config_file) for job in taken))
+        self._forget_old()
+        return taken
+
+    async def _take_over(self, job: Job, config_file: ConfigFile) -> None:
+        lost = "the process that ran it stopped"
+        if job.state == QUEUED:
+            self._finish(job, CANCELLED, JobError(f"job {job.id} was cancelled: {lost} first"))
+            return
+        try:
+            backend = backend_for(config_file.get(job.config))
+            found = await backend.list({ownership.MANAGED: "true", ownership.JOB_ID: job.id})
+        except (KeyError, BackendError) as exc:
+            why = exc.args[0] if isinstance(exc, KeyError) else exc
+            self._finish(job, FAILED, JobError(f"job {job.id}: {lost}, and then: {why}"))
+            return
+        if not found:
+            message = f"job {job.id}: {lost}, and its container was removed meanwhile"
+            self._finish(job, FAILED, JobError(message))
+            return
+        workload = found[0]
+        ownership.this_process().adopt(workload.id)
+        job.workload_id, job.state, job.output = workload.id, RUNNING, []
+        if self.store is not None:
+            self.store.replace_output(job.id, [])  # the container's log is read again in full
+        self._save(job)
+        self._backends[job.id] = backend
+        self.log.info("dss-containers: took over job %s (container %s)", job.id, workload.name)
+        self._tasks[job.id] = asyncio.create_task(self._resume(job, backend))
+
+    async def _resume(self, job: Job, backend: Backend) -> None:
+        assert job.workload_id is not None
+        try:
+            await self._collect(job, backend, job.workload_id)
+        except JobError as exc:
+            self._finish(job, FAILED, exc)
+        except BackendError as exc:
+            self._finish(job, FAILED, JobError(self._explain(job, exc)))
+        finally:
+            with contextlib.suppress(BackendError):
+                await backend.remove(job.workload_id)
+            ownership.this_process().release(job.workload_id)
+            await self._notify()
 
 
 def _image_for(config_file: ConfigFile, config: ExecutionConfig, code_env: str | None) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Unicode
 
@@ -50,6 +52,8 @@ class DSSContainersExtension(ExtensionApp):
         if isinstance(ksm, ContainerKernelSpecManager) and self.config_file:
             ksm.dss_config_file = self.config_file
         self.job_service = JobService(parent=self, config_file=self.config_file)
+        if self.job_service.store_dir is None:  # a server's jobs outlive it (issue #8)
+            self.job_service.store_dir = str(Path(jupyter_data_dir()) / "dss_containers" / "jobs")
         self.settings["dss_containers"] = self
 
     def _use_container_kernelspecs(self) -> None:
@@ -71,6 +75,10 @@ class DSSContainersExtension(ExtensionApp):
         self._starting = asyncio.get_running_loop().create_task(self._reap_then_fill())
 
     async def _reap_then_fill(self) -> None:
+        try:  # first: the jobs it takes over are adopted, so the reaper leaves them
+            await self.job_service.recover()
+        except Exception as exc:  # a broken file or a dead daemon must not stop the server
+            self.log.warning("dss-containers: stored jobs not recovered: %s", exc)
         if self.reap_on_start:
             await self._reap()  # before the pools fill, so nothing of ours is mistaken
         pool = warm_pool()

@@ -22,7 +22,7 @@ from tornado.web import HTTPError
 from .. import ownership
 from ..backends import backend_for
 from ..config import ConfigError, ConfigFile, ExecutionConfig, expand_user, load_config
-from ..jobs.model import Job, JobError, JobNotFound, JobRequest
+from ..jobs.model import SUCCEEDED, Job, JobError, JobNotFound, JobRequest
 from ..jobs.service import JobService
 from ..kernelspecs import container_kernel_specs
 from ..permissions import (
@@ -577,8 +577,19 @@ class JobsHandler(_JobRoute):
 class JobHandler(_JobRoute):
     @web.authenticated
     async def get(self, job_id: str) -> None:
+        """The job, with the rich outputs (MIME bundles) it displayed once it succeeded."""
         _, identity = await self.caller()
-        self.send(job_row(self.job_of(identity, job_id)))
+        job = self.job_of(identity, job_id)
+        row = job_row(job)
+        row["displays"] = None
+        if job.state == SUCCEEDED:
+            try:
+                result = await self.service.result(job.id)
+            except Exception as exc:  # e.g. a class the server cannot import
+                self.log.warning("job %s: result not readable here: %s", job.id, exc)
+            else:
+                row["displays"] = result.get("displays") if isinstance(result, dict) else None
+        self.send(row)
 
     @web.authenticated
     async def delete(self, job_id: str) -> None:
