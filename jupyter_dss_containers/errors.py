@@ -2,8 +2,8 @@
 
 They are tornado ``HTTPError`` s too, so when one escapes through jupyter_server's own
 ``POST /api/kernels`` the answer carries our status and message instead of "500 Unhandled
-error". ``POST /api/sessions`` keeps our message but answers 500: jupyter_server wraps
-every kernel start error there in ``HTTPError(500, str(e))``.
+error". Where jupyter_server wraps them in ``HTTPError(500, str(e))`` (``POST
+/api/sessions``, kernel restarts), ``server.kernels.CORE_ROUTE_FIXES`` restores the status.
 """
 
 from __future__ import annotations

@@ -98,11 +98,6 @@ async def test_a_session_on_a_forbidden_config_is_refused_with_the_reason(jp_fet
     assert (await core(jp_fetch, "alice", "api", "kernels")) == (200, [])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jupyter_server's POST /api/sessions turns every kernel start error into "
-    "HTTPError(500, str(e)) (services/sessions/handlers.py), our 403 included",
-)
 async def test_a_session_on_a_forbidden_config_answers_403(jp_fetch):
     assert (await forbidden_session(jp_fetch))[0] == 403
 
@@ -163,20 +158,59 @@ async def test_a_running_kernels_key_is_in_no_answer_log_or_container_record(
 
 
 @pytest.mark.docker
-@pytest.mark.xfail(
-    strict=True,
-    reason="jupyter_server's own /api/kernels/<id> routes check no ownership: any "
-    "authenticated user of a multi-user server can read and DELETE any kernel",
-)
-async def test_another_user_cannot_stop_a_kernel_through_jupyter_servers_route(
-    api, jp_fetch, base_image, docker_client
+async def test_another_user_cannot_reach_a_kernel_through_jupyter_servers_routes(
+    api, jp_fetch, jp_ws_fetch, base_image, docker_client
 ):
+    """OwnedKernelManager: alice's kernel "does not exist" for bob on every core route."""
     kernel_id = await start_kernel(jp_fetch, "alice")
+    session = {"path": "b.ipynb", "type": "notebook", "kernel": {"id": kernel_id}}
+    status, alices_session = await core(
+        jp_fetch, "alice", "api", "sessions", method="POST", body=json.dumps(session)
+    )
+    assert status == 201, alices_session
     try:
-        status, _ = await core(jp_fetch, "bob", "api", "kernels", kernel_id, method="DELETE")
-        mine = [k["id"] for k in (await api("alice", "kernels"))[1]["kernels"]]
-        assert status in (403, 404) and kernel_id in mine, f"bob's DELETE answered {status}"
+        attempts = {
+            "get": await core(jp_fetch, "bob", "api", "kernels", kernel_id),
+            "interrupt": await core(
+                jp_fetch, "bob", "api", "kernels", kernel_id, "interrupt", method="POST", body=""
+            ),
+            "restart": await core(
+                jp_fetch, "bob", "api", "kernels", kernel_id, "restart", method="POST", body=""
+            ),
+            "delete": await core(jp_fetch, "bob", "api", "kernels", kernel_id, method="DELETE"),
+            "attach a session": await core(
+                jp_fetch,
+                "bob",
+                "api",
+                "sessions",
+                method="POST",
+                body=json.dumps({**session, "path": "c.ipynb"}),
+            ),
+            "delete the session": await core(
+                jp_fetch, "bob", "api", "sessions", alices_session["id"], method="DELETE"
+            ),
+        }
+        for what, (status, reply) in attempts.items():
+            assert status in (404, 410), f"bob's {what} answered {status}: {reply}"
+        with pytest.raises(HTTPClientError) as refused:
+            await jp_ws_fetch(
+                "api", "kernels", kernel_id, "channels", headers={"X-Test-User": "bob"}
+            )
+        assert refused.value.code == 404
+        assert (await core(jp_fetch, "bob", "api", "kernels")) == (200, [])
+        assert (await core(jp_fetch, "bob", "api", "sessions")) == (200, [])
+        # alice still has it all, untouched
+        status, model = await core(jp_fetch, "alice", "api", "kernels", kernel_id)
+        assert status == 200 and model["execution_state"] != "restarting", model
+        assert [s["id"] for s in (await core(jp_fetch, "alice", "api", "sessions"))[1]] == [
+            alices_session["id"]
+        ]
+        channels = await jp_ws_fetch(
+            "api", "kernels", kernel_id, "channels", headers={"X-Test-User": "alice"}
+        )
+        channels.close()
     finally:
+        await core(jp_fetch, "alice", "api", "sessions", alices_session["id"], method="DELETE")
         await shut_down(jp_fetch, docker_client, kernel_id)
 
 

@@ -399,7 +399,7 @@ async def test_kernels_lists_a_container_kernel_with_live_memory(
         status, reply = await api(ME, "kernels", kernel_id, "logs", params={"tail": "x"})
         assert status == 400 and "'tail'" in reply["message"]
     finally:
-        await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE", headers={"X-Test-User": ME})
     for _ in range(50):
         if not leftover_containers(docker_client, kernel_id=kernel_id):
             break

@@ -8,6 +8,7 @@ from pathlib import Path
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
+from jupyter_server.gateway.gateway_client import GatewayClient
 from traitlets import Bool, Unicode
 
 from .. import ownership
@@ -18,6 +19,7 @@ from ..kernelspecs import ContainerKernelSpecManager
 from ..permissions import register_identity_resolver
 from ..pool import warm_pool
 from .identity import call_context_identity
+from .kernels import CORE_ROUTE_FIXES, OwnedKernelManager, OwnedSessionManager
 
 
 class DSSContainersExtension(ExtensionApp):
@@ -44,6 +46,28 @@ class DSSContainersExtension(ExtensionApp):
         "may not read).",
     )
 
+    owned_kernels = Bool(
+        True,
+        config=True,
+        help="Under a multi-user identity provider, let each kernel answer only to the user "
+        "who started it on jupyter_server's own kernel and session routes, by using "
+        "OwnedKernelManager and OwnedSessionManager where the server would use the stock "
+        "managers.",
+    )
+
+    def _link_jupyter_server_extension(self, serverapp) -> None:
+        super()._link_jupyter_server_extension(serverapp)
+        # before the server builds its kernel manager (init_configurables comes later), and
+        # only where it would build the stock one: not a site's own, nor a gateway's
+        if not self.owned_kernels or GatewayClient.instance(parent=serverapp).gateway_enabled:
+            return
+        for trait, ours in (
+            ("kernel_manager_class", OwnedKernelManager),
+            ("session_manager_class", OwnedSessionManager),
+        ):
+            if not serverapp.trait_has_value(trait):
+                setattr(serverapp, trait, ours)
+
     def initialize_settings(self) -> None:
         register_identity_resolver(call_context_identity)
         if self.live_kernelspecs:
@@ -69,6 +93,7 @@ class DSSContainersExtension(ExtensionApp):
         from .handlers import HANDLERS
 
         self.handlers.extend(HANDLERS)
+        self.handlers.extend(CORE_ROUTE_FIXES)
 
     async def _start_jupyter_server_extension(self, serverapp) -> None:
         # in the background: a slow or dead daemon must not delay the server's start

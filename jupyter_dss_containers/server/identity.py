@@ -59,24 +59,32 @@ def call_context_identity(config_file: ConfigFile) -> Identity | None:
     every request, core routes included. Tornado runs each request in its own asyncio task
     and the kernel managers start kernels in tasks created from it, which copy the context:
     so inside ``POST /api/kernels``, ``POST /api/sessions``, a restart or a kernel spec
-    listing, this returns the requester's identity. None outside any request.
+    listing, this returns the requester's identity. None outside any request, and under the
+    stock identity providers (the process's user, the OS or hub user, is the one served).
     """
+    user = _call_context_user()
+    return None if user is None else user_identity(user, config_file)
+
+
+def call_context_username() -> str | None:
+    """The user name of the request being served, None where :func:`call_context_identity`
+    is None; needs no config file."""
+    user = _call_context_user()
+    return None if user is None else getattr(user, "username", None) or None
+
+
+def _call_context_user() -> Any:
     try:
         from jupyter_server import CallContext
     except ImportError:  # jupyter_client used without a server
         return None
     handler = CallContext.get(CallContext.JUPYTER_HANDLER)
-    if handler is None:
+    if handler is None or serves_its_owner_only(handler):
         return None
-    if serves_its_owner_only(handler):
-        return None  # the process's user (the OS or hub user) is the one person served
     try:
-        user = handler.current_user
+        return handler.current_user or None
     except RuntimeError:  # asked before the handler's prepare() resolved the user
         return None
-    if not user:
-        return None
-    return user_identity(user, config_file)
 
 
 def serves_its_owner_only(handler: Any) -> bool:
