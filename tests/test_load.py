@@ -1,0 +1,161 @@
+"""20 kernels and 20 jobs started at once by 4 users on one real server (issue #8).
+
+Every kernel starts, on ports of its own, and answers only with its own state; every job
+either runs or waits within the per-user and per-config limits, and all finish with their
+own output. Same server and ``X-Test-User`` identity provider as tests/test_server_api.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+
+import kernels
+import pytest
+import test_server_api as server_api
+from conftest import leftover_containers
+
+api = server_api.api
+jp_asyncio_loop = server_api.jp_asyncio_loop
+
+pytest_plugins = ["jupyter_server.pytest_plugin"]
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+USERS = ("ana", "ben", "cai", "dee")
+PER_USER = 5
+USER_LIMIT, CONFIG_LIMIT = 3, 8
+CONFIG = """
+groups: {ana: [team], ben: [team], cai: [team], dee: [team]}
+execution_configs:
+  shared:
+    backend: docker
+    image: default
+    docker: {resources: {memory: 256m, cpus: 0.5}}
+    permissions: {groups: [team]}
+"""
+
+
+@pytest.fixture
+def config_path(tmp_path, monkeypatch):
+    path = tmp_path / "dss_containers.yaml"
+    path.write_text(CONFIG)
+    monkeypatch.setenv("DSS_CONTAINERS_CONFIG", str(path))
+    return path
+
+
+@pytest.fixture
+def jp_server_config(config_path):
+    config = server_api.server_config(config_path)
+    config["JobService"] = {"max_jobs_per_user": USER_LIMIT, "max_jobs_per_config": CONFIG_LIMIT}
+    return config
+
+
+async def start_kernel(api, jp_fetch, user: str) -> str:
+    response = await jp_fetch(
+        "api",
+        "kernels",
+        method="POST",
+        body=json.dumps({"name": "dss-shared"}),
+        headers={"X-Test-User": user},
+        request_timeout=120,
+    )
+    return json.loads(response.body)["id"]
+
+
+async def submit(api, user: str, n: int) -> str:
+    code = f"import time\nprint('job {n} of {user}', flush=True)\ntime.sleep(2)\n"
+    status, job = await api(
+        user, "jobs", method="POST", body=json.dumps({"config": "shared", "code": code})
+    )
+    assert status == 201, job
+    return job
+
+
+async def test_twenty_kernels_and_twenty_jobs_from_four_users(
+    api, jp_fetch, jp_serverapp, base_image, docker_client
+):
+    km = jp_serverapp.kernel_manager
+    kernel_starts = [start_kernel(api, jp_fetch, u) for u in USERS for _ in range(PER_USER)]
+    job_submits = [submit(api, u, n) for u in USERS for n in range(PER_USER)]
+    seen_running: list[tuple[Counter, int]] = []
+    watching = True
+
+    async def watch_limits() -> None:
+        """Sample every user's job list while the jobs run."""
+        while watching:
+            per_user, total = Counter(), 0
+            for user in USERS:
+                rows = (await api(user, "jobs"))[1]["jobs"]
+                running = sum(1 for r in rows if r["state"] in ("starting", "running"))
+                per_user[user], total = running, total + running
+            seen_running.append((per_user, total))
+            await asyncio.sleep(0.2)
+
+    watcher = asyncio.create_task(watch_limits())
+    results = await asyncio.gather(*kernel_starts, *job_submits, return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert not failures, failures
+    kernel_ids, jobs = results[: len(kernel_starts)], results[len(kernel_starts) :]
+    job_ids = [job["id"] for job in jobs]
+    owners = {kid: USERS[i // PER_USER] for i, kid in enumerate(kernel_ids)}
+    clients = {}
+    try:
+        # all 20 kernels answer, each with its own state, on ports no other kernel has
+        ports: list[int] = []
+        for kid in kernel_ids:
+            manager = km.get_kernel(kid)
+            info = manager.get_connection_info()
+            assert info["ip"] == "127.0.0.1"
+            ports += [
+                info[p]
+                for p in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+            ]
+            clients[kid] = manager.client()
+            clients[kid].start_channels()
+        assert len(ports) == len(set(ports)) == 5 * len(kernel_ids), "a port is shared"
+        await asyncio.gather(*(c.wait_for_ready(timeout=120) for c in clients.values()))
+        await asyncio.gather(
+            *(c.execute_interactive(f"mine = {kid!r}", timeout=60) for kid, c in clients.items())
+        )
+
+        async def read_back(kid: str) -> str:
+            return (await kernels.run(clients[kid], "print(mine)", timeout=60))[1].strip()
+
+        answers = await asyncio.gather(*(read_back(kid) for kid in kernel_ids))
+        assert answers == list(kernel_ids), "a kernel answered with another kernel's state"
+        for kid, user in owners.items():
+            (box,) = leftover_containers(docker_client, kernel_id=kid)
+            assert box.labels["dss-containers.jupyter.org/owner"] == user
+
+        # every job finishes with its own output; none ran beyond the limits, some waited
+        for user_index, user in enumerate(USERS):
+            for n in range(PER_USER):
+                job_id = job_ids[user_index * PER_USER + n]
+                for _ in range(600):
+                    status, job = await api(user, "jobs", job_id)
+                    if job["state"] not in ("queued", "starting", "running"):
+                        break
+                    await asyncio.sleep(0.2)
+                assert job["state"] == "succeeded", job
+                status, logs = await api(user, "jobs", job_id, "logs")
+                text = "".join(c["text"] for c in logs["output"])
+                assert text.strip() == f"job {n} of {user}", text
+    finally:
+        watching = False
+        await watcher
+        for client in clients.values():
+            client.stop_channels()
+        for kid, user in owners.items():
+            await jp_fetch("api", "kernels", kid, method="DELETE", headers={"X-Test-User": user})
+    assert seen_running, "the limits were never sampled"
+    assert max(total for _, total in seen_running) <= CONFIG_LIMIT
+    assert max(max(c.values()) for c, _ in seen_running) <= USER_LIMIT
+    assert max(total for _, total in seen_running) >= USER_LIMIT, "the jobs never ran together"
+    waited = [job for job in jobs if job["message"].startswith("queued:")]
+    assert len(waited) >= len(USERS) * (PER_USER - USER_LIMIT), "over the limit, yet not queued"
+    for _ in range(100):
+        if not leftover_containers(docker_client, config="shared"):
+            break
+        await asyncio.sleep(0.1)
+    assert not leftover_containers(docker_client, config="shared")
