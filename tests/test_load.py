@@ -47,7 +47,7 @@ def config_path(tmp_path, monkeypatch):
 @pytest.fixture
 def jp_server_config(config_path):
     config = server_api.server_config(config_path)
-    config["JobService"] = {"max_jobs_per_user": USER_LIMIT, "max_jobs_per_config": CONFIG_LIMIT}
+    config["JobService"].update(max_jobs_per_user=USER_LIMIT, max_jobs_per_config=CONFIG_LIMIT)
     return config
 
 

@@ -109,6 +109,8 @@ def server_config(config_path) -> dict:
         # Start-up reaping would remove the containers of other test processes: their
         # runtime folders (process registries) are not ours.
         "DSSContainersExtension": {"config_file": str(config_path), "reap_on_start": False},
+        # each test server its own job store (one pytest process runs many servers)
+        "JobService": {"store_dir": str(config_path.parent / "jobs")},
     }
 
 
