@@ -209,6 +209,7 @@ class ExecutionConfig:
     users: tuple[str, ...] = ()
     interrupt_mode: str = "signal"
     warm_pool_size: int = 0
+    read_only_root: bool = False
     docker: DockerSettings = field(default_factory=DockerSettings)
     kubernetes: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -230,6 +231,7 @@ class ExecutionConfig:
                 "interrupt_mode", "message" if data["backend"] == "kubernetes" else "signal"
             ),
             warm_pool_size=data.get("warm_pool", {}).get("size", 0),
+            read_only_root=data.get("read_only_root", False),
             docker=DockerSettings.from_dict(data.get("docker", {})),
             kubernetes=data.get("kubernetes", {}),
             raw=data,

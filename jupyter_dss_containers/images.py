@@ -76,6 +76,9 @@ R_PACKAGES = ("r-base-core", "r-cran-irkernel")
 SUITES = {"bullseye": ("3.9", "2.31"), "bookworm": ("3.11", "2.36"), "trixie": ("3.13", "2.41")}
 #: a deb822 file to bootstrap from instead of the host's apt sources
 APT_SOURCES_ENV = "DSS_CONTAINERS_APT_SOURCES"
+#: where builds write their scratch files (build contexts, bootstrap trees) instead of the
+#: system's temporary folder, e.g. a roomier disk
+BUILD_TMPDIR_ENV = "DSS_CONTAINERS_BUILD_TMPDIR"
 HOST_APT_DIR = Path("/etc/apt")
 MERGED_USR_HOOKS = Path("/usr/share/mmdebstrap/hooks/merged-usr")
 WHEEL_SUFFIXES = (".whl", ".tar.gz", ".zip")
@@ -504,7 +507,7 @@ def _build_bootstrapped(
         raise run.fail(f"unknown bootstrap {spec.bootstrap!r} (expected 'debian')")
     rootfs = _rootfs_tag(spec)
     if force or not image_exists(client, rootfs):
-        with tempfile.TemporaryDirectory(prefix="dss-bootstrap-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="dss-bootstrap-", dir=_build_tmpdir()) as tmp:
             wheels = _bootstrap_wheelhouse(spec, run, Path(tmp))
             tarball = _run_mmdebstrap(spec, run, Path(tmp), wheels)
             _import_rootfs(client, run, tarball, rootfs, spec)
@@ -931,8 +934,14 @@ def _docker_build(
 ) -> None:
     """A classic build, streamed as events; the tag is set only when every step passed."""
     run.emit("build", f"docker build -> {tag} (network {network_mode or 'default'})", 0.0)
-    with tempfile.TemporaryFile() as context:
-        _write_context(context, dockerfile, wheels)
+    scratch = _build_tmpdir()
+    with tempfile.TemporaryFile(dir=scratch) as context:
+        try:
+            _write_context(context, dockerfile, wheels)
+        except OSError as exc:  # e.g. ENOSPC: say where, not a traceback
+            where = scratch or tempfile.gettempdir()
+            why = exc.strerror or str(exc)
+            raise run.fail(f"cannot write the build context in {where}: {why}") from None
         context.seek(0)
         try:
             stream = client.api.build(
@@ -964,6 +973,10 @@ def _follow_build(stream: Iterable[dict[str, Any]], run: _Run) -> None:
             if step:
                 progress = (int(step.group(1)) - 1) / int(step.group(2))
             run.log("build", line, progress)
+
+
+def _build_tmpdir() -> str | None:
+    return os.environ.get(BUILD_TMPDIR_ENV) or None
 
 
 def _write_context(fileobj: Any, dockerfile: str, wheels: Path | None) -> None:

@@ -18,11 +18,12 @@ from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Float, Integer, Unicode
 
 from . import images, ownership
-from .backends import Backend, BackendError, ImageMissing, backend_for
+from .backends import Backend, BackendError, BackendUnavailable, ImageMissing, backend_for
 from .backends.base import WorkloadStatus
 from .config import ConfigFile, ExecutionConfig, load_config
 from .errors import ReportedError
 from .launcher import FIRST_CONTAINER_PORT, KernelLaunch, LaunchedKernel, launch_kernel_workload
+from .liveness import deferred_removals, kernel_ports_answer
 from .permissions import check_permission, current_identity
 from .pool import warm_pool
 
@@ -192,11 +193,20 @@ class ContainerProvisioner(KernelProvisionerBase):
     async def poll(self) -> int | None:
         if self.workload_id is None:
             return self._last_status.exit_code if self._last_status else 0
+        if self.exit_reason is not None and self._last_status is not None:
+            code = self._last_status.exit_code  # known dead: a daemon's silence changes nothing
+            return code if code is not None else -1
         try:
             status = await self.backend.status(self.workload_id)
+        except BackendUnavailable as exc:
+            # not proof that the kernel died (live-restore) unless its ports are gone, too
+            if self._stopping or await kernel_ports_answer(self.connection_info):
+                self.log.warning("Kernel %s: cannot ask the backend: %s", self.kernel_id, exc)
+                return None
+            status = WorkloadStatus("missing", -1, f"lost: {exc}; its ports no longer answer")
         except BackendError as exc:
             self.log.warning("Kernel %s: cannot ask the backend: %s", self.kernel_id, exc)
-            return None  # the daemon is unreachable: not proof that the kernel died
+            return None
         if status.running:
             return None
         if self.exit_reason is None:
@@ -230,12 +240,18 @@ class ContainerProvisioner(KernelProvisionerBase):
             await asyncio.sleep(0.1)
 
     async def send_signal(self, signum: int) -> None:
-        if self.workload_id is None:
-            return
+        if self.workload_id is None or self.exit_reason is not None:
+            return  # nothing alive to signal
         if signum == 0:
             await self.poll()
             return
-        await self.backend.signal(self.workload_id, signum)
+        try:
+            await self.backend.signal(self.workload_id, signum)
+        except BackendUnavailable as exc:
+            if not getattr(self.parent, "shutting_down", False):
+                raise
+            # a shutdown goes on while the daemon is down: cleanup() retries the removal
+            self.log.warning("Kernel %s: cannot signal it: %s", self.kernel_id, exc)
 
     async def shutdown_requested(self, restart: bool = False) -> None:
         self._stopping = True
@@ -249,11 +265,22 @@ class ContainerProvisioner(KernelProvisionerBase):
         await self.send_signal(signal.SIGTERM)
 
     async def cleanup(self, restart: bool = False) -> None:
-        """Remove the container; a restart then creates a new one for the same kernel id."""
+        """Remove the container; a restart then creates a new one for the same kernel id.
+
+        When the daemon is down, the removal is retried in the background until it answers
+        again (its stopped containers come back with it): nothing is orphaned.
+        """
         if self.workload_id is None:
             return
         workload_id, self.workload_id = self.workload_id, None
-        await self.backend.remove(workload_id)
+        try:
+            await self.backend.remove(workload_id)
+        except BackendUnavailable as exc:
+            self.log.warning(
+                "Kernel %s: removal of %s deferred: %s", self.kernel_id, workload_id, exc
+            )
+            deferred_removals.add(self.backend, workload_id, self.log)
+            return
         ownership.this_process().release(workload_id)
 
     def get_shutdown_wait_time(self, recommended: float = 5.0) -> float:

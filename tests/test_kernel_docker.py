@@ -237,6 +237,7 @@ async def test_secure_defaults(kernel_config, docker_client):
     assert host_config["CapDrop"] == ["ALL"]
     assert "no-new-privileges" in host_config["SecurityOpt"]
     assert not any("docker.sock" in (m.get("Source") or "") for m in attrs["Mounts"])
+    assert attrs["Mounts"] == [], "a mount the config does not name"  # files go in by archive
     bindings = [b for v in attrs["NetworkSettings"]["Ports"].values() for b in v or []]
     assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings)
     for label in (ownership.KERNEL_ID, ownership.CONFIG, ownership.OWNER, ownership.SERVER_ID):

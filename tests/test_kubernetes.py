@@ -27,7 +27,7 @@ from kernels import kernel_owner_script, run, start, stop
 from jupyter_dss_containers import ownership
 from jupyter_dss_containers.backends import BackendError, backend_for
 from jupyter_dss_containers.backends.base import WorkloadSpec
-from jupyter_dss_containers.backends.kubernetes import label_value, on_registry
+from jupyter_dss_containers.backends.kubernetes import POD_LABEL, label_value, on_registry
 from jupyter_dss_containers.config import load_config
 from jupyter_dss_containers.jobs import JobError, JobRequest, JobService
 from jupyter_dss_containers.kernelspecs import install_kernel_specs
@@ -64,6 +64,16 @@ class Clusters:
                 return [], []
             raise
         return pods, secrets
+
+    def policies(self, context: str, namespace: str, **labels: str) -> list:
+        """Our NetworkPolicies in a namespace, with the given label values."""
+        selector = ",".join(
+            [f"{ownership.MANAGED}=true"]
+            + [f"{ownership.PREFIX}{k.replace('_', '-')}={v}" for k, v in labels.items()]
+        )
+        client = kubernetes.config.new_client_from_config(self.kubeconfig, context=context)
+        networking = kubernetes.client.NetworkingV1Api(client)
+        return networking.list_namespaced_network_policy(namespace, label_selector=selector).items
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +127,7 @@ def kube_config(clusters, workspace, base_image):
         },
         "k8s-gpu-node": {**small, "node_selector": {"accelerator": "nvidia-a100"}},
         "k8s-missing": small,
+        "k8s-read-only": small,
     }
     data = {
         "execution_configs": {
@@ -125,6 +136,7 @@ def kube_config(clusters, workspace, base_image):
                 "image": "dss-containers/no-such-image:1" if name == "k8s-missing" else "default",
                 "kubernetes": k,
                 "permissions": {"groups": ["*"]},
+                **({"read_only_root": True} if name == "k8s-read-only" else {}),
             }
             for name, k in configs.items()
         }
@@ -143,9 +155,12 @@ def namespace_of(config_file, name: str) -> str:
 
 
 async def gone(clusters, context, namespace, timeout=10, **labels) -> bool:
+    """Pods, Secrets and NetworkPolicies with these labels all gone within ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if clusters.ours(context, namespace, **labels) == ([], []):
+        if clusters.ours(context, namespace, **labels) == ([], []) and not clusters.policies(
+            context, namespace, **labels
+        ):
             return True
         await asyncio.sleep(0.2)
     return False
@@ -179,6 +194,13 @@ async def test_kernel_runs_in_a_pod_with_the_config_limits(kube_config, clusters
     assert pod.spec.containers[0].resources.limits == {"cpu": "500m", "memory": "256Mi"}
     assert secrets[0].metadata.owner_references[0].uid == pod.metadata.uid
     assert not any("key" in (e.value or "") for e in pod.spec.containers[0].env or [])
+    assert pod.spec.security_context.run_as_non_root is True
+    assert pod.spec.security_context.run_as_user not in (None, 0)
+    hardened = pod.spec.containers[0].security_context
+    assert hardened.allow_privilege_escalation is False
+    assert hardened.capabilities.drop == ["ALL"]
+    assert pod.spec.automount_service_account_token is False
+    assert not pod.spec.host_network and not any(v.host_path for v in pod.spec.volumes or [])
     assert km.provisioner.connection_info["ip"] == pod.status.pod_ip
     _, printed = await run(kc, CGROUP_PROBE)
     uid, memory, quota = printed.split()
@@ -322,10 +344,29 @@ async def test_pod_of_a_dead_process_is_reaped(kube_config, clusters, workspace)
     finally:
         proc.kill()
         await proc.wait()
+    # a NetworkPolicy left alone (its pod gone, say the server died between the two) too
+    owner = process_identity(load_config()).username
+    lone = {
+        "metadata": {
+            "name": "dss-kernel-lonely",
+            "labels": {
+                k: label_value(v)
+                for k, v in ownership.workload_labels(
+                    "kernel", "k8s-small", owner, kernel_id="lonely"
+                ).items()
+                if k not in (ownership.SERVER_ID,)
+            },
+        },
+        "spec": {"podSelector": {"matchLabels": {"x": "y"}}, "policyTypes": ["Ingress"]},
+    }
+    client = kubernetes.config.new_client_from_config(clusters.kubeconfig, context=clusters.a)
+    kubernetes.client.NetworkingV1Api(client).create_namespaced_network_policy(ns, lone)
     removed, skipped = await ownership.reap_orphans(configs)
     assert not skipped
     assert kernel_id in {w.labels.get(ownership.KERNEL_ID) for w in removed}
+    assert "lonely" in {w.labels.get(ownership.KERNEL_ID) for w in removed}
     assert await gone(clusters, clusters.a, ns, kernel_id=kernel_id)
+    assert await gone(clusters, clusters.a, ns, kernel_id="lonely")
 
 
 async def test_ten_kernels_at_once(kube_config, clusters):
@@ -356,6 +397,164 @@ async def test_check_reports_cluster_and_permissions(kube_config, clusters):
             await backend.check()
     finally:
         fake.denied.clear()
+
+
+READ_ONLY_PROBE = """
+import errno, os, pathlib
+pathlib.Path("/tmp/scratch.txt").write_text("tmp ok")
+(pathlib.Path.home() / "notes.txt").write_text("home ok")
+try:
+    open("/written-to-root", "w")
+except OSError as exc:
+    print("root:", errno.errorcode[exc.errno])
+print(open("/tmp/scratch.txt").read(), (pathlib.Path.home() / "notes.txt").read_text())
+"""
+
+
+async def test_read_only_pod_behind_its_network_policy(kube_config, clusters):
+    ns = namespace_of(kube_config, "k8s-read-only")
+    km, kc = await start("dss-k8s-read-only")
+    (pod,), _ = clusters.ours(clusters.a, ns, kernel_id=km.kernel_id)
+    assert pod.spec.containers[0].security_context.read_only_root_filesystem is True
+    reply, printed = await run(kc, READ_ONLY_PROBE)
+    assert printed.splitlines() == ["root: EROFS", "tmp ok home ok"], printed
+    (policy,) = clusters.policies(clusters.a, ns, kernel_id=km.kernel_id)
+    assert policy.metadata.name == pod.metadata.name
+    assert policy.metadata.owner_references[0].uid == pod.metadata.uid
+    selector = policy.spec.pod_selector.match_labels
+    assert selector == {POD_LABEL: pod.metadata.name}
+    assert pod.metadata.labels[POD_LABEL] == pod.metadata.name
+    assert policy.spec.policy_types == ["Ingress"]
+    (rule,) = policy.spec.ingress
+    info = km.provisioner.connection_info
+    kernel_ports = {info[k] for k in ("shell_port", "iopub_port", "stdin_port", "control_port")}
+    kernel_ports.add(info["hb_port"])
+    assert {p.port for p in rule.ports} == kernel_ports
+    assert {p.protocol for p in rule.ports} == {"TCP"}
+    if clusters.fakes:  # the API server is on 127.0.0.1: so is this server, as pods see it
+        assert [peer.ip_block.cidr for peer in rule._from] == ["127.0.0.1/32"]
+    await stop(km, kc)
+    assert await gone(clusters, clusters.a, ns, kernel_id=km.kernel_id)
+
+
+# --------------------------------------------------------------------------- API faults
+
+
+@pytest.fixture
+def faults(clusters):
+    """The first fake cluster's fault switches, cleared after the test."""
+    if not clusters.fakes:
+        pytest.skip("faults are injected into the fake clusters only")
+    faults = clusters.fakes["fake-a"].faults
+    faults.clear()
+    yield faults
+    faults.clear()
+
+
+def arm(faults, fault: str) -> None:
+    if fault == "watch-drops":
+        faults.drop_watch("pods", after_events=1)
+    elif fault == "watch-500":
+        faults.fail("pods", "watch", times=3)
+    elif fault == "watch-410-event":
+        faults.expire_watch("pods", "event")
+    elif fault == "watch-410-http":
+        faults.expire_watch("pods", "http")
+    elif fault == "watch-410-then-list-500":
+        faults.expire_watch("pods", "event")
+        faults.fail("pods", "list", times=2)
+
+
+WATCH_FAULTS = [
+    "watch-drops",
+    "watch-500",
+    "watch-410-event",
+    "watch-410-http",
+    "watch-410-then-list-500",
+]
+
+
+@pytest.mark.parametrize("fault", WATCH_FAULTS)
+async def test_kernel_starts_through_watch_faults(kube_config, clusters, faults, fault):
+    arm(faults, fault)
+    began = time.monotonic()
+    km, kc = await start("dss-k8s-small")
+    took = time.monotonic() - began
+    expected = {
+        "watch-drops": {("drop", "pods", "watch")},
+        "watch-500": {("http-500", "pods", "watch")},
+        "watch-410-event": {("gone", "pods", "watch")},
+        "watch-410-http": {("gone", "pods", "watch")},
+        "watch-410-then-list-500": {("gone", "pods", "watch"), ("http-500", "pods", "list")},
+    }[fault]
+    assert set(faults.injected) == expected  # each fault was met, and survived
+    assert (await run(kc, "print(6 * 7)"))[1].strip() == "42"
+    await stop(km, kc)
+    ns = namespace_of(kube_config, "k8s-small")
+    assert await gone(clusters, clusters.a, ns, kernel_id=km.kernel_id)
+    print(f"\n{fault}: kernel up in {took:.1f}s")
+
+
+@pytest.mark.parametrize("fault", ["watch-500", "watch-410-then-list-500"])
+async def test_start_failure_seen_through_a_broken_watch_keeps_its_reason(
+    kube_config, clusters, faults, fault
+):
+    """The kubelet reports ErrImageNeverPull while the watch is down: the start still fails
+    with that reason, once the watch is back (from the replayed events or the re-list)."""
+    arm(faults, fault)
+    km = AsyncKernelManager(kernel_name="dss-k8s-missing")
+    began = time.monotonic()
+    with pytest.raises(KernelStartError, match="ErrImageNeverPull"):
+        await km.start_kernel()
+    assert time.monotonic() - began < 10
+    assert faults.injected
+
+
+async def test_a_network_policy_rbac_refuses_is_explained_and_leaves_nothing(
+    kube_config, clusters, faults
+):
+    faults.fail("networkpolicies", "create", status=403)
+    km = AsyncKernelManager(kernel_name="dss-k8s-small")
+    began = time.monotonic()
+    with pytest.raises(KernelStartError) as refused:
+        await km.start_kernel()
+    assert time.monotonic() - began < 5
+    message = str(refused.value)
+    assert 'cannot create resource "networkpolicies"' in message, message
+    assert "network_policy.enabled: false" in message and "'k8s-small'" in message, message
+    ns = namespace_of(kube_config, "k8s-small")
+    assert await gone(clusters, clusters.a, ns, kernel_id=km.kernel_id)  # the Secret too
+
+
+async def test_pod_killed_while_the_api_fails_is_reported_dead_once_it_is_back(
+    kube_config, clusters, faults
+):
+    km, kc = await start("dss-k8s-small")
+    pod_name = km.provisioner.workload_id.split("/", 1)[1]
+    fake = clusters.fakes["fake-a"]
+    faults.fail("pods", "any", times=10**6)  # every pod request: get, list, watch
+    try:
+        assert await km.is_alive()  # no answer is no proof of death: still alive
+        kc.execute("b = bytearray(600 * 1024 * 1024)")
+        deadline = time.monotonic() + 20
+        while pod_name not in fake.reported:  # the kubelet saw the OOM kill
+            assert time.monotonic() < deadline, "the kernel was not OOM-killed"
+            await asyncio.sleep(0.1)
+        assert await km.is_alive() and km.provisioner.exit_reason is None
+        assert ("http-500", "pods", "get") in faults.injected
+    finally:
+        faults.clear()
+    back = time.monotonic()
+    while await km.is_alive():
+        assert time.monotonic() - back < 5, "not reported dead 5 s after the API came back"
+        await asyncio.sleep(0.1)
+    print(f"\nreported dead {time.monotonic() - back:.2f}s after the API came back")
+    reason = km.provisioner.exit_reason
+    assert reason is not None and "OOM-killed" in reason and "256 MiB" in reason, reason
+    kc.stop_channels()
+    await km.shutdown_kernel(now=True)
+    ns = namespace_of(kube_config, "k8s-small")
+    assert await gone(clusters, clusters.a, ns, kernel_id=km.kernel_id)
 
 
 # --------------------------------------------------------------------------- manifests
@@ -494,7 +693,26 @@ def test_manifests_validate_strictly(kube_config):
         pod = backend.pod_manifest(spec)
         assert pod["spec"]["priorityClassName"] == "low"
         assert pod["spec"]["containers"][0]["image"] == spec.image
-        for manifest in [pod, backend.secret_manifest(spec), *backend.namespace_manifests("ns")]:
+        read_only = config.read_only_root
+        assert pod["spec"]["containers"][0]["securityContext"].get("readOnlyRootFilesystem") == (
+            True if read_only else None
+        )
+        policies = [backend.network_policy_manifest(spec, "10.1.2.3")]
+        assert policies[0]["spec"]["ingress"][0]["from"] == [{"ipBlock": {"cidr": "10.1.2.3/32"}}]
+        peers = ["10.0.0.0/8", {"podSelector": {"matchLabels": {"component": "hub"}}}]
+        chosen = config.__class__.from_dict(
+            config.name,
+            {
+                **rich.raw,
+                "kubernetes": {**rich.kubernetes, "network_policy": {"allow_from": peers}},
+            },
+        )
+        policies.append(backend_for(chosen).network_policy_manifest(spec))
+        job = WorkloadSpec(name="dss-job-x", image="i:1", command=["true"], labels=spec.labels)
+        policies.append(backend.network_policy_manifest(job, "fd00::1"))
+        assert policies[2]["spec"]["ingress"] == []  # a job takes no ingress at all
+        manifests = [pod, backend.secret_manifest(spec), *backend.namespace_manifests("ns")]
+        for manifest in manifests + policies:
             kubernetes_validate.validate(manifest, "1.31", strict=True)
 
 

@@ -45,6 +45,7 @@ from .base import (
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 DEFAULT_USER = "1000:100"
+READ_ONLY_HOME = "/home/jovyan"  # HOME of the base images, for images that set none
 #: seconds to open a connection to a network daemon before calling it unreachable
 CONNECT_TIMEOUT = 3.0
 _CLIENTS: dict[tuple[Any, ...], docker.DockerClient] = {}
@@ -291,13 +292,30 @@ class DockerBackend(Backend):
                 f"{exc}"
             ) from None
 
-    def _host_config(self, spec: WorkloadSpec) -> dict[str, Any]:
+    def _image_home(self, client: docker.DockerClient, image: str) -> str:
+        """HOME as the image sets it (the base images' home when it sets none)."""
+        env = (client.images.get(image).attrs.get("Config") or {}).get("Env") or []
+        homes = [e.split("=", 1)[1] for e in env if e.startswith("HOME=")]
+        return homes[-1] if homes and homes[-1].startswith("/") else READ_ONLY_HOME
+
+    def _host_config(
+        self, spec: WorkloadSpec, user: str | None = None, home: str | None = None
+    ) -> dict[str, Any]:
         s = self.settings
         kwargs: dict[str, Any] = {
             "init": True,
             "cap_drop": ["ALL"],
             "security_opt": ["no-new-privileges"],
         }
+        if self.config.read_only_root:
+            # /tmp is an anonymous volume, not a tmpfs: private files are copied in before
+            # the start and job results read after the exit (a tmpfs exists only while the
+            # container runs); it is removed with the container (remove(v=True)).
+            uid, _, gid = (user or DEFAULT_USER).partition(":")
+            kwargs["read_only"] = True
+            kwargs["tmpfs"] = {
+                home or READ_ONLY_HOME: f"rw,nosuid,nodev,uid={uid},gid={gid or uid},mode=0700"
+            }
         if s.memory:
             kwargs["mem_limit"] = s.memory
             kwargs["memswap_limit"] = s.memory  # no swap: the limit is the limit
@@ -322,6 +340,8 @@ class DockerBackend(Backend):
                 DockerMount(target=m.target, source=m.source, type=m.type, read_only=m.read_only)
                 for m in s.mounts
             ]
+        if self.config.read_only_root:
+            kwargs.setdefault("mounts", []).append(DockerMount(target="/tmp", source=None))
         return kwargs
 
     # ------------------------------------------------------------------ interface
@@ -366,6 +386,13 @@ class DockerBackend(Backend):
         self._pull_if_registry_has_it(client, spec.image)
         user = self._container_user(client, spec.image)
         env = dict(spec.env)
+        read_only = self.config.read_only_root
+        home = self._image_home(client, spec.image) if read_only else None
+        if read_only and any(not p.startswith("/tmp/") for p in spec.files):
+            raise BackendError(
+                f"execution config {self.config.name!r}: with read_only_root, private files "
+                f"must be under /tmp/, not {sorted(spec.files)}"
+            )
         try:
             container = client.containers.create(
                 spec.image,
@@ -376,7 +403,7 @@ class DockerBackend(Backend):
                 user=user,
                 working_dir=spec.working_dir,
                 detach=True,
-                **self._host_config(spec),
+                **self._host_config(spec, user, home),
             )
         except docker.errors.ImageNotFound:
             raise ImageMissing(
@@ -393,7 +420,8 @@ class DockerBackend(Backend):
                     "use a Docker engine with the NVIDIA runtime for this config"
                 )
             if spec.files:
-                container.put_archive("/", _private_tar(spec.files, user))
+                root = "/tmp" if read_only else "/"  # a read-only root takes files in /tmp only
+                container.put_archive(root, _private_tar(spec.files, user, root))
             container.start()
         except BaseException:
             container.remove(force=True)
@@ -437,6 +465,8 @@ class DockerBackend(Backend):
             reason += f": {state['Error']}"
         elif code in (137, -9):
             reason += " (killed by SIGKILL)"
+        elif code == 143:
+            reason += " (stopped by SIGTERM: docker stop, or its daemon shutting down)"
         return WorkloadStatus("exited", code, reason)
 
     async def signal(self, workload_id: str, signum: int) -> None:
@@ -596,14 +626,16 @@ def gpu_request(gpus: str | int | tuple[str, ...]) -> DeviceRequest:
     return DeviceRequest(device_ids=list(gpus), capabilities=[["gpu"]])
 
 
-def _private_tar(files: dict[str, bytes], user: str) -> bytes:
-    """A tar of files (mode 0600) in private folders (0700), owned by the container's user."""
+def _private_tar(files: dict[str, bytes], user: str, root: str = "/") -> bytes:
+    """A tar of files (mode 0600) in private folders (0700), owned by the container's user,
+    to unpack at ``root`` (the files' absolute paths are made relative to it)."""
     uid, _, gid = user.partition(":")
     uid_n, gid_n = int(uid), int(gid or uid)
+    files = {str(PurePosixPath("/", p).relative_to(root)): c for p, c in files.items()}
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         folders = {str(PurePosixPath(p).parent).lstrip("/") for p in files}
-        for folder in sorted(f for f in folders if f not in ("", "tmp")):
+        for folder in sorted(f for f in folders if f not in ("", ".", "tmp")):
             info = tarfile.TarInfo(folder)
             info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o700, uid_n, gid_n
             info.mtime = int(time.time())

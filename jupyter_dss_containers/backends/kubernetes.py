@@ -27,15 +27,18 @@ import codecs
 import contextlib
 import dataclasses
 import os
+import random
 import re
 import secrets
 import signal as signals
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import urlparse
 
 import kubernetes.client
 import kubernetes.config
@@ -60,6 +63,8 @@ CONTAINER = "kernel"
 DEFAULT_UID, DEFAULT_GID = 1000, 100
 START_TIMEOUT = 120
 REQUEST_TIMEOUT = (5, 30)  # (connect, read) seconds for each API call other than watches
+OUTAGE_LIMIT = 30  # seconds a watch retries a failing API server before the start fails
+TRANSIENT_STATUSES = (429, 500, 502, 503, 504)
 _WATCH_POOL = ThreadPoolExecutor(max_workers=64, thread_name_prefix="dss-kube-watch")
 _CLIENTS: dict[tuple[Any, ...], kubernetes.client.ApiClient] = {}
 _CLIENTS_LOCK = threading.Lock()
@@ -73,6 +78,8 @@ _START_FAILURES = (
 )
 SECRET_LIMIT = 1024 * 1024  # the API server refuses Secrets whose data is bigger
 OWNER_LABEL = "dss-containers.jupyter.org/owner"  # ownership.OWNER (no import: no cycle)
+POD_LABEL = "dss-containers.jupyter.org/pod"  # the pod's own name: its NetworkPolicy selects it
+READ_ONLY_HOME = "/home/jovyan"  # HOME of the base images, when the workload's env sets none
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
@@ -169,6 +176,12 @@ class KubernetesSettings:
         }
         self.image_pull_policy: str = data.get("image_pull_policy", "IfNotPresent")
         self.grace_seconds: int = data.get("termination_grace_seconds", 5)
+        policy = data.get("network_policy", {})
+        #: a NetworkPolicy per pod, on unless turned off (a CNI that does not enforce them
+        #: ignores them; one that does keeps other pods off the kernel ports)
+        self.network_policy: bool = policy.get("enabled", True)
+        #: CIDRs or NetworkPolicyPeers; empty: the address this server reaches the cluster from
+        self.allow_from: list[Any] = policy.get("allow_from", [])
 
     def namespace(self, user: str) -> str:
         return expand_user(self.namespace_template, user)
@@ -186,6 +199,7 @@ class KubernetesBackend(Backend):
         self._client: kubernetes.client.ApiClient | None = None
         self._tokens: dict[str, str] = {}  # workload id -> its files-to-log token
         self._followed: dict[str, LogFiles] = {}  # workload id -> its log, once followed
+        self._server_address: str | None = None
 
     # ------------------------------------------------------------------ client
 
@@ -217,6 +231,29 @@ class KubernetesBackend(Backend):
 
     def core(self) -> kubernetes.client.CoreV1Api:
         return kubernetes.client.CoreV1Api(self.api_client())
+
+    async def _networking(self) -> kubernetes.client.NetworkingV1Api:
+        await self._core()
+        return kubernetes.client.NetworkingV1Api(self._client)
+
+    def server_address(self) -> str:
+        """The address this server reaches the cluster from (the source address the kernel
+        sees on a routed, un-NATed network; in the cluster, this server's pod IP)."""
+        if self._server_address is None:
+            url = urlparse(self.api_client().configuration.host)
+            try:
+                family, _, _, _, address = socket.getaddrinfo(
+                    url.hostname, url.port or 443, type=socket.SOCK_DGRAM
+                )[0]
+                with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                    probe.connect(address)  # UDP: no packet sent, only a route chosen
+                    self._server_address = probe.getsockname()[0]
+            except OSError as exc:
+                raise BackendError(
+                    f"{self._where()}: cannot tell this server's address for the kernel pods' "
+                    f"NetworkPolicy ({exc}); set kubernetes.network_policy.allow_from"
+                ) from None
+        return self._server_address
 
     async def _core(self) -> kubernetes.client.CoreV1Api:
         """The core API; the first call reads the kubeconfig in a thread, not on the loop."""
@@ -275,6 +312,11 @@ class KubernetesBackend(Backend):
                 }
             )
             mounts.append({"name": f"private-{i}", "mountPath": folder, "readOnly": True})
+        if self.config.read_only_root:  # writable scratch: /tmp and HOME
+            home = spec.env.get("HOME") or self.config.env.get("HOME") or READ_ONLY_HOME
+            for volume, path in (("tmp", "/tmp"), ("home", home)):
+                volumes.append({"name": volume, "emptyDir": {}})
+                mounts.append({"name": volume, "mountPath": path})
         if data.get("shm_size"):
             volumes.append(
                 {
@@ -297,6 +339,8 @@ class KubernetesBackend(Backend):
                 "capabilities": {"drop": ["ALL"]},
             },
         }
+        if self.config.read_only_root:
+            container["securityContext"]["readOnlyRootFilesystem"] = True
         if spec.working_dir:
             container["workingDir"] = spec.working_dir
         pod_spec: dict[str, Any] = {
@@ -329,7 +373,11 @@ class KubernetesBackend(Backend):
             "metadata": {
                 "name": spec.name,
                 "namespace": self.namespace_of(spec),
-                "labels": {**data.get("labels", {}), **self._labels(spec.labels)},
+                "labels": {
+                    **data.get("labels", {}),
+                    **self._labels(spec.labels),
+                    POD_LABEL: label_value(spec.name),
+                },
                 "annotations": dict(data.get("annotations", {})),
             },
             "spec": pod_spec,
@@ -358,6 +406,33 @@ class KubernetesBackend(Backend):
                 "labels": self._labels(spec.labels),
             },
             "data": {keys[p]: base64.b64encode(c).decode() for p, c in spec.files.items()},
+        }
+
+    def network_policy_manifest(
+        self, spec: WorkloadSpec, server_address: str | None = None
+    ) -> dict[str, Any]:
+        """Ingress to the pod only on its ports, only from ``allow_from`` (default: this
+        server's address); a pod without ports (a job) takes no ingress at all."""
+        peers = [
+            {"ipBlock": {"cidr": p}} if isinstance(p, str) else p for p in self.settings.allow_from
+        ]
+        if not peers:
+            address = server_address or self.server_address()
+            peers = [{"ipBlock": {"cidr": f"{address}/{128 if ':' in address else 32}"}}]
+        ports = [{"protocol": "TCP", "port": p} for p in spec.ports]
+        return {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {
+                "name": spec.name,
+                "namespace": self.namespace_of(spec),
+                "labels": self._labels(spec.labels),
+            },
+            "spec": {
+                "podSelector": {"matchLabels": {POD_LABEL: label_value(spec.name)}},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"from": peers, "ports": ports}] if ports else [],
+            },
         }
 
     @staticmethod
@@ -444,27 +519,46 @@ class KubernetesBackend(Backend):
         pod_manifest = self.pod_manifest(spec)
         await self._ensure_namespace(namespace)
         core = await self._core()
+        policy = self.settings.network_policy
+        address = None
+        if policy and not self.settings.allow_from:  # resolves the API host: not on the loop
+            address = await asyncio.to_thread(self.server_address)
         if spec.files:
             await self._call(core.create_namespaced_secret, namespace, self.secret_manifest(spec))
         try:
+            if policy:  # before the pod: its ports are never open to all
+                manifest = self.network_policy_manifest(spec, address)
+                networking = await self._networking()
+                try:
+                    await self._call(
+                        networking.create_namespaced_network_policy, namespace, manifest
+                    )
+                except BackendError as exc:
+                    if "forbidden" not in str(exc).lower():
+                        raise
+                    raise BackendError(
+                        f"{exc}; grant the server 'create' on networkpolicies in {namespace}, "
+                        f"or set kubernetes.network_policy.enabled: false in execution config "
+                        f"{self.config.name!r} (kernel ports are then open to the namespace)"
+                    ) from None
             pod = await self._call(core.create_namespaced_pod, namespace, pod_manifest)
         except (BackendError, ApiException):
             await self._delete_secret(spec.name, namespace)
+            await self._delete_network_policy(spec.name, namespace)
             raise
         workload_id = f"{namespace}/{spec.name}"
         try:
-            if spec.files:  # the cluster's garbage collector removes the Secret with the Pod
-                owner = {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "name": spec.name,
-                    "uid": pod.metadata.uid,
-                }
+            # the cluster's garbage collector removes the Secret and the policy with the Pod
+            owner = {"apiVersion": "v1", "kind": "Pod", "name": spec.name, "uid": pod.metadata.uid}
+            owned = {"metadata": {"ownerReferences": [owner]}}
+            if spec.files:
+                await self._call(core.patch_namespaced_secret, spec.name, namespace, owned)
+            if policy:
                 await self._call(
-                    core.patch_namespaced_secret,
+                    (await self._networking()).patch_namespaced_network_policy,
                     spec.name,
                     namespace,
-                    {"metadata": {"ownerReferences": [owner]}},
+                    owned,
                 )
             await asyncio.get_running_loop().run_in_executor(
                 _WATCH_POOL, self._wait_running, namespace, spec.name, pod.metadata.resource_version
@@ -476,36 +570,59 @@ class KubernetesBackend(Backend):
         return Workload(id=workload_id, name=spec.name, labels=spec.labels, image=spec.image)
 
     def _wait_running(self, namespace: str, name: str, resource_version: str) -> None:
-        """Watch the pod until it runs; raise with the cluster's reason when it cannot."""
+        """Watch the pod until it runs; raise with the cluster's reason when it cannot.
+
+        The watch survives the API server: a dropped connection or a 5xx is retried with
+        backoff from the last resourceVersion seen (events in between are replayed); 410
+        Gone re-lists the pod, judges it as it is now, and watches on from the list's
+        resourceVersion. Only an outage longer than OUTAGE_LIMIT fails the start.
+        """
         deadline = time.monotonic() + START_TIMEOUT
         core = self.core()
+        retry = Backoff()
+        version: str | None = resource_version
         while time.monotonic() < deadline:
-            watch = kubernetes.watch.Watch()
             try:
-                for event in watch.stream(
-                    core.list_namespaced_pod,
-                    namespace,
-                    field_selector=f"metadata.name={name}",
-                    resource_version=resource_version,
-                    timeout_seconds=max(1, int(deadline - time.monotonic())),
-                ):
-                    pod = event["object"]
-                    resource_version = pod.metadata.resource_version
-                    if event["type"] == "DELETED":
+                if version is None:  # re-list: the pod as it is now, and where to go on from
+                    pods = core.list_namespaced_pod(
+                        namespace,
+                        field_selector=f"metadata.name={name}",
+                        _request_timeout=REQUEST_TIMEOUT,
+                    )
+                    if not pods.items:
                         raise BackendError(f"pod {namespace}/{name} was deleted while starting")
-                    state, reason = pod_state(pod)
-                    if state == "running":
+                    if _started(pods.items[0], namespace, name):
                         return
-                    if state == "exited" or reason:
-                        cls = ImageMissing if reason and _is_image_failure(pod) else BackendError
-                        raise cls(f"pod {namespace}/{name}: {reason}")
+                    version = pods.metadata.resource_version
+                watch = kubernetes.watch.Watch()
+                try:
+                    for event in watch.stream(
+                        core.list_namespaced_pod,
+                        namespace,
+                        field_selector=f"metadata.name={name}",
+                        resource_version=version,
+                        timeout_seconds=max(1, int(deadline - time.monotonic())),
+                    ):
+                        retry.reset()
+                        pod = event["object"]
+                        version = pod.metadata.resource_version
+                        if event["type"] == "DELETED":
+                            raise BackendError(f"pod {namespace}/{name} was deleted while starting")
+                        if _started(pod, namespace, name):
+                            return
+                finally:
+                    watch.stop()
             except ApiException as exc:
-                if exc.status == 410:  # resource version too old: start over from now
-                    resource_version = ""
+                if exc.status == 410:  # resource version too old: re-list
+                    version = None
                     continue
-                raise BackendError(f"{self._where()}: {api_message(exc)}") from None
-            finally:
-                watch.stop()
+                if exc.status not in TRANSIENT_STATUSES:
+                    raise BackendError(f"{self._where()}: {api_message(exc)}") from None
+                retry.wait(f"{self._where()}: {api_message(exc)}")
+            except Exception as exc:  # a dropped connection (urllib3 errors, OSError)
+                if not (isinstance(exc, OSError) or type(exc).__module__.startswith("urllib3")):
+                    raise
+                retry.wait(f"{self._where()}: watching pod {namespace}/{name}: {exc!r}")
         raise BackendError(f"pod {namespace}/{name} was not running after {START_TIMEOUT} s")
 
     async def endpoints(
@@ -567,12 +684,19 @@ class KubernetesBackend(Backend):
         with contextlib.suppress(ApiException):
             await self._call((await self._core()).delete_namespaced_secret, name, namespace)
 
+    async def _delete_network_policy(self, name: str, namespace: str) -> None:
+        with contextlib.suppress(ApiException):
+            await self._call(
+                (await self._networking()).delete_namespaced_network_policy, name, namespace
+            )
+
     async def remove(self, workload_id: str) -> None:
         namespace, name = workload_id.split("/", 1)
         self._tokens.pop(workload_id, None)
         self._followed.pop(workload_id, None)
         await self._delete_pod(workload_id, 0)
         await self._delete_secret(name, namespace)
+        await self._delete_network_policy(name, namespace)
 
     async def logs(self, workload_id: str, tail: int = 50) -> str:
         namespace, name = workload_id.split("/", 1)
@@ -679,13 +803,22 @@ class KubernetesBackend(Backend):
         return WorkloadStats(None, None, _memory_limit(pod))
 
     async def list(self, labels: dict[str, str]) -> list[Workload]:
-        """Pods with the labels, and Secrets of ours whose pod is gone (so they are reaped)."""
+        """Pods with the labels, and Secrets and NetworkPolicies of ours whose pod is gone
+        (so that they are reaped)."""
         selector = ",".join(f"{k}={v}" for k, v in self._labels(labels).items())
         core = await self._core()
         pods = await self._call(core.list_namespaced_pod, self.namespace, label_selector=selector)
         secrets = await self._call(
             core.list_namespaced_secret, self.namespace, label_selector=selector
         )
+        leftovers = {s.metadata.name: s for s in secrets.items}
+        if self.settings.network_policy:
+            policies = await self._call(
+                (await self._networking()).list_namespaced_network_policy,
+                self.namespace,
+                label_selector=selector,
+            )
+            leftovers.update({p.metadata.name: p for p in policies.items})
         out = [
             Workload(
                 id=f"{self.namespace}/{p.metadata.name}",
@@ -705,7 +838,7 @@ class KubernetesBackend(Backend):
                 labels=s.metadata.labels or {},
                 state="missing",
             )
-            for s in secrets.items
+            for s in leftovers.values()
             if s.metadata.name not in names
         ]
         return out
@@ -724,6 +857,8 @@ class KubernetesBackend(Backend):
                     + ("" if exc.status == 404 else f" or cannot be read ({exc.reason})")
                 ) from None
             needed = [("create", "namespaces"), ("create", "pods"), ("create", "secrets")]
+        if self.settings.network_policy:
+            needed.append(("create", "networkpolicies"))
         auth = kubernetes.client.AuthorizationV1Api(client)
         denied = []
         for verb, resource in needed:
@@ -734,6 +869,7 @@ class KubernetesBackend(Backend):
                     "resourceAttributes": {
                         "verb": verb,
                         "resource": resource,
+                        **({"group": "networking.k8s.io"} if resource == "networkpolicies" else {}),
                         **({} if resource == "namespaces" else {"namespace": self.namespace}),
                     }
                 },
@@ -788,6 +924,38 @@ def pod_state(pod: Any) -> tuple[str, str | None]:
     if status.phase == "Running":
         return "running", None
     return "pending", None
+
+
+def _started(pod: Any, namespace: str, name: str) -> bool:
+    """True once the pod runs; raises with the cluster's reason when it will not."""
+    state, reason = pod_state(pod)
+    if state == "running":
+        return True
+    if state == "exited" or reason:
+        cls = ImageMissing if reason and _is_image_failure(pod) else BackendError
+        raise cls(f"pod {namespace}/{name}: {reason}")
+    return False
+
+
+class Backoff:
+    """Exponential waits with jitter between retries of a failing API server (in a thread)."""
+
+    def __init__(self, first: float = 0.1, cap: float = 2.0, limit: float = OUTAGE_LIMIT):
+        self.first, self.cap, self.limit = first, cap, limit
+        self.reset()
+
+    def reset(self) -> None:
+        self.delay, self.failing_since = self.first, None
+
+    def wait(self, error: str) -> None:
+        """Sleep before the next try; raise with ``error`` once the outage is too long."""
+        now = time.monotonic()
+        if self.failing_since is None:
+            self.failing_since = now
+        elif now - self.failing_since > self.limit:
+            raise BackendError(f"{error} (still failing after {self.limit:.0f} s)")
+        time.sleep(self.delay * random.uniform(0.5, 1.0))
+        self.delay = min(self.cap, self.delay * 2)
 
 
 def _terminated(pod: Any) -> Any:

@@ -9,7 +9,12 @@ wording. The kubelet runs each pod's one container on Docker with the pod's limi
 reports what a real kubelet reports: Unschedulable (node selector), ErrImageNeverPull /
 ErrImagePull, Running with a podIP, and termination (OOMKilled, exit codes). Each pod
 gets its own loopback address as podIP and publishes its container ports there, so
-nothing leaves 127/8.
+nothing leaves 127/8. NetworkPolicies (networking.k8s.io/v1) are stored, listed and
+deleted, not enforced.
+
+Faults a test can switch on (``cluster.faults``): answer 500 to the next N requests of a
+kind and verb, drop a watch connection after N events, answer a watch with 410 Gone (an
+ERROR event in the stream, as a real API server does, or the HTTP status).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import socket
 import tempfile
 import threading
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -41,7 +47,63 @@ KINDS = {
     "secrets": "Secret",
     "resourcequotas": "ResourceQuota",
     "limitranges": "LimitRange",
+    "networkpolicies": "NetworkPolicy",
 }
+API_VERSIONS = {"networkpolicies": "networking.k8s.io/v1"}  # others are core "v1"
+VERBS = ("get", "list", "watch", "create", "patch", "delete")
+
+
+@dataclass
+class Faults:
+    """Faults armed by a test, each used up as requests hit it (thread-safe)."""
+
+    #: (kind, verb) -> [how many more requests fail, with which HTTP status]
+    failing: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    #: kind -> events each of the next watches sends before its connection drops
+    drops: dict[str, list[int]] = field(default_factory=dict)
+    #: kind -> how the next watches end at once: "event" (ERROR 410) or "http" (410)
+    gone: dict[str, list[str]] = field(default_factory=dict)
+    #: what was injected, in order: (fault, kind, verb)
+    injected: list[tuple[str, str, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fail(self, kind: str, verb: str = "any", times: int = 1, status: int = 500) -> None:
+        """The next ``times`` requests for ``kind`` (``verb``: one of VERBS or "any") fail."""
+        with self.lock:
+            self.failing[(kind, verb)] = [times, status]
+
+    def drop_watch(self, kind: str, after_events: int = 1, times: int = 1) -> None:
+        with self.lock:
+            self.drops.setdefault(kind, []).extend([after_events] * times)
+
+    def expire_watch(self, kind: str, how: str = "event", times: int = 1) -> None:
+        with self.lock:
+            self.gone.setdefault(kind, []).extend([how] * times)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.failing.clear()
+            self.drops.clear()
+            self.gone.clear()
+            self.injected.clear()
+
+    def failure(self, kind: str, verb: str) -> int | None:
+        """The status to fail this request with, if a fault says so."""
+        with self.lock:
+            for key in ((kind, verb), (kind, "any")):
+                armed = self.failing.get(key)
+                if armed and armed[0] > 0:
+                    armed[0] -= 1
+                    self.injected.append((f"http-{armed[1]}", kind, verb))
+                    return armed[1]
+        return None
+
+    def take(self, table: dict[str, list[Any]], kind: str, name: str) -> Any:
+        with self.lock:
+            if table.get(kind):
+                self.injected.append((name, kind, "watch"))
+                return table[kind].pop(0)
+        return None
 
 
 def _now() -> str:
@@ -81,6 +143,7 @@ class FakeCluster:
 
     def __init__(self, name: str, docker_client: docker.DockerClient, ip_base: int):
         self.name = name
+        self.instance = f"{name}-{os.getpid()}"  # another test process's fake is not ours
         self.docker = docker_client
         self.node_labels = {"kubernetes.io/hostname": f"{name}-node", "kubernetes.io/os": "linux"}
         self.denied: set[tuple[str, str]] = set()  # (verb, resource) SSARs answer "no" to
@@ -89,6 +152,7 @@ class FakeCluster:
         self.events: list[tuple[int, str, str, dict[str, Any]]] = []  # (rv, kind, type, obj)
         self.rv = 0
         self.reported: dict[str, float] = {}  # pod name -> loop time of its failure report
+        self.faults = Faults()
         self._ips = (f"127.0.{ip_base}.{i}" for i in range(2, 250))
         self._tasks: set[asyncio.Task[Any]] = set()
         self._changed: asyncio.Condition | None = None
@@ -130,6 +194,12 @@ class FakeCluster:
         r.add_get("/api/v1/namespaces/{ns}/{kind}/{name}", self.read)
         r.add_patch("/api/v1/namespaces/{ns}/{kind}/{name}", self.patch)
         r.add_delete("/api/v1/namespaces/{ns}/{kind}/{name}", self.delete)
+        net = "/apis/networking.k8s.io/v1/namespaces/{ns}/{kind}"
+        r.add_get(net, self.list_or_watch)
+        r.add_post(net, self.create)
+        r.add_get(net + "/{name}", self.read)
+        r.add_patch(net + "/{name}", self.patch)
+        r.add_delete(net + "/{name}", self.delete)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         with socket.socket() as s:
@@ -144,7 +214,7 @@ class FakeCluster:
     def stop(self) -> None:
         """Remove every container the kubelet made, then stop serving."""
         for container in self.docker.containers.list(
-            all=True, filters={"label": f"{FAKE_LABEL}-cluster={self.name}"}
+            all=True, filters={"label": f"{FAKE_LABEL}-cluster={self.instance}"}
         ):
             with contextlib.suppress(docker.errors.APIError):
                 container.remove(force=True)
@@ -247,16 +317,31 @@ class FakeCluster:
         body["metadata"] = {"creationTimestamp": None}
         return web.json_response(body, status=201)
 
-    def _check(self, request: web.Request) -> tuple[str, str] | web.Response:
+    def _check(self, request: web.Request, verb: str) -> tuple[str, str] | web.Response:
         ns, kind = request.match_info["ns"], request.match_info["kind"]
-        if kind not in KINDS:
+        if kind not in KINDS or request.path.startswith("/apis/") != (kind in API_VERSIONS):
             return _status(404, "NotFound", f"the server could not find the resource {kind}")
+        failure = self.faults.failure(kind, verb)
+        if failure == 403:  # RBAC's refusal, worded as a real API server words it
+            group = API_VERSIONS.get(kind, "v1").rpartition("/")[0]
+            resource = f"{kind}.{group}" if group else kind
+            return _status(
+                403,
+                "Forbidden",
+                f'{resource} is forbidden: User "fake-user" cannot {verb} resource "{kind}" '
+                f'in API group "{group}" in the namespace "{ns}"',
+            )
+        if failure is not None:
+            return _status(
+                failure, "InternalError", "Internal error occurred: injected by the fake cluster"
+            )
         if ns not in self.namespaces:
             return _status(404, "NotFound", f'namespaces "{ns}" not found')
         return ns, kind
 
     async def list_or_watch(self, request: web.Request) -> web.StreamResponse:
-        checked = self._check(request)
+        watching = request.query.get("watch") in ("true", "True", "1")
+        checked = self._check(request, "watch" if watching else "list")
         if isinstance(checked, web.Response):
             return checked
         ns, kind = checked
@@ -269,33 +354,62 @@ class FakeCluster:
                 return False
             return not fields or fields == f"metadata.name={meta['name']}"
 
-        if q.get("watch") not in ("true", "True", "1"):
+        if not watching:
             return web.json_response(
                 {
-                    "apiVersion": "v1",
+                    "apiVersion": API_VERSIONS.get(kind, "v1"),
                     "kind": KINDS[kind] + "List",
                     "metadata": {"resourceVersion": str(self.rv)},
                     "items": [o for o in self.objects[kind].values() if wanted(o)],
                 }
             )
+        since = q.get("resourceVersion") or ""
+        expire = self.faults.take(self.faults.gone, kind, "gone")
+        too_old = f"too old resource version: {since or 0} ({self.rv})"
+        if expire == "http":
+            return _status(410, "Expired", too_old)
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         response.enable_chunked_encoding()
         await response.prepare(request)
+        if expire == "event":  # what a real API server does: 200, then an ERROR event
+            status = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure"}
+            status.update(message=too_old, reason="Expired", code=410)
+            await response.write(json.dumps({"type": "ERROR", "object": status}).encode() + b"\n")
+            await response.write_eof()
+            return response
+        drop_after = self.faults.take(self.faults.drops, kind, "drop")
         with contextlib.suppress(ConnectionError):  # the client stopped watching
-            await self._watch(response, kind, wanted, int(q.get("resourceVersion") or 0), q)
+            await self._watch(response, kind, wanted, int(since or 0), q, drop_after)
+        if drop_after is not None and request.transport is not None:
+            request.transport.abort()  # no last chunk: the client sees a broken stream
         return response
 
-    async def _watch(self, response: web.StreamResponse, kind: str, wanted: Any, since: int, q):
+    async def _watch(
+        self,
+        response: web.StreamResponse,
+        kind: str,
+        wanted: Any,
+        since: int,
+        q: Any,
+        drop_after: int | None = None,
+    ) -> None:
+        sent = 0
         if not since:  # a watch from "now" starts with the current objects
             for obj in [o for o in self.objects[kind].values() if wanted(o)]:
+                if sent == drop_after:
+                    return
                 await self._send(response, "ADDED", obj)
+                sent += 1
             since = self.rv
         deadline = asyncio.get_running_loop().time() + float(q.get("timeoutSeconds") or 300)
         while True:
             for rv, k, event, obj in [e for e in self.events if e[0] > since]:
-                since = rv
                 if k == kind and wanted(obj):
+                    if sent == drop_after:
+                        return
                     await self._send(response, event, obj)
+                    sent += 1
+                since = rv
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 break
@@ -311,7 +425,7 @@ class FakeCluster:
         await response.write(json.dumps({"type": event, "object": obj}).encode() + b"\n")
 
     async def read(self, request: web.Request) -> web.Response:
-        checked = self._check(request)
+        checked = self._check(request, "get")
         if isinstance(checked, web.Response):
             return checked
         ns, kind = checked
@@ -322,7 +436,7 @@ class FakeCluster:
         return web.json_response(obj)
 
     async def patch(self, request: web.Request) -> web.Response:
-        checked = self._check(request)
+        checked = self._check(request, "patch")
         if isinstance(checked, web.Response):
             return checked
         ns, kind = checked
@@ -336,7 +450,7 @@ class FakeCluster:
         return web.json_response(await self._store(kind, obj, "MODIFIED"))
 
     async def create(self, request: web.Request) -> web.Response:
-        checked = self._check(request)
+        checked = self._check(request, "create")
         if isinstance(checked, web.Response):
             return checked
         ns, kind = checked
@@ -369,7 +483,7 @@ class FakeCluster:
         return web.json_response(stored, status=201)
 
     async def delete(self, request: web.Request) -> web.Response:
-        checked = self._check(request)
+        checked = self._check(request, "delete")
         if isinstance(checked, web.Response):
             return checked
         ns, kind = checked
@@ -653,7 +767,15 @@ class FakeCluster:
                 "/dev/shm"
             ):
                 kwargs["shm_size"] = int(parse_quantity(volume["emptyDir"]["sizeLimit"]))
+            elif "emptyDir" in volume:  # a real emptyDir is world-writable (0777); the
+                # engine ignores the mode over some image folders: the pod's user owns it
+                owner = f"uid={uid},gid={fs_group if fs_group is not None else gid}"
+                kwargs.setdefault("tmpfs", {})[m["mountPath"]] = (
+                    f"rw,nosuid,nodev,{owner},mode=1777"
+                )
         csec = c.get("securityContext") or {}
+        if csec.get("readOnlyRootFilesystem"):
+            kwargs["read_only"] = True
         drop = (csec.get("capabilities") or {}).get("drop") or []
         return self.docker.containers.run(
             c["image"],
@@ -673,7 +795,7 @@ class FakeCluster:
             else None,
             labels={
                 FAKE_LABEL: pod["metadata"]["uid"],
-                f"{FAKE_LABEL}-cluster": self.name,
+                f"{FAKE_LABEL}-cluster": self.instance,
             },
             init=True,
             detach=True,

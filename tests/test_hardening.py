@@ -1,0 +1,151 @@
+"""A read-only root filesystem on the real Docker engine: the kernel starts and works, writes
+land only in /tmp and HOME, and nothing (the /tmp volume included) outlives the kernel."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import docker.errors
+import pytest
+from conftest import leftover_containers
+from kernels import run, start, stop
+
+from jupyter_dss_containers.config import ConfigError, load_config
+from jupyter_dss_containers.kernelspecs import install_kernel_specs
+from jupyter_dss_containers.permissions import process_identity
+
+pytestmark = pytest.mark.docker
+
+CONFIG = """
+execution_configs:
+  read-only:
+    backend: docker
+    image: default
+    read_only_root: true
+    docker: {resources: {memory: 256m}}
+    permissions: {groups: ["*"]}
+"""
+
+PROBE = """
+import errno, os, pathlib
+pathlib.Path("/tmp/scratch.txt").write_text("tmp ok")
+(pathlib.Path.home() / "notes.txt").write_text("home ok")
+try:
+    open("/written-to-root", "w")
+except OSError as exc:
+    print("root:", errno.errorcode[exc.errno], exc.strerror)
+print(open("/tmp/scratch.txt").read(), (pathlib.Path.home() / "notes.txt").read_text())
+print(os.getuid(), str(pathlib.Path.home()))
+"""
+
+
+@pytest.fixture(scope="module")
+def read_only_config(workspace, base_image):
+    path = workspace / "read-only.yaml"
+    path.write_text(CONFIG)
+    os.environ["DSS_CONTAINERS_CONFIG"] = str(path)
+    config_file = load_config()
+    install_kernel_specs(config_file, process_identity(config_file))
+    yield config_file
+    os.environ.pop("DSS_CONTAINERS_CONFIG", None)
+
+
+async def test_read_only_root_kernel_writes_only_to_tmp_and_home(read_only_config, docker_client):
+    km, kc = await start("dss-read-only")
+    container = docker_client.containers.get(km.provisioner.workload_id)
+    host = container.attrs["HostConfig"]
+    assert host["ReadonlyRootfs"] is True
+    (volume,) = [m["Name"] for m in container.attrs["Mounts"] if m["Destination"] == "/tmp"]
+    reply, printed = await run(kc, PROBE)
+    assert reply["status"] == "ok", printed
+    lines = printed.splitlines()
+    assert lines[0] == "root: EROFS Read-only file system", printed
+    assert lines[1] == "tmp ok home ok"
+    uid, home = lines[2].split()
+    assert uid != "0" and home in host["Tmpfs"]
+    await stop(km, kc)
+    assert leftover_containers(docker_client, kernel_id=km.kernel_id) == []
+    with pytest.raises(docker.errors.NotFound):  # the /tmp volume went with the container
+        docker_client.volumes.get(volume)
+
+
+@pytest.mark.parametrize(
+    ("fragment", "where"),
+    [
+        ("read_only_root: yes-please", "execution_configs.x.read_only_root"),
+        (
+            "kubernetes: {network_policy: {allow_from: [not-a-cidr]}}",
+            "execution_configs.x.kubernetes.network_policy.allow_from[0]",
+        ),
+        (
+            "kubernetes: {network_policy: {allow_from: [{podSelektor: {}}]}}",
+            "execution_configs.x.kubernetes.network_policy.allow_from[0]",
+        ),
+        (
+            "kubernetes: {network_policy: {enabled: true, allow: []}}",
+            "execution_configs.x.kubernetes.network_policy",
+        ),
+    ],
+)
+def test_bad_hardening_keys_are_refused_with_the_place(tmp_path, fragment, where):
+    path = tmp_path / "bad.yaml"
+    backend = "kubernetes" if fragment.startswith("kubernetes") else "docker"
+    path.write_text(
+        f"execution_configs:\n  x:\n    backend: {backend}\n    image: default\n    {fragment}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    (line,) = str(caught.value).splitlines()
+    assert f"{path}: {where}: " in line, line
+    assert "expected" in line or "unknown key" in line, line
+
+
+def test_hardening_keys_parse():
+    from jupyter_dss_containers.backends.kubernetes import KubernetesSettings
+    from jupyter_dss_containers.config import parse_config
+
+    config = parse_config(
+        {
+            "execution_configs": {
+                "k": {
+                    "backend": "kubernetes",
+                    "image": "default",
+                    "read_only_root": True,
+                    "kubernetes": {"network_policy": {"allow_from": ["10.0.0.0/8"]}},
+                },
+                "d": {"backend": "docker", "image": "default"},
+            }
+        },
+        "inline",
+    )
+    assert config.get("k").read_only_root and not config.get("d").read_only_root
+    settings = KubernetesSettings(config.get("k").kubernetes)
+    assert settings.network_policy and settings.allow_from == ["10.0.0.0/8"]
+    assert KubernetesSettings({}).network_policy  # on by default
+
+
+async def test_python_job_on_a_read_only_root_returns_its_result(
+    tmp_path, docker_client, base_image
+):
+    """The job's payload goes into the /tmp volume before the start; its result comes back
+    out of it after the exit."""
+    import yaml
+    from job_images import job_image
+
+    from jupyter_dss_containers.jobs import JobRequest, JobService
+
+    config = {
+        "backend": "docker",
+        "image": job_image(docker_client, base_image),
+        "read_only_root": True,
+        "permissions": {"groups": ["*"]},
+    }
+    path = tmp_path / "jobs.yaml"
+    path.write_text(yaml.safe_dump({"execution_configs": {"ro-jobs": config}}))
+    service = JobService(config_file=str(path))
+    code = "import pathlib\npathlib.Path('/tmp/x').write_text('1')\ntotal = sum(numbers)"
+    request = JobRequest("ro-jobs", "python", code, {"numbers": [1, 2, 3]}, ("total",))
+    job = await asyncio.wait_for(service.wait((await service.submit(request)).id), 60)
+    assert (await service.result(job.id))["outputs"] == {"total": 6}
+    assert leftover_containers(docker_client, job_id=job.id) == []
