@@ -91,9 +91,9 @@ def build_env_image(
     """
     recipe = env_recipe(config_file, env_name, config_name)
     config = config_file.get(config_name)
-    run = images._Run(f"{env_name} ({config_name})", progress, kind="code env image")
+    run = images.BuildRun(f"{env_name} ({config_name})", progress, kind="code env image")
     built = False
-    with images._daemon_errors(run):
+    with images.daemon_errors(run):
         if force or not images.image_exists(client, recipe.tag):
             _ensure_base(config_file, config, client, progress, run)
             folder = None if online else _wheels(config_file, recipe, client, run, wheelhouse)
@@ -114,7 +114,7 @@ def _ensure_base(
     config: ExecutionConfig,
     client: docker.DockerClient,
     progress: images.ProgressSink | None,
-    run: images._Run,
+    run: images.BuildRun,
 ) -> None:
     spec = config_file.base_image_of(config)
     if spec is not None:
@@ -123,7 +123,7 @@ def _ensure_base(
         raise run.fail(f"the image {config.image} of config {config.name!r} is not on the daemon")
 
 
-def _push(client: docker.DockerClient, tag: str, registry: str, run: images._Run) -> PushResult:
+def _push(client: docker.DockerClient, tag: str, registry: str, run: images.BuildRun) -> PushResult:
     run.emit("push", f"pushing to {registry}")
     try:
         result = push_image(client, tag, registry, on_status=lambda s: run.log("push", s))
@@ -137,7 +137,7 @@ def _wheels(
     config_file: ConfigFile,
     recipe: EnvRecipe,
     client: docker.DockerClient,
-    run: images._Run,
+    run: images.BuildRun,
     wheelhouse: str | Path | None,
 ) -> Path | None:
     """The folder whose wheels go into the build (None when the env has no packages)."""
@@ -158,7 +158,7 @@ def _wheels(
     return _download_wheels(recipe, python, glibc, run)
 
 
-def _probe(client: docker.DockerClient, ref: str, run: images._Run) -> tuple[str, str]:
+def _probe(client: docker.DockerClient, ref: str, run: images.BuildRun) -> tuple[str, str]:
     """The base image's Python and glibc versions, which the wheels must fit."""
     script = f'p={images.KERNEL_PYTHON}; [ -x "$p" ] || p=python3; exec "$p" -c "{_PROBE}"'
     try:
@@ -173,7 +173,7 @@ def _probe(client: docker.DockerClient, ref: str, run: images._Run) -> tuple[str
     return lines[0], lines[1]
 
 
-def _download_wheels(recipe: EnvRecipe, python: str, glibc: str, run: images._Run) -> Path:
+def _download_wheels(recipe: EnvRecipe, python: str, glibc: str, run: images.BuildRun) -> Path:
     """``pip download`` on the host into a cache folder keyed by packages and platform."""
     return images.cached_wheels("env-wheels", list(recipe.packages), python, glibc, run)
 
@@ -207,7 +207,7 @@ def _commit_changes(config: dict[str, Any], recipe: EnvRecipe) -> list[str]:
 
 
 def _install_and_commit(
-    client: docker.DockerClient, recipe: EnvRecipe, run: images._Run, wheels: Path | None
+    client: docker.DockerClient, recipe: EnvRecipe, run: images.BuildRun, wheels: Path | None
 ) -> None:
     offline = wheels is not None or not recipe.packages
     run.emit("install", f"{' '.join(recipe.packages + recipe.r_packages)} on {recipe.base_ref}")

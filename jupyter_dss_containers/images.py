@@ -364,7 +364,7 @@ def _swap_suite(name: str, host_suite: str, suite: str) -> str:
 
 
 @dataclass
-class _Run:
+class BuildRun:
     """One build in progress: where its events go and the log tail for error messages."""
 
     image: str
@@ -449,15 +449,15 @@ def build_base_image(
     failure neither tag is created (a bootstrapped root file system stays cached).
     ``force`` rebuilds everything, the root file system included (not the wheelhouse).
     """
-    run = _Run(spec.name, progress)
+    run = BuildRun(spec.name, progress)
     tag = base_image_tag(spec)
     run.emit("resolve", f"{'bootstrap' if is_bootstrap(spec) else 'Dockerfile'} build -> {tag}")
-    with _daemon_errors(run):
+    with daemon_errors(run):
         return _build(spec, client, run, tag, force)
 
 
 @contextlib.contextmanager
-def _daemon_errors(run: _Run) -> Iterator[None]:
+def daemon_errors(run: BuildRun) -> Iterator[None]:
     """Daemon refusals become build errors; a daemon out of reach says so."""
     try:
         yield
@@ -468,7 +468,7 @@ def _daemon_errors(run: _Run) -> Iterator[None]:
 
 
 def _build(
-    spec: BaseImageSpec, client: docker.DockerClient, run: _Run, tag: str, force: bool
+    spec: BaseImageSpec, client: docker.DockerClient, run: BuildRun, tag: str, force: bool
 ) -> str:
     if not force and image_exists(client, tag):
         _tag_friendly(client, tag, spec)
@@ -501,7 +501,7 @@ def _untag(client: docker.DockerClient, ref: str) -> None:
 
 
 def _build_bootstrapped(
-    spec: BaseImageSpec, client: docker.DockerClient, run: _Run, tag: str, force: bool
+    spec: BaseImageSpec, client: docker.DockerClient, run: BuildRun, tag: str, force: bool
 ) -> None:
     if spec.bootstrap not in (None, "debian"):
         raise run.fail(f"unknown bootstrap {spec.bootstrap!r} (expected 'debian')")
@@ -518,7 +518,7 @@ def _build_bootstrapped(
 
 
 def _build_from_image(
-    spec: BaseImageSpec, client: docker.DockerClient, run: _Run, tag: str, force: bool
+    spec: BaseImageSpec, client: docker.DockerClient, run: BuildRun, tag: str, force: bool
 ) -> None:
     base = effective_from(spec) or ""
     probe = _probe_image(client, run, base, spec)
@@ -536,15 +536,17 @@ def _build_from_image(
 
 
 def ensure_wheelhouse(
-    spec: BaseImageSpec, python: str, glibc: str, run: _Run | None = None
+    spec: BaseImageSpec, python: str, glibc: str, run: BuildRun | None = None
 ) -> Path:
     """A cached folder of wheels for the kernel and the spec's packages, for one Python."""
     return cached_wheels(
-        "wheelhouse", _requirements(spec), python, glibc, run or _Run(spec.name, None)
+        "wheelhouse", _requirements(spec), python, glibc, run or BuildRun(spec.name, None)
     )
 
 
-def cached_wheels(kind: str, requirements: list[str], python: str, glibc: str, run: _Run) -> Path:
+def cached_wheels(
+    kind: str, requirements: list[str], python: str, glibc: str, run: BuildRun
+) -> Path:
     """``pip download`` on the host, once per (requirements, Python, platform).
 
     The folder lives under the user cache folder, so a rebuild needs no index; it is
@@ -589,7 +591,7 @@ _PIP_DOWNLOAD = ("--disable-pip-version-check", "--progress-bar", "off", "--only
 
 
 def _pip_download(
-    requirements: list[str], run: _Run, dest: Path, python: str, glibc: str, arch: str
+    requirements: list[str], run: BuildRun, dest: Path, python: str, glibc: str, arch: str
 ) -> None:
     cmd = [sys.executable, "-m", "pip", "download", *_PIP_DOWNLOAD, "--python-version", python]
     for tag in _platform_tags(arch, glibc):
@@ -600,7 +602,7 @@ def _pip_download(
         raise run.fail(f"pip download exited with code {code}")
 
 
-def _bootstrap_wheelhouse(spec: BaseImageSpec, run: _Run, tmp: Path) -> Path:
+def _bootstrap_wheelhouse(spec: BaseImageSpec, run: BuildRun, tmp: Path) -> Path:
     """The wheels to copy into the root file system, in a folder without spaces."""
     if spec.wheelhouse:
         source = _wheelhouse_path(spec)
@@ -681,7 +683,7 @@ def _in_chroot(command: str) -> str:
     return f'chroot "$1" {env} {command}'
 
 
-def _run_mmdebstrap(spec: BaseImageSpec, run: _Run, tmp: Path, wheels: Path) -> Path:
+def _run_mmdebstrap(spec: BaseImageSpec, run: BuildRun, tmp: Path, wheels: Path) -> Path:
     if " " in str(wheels):
         raise run.fail(f"the temporary folder {wheels} contains a space (mmdebstrap copy-in)")
     if shutil.which("mmdebstrap") is None:
@@ -710,7 +712,7 @@ def _mmdebstrap_progress(line: str) -> float | None:
 
 def _stream_process(
     cmd: list[str],
-    run: _Run,
+    run: BuildRun,
     step: str,
     progress_of: Callable[[str], float | None] = lambda _line: None,
 ) -> int:
@@ -746,7 +748,7 @@ def _import_changes(spec: BaseImageSpec) -> list[str]:
 
 
 def _import_rootfs(
-    client: docker.DockerClient, run: _Run, tarball: Path, rootfs: str, spec: BaseImageSpec
+    client: docker.DockerClient, run: BuildRun, tarball: Path, rootfs: str, spec: BaseImageSpec
 ) -> None:
     """Import the tarball with the image settings every base image shares."""
     size = tarball.stat().st_size / 1024**2
@@ -892,7 +894,9 @@ _PROBE_PYTHON = (
 )
 
 
-def _probe_image(client: docker.DockerClient, run: _Run, ref: str, spec: BaseImageSpec) -> _Probe:
+def _probe_image(
+    client: docker.DockerClient, run: BuildRun, ref: str, spec: BaseImageSpec
+) -> _Probe:
     """Run the base image once to learn its Python (for the wheelhouse) and missing packages.
 
     An image not on the daemon is pulled first (the build would pull it anyway).
@@ -925,7 +929,7 @@ _STEP_RE = re.compile(r"^Step (\d+)/(\d+) ?:", re.IGNORECASE)
 
 def _docker_build(
     client: docker.DockerClient,
-    run: _Run,
+    run: BuildRun,
     dockerfile: str,
     wheels: Path | None,
     tag: str,
@@ -962,7 +966,7 @@ def _docker_build(
         raise run.fail("docker build finished without producing the image")
 
 
-def _follow_build(stream: Iterable[dict[str, Any]], run: _Run) -> None:
+def _follow_build(stream: Iterable[dict[str, Any]], run: BuildRun) -> None:
     progress = 0.0
     for chunk in stream:
         if "error" in chunk or "errorDetail" in chunk:

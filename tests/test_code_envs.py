@@ -432,5 +432,5 @@ def test_failing_dockerfile_fragment_leaves_no_tag(docker_client, site, base_ima
 def test_bootstrap_suite_table_matches_the_image(docker_client, base_image):
     """Env wheels for bootstrap bases are chosen from images.SUITES without running them."""
     suite = parse_config(EMBEDDED_DEFAULT, "embedded").base_images["default"].suite
-    probed = codeenvs._probe(docker_client, base_image, images._Run("default", None))
+    probed = codeenvs._probe(docker_client, base_image, images.BuildRun("default", None))
     assert probed == images.SUITES[suite]

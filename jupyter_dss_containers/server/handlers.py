@@ -367,8 +367,8 @@ class KernelsHandler(DSSAPIHandler):
                 row["state"] = "dead"
             return row
         workloads, error = listed.get(backend.target_key(), ({}, "not asked"))
-        if error:
-            row.update(state="unknown", error=error)
+        if error:  # the daemon cannot be asked; what the provisioner knows still holds
+            row.update(state="dead" if provisioner.exit_reason else "unknown", error=error)
             return row
         workload = workloads.get(workload_id)
         if workload is None:
