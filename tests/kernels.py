@@ -2,11 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from jupyter_client import AsyncKernelManager
+
+from jupyter_dss_containers.config import ConfigFile, load_config
+from jupyter_dss_containers.kernelspecs import install_kernel_specs
+from jupyter_dss_containers.permissions import process_identity
+
+
+@contextlib.contextmanager
+def config_in_use(path: Path, text: str) -> Iterator[ConfigFile]:
+    """``text`` as the config file named by $DSS_CONTAINERS_CONFIG, its kernel specs installed."""
+    path.write_text(text)
+    os.environ["DSS_CONTAINERS_CONFIG"] = str(path)
+    try:
+        config_file = load_config()
+        install_kernel_specs(config_file, process_identity(config_file))
+        yield config_file
+    finally:
+        os.environ.pop("DSS_CONTAINERS_CONFIG", None)
 
 
 async def start(kernel_name: str, **manager_kwargs: Any) -> tuple[AsyncKernelManager, Any]:

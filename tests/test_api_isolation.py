@@ -209,6 +209,12 @@ async def test_another_user_cannot_reach_a_kernel_through_jupyter_servers_routes
             "api", "kernels", kernel_id, "channels", headers={"X-Test-User": "alice"}
         )
         channels.close()
+        for _ in range(100):  # the server closes its side (and its ZMQ streams) before we go on
+            model = (await core(jp_fetch, "alice", "api", "kernels", kernel_id))[1]
+            if model["connections"] == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert model["connections"] == 0, model
     finally:
         await core(jp_fetch, "alice", "api", "sessions", alices_session["id"], method="DELETE")
         await shut_down(jp_fetch, docker_client, kernel_id)

@@ -13,10 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import leftover_containers, need
+from servers import TOKEN, ServerProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.slow]
 
@@ -49,7 +46,6 @@ execution_configs:
     image: default
     permissions: {groups: [admins]}
 """
-TOKEN = "dss-browser-test"
 PANEL = "#jp-DSSContainers-panel"
 
 
@@ -66,26 +62,6 @@ def chromium() -> str:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_server(proc: subprocess.Popen, url: str, log: Path, timeout: float = 90) -> None:
-    """Poll ``/api/status`` until it answers; fail at once with the log if the server exits."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"jupyter lab exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}api/status?token={TOKEN}", timeout=2):
-                return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.3)
-    pytest.fail(f"jupyter lab did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture
 def lab_server(tmp_path, base_image) -> Iterator[tuple[str, Path]]:
     """A real JupyterLab on 127.0.0.1 with the test config; its process group is killed after."""
@@ -97,50 +73,17 @@ def lab_server(tmp_path, base_image) -> Iterator[tuple[str, Path]]:
     (config_dir / "labconfig" / "page_config.json").write_text(
         json.dumps({"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}})
     )
-    root_dir = tmp_path / "notebooks"
-    root_dir.mkdir()
     env = dict(
         os.environ, JUPYTER_CONFIG_DIR=str(config_dir), DSS_CONTAINERS_CONFIG=str(config_path)
     )
-    port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "jupyterlab",
-        "--no-browser",
-        "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}",
-        "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={TOKEN}",
-        f"--ServerApp.root_dir={root_dir}",
-        "--LabApp.expose_app_in_browser=True",
-    ]
-    if os.geteuid() == 0:
-        argv.append("--allow-root")
-    log = tmp_path / "jupyter-lab.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv,
-            env=env,
-            cwd=root_dir,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}/"
+    server = ServerProcess(
+        tmp_path, env, module="jupyterlab", extra_args=("--LabApp.expose_app_in_browser=True",)
+    )
     try:
-        wait_for_server(proc, url, log)
-        yield url, log
+        server.start()
+        yield server.url, server.log
     finally:
-        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(wait)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        server.stop()
 
 
 JOB_CODE = "import time\nprint('hello from the job', flush=True)\ntime.sleep(60)\n"

@@ -4,16 +4,13 @@ land only in /tmp and HOME, and nothing (the /tmp volume included) outlives the 
 from __future__ import annotations
 
 import asyncio
-import os
 
 import docker.errors
 import pytest
 from conftest import leftover_containers
-from kernels import run, start, stop
+from kernels import config_in_use, run, start, stop
 
 from jupyter_dss_containers.config import ConfigError, load_config
-from jupyter_dss_containers.kernelspecs import install_kernel_specs
-from jupyter_dss_containers.permissions import process_identity
 
 pytestmark = pytest.mark.docker
 
@@ -42,13 +39,8 @@ print(os.getuid(), str(pathlib.Path.home()))
 
 @pytest.fixture(scope="module")
 def read_only_config(workspace, base_image):
-    path = workspace / "read-only.yaml"
-    path.write_text(CONFIG)
-    os.environ["DSS_CONTAINERS_CONFIG"] = str(path)
-    config_file = load_config()
-    install_kernel_specs(config_file, process_identity(config_file))
-    yield config_file
-    os.environ.pop("DSS_CONTAINERS_CONFIG", None)
+    with config_in_use(workspace / "read-only.yaml", CONFIG) as config_file:
+        yield config_file
 
 
 async def test_read_only_root_kernel_writes_only_to_tmp_and_home(read_only_config, docker_client):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,11 +16,9 @@ import nbformat
 import pytest
 from conftest import leftover_containers
 from jupyter_client import AsyncKernelManager
-from kernels import kernel_owner_script, run, start, stop
+from kernels import config_in_use, kernel_owner_script, run, start, stop
 
 from jupyter_dss_containers import ownership
-from jupyter_dss_containers.config import load_config
-from jupyter_dss_containers.kernelspecs import install_kernel_specs
 from jupyter_dss_containers.permissions import process_identity
 from jupyter_dss_containers.provisioner import KernelStartError, reattach
 
@@ -65,13 +62,8 @@ execution_configs:
 @pytest.fixture(scope="module")
 def kernel_config(workspace, base_image):
     """The test config file, named by $DSS_CONTAINERS_CONFIG, with its kernel specs installed."""
-    path = workspace / "kernels.yaml"
-    path.write_text(CONFIG)
-    os.environ["DSS_CONTAINERS_CONFIG"] = str(path)
-    config_file = load_config()
-    install_kernel_specs(config_file, process_identity(config_file))
-    yield config_file
-    os.environ.pop("DSS_CONTAINERS_CONFIG", None)
+    with config_in_use(workspace / "kernels.yaml", CONFIG) as config_file:
+        yield config_file
 
 
 def container_of(docker_client, km):

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from job_images import job_image
 from jupyter_client import AsyncKernelManager
-from kernels import kernel_owner_script, run, start, stop
+from kernels import config_in_use, kernel_owner_script, run, start, stop
 
 from jupyter_dss_containers import ownership
 from jupyter_dss_containers.backends import BackendError, backend_for
@@ -30,7 +30,6 @@ from jupyter_dss_containers.backends.base import WorkloadSpec
 from jupyter_dss_containers.backends.kubernetes import POD_LABEL, label_value, on_registry
 from jupyter_dss_containers.config import load_config
 from jupyter_dss_containers.jobs import JobError, JobRequest, JobService
-from jupyter_dss_containers.kernelspecs import install_kernel_specs
 from jupyter_dss_containers.permissions import process_identity
 from jupyter_dss_containers.provisioner import KernelStartError, reattach
 
@@ -141,13 +140,8 @@ def kube_config(clusters, workspace, base_image):
             for name, k in configs.items()
         }
     }
-    path = workspace / "kube-kernels.yaml"
-    path.write_text(yaml.safe_dump(data))
-    os.environ["DSS_CONTAINERS_CONFIG"] = str(path)
-    config_file = load_config()
-    install_kernel_specs(config_file, process_identity(config_file))
-    yield config_file
-    os.environ.pop("DSS_CONTAINERS_CONFIG", None)
+    with config_in_use(workspace / "kube-kernels.yaml", yaml.safe_dump(data)) as config_file:
+        yield config_file
 
 
 def namespace_of(config_file, name: str) -> str:

@@ -38,10 +38,7 @@ execution_configs:
 
 @pytest.fixture
 def config_path(tmp_path, monkeypatch):
-    path = tmp_path / "dss_containers.yaml"
-    path.write_text(CONFIG)
-    monkeypatch.setenv("DSS_CONTAINERS_CONFIG", str(path))
-    return path
+    return server_api.use_config(tmp_path, monkeypatch, CONFIG)
 
 
 @pytest.fixture

@@ -83,12 +83,17 @@ async def jp_asyncio_loop():
     return asyncio.get_running_loop()
 
 
-@pytest.fixture
-def config_path(tmp_path, monkeypatch):
+def use_config(tmp_path, monkeypatch, text: str):
+    """The test server's config file, named by $DSS_CONTAINERS_CONFIG for the test."""
     path = tmp_path / "dss_containers.yaml"
-    path.write_text(CONFIG)
+    path.write_text(text)
     monkeypatch.setenv("DSS_CONTAINERS_CONFIG", str(path))
     return path
+
+
+@pytest.fixture
+def config_path(tmp_path, monkeypatch):
+    return use_config(tmp_path, monkeypatch, CONFIG)
 
 
 @pytest.fixture
