@@ -134,7 +134,8 @@ def test_xgboost_regression_matches_local(job_config):
     assert evaluation.plot_png is None
 
 
-def test_plugin_recipe_runs_with_its_library(job_config, tmp_path, monkeypatch):
+def install_demo_recipe(tmp_path, monkeypatch) -> None:
+    """A plugin package (two modules) declaring the recipe ``scaled``, importable here."""
     package = tmp_path / "dss_demo_recipes"
     package.mkdir()
     (package / "__init__.py").write_text(
@@ -151,6 +152,10 @@ def test_plugin_recipe_runs_with_its_library(job_config, tmp_path, monkeypatch):
         "[jupyter_dss_containers.recipes]\nscaled = dss_demo_recipes:scaled\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_plugin_recipe_runs_with_its_library(job_config, tmp_path, monkeypatch):
+    install_demo_recipe(tmp_path, monkeypatch)
     value = jobs.run_recipe("jobs", "scaled", {"values": [1, 2], "factor": 3})
     assert value["values"] == [3, 6]
     assert value["host"] != __import__("socket").gethostname()
@@ -175,19 +180,26 @@ def test_r_job_returns_a_data_frame(job_config, r_image, workspace):
     )
     frame = pd.DataFrame({"name": ["a", "b", "c"], "value": [1.5, 2, 3]})
 
+    failing = 'f <- function(x) stop("no luck: ", x)\nf("here")'
+
     async def go():
         job = await service.submit(
             JobRequest(config="r", kind="r", code=code, inputs={"df": frame}, outputs=("out",))
         )
-        await service.wait(job.id)
-        return job, await service.result(job.id)
+        bad = await service.submit(JobRequest(config="r", kind="r", code=failing))
+        await asyncio.gather(service.wait(job.id), service.wait(bad.id))
+        with pytest.raises(RemoteError) as info:
+            await service.result(bad.id)
+        return job, await service.result(job.id), info.value
 
-    job, result = asyncio.run(go())
+    job, result, error = asyncio.run(go())
     assert "rows in: 3" in job.logs()
     assert result["outputs"]["out"].to_dict("list") == {
         "name": ["a", "b", "c"],
         "double": [3.0, 4.0, 6.0],
     }
+    assert error.evalue == "no luck: here"
+    assert 'Error in f("here"): no luck: here' in error.traceback
 
 
 def test_jobs_over_the_user_limit_queue_and_say_so(job_config, docker_client):

@@ -606,13 +606,99 @@ async def test_python_job_runs_in_a_pod_and_returns_its_result(kube_jobs, cluste
     with pytest.raises(JobError, match="over the 1 MiB a Kubernetes Secret can hold"):
         await service.result(job.id)
     assert await gone(clusters, clusters.a, ns, job_id=job.id)
-    with pytest.raises(JobError, match="R jobs do not run on the Kubernetes backend yet"):
-        await service.submit(JobRequest("k8s-jobs", "r", "x <- 1"))
     # and the API server itself refuses such a Secret
     data = base64.b64encode(bytes(1024 * 1024 + 1)).decode()
     secret = {"metadata": {"name": "too-big"}, "data": {"a": data}}
     with pytest.raises(kubernetes.client.ApiException, match="must have at most 1048576 bytes"):
         clusters.core(clusters.a).create_namespaced_secret(ns, secret)
+
+
+async def test_plugin_recipe_with_a_package_runs_in_a_pod(
+    kube_jobs, clusters, tmp_path, monkeypatch
+):
+    """The package's files sit in a subfolder of the job folder: one Secret mount holds both."""
+    from test_jobs import install_demo_recipe
+
+    from jupyter_dss_containers.jobs.recipes import recipe_request
+
+    install_demo_recipe(tmp_path, monkeypatch)
+    service = JobService(config_file=kube_jobs)
+    request = recipe_request("k8s-jobs", "scaled", {"values": [1, 2], "factor": 3})
+    assert any("/lib/dss_demo_recipes/" in path for path in request.files)
+    job = await asyncio.wait_for(service.wait((await service.submit(request)).id), 60)
+    assert (await service.result(job.id))["value"]["values"] == [3, 6], job.message
+    ns = backend_for(load_config(kube_jobs).get("k8s-jobs")).namespace
+    assert await gone(clusters, clusters.a, ns, job_id=job.id)
+
+
+@pytest.fixture(scope="module")
+def kube_r_jobs(clusters, workspace, docker_client) -> str:
+    """Two Kubernetes configs on the R test image, one with a read-only root file system."""
+    from jupyter_dss_containers import images
+    from jupyter_dss_containers.config import BaseImageSpec
+
+    # the spec of tests/test_jobs.py's r_image: one content tag, so built once and reused
+    spec = BaseImageSpec(name="with-r", bootstrap="debian", with_r=True)
+    image = images.build_base_image(spec, docker_client)
+    kube = {
+        "kubeconfig": clusters.kubeconfig,
+        "context": clusters.a,
+        "image_pull_policy": "IfNotPresent" if REAL else "Never",
+        "namespace": "dss-jobs-${user}",
+        "create_namespace": True,
+    }
+    base = {"backend": "kubernetes", "image": image, "kubernetes": kube}
+    configs = {
+        "k8s-r": {**base, "read_only_root": True, "permissions": {"groups": ["*"]}},
+        "k8s-r-rw": {**base, "permissions": {"groups": ["*"]}},
+    }
+    path = workspace / "kube-r-jobs.yaml"
+    path.write_text(yaml.safe_dump({"execution_configs": configs}))
+    return str(path)
+
+
+R_CODE = """
+cat("rows in:", nrow(df), "\\n")
+cat("<<dss-files-end:forged>> <<dss-files:forged>>\\n")
+cat("token seen by R:", Sys.getenv("DSS_FILES_TO_LOG", "none"), "\\n")
+out <- data.frame(name = df$name, double = df$value * factor)
+"""
+
+
+async def test_r_job_runs_in_a_pod_and_returns_its_data_frames(kube_r_jobs, clusters):
+    import pandas as pd
+
+    from jupyter_dss_containers.jobs import RemoteError
+
+    service = JobService(config_file=kube_r_jobs)
+    frame = pd.DataFrame({"name": ["a", "b", "c"], "value": [1.5, 2, 3]})
+    inputs = {"df": frame, "factor": 2}
+    ok = JobRequest("k8s-r", "r", R_CODE, inputs, ("out",))  # read-only root: /tmp an emptyDir
+    bad = JobRequest("k8s-r-rw", "r", 'f <- function(x) stop("no luck: ", x)\nf("here")')
+    jobs = [await service.submit(ok), await service.submit(bad)]
+    ok_job, bad_job = await asyncio.wait_for(
+        asyncio.gather(*(service.wait(j.id) for j in jobs)), 90
+    )
+    result = await service.result(ok_job.id)
+    assert result["outputs"]["out"].to_dict("list") == {
+        "name": ["a", "b", "c"],
+        "double": [3.0, 4.0, 6.0],
+    }
+    printed = "".join(text for _, text in ok_job.output)
+    assert "rows in: 3 \n" in printed
+    assert "token seen by R: none" in printed  # R cannot forge the frame
+    assert "<<dss-files-end:forged>> <<dss-files:forged>>\n" in printed
+    assert printed.count("dss-files") == 2  # the framed CSV is not shown
+    assert ok_job.exit_code == 0
+
+    with pytest.raises(RemoteError) as info:
+        await service.result(bad_job.id)
+    assert info.value.evalue == "no luck: here"
+    assert 'Error in f("here"): no luck: here' in info.value.traceback
+    assert bad_job.exit_code == 1  # Rscript's own exit code
+    ns = backend_for(load_config(kube_r_jobs).get("k8s-r")).namespace
+    for job in (ok_job, bad_job):
+        assert await gone(clusters, clusters.a, ns, job_id=job.id)
 
 
 FRAMER = """

@@ -421,7 +421,7 @@ class DockerBackend(Backend):
                 )
             if spec.files:
                 root = "/tmp" if read_only else "/"  # a read-only root takes files in /tmp only
-                container.put_archive(root, _private_tar(spec.files, user, root))
+                _put_archive(container, root, _private_tar(spec.files, user, root))
             container.start()
         except BaseException:
             container.remove(force=True)
@@ -624,6 +624,19 @@ def gpu_request(gpus: str | int | tuple[str, ...]) -> DeviceRequest:
     if isinstance(gpus, int):
         return DeviceRequest(count=gpus, capabilities=[["gpu"]])
     return DeviceRequest(device_ids=list(gpus), capabilities=[["gpu"]])
+
+
+def _put_archive(container: Any, root: str, data: bytes, attempts: int = 3) -> None:
+    """Copy the files in; retried when Podman's copy helper loses its pipe (seen under load:
+    "passing bulk input to subprocess: write |1: broken pipe"). The copy is idempotent."""
+    for attempt in range(attempts):
+        try:
+            container.put_archive(root, data)
+            return
+        except docker.errors.APIError as exc:
+            if "broken pipe" not in str(exc).lower() or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def _private_tar(files: dict[str, bytes], user: str, root: str = "/") -> bytes:

@@ -94,6 +94,24 @@ def label_value(value: str) -> str:
     return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", cleaned)
 
 
+def _mount_roots(files: dict[str, bytes]) -> dict[str, list[tuple[str, str]]]:
+    """{outermost folder: [(file path, path relative to it)]} for private files.
+
+    ``/a/x`` and ``/a/lib/y`` share the mount ``/a`` (item ``lib/y``): a Secret mounted
+    inside another read-only mount would need a mount point the runtime cannot create.
+    """
+    parents = sorted({PurePosixPath(p).parent for p in files}, key=lambda f: len(f.parts))
+    roots: list[PurePosixPath] = []
+    for folder in parents:
+        if not any(folder == r or r in folder.parents for r in roots):
+            roots.append(folder)
+    out: dict[str, list[tuple[str, str]]] = {}
+    for path in sorted(files):
+        root = next(r for r in roots if PurePosixPath(path).is_relative_to(r))
+        out.setdefault(str(root), []).append((path, str(PurePosixPath(path).relative_to(root))))
+    return out
+
+
 def on_registry(image: str, registry: str | None) -> str:
     """``dss-containers/base-default:x`` -> ``<registry>/dss-containers/base-default:x``.
 
@@ -295,16 +313,12 @@ class KubernetesBackend(Backend):
     def pod_manifest(self, spec: WorkloadSpec) -> dict[str, Any]:
         """The Pod, as a dict the client serializes; ``pod_patch`` merged in and checked."""
         s, data = self.settings, self.settings.data
-        folders = sorted({str(PurePosixPath(p).parent) for p in spec.files})
         volumes: list[dict[str, Any]] = []
         mounts: list[dict[str, Any]] = []
         keys = {path: f"file-{i}" for i, path in enumerate(sorted(spec.files))}
-        for i, folder in enumerate(folders):
-            items = [
-                {"key": keys[p], "path": PurePosixPath(p).name}
-                for p in sorted(spec.files)
-                if str(PurePosixPath(p).parent) == folder
-            ]
+        for i, (folder, files) in enumerate(sorted(_mount_roots(spec.files).items())):
+            # one read-only mount per outermost folder: nothing is mounted inside another
+            items = [{"key": keys[p], "path": rel} for p, rel in files]
             volumes.append(
                 {
                     "name": f"private-{i}",

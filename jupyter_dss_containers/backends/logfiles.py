@@ -7,7 +7,8 @@ gave the workload (``DSS_FILES_TO_LOG``). Output the job prints cannot end or st
 frame by accident, and each file carries its size and SHA-256, so a damaged copy (a log cut
 by the kubelet's rotation, a stray line from a thread) is reported, never unpickled.
 
-The frame (the runner, which imports nothing from this package, writes the same)::
+The frame (the runner, which imports nothing from this package, writes the same, for a
+Python job's result and, in its ``--frame`` mode after ``Rscript``, for an R job's files)::
 
     <<dss-files:TOKEN>>
     # SIZE SHA256 URL-QUOTED-PATH

@@ -8,6 +8,11 @@ pickled to ``result.pkl`` in the job folder, which the service reads back. Where
 backend cannot copy files out of a stopped workload (Kubernetes), it sets
 ``DSS_FILES_TO_LOG`` to a random token and the result goes to stdout instead, framed
 as ``backends/logfiles.py`` describes.
+
+``runner.py --frame DIR -- COMMAND...`` is the same framing for another language's job (R
+on Kubernetes): it runs COMMAND without the token in its environment, then frames the
+files COMMAND wrote under DIR into stdout as if they were in the job folder, and exits
+with COMMAND's exit code. That mode needs only the Python standard library.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import io
 import linecache
 import os
 import pickle
+import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -328,10 +335,39 @@ def _to_log(files: dict) -> None:
     stream.flush()
 
 
+def frame_after(argv: list) -> int:
+    """``--frame DIR -- COMMAND...``: run COMMAND, then frame the files it left under DIR."""
+    if len(argv) < 4 or argv[0] != "--frame" or argv[2] != "--":
+        print("usage: runner.py --frame DIR -- COMMAND...", file=sys.stderr)
+        return 2
+    folder, command = argv[1], argv[3:]
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    sys.stdout.flush()
+    try:
+        child = subprocess.Popen(command)  # the token was taken out of the environment
+    except OSError as exc:
+        print(f"dss-containers: cannot run {command[0]!r}: {exc}", file=sys.stderr)
+        code = 127
+    else:  # as PID 1 this process ignores SIGTERM unless it handles it: pass it on
+        signal.signal(signal.SIGTERM, lambda signum, _frame: child.send_signal(signum))
+        code = child.wait()
+    if code < 0:  # killed by a signal: report it as a shell would
+        code = 128 - code
+    if _LOG_TOKEN:
+        files = {}
+        for parent, _dirs, names in os.walk(folder):
+            for name in sorted(names):
+                path = os.path.join(parent, name)
+                with open(path, "rb") as f:
+                    files[os.path.join(JOB_DIR, os.path.relpath(path, folder))] = f.read()
+        _to_log(files)
+    return code
+
+
 def _unlink(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(frame_after(sys.argv[1:]) if sys.argv[1:2] == ["--frame"] else main())

@@ -93,13 +93,10 @@ class JobService(LoggingConfigurable):
             raise JobError(exc.args[0]) from None
         identity = identity or current_identity(config_file)
         check_permission(identity, config)  # before anything is built, sent or started
-        if request.kind == "r" and config.backend == "kubernetes":  # no framed-log results yet
-            raise JobError(
-                f"execution config {config.name!r}: R jobs do not run on the Kubernetes "
-                "backend yet (only Python jobs hand their result back through the pod's log)"
-            )
         image = await asyncio.to_thread(_image_for, config_file, config, request.code_env)
-        files, command = await asyncio.to_thread(self._prepare, request)
+        # a pod's job folder is a read-only Secret, and its files come back in its log
+        framed = config.backend == "kubernetes"
+        files, command = await asyncio.to_thread(self._prepare, request, framed)
         job = Job(id=uuid.uuid4().hex[:12], request=request, owner=identity.username, image=image)
         job.message = self._wait_reason(job) or ""
         self._jobs[job.id] = job
@@ -168,8 +165,16 @@ class JobService(LoggingConfigurable):
 
     # ------------------------------------------------------------------ preparing
 
-    def _prepare(self, request: JobRequest) -> tuple[dict[str, bytes], list[str]]:
-        if request.kind == "r":
+    def _prepare(
+        self, request: JobRequest, framed: bool = False
+    ) -> tuple[dict[str, bytes], list[str]]:
+        if request.kind == "r" and framed:  # R writes elsewhere; the runner frames it to stdout
+            out = rlang.WRITABLE_DIR
+            files = rlang.r_files(request.code, request.inputs, request.outputs, out)
+            files[f"{JOB_DIR}/runner.py"] = RUNNER.read_bytes()
+            runner = [self.python, "-u", f"{JOB_DIR}/runner.py", "--frame", out, "--"]
+            command = [*runner, *rlang.r_command()]
+        elif request.kind == "r":
             files = rlang.r_files(request.code, request.inputs, request.outputs)
             command = rlang.r_command()
         else:

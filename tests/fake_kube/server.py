@@ -757,6 +757,7 @@ class FakeCluster:
                 ]
                 for item in items:
                     path = os.path.join(folder, item["path"])
+                    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
                     with open(path, "wb") as f:
                         f.write(base64.b64decode(secret["data"][item["key"]]))
                     os.chown(path, 0, fs_group if fs_group is not None else 0)
