@@ -412,9 +412,17 @@ class KernelspecsCommand(DSSCommand):
 
 
 class CleanupCommand(DSSCommand):
-    description = "Remove containers and pods of ours that no running process owns."
+    description = (
+        "Remove containers and pods of ours that no running process owns; with --images, "
+        "also the older builds of the file's base and code-env images on the local daemon."
+    )
     everything = Bool(False, config=True, help="Remove all of ours, owned or not.")
-    flags = {**JSON_FLAG, "all": ({"CleanupCommand": {"everything": True}}, "Remove all of ours.")}
+    images = Bool(False, config=True, help="Also remove stale builds of the file's images.")
+    flags = {
+        **JSON_FLAG,
+        "all": ({"CleanupCommand": {"everything": True}}, "Remove all of ours."),
+        "images": ({"CleanupCommand": {"images": True}}, "Also remove stale image builds."),
+    }
 
     def run(self) -> None:
         config_file = self.load()
@@ -429,6 +437,21 @@ class CleanupCommand(DSSCommand):
                 f"removed {w.name} ({w.labels.get(ownership.KIND)} {kernel})", highlight=False
             )
         console.print(f"{len(removed)} removed")
+        if self.images:
+            self._prune_images(config_file)
+
+    def _prune_images(self, config_file) -> None:
+        from .backends.docker import docker_client
+        from .codeenvs import prune_stale_images
+        from .config import DockerSettings
+
+        pruned, kept = prune_stale_images(config_file, docker_client(DockerSettings()))
+        for state in pruned:
+            where = f" for {state.config}" if state.config else ""
+            console.print(f"removed image {state.ref} (stale {state.kind} {state.name}{where})")
+        for ref, why in kept.items():
+            errors.print(f"[yellow]kept[/] {ref}: {why}", highlight=False)
+        console.print(f"{len(pruned)} stale images removed")
 
 
 class CopyImageCommand(DSSCommand):

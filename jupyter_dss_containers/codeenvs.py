@@ -291,6 +291,32 @@ def image_states(config_file: ConfigFile, client: docker.DockerClient) -> list[I
     return out
 
 
+def prune_stale_images(
+    config_file: ConfigFile, client: docker.DockerClient
+) -> tuple[list[ImageState], dict[str, str]]:
+    """Remove the older builds :func:`image_states` calls stale (current ones are never
+    touched, nor images of names the file does not define); returns (removed, {ref: why
+    kept}). A build a container still uses, running or stopped, is kept."""
+    in_use = {c.attrs.get("Image") for c in client.containers.list(all=True, ignore_removed=True)}
+    removed, kept = [], {}
+    for state in image_states(config_file, client):
+        if state.state != "stale":
+            continue
+        try:
+            image = client.images.get(state.ref)
+            if image.id in in_use:
+                kept[state.ref] = "a container uses it (remove the container first)"
+                continue
+            client.images.remove(state.ref)
+        except docker.errors.ImageNotFound:
+            continue  # removed meanwhile
+        except docker.errors.APIError as exc:
+            kept[state.ref] = str(exc.explanation or exc)
+            continue
+        removed.append(state)
+    return removed, kept
+
+
 def _states(
     kind: str, name: str, config: str | None, expected: str, found: list[dict[str, Any]]
 ) -> list[ImageState]:

@@ -239,3 +239,59 @@ def test_failing_fragment_raises_with_log_tail_and_leaves_no_tags(
     assert "about-to-fail-42" in message  # the log tail, not just the exit code
     assert "3" in message.splitlines()[-1]
     assert not any(image_exists(docker_engine, t) for t in tags)
+
+
+def test_cleanup_images_removes_stale_builds_but_not_the_current_or_used_ones(
+    docker_engine, default_base_image, tmp_path
+):
+    """Two builds of one base image: the older one goes, unless a container still uses it."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from jupyter_dss_containers.codeenvs import image_states, prune_stale_images
+
+    path = tmp_path / "prune.yaml"
+
+    def spec_for(version: str) -> BaseImageSpec:
+        entry = {"from": default_base_image, "dockerfile_append": f"RUN echo {version} > /etc/v"}
+        data = {
+            "base_images": {"test-prune": entry},
+            "execution_configs": {
+                "p": {"backend": "docker", "image": "test-prune", "permissions": {"users": []}}
+            },
+        }
+        path.write_text(yaml.safe_dump(data))
+        return load_config(path).base_images["test-prune"]
+
+    old_spec, new_spec = spec_for("one"), spec_for("two")
+    with _built(docker_engine, old_spec) as old, _built(docker_engine, new_spec) as new:
+        config_file = load_config(path)
+        stale = [s.ref for s in image_states(config_file, docker_engine) if s.state == "stale"]
+        assert old in stale and new not in stale
+        user = docker_engine.containers.create(old, ["true"])
+        try:
+            removed, kept = prune_stale_images(config_file, docker_engine)
+            assert old not in [s.ref for s in removed] and "a container uses it" in kept[old]
+            assert image_exists(docker_engine, old)
+        finally:
+            user.remove(force=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from jupyter_dss_containers.cli import main; main()",
+                "cleanup",
+                "--images",
+                "--config",
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert f"removed image {old} (stale base test-prune)" in done.stdout
+        assert not image_exists(docker_engine, old)
+        assert image_exists(docker_engine, new) and image_exists(docker_engine, default_base_image)
