@@ -62,6 +62,13 @@ class ContainerProvisioner(KernelProvisionerBase):
         5.0, config=True, help="Seconds between SIGTERM and SIGKILL when a kernel is stopped."
     )
     log_tail_lines = Integer(20, config=True, help="Log lines quoted when a kernel dies.")
+    restart_wait_seconds = Float(
+        30.0,
+        config=True,
+        help="When a restart (the automatic one after a kernel died, or one asked for) finds "
+        "the daemon or cluster unreachable, keep trying this long: a daemon that restarts "
+        "takes its kernels with it and comes back in seconds. A first start fails at once.",
+    )
 
     workload_id: str | None = None
     exit_reason: str | None = None
@@ -71,6 +78,7 @@ class ContainerProvisioner(KernelProvisionerBase):
     _config: ExecutionConfig | None = None
     _last_status: WorkloadStatus | None = None
     _stopping = False
+    _restarting = False
     _language = "python"
     _host_ports: dict[int, int] = {}
     _host_ports_of: str | None = None
@@ -170,10 +178,24 @@ class ContainerProvisioner(KernelProvisionerBase):
             host_ports=self._host_ports if self._host_ports_of == config.name else {},
             first_container_port=self.first_container_port,
         )
-        try:
-            return await launch_kernel_workload(self.backend, launch)
-        except BackendError as exc:
-            raise KernelStartError(self._explain_start_failure(exc)) from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.restart_wait_seconds if self._restarting else 0.0)
+        self._restarting = False  # used up by this launch
+        while True:
+            try:
+                return await launch_kernel_workload(self.backend, launch)
+            except BackendUnavailable as exc:
+                if loop.time() >= deadline:
+                    raise KernelStartError(self._explain_start_failure(exc)) from None
+                self.log.warning(
+                    "Kernel %s: restart waits for its daemon (%.0f s left): %s",
+                    self.kernel_id,
+                    deadline - loop.time(),
+                    exc,
+                )
+                await asyncio.sleep(1.0)
+            except BackendError as exc:
+                raise KernelStartError(self._explain_start_failure(exc)) from None
 
     def _explain_start_failure(self, exc: BackendError) -> str:
         message = f"execution config {self.execution_config!r}: {exc}"
@@ -270,6 +292,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         When the daemon is down, the removal is retried in the background until it answers
         again (its stopped containers come back with it): nothing is orphaned.
         """
+        self._restarting = restart
         if self.workload_id is None:
             return
         workload_id, self.workload_id = self.workload_id, None
