@@ -15,6 +15,36 @@ from jupyter_dss_containers.config import ConfigFile, load_config
 from jupyter_dss_containers.kernelspecs import install_kernel_specs
 from jupyter_dss_containers.permissions import process_identity
 
+#: prints "uid memory-limit cpu-quota" from inside a container (cgroup v1 or v2)
+CGROUP_PROBE = textwrap.dedent(
+    """
+    import os, socket
+    cg = '/sys/fs/cgroup/'
+    def first(*paths):
+        for p in paths:
+            if os.path.exists(p):
+                return open(p).read().strip()
+    mem = first(cg + 'memory/memory.limit_in_bytes', cg + 'memory.max')
+    quota = first(cg + 'cpu/cpu.cfs_quota_us', cg + 'cpu.max')
+    print(os.getuid(), mem, quota.split()[0])
+    """
+)
+
+#: on a read-only root: "root: ERRNO strerror", "tmp ok home ok", "uid home"
+READ_ONLY_PROBE = textwrap.dedent(
+    """
+    import errno, os, pathlib
+    pathlib.Path("/tmp/scratch.txt").write_text("tmp ok")
+    (pathlib.Path.home() / "notes.txt").write_text("home ok")
+    try:
+        open("/written-to-root", "w")
+    except OSError as exc:
+        print("root:", errno.errorcode[exc.errno], exc.strerror)
+    print(open("/tmp/scratch.txt").read(), (pathlib.Path.home() / "notes.txt").read_text())
+    print(os.getuid(), str(pathlib.Path.home()))
+    """
+)
+
 
 @contextlib.contextmanager
 def config_in_use(path: Path, text: str) -> Iterator[ConfigFile]:

@@ -8,7 +8,7 @@ import asyncio
 import docker.errors
 import pytest
 from conftest import leftover_containers
-from kernels import config_in_use, run, start, stop
+from kernels import READ_ONLY_PROBE, config_in_use, run, start, stop
 
 from jupyter_dss_containers.config import ConfigError, load_config
 
@@ -24,18 +24,6 @@ execution_configs:
     permissions: {groups: ["*"]}
 """
 
-PROBE = """
-import errno, os, pathlib
-pathlib.Path("/tmp/scratch.txt").write_text("tmp ok")
-(pathlib.Path.home() / "notes.txt").write_text("home ok")
-try:
-    open("/written-to-root", "w")
-except OSError as exc:
-    print("root:", errno.errorcode[exc.errno], exc.strerror)
-print(open("/tmp/scratch.txt").read(), (pathlib.Path.home() / "notes.txt").read_text())
-print(os.getuid(), str(pathlib.Path.home()))
-"""
-
 
 @pytest.fixture(scope="module")
 def read_only_config(workspace, base_image):
@@ -49,7 +37,7 @@ async def test_read_only_root_kernel_writes_only_to_tmp_and_home(read_only_confi
     host = container.attrs["HostConfig"]
     assert host["ReadonlyRootfs"] is True
     (volume,) = [m["Name"] for m in container.attrs["Mounts"] if m["Destination"] == "/tmp"]
-    reply, printed = await run(kc, PROBE)
+    reply, printed = await run(kc, READ_ONLY_PROBE)
     assert reply["status"] == "ok", printed
     lines = printed.splitlines()
     assert lines[0] == "root: EROFS Read-only file system", printed

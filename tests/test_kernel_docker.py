@@ -7,7 +7,6 @@ import json
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import docker
@@ -16,7 +15,7 @@ import nbformat
 import pytest
 from conftest import leftover_containers
 from jupyter_client import AsyncKernelManager
-from kernels import config_in_use, kernel_owner_script, run, start, stop
+from kernels import CGROUP_PROBE, config_in_use, kernel_owner_script, run, start, stop
 
 from jupyter_dss_containers import ownership
 from jupyter_dss_containers.permissions import process_identity
@@ -73,24 +72,9 @@ def container_of(docker_client, km):
 async def test_kernel_runs_in_container_with_config_limits(kernel_config, docker_client):
     km, kc = await start("dss-small")
     container = container_of(docker_client, km)
-    _, printed = await run(
-        kc,
-        textwrap.dedent(
-            """
-            import os, socket
-            cg = '/sys/fs/cgroup/'
-            def first(*paths):
-                for p in paths:
-                    if os.path.exists(p):
-                        return open(p).read().strip()
-            mem = first(cg + 'memory/memory.limit_in_bytes', cg + 'memory.max')
-            quota = first(cg + 'cpu/cpu.cfs_quota_us', cg + 'cpu.max')
-            greeting = os.environ['DSS_GREETING']
-            print(socket.gethostname(), os.getuid(), mem, quota.split()[0], greeting)
-            """
-        ),
-    )
-    hostname, uid, memory, quota, greeting = printed.split()
+    probe = CGROUP_PROBE + "print(socket.gethostname(), os.environ['DSS_GREETING'])\n"
+    _, printed = await run(kc, probe)
+    uid, memory, quota, hostname, greeting = printed.split()
     assert hostname == container.id[:12]
     assert uid != "0"
     assert int(memory) == 256 * 1024**2

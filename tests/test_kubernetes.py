@@ -13,7 +13,6 @@ import base64
 import json
 import os
 import sys
-import textwrap
 import time
 
 import kubernetes.client
@@ -22,7 +21,15 @@ import pytest
 import yaml
 from job_images import job_image
 from jupyter_client import AsyncKernelManager
-from kernels import config_in_use, kernel_owner_script, run, start, stop
+from kernels import (
+    CGROUP_PROBE,
+    READ_ONLY_PROBE,
+    config_in_use,
+    kernel_owner_script,
+    run,
+    start,
+    stop,
+)
 
 from jupyter_dss_containers import ownership
 from jupyter_dss_containers.backends import BackendError, backend_for
@@ -158,21 +165,6 @@ async def gone(clusters, context, namespace, timeout=10, **labels) -> bool:
             return True
         await asyncio.sleep(0.2)
     return False
-
-
-CGROUP_PROBE = textwrap.dedent(
-    """
-    import os, socket
-    cg = '/sys/fs/cgroup/'
-    def first(*paths):
-        for p in paths:
-            if os.path.exists(p):
-                return open(p).read().strip()
-    mem = first(cg + 'memory/memory.limit_in_bytes', cg + 'memory.max')
-    quota = first(cg + 'cpu/cpu.cfs_quota_us', cg + 'cpu.max')
-    print(os.getuid(), mem, quota.split()[0])
-    """
-)
 
 
 async def test_kernel_runs_in_a_pod_with_the_config_limits(kube_config, clusters):
@@ -393,25 +385,14 @@ async def test_check_reports_cluster_and_permissions(kube_config, clusters):
         fake.denied.clear()
 
 
-READ_ONLY_PROBE = """
-import errno, os, pathlib
-pathlib.Path("/tmp/scratch.txt").write_text("tmp ok")
-(pathlib.Path.home() / "notes.txt").write_text("home ok")
-try:
-    open("/written-to-root", "w")
-except OSError as exc:
-    print("root:", errno.errorcode[exc.errno])
-print(open("/tmp/scratch.txt").read(), (pathlib.Path.home() / "notes.txt").read_text())
-"""
-
-
 async def test_read_only_pod_behind_its_network_policy(kube_config, clusters):
     ns = namespace_of(kube_config, "k8s-read-only")
     km, kc = await start("dss-k8s-read-only")
     (pod,), _ = clusters.ours(clusters.a, ns, kernel_id=km.kernel_id)
     assert pod.spec.containers[0].security_context.read_only_root_filesystem is True
     reply, printed = await run(kc, READ_ONLY_PROBE)
-    assert printed.splitlines() == ["root: EROFS", "tmp ok home ok"], printed
+    lines = printed.splitlines()
+    assert lines[0] == "root: EROFS Read-only file system" and lines[1] == "tmp ok home ok", printed
     (policy,) = clusters.policies(clusters.a, ns, kernel_id=km.kernel_id)
     assert policy.metadata.name == pod.metadata.name
     assert policy.metadata.owner_references[0].uid == pod.metadata.uid
