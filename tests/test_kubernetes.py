@@ -535,20 +535,24 @@ async def test_pod_killed_while_the_api_fails_is_reported_dead_once_it_is_back(
 # --------------------------------------------------------------------------- manifests
 
 
-@pytest.fixture(scope="module")
-def kube_jobs(clusters, workspace, docker_client, base_image) -> str:
-    """A config file with one Kubernetes config on the job test image (cloudpickle in it)."""
-    kube = {
+def job_cluster(clusters) -> dict:
+    """The ``kubernetes:`` section of the job test configs."""
+    return {
         "kubeconfig": clusters.kubeconfig,
         "context": clusters.a,
         "image_pull_policy": "IfNotPresent" if REAL else "Never",
         "namespace": "dss-jobs-${user}",
         "create_namespace": True,
     }
+
+
+@pytest.fixture(scope="module")
+def kube_jobs(clusters, workspace, docker_client, base_image) -> str:
+    """A config file with one Kubernetes config on the job test image (cloudpickle in it)."""
     config = {
         "backend": "kubernetes",
         "image": job_image(docker_client, base_image),
-        "kubernetes": kube,
+        "kubernetes": job_cluster(clusters),
         "permissions": {"groups": ["*"]},
     }
     path = workspace / "kube-jobs.yaml"
@@ -621,14 +625,7 @@ def kube_r_jobs(clusters, workspace, docker_client) -> str:
     # the spec of tests/test_jobs.py's r_image: one content tag, so built once and reused
     spec = BaseImageSpec(name="with-r", bootstrap="debian", with_r=True)
     image = images.build_base_image(spec, docker_client)
-    kube = {
-        "kubeconfig": clusters.kubeconfig,
-        "context": clusters.a,
-        "image_pull_policy": "IfNotPresent" if REAL else "Never",
-        "namespace": "dss-jobs-${user}",
-        "create_namespace": True,
-    }
-    base = {"backend": "kubernetes", "image": image, "kubernetes": kube}
+    base = {"backend": "kubernetes", "image": image, "kubernetes": job_cluster(clusters)}
     configs = {
         "k8s-r": {**base, "read_only_root": True, "permissions": {"groups": ["*"]}},
         "k8s-r-rw": {**base, "permissions": {"groups": ["*"]}},
