@@ -66,9 +66,6 @@ class OwnedKernelManager(AsyncMappingKernelManager):
         if owner and user and user != owner:
             raise KernelNotFound(kernel_id)
 
-    def owner_of(self, kernel_id: str) -> str | None:
-        return self._owners.get(kernel_id)
-
     def remove_kernel(self, kernel_id: str) -> Any:
         self._owners.pop(kernel_id, None)
         return super().remove_kernel(kernel_id)
