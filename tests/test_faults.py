@@ -392,3 +392,31 @@ def test_disk_full_during_a_build_says_so_and_tags_nothing(
         for ref in (tag, f"{tag.rsplit(':', 1)[0]}:latest"):
             with contextlib.suppress(docker.errors.NotFound):
                 docker_client.images.remove(ref, noprune=False)
+
+
+async def test_a_full_disk_under_the_job_store_does_not_stop_a_job(
+    tiny_disk, base_image, docker_client, tmp_path, caplog
+):
+    """The server keeps job records on disk; when that disk is full, the job still runs and
+    returns its result and log (from memory), and the failed writes are logged."""
+    from job_images import job_image
+
+    from jupyter_dss_containers.jobs import JobRequest, JobService
+
+    with contextlib.suppress(OSError), (tiny_disk / "filler").open("wb") as filler:
+        while True:
+            filler.write(b"\0" * 65536)
+    config = {
+        "backend": "docker",
+        "image": job_image(docker_client, base_image),
+        "permissions": {"groups": ["*"]},
+    }
+    path = tmp_path / "store-full.yaml"
+    path.write_text(yaml.safe_dump({"execution_configs": {"full": config}}))
+    service = JobService(config_file=str(path), store_dir=str(tiny_disk / "jobs"))
+    request = JobRequest("full", "python", "print('still here')\ntotal = 6", outputs=("total",))
+    job = await asyncio.wait_for(service.wait((await service.submit(request)).id), 60)
+    assert job.state == "succeeded", job.message
+    assert (await service.result(job.id))["outputs"] == {"total": 6}
+    assert "still here" in job.logs()
+    assert "could not keep job" in caplog.text and "No space left on device" in caplog.text

@@ -13,6 +13,7 @@ import contextlib
 import pickle
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -309,10 +310,9 @@ class JobService(LoggingConfigurable):
     async def _collect(self, job: Job, backend: Backend, workload_id: str) -> None:
         """Follow the container's log to its end, then read the result it left."""
         req = job.request
-        async for stream, text in backend.follow_logs(workload_id):
-            job.output.append((stream, text))
-            if self.store is not None:
-                self.store.append_output(job.id, [(stream, text)])
+        async for chunk in backend.follow_logs(workload_id):
+            job.output.append(chunk)
+            self._persist(job, "log", lambda store, c=chunk: store.append_output(job.id, [c]))
         status = await self._exited(backend, workload_id)
         job.exit_code = status.exit_code
         if job.state == CANCELLED:
@@ -395,21 +395,22 @@ class JobService(LoggingConfigurable):
             self._store = JobStore(self.store_dir)
         return self._store
 
-    def _save(self, job: Job) -> None:
+    def _persist(self, job: Job, what: str, write: Callable[[JobStore], None]) -> None:
+        """Write to the store, if there is one; a failure (a full disk) is logged, and the
+        job itself goes on."""
         if self.store is None:
             return
         try:
-            self.store.save(job, ownership.this_process().server_id)
-        except OSError as exc:  # a full disk must not stop the job itself
-            self.log.warning("dss-containers: could not record job %s: %s", job.id, exc)
+            write(self.store)
+        except OSError as exc:
+            self.log.warning("dss-containers: could not keep job %s's %s: %s", job.id, what, exc)
+
+    def _save(self, job: Job) -> None:
+        server_id = ownership.this_process().server_id
+        self._persist(job, "record", lambda store: store.save(job, server_id))
 
     def _keep_result(self, job: Job, data: bytes) -> None:
-        if self.store is None:
-            return
-        try:
-            self.store.save_result(job.id, data)
-        except OSError as exc:
-            self.log.warning("dss-containers: could not keep job %s's result: %s", job.id, exc)
+        self._persist(job, "result", lambda store: store.save_result(job.id, data))
 
     async def recover(self) -> list[Job]:
         """Load the stored jobs; take over the running jobs of processes that are gone.
@@ -454,8 +455,8 @@ class JobService(LoggingConfigurable):
         workload = found[0]
         ownership.this_process().adopt(workload.id)
         job.workload_id, job.state, job.output = workload.id, RUNNING, []
-        if self.store is not None:
-            self.store.replace_output(job.id, [])  # the container's log is read again in full
+        # the container's log is read again in full
+        self._persist(job, "log", lambda store: store.replace_output(job.id, []))
         self._save(job)
         self._backends[job.id] = backend
         self.log.info("dss-containers: took over job %s (container %s)", job.id, workload.name)
