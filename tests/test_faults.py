@@ -420,3 +420,66 @@ async def test_a_full_disk_under_the_job_store_does_not_stop_a_job(
     assert (await service.result(job.id))["outputs"] == {"total": 6}
     assert "still here" in job.logs()
     assert "could not keep job" in caplog.text and "No space left on device" in caplog.text
+
+
+OWNER_THEN_EXIT = """
+import asyncio, os, sys
+from jupyter_dss_containers.jobs import JobRequest, JobService
+
+async def main():
+    service = JobService(config_file=sys.argv[1], store_dir=sys.argv[2])
+    code = "import time\\ntime.sleep(2)\\nprint('finished unwatched')\\n6 * 7"
+    job = await service.submit(JobRequest("private", "python", code))
+    while job.state != "running":
+        await asyncio.sleep(0.05)
+    print(job.id, flush=True)
+    os._exit(0)  # as if killed: nothing is cleaned up
+
+asyncio.run(main())
+"""
+
+
+async def test_a_job_whose_daemon_is_away_at_start_up_is_taken_over_when_it_is_back(
+    private_daemon, tmp_path
+):
+    """A process dies with a job running; the job ends; its daemon goes away. A new process
+    starting then waits for the daemon instead of failing the job, and collects it."""
+    import sys
+
+    from jupyter_dss_containers.jobs import JobService
+
+    path = tmp_path / "private.yaml"
+    private = {
+        "backend": "docker",
+        "image": "default",
+        "docker": {"host": private_daemon.url},
+        "permissions": {"groups": ["*"]},
+    }
+    path.write_text(yaml.safe_dump({"execution_configs": {"private": private}}))
+    store = tmp_path / "jobs"
+    owner = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        OWNER_THEN_EXIT,
+        str(path),
+        str(store),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(owner.communicate(), 60)
+    job_id = out.decode().strip()
+    (box,) = [c for c in ours(private_daemon.url) if c.labels.get(ownership.JOB_ID) == job_id]
+    assert (await asyncio.to_thread(box.wait, timeout=30))["StatusCode"] == 0
+    await asyncio.to_thread(private_daemon.stop)
+    try:
+        service = JobService(config_file=str(path), store_dir=str(store), take_over_interval=0.5)
+        taken = await service.recover()
+        assert [job.id for job in taken] == [job_id]
+        job = service.get(job_id)
+        assert job.state == "running" and "waiting for its daemon" in job.message, job.message
+    finally:
+        await asyncio.to_thread(private_daemon.start)
+    await asyncio.wait_for(service.wait(job_id), 60)  # taken over, collected, removed
+    assert job.state == "succeeded", job.message
+    assert (await service.result(job_id))["displays"] == [{"text/plain": "42"}]
+    assert "finished unwatched" in job.logs()
+    assert not [c for c in ours(private_daemon.url) if c.labels.get(ownership.JOB_ID) == job_id]

@@ -21,7 +21,7 @@ from traitlets import Float, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
 from .. import images, ownership
-from ..backends import Backend, BackendError, ImageMissing, backend_for
+from ..backends import Backend, BackendError, BackendUnavailable, ImageMissing, backend_for
 from ..backends.base import WorkloadSpec, WorkloadStatus
 from ..config import ConfigFile, ExecutionConfig, format_size, load_config
 from ..permissions import Identity, check_permission, current_identity
@@ -66,6 +66,12 @@ class JobService(LoggingConfigurable):
     stop_grace_seconds = Float(2.0, config=True, help="Seconds between SIGTERM and removal.")
     log_tail_lines = Integer(20, config=True, help="Log lines quoted when a job dies.")
     python = Unicode("python3", config=True, help="The Python that runs jobs in the image.")
+    take_over_interval = Float(
+        5.0,
+        config=True,
+        help="Seconds between attempts to take over a stored job whose daemon or cluster "
+        "could not be reached when this process started.",
+    )
     store_dir = Unicode(
         None,
         allow_none=True,
@@ -117,9 +123,10 @@ class JobService(LoggingConfigurable):
         return [j for j in self._jobs.values() if owner is None or j.owner == owner]
 
     async def wait(self, job_id: str) -> Job:
+        """The job once it is done and nothing of it is left (a take-over that waited for
+        its daemon hands on to the task that follows the job: wait for that one too)."""
         job = self.get(job_id)
-        task = self._tasks.get(job_id)
-        if task is not None:
+        while (task := self._tasks.get(job_id)) is not None and not task.done():
             await asyncio.shield(task)
         return job
 
@@ -160,7 +167,11 @@ class JobService(LoggingConfigurable):
             job.message = "cancelled: the process that ran it stopped"
             job.error = JobError(f"job {job.id} was cancelled: the process that ran it stopped")
             self._save(job)
-        removals = [self._backends[j.id].remove(j.workload_id) for j in active if j.workload_id]
+        removals = [
+            self._backends[j.id].remove(j.workload_id)
+            for j in active
+            if j.workload_id and j.id in self._backends  # not one still waiting for a daemon
+        ]
         await asyncio.gather(*removals, return_exceptions=True)
         await self._notify()
 
@@ -432,26 +443,36 @@ class JobService(LoggingConfigurable):
             self._jobs[job.id] = job  # listed at once; the take-overs below ask daemons
             if job.state in ACTIVE_STATES:
                 taken.append(job)
-        await asyncio.gather(*(self._take_over(job, config_file) for job in taken))
+        done = await asyncio.gather(*(self._take_over(job, config_file) for job in taken))
+        for job, taken_over in zip(taken, done, strict=True):
+            if not taken_over:  # its daemon is away (a host restarting?): keep asking
+                self._tasks[job.id] = asyncio.create_task(self._take_over_later(job, config_file))
         self._forget_old()
         return taken
 
-    async def _take_over(self, job: Job, config_file: ConfigFile) -> None:
+    async def _take_over(self, job: Job, config_file: ConfigFile) -> bool:
+        """Adopt and follow the job's container, or settle the job; False when its daemon
+        or cluster cannot be asked yet."""
         lost = "the process that ran it stopped"
+        if job.done:  # cancelled while waiting
+            return True
         if job.state == QUEUED:
             self._finish(job, CANCELLED, JobError(f"job {job.id} was cancelled: {lost} first"))
-            return
+            return True
         try:
             backend = backend_for(config_file.get(job.config))
             found = await backend.list({ownership.MANAGED: "true", ownership.JOB_ID: job.id})
+        except BackendUnavailable as exc:
+            job.message = f"{lost}; waiting for its daemon to take it over: {exc}"[:300]
+            return False
         except (KeyError, BackendError) as exc:
             why = exc.args[0] if isinstance(exc, KeyError) else exc
             self._finish(job, FAILED, JobError(f"job {job.id}: {lost}, and then: {why}"))
-            return
+            return True
         if not found:
             message = f"job {job.id}: {lost}, and its container was removed meanwhile"
             self._finish(job, FAILED, JobError(message))
-            return
+            return True
         workload = found[0]
         ownership.this_process().adopt(workload.id)
         job.workload_id, job.state, job.output = workload.id, RUNNING, []
@@ -460,7 +481,16 @@ class JobService(LoggingConfigurable):
         self._save(job)
         self._backends[job.id] = backend
         self.log.info("dss-containers: took over job %s (container %s)", job.id, workload.name)
+        job.message = ""
         self._tasks[job.id] = asyncio.create_task(self._resume(job, backend))
+        return True
+
+    async def _take_over_later(self, job: Job, config_file: ConfigFile) -> None:
+        """Ask the daemon again every ``take_over_interval`` until it answers."""
+        while True:
+            await asyncio.sleep(self.take_over_interval)
+            if await self._take_over(job, config_file):
+                return
 
     async def _resume(self, job: Job, backend: Backend) -> None:
         assert job.workload_id is not None
