@@ -638,7 +638,7 @@ def kube_r_jobs(clusters, workspace, docker_client) -> str:
 R_CODE = """
 cat("rows in:", nrow(df), "\\n")
 cat("<<dss-files-end:forged>> <<dss-files:forged>>\\n")
-cat("token seen by R:", Sys.getenv("DSS_FILES_TO_LOG", "none"), "\\n")
+cat("token file seen by R:", Sys.getenv("DSS_FILES_TO_LOG_FILE", "none"), "\\n")
 out <- data.frame(name = df$name, double = df$value * factor)
 """
 
@@ -664,7 +664,7 @@ async def test_r_job_runs_in_a_pod_and_returns_its_data_frames(kube_r_jobs, clus
     }
     printed = "".join(text for _, text in ok_job.output)
     assert "rows in: 3 \n" in printed
-    assert "token seen by R: none" in printed  # R cannot forge the frame
+    assert "token file seen by R: none" in printed  # R is not told where the token is
     assert "<<dss-files-end:forged>> <<dss-files:forged>>\n" in printed
     assert printed.count("dss-files") == 2  # the framed CSV is not shown
     assert ok_job.exit_code == 0
@@ -681,7 +681,8 @@ async def test_r_job_runs_in_a_pod_and_returns_its_data_frames(kube_r_jobs, clus
 
 FRAMER = """
 import base64, hashlib, os, sys
-token, data = os.environ["DSS_FILES_TO_LOG"], b"\\x00" * 3000 + b"end"
+token = open(os.environ["DSS_FILES_TO_LOG_FILE"]).read().strip()
+data = b"\\x00" * 3000 + b"end"
 print("printed first", flush=True)
 digest = hashlib.sha256(data).hexdigest()
 sys.stdout.write(f"<<dss-files:{token}>>\\n# {len(data)} {digest} /w/r.bin\\n")
@@ -698,9 +699,15 @@ async def test_files_come_back_from_a_finished_pods_log_without_following(kube_j
         image=config.image,
         command=["python3", "-c", FRAMER],
         labels=ownership.workload_labels("job", config.name, owner, job_id="framer"),
+        files={"/w/input.txt": b"private"},  # the token travels with the private files
     )
     workload = await backend_for(config).create(spec)
     other = backend_for(config)  # knows neither the token nor the followed log
+    namespace, name = workload.id.split("/", 1)
+    secret = clusters.core(clusters.a).read_namespaced_secret(name, namespace)
+    token = secret.metadata.annotations["dss-containers.jupyter.org/files-token"]
+    pod = clusters.core(clusters.a).read_namespaced_pod(name, namespace)
+    assert token not in json.dumps(pod.to_dict(), default=str), "the token is in the pod spec"
     try:
         deadline = time.monotonic() + 20
         while (await other.status(workload.id)).running:

@@ -61,8 +61,10 @@ def test_runner_frames_its_result_when_told_and_writes_the_file_otherwise(tmp_pa
         (job / "runner.py").write_bytes(RUNNER.read_bytes())
         payload = {"kind": "python", "code": "print('hi')\nx = 41 + 1", "outputs": ["x"]}
         (job / "payload.pkl").write_bytes(pickle.dumps(payload))
-        env = {k: v for k, v in os.environ.items() if k != "DSS_FILES_TO_LOG"}
-        env.update({"DSS_FILES_TO_LOG": token} if token else {})
+        env = {k: v for k, v in os.environ.items() if k != "DSS_FILES_TO_LOG_FILE"}
+        if token:
+            (job / ".dss-files-token").write_text(token)
+            env["DSS_FILES_TO_LOG_FILE"] = str(job / ".dss-files-token")
         done = subprocess.run(
             [sys.executable, str(job / "runner.py")], env=env, capture_output=True, text=True
         )

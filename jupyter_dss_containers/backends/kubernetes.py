@@ -14,7 +14,8 @@ so that many pods starting at once never starve the default executor.
 
 Jobs: the pod's output is followed through the log API (stdout and stderr come merged, so
 all of it is reported as stdout). Files cannot be copied out of a finished pod, so each
-pod gets a random token (``DSS_FILES_TO_LOG``) and the job runner frames its result into
+pod gets a random token (a private file with the others, named by
+``DSS_FILES_TO_LOG_FILE``; never in the pod spec) and the job runner frames its result into
 the log with it (see :mod:`.logfiles`); the token is not a credential, only a nonce that
 output the job prints cannot match by accident. Private files (a job's payload) travel in
 the Secret, which holds at most 1 MiB.
@@ -57,7 +58,7 @@ from .base import (
     WorkloadStats,
     WorkloadStatus,
 )
-from .logfiles import TOKEN_ENV, DamagedFiles, LogFiles, under
+from .logfiles import TOKEN_FILE, TOKEN_FILE_ENV, DamagedFiles, LogFiles, under
 
 CONTAINER = "kernel"
 DEFAULT_UID, DEFAULT_GID = 1000, 100
@@ -78,6 +79,7 @@ _START_FAILURES = (
 )
 SECRET_LIMIT = 1024 * 1024  # the API server refuses Secrets whose data is bigger
 OWNER_LABEL = "dss-containers.jupyter.org/owner"  # ownership.OWNER (no import: no cycle)
+TOKEN_ANNOTATION = "dss-containers.jupyter.org/files-token"  # on the Secret, never the Pod
 POD_LABEL = "dss-containers.jupyter.org/pod"  # the pod's own name: its NetworkPolicy selects it
 READ_ONLY_HOME = "/home/jovyan"  # HOME of the base images, when the workload's env sets none
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -410,15 +412,19 @@ class KubernetesBackend(Backend):
         import base64
 
         keys = {path: f"file-{i}" for i, path in enumerate(sorted(spec.files))}
+        metadata = {
+            "name": spec.name,
+            "namespace": self.namespace_of(spec),
+            "labels": self._labels(spec.labels),
+        }
+        tokens = [c.decode() for p, c in spec.files.items() if p.endswith(f"/{TOKEN_FILE}")]
+        if tokens:  # for another process that reads this pod's framed files back
+            metadata["annotations"] = {TOKEN_ANNOTATION: tokens[0]}
         return {
             "apiVersion": "v1",
             "kind": "Secret",
             "type": "Opaque",
-            "metadata": {
-                "name": spec.name,
-                "namespace": self.namespace_of(spec),
-                "labels": self._labels(spec.labels),
-            },
+            "metadata": metadata,
             "data": {keys[p]: base64.b64encode(c).decode() for p, c in spec.files.items()},
         }
 
@@ -529,7 +535,13 @@ class KubernetesBackend(Backend):
             )
         namespace = self.namespace_of(spec)
         token = secrets.token_hex(16)
-        spec = dataclasses.replace(spec, env={**spec.env, TOKEN_ENV: token})
+        if spec.files:  # the token goes with the private files, its path in the env
+            path = f"{min(_mount_roots(spec.files))}/{TOKEN_FILE}"
+            spec = dataclasses.replace(
+                spec,
+                files={**spec.files, path: token.encode()},
+                env={**spec.env, TOKEN_FILE_ENV: path},
+            )
         pod_manifest = self.pod_manifest(spec)
         await self._ensure_namespace(namespace)
         core = await self._core()
@@ -722,16 +734,15 @@ class KubernetesBackend(Backend):
             return ""
 
     async def _token(self, workload_id: str) -> str:
-        """The pod's files-to-log token (from its spec when another backend object made it)."""
+        """The pod's files-to-log token (from its Secret when another process made it)."""
         if workload_id in self._tokens:
             return self._tokens[workload_id]
         namespace, name = workload_id.split("/", 1)
         try:
-            pod = await self._call((await self._core()).read_namespaced_pod, name, namespace)
+            secret = await self._call((await self._core()).read_namespaced_secret, name, namespace)
         except ApiException:
-            raise BackendError(f"pod {workload_id} is gone") from None
-        env = pod.spec.containers[0].env or []
-        token = next((e.value for e in env if e.name == TOKEN_ENV), None)
+            raise BackendError(f"pod {workload_id} has no Secret (any more)") from None
+        token = (secret.metadata.annotations or {}).get(TOKEN_ANNOTATION)
         if not token:
             raise BackendError(f"pod {workload_id} was not started to hand files back")
         self._tokens[workload_id] = token

@@ -3,9 +3,11 @@
 A finished pod's filesystem is out of reach (``exec`` needs a running container, and the
 pod's ``terminationMessagePath`` holds 4 KiB), so on Kubernetes the job runner writes its
 result files to stdout at the end, framed by a line carrying a random token the backend
-gave the workload (``DSS_FILES_TO_LOG``). Output the job prints cannot end or start a
-frame by accident, and each file carries its size and SHA-256, so a damaged copy (a log cut
-by the kubelet's rotation, a stray line from a thread) is reported, never unpickled.
+gave the workload (in a private file next to its other ones, which
+``DSS_FILES_TO_LOG_FILE`` names; the Secret carries it as an annotation). Output the job
+prints cannot end or start a frame by accident, and each file carries its size and
+SHA-256, so a damaged copy (a log cut by the kubelet's rotation, a stray line from a
+thread) is reported, never unpickled.
 
 The frame (the runner, which imports nothing from this package, writes the same, for a
 Python job's result and, in its ``--frame`` mode after ``Rscript``, for an R job's files)::
@@ -24,8 +26,11 @@ import binascii
 import hashlib
 import urllib.parse
 
-#: the environment variable that tells the job runner to frame its files into stdout
-TOKEN_ENV = "DSS_FILES_TO_LOG"
+#: the environment variable naming the private file that holds the frame's token: the
+#: token itself is in no environment, label or pod spec (it travels with the job's files)
+TOKEN_FILE_ENV = "DSS_FILES_TO_LOG_FILE"
+#: the token file's name, next to the workload's other private files
+TOKEN_FILE = ".dss-files-token"
 
 
 class DamagedFiles(ValueError):

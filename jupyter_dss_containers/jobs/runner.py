@@ -6,8 +6,8 @@ cloudpickle and the libraries the job itself uses. Output goes to stdout/stderr 
 job prints it; the result (outputs, displays, or the error with its traceback) is
 pickled to ``result.pkl`` in the job folder, which the service reads back. Where the
 backend cannot copy files out of a stopped workload (Kubernetes), it sets
-``DSS_FILES_TO_LOG`` to a random token and the result goes to stdout instead, framed
-as ``backends/logfiles.py`` describes.
+``DSS_FILES_TO_LOG_FILE`` to a private file holding a random token, and the result goes to
+stdout instead, framed as ``backends/logfiles.py`` describes.
 
 ``runner.py --frame DIR -- COMMAND...`` is the same framing for another language's job (R
 on Kubernetes): it runs COMMAND without the token in its environment, then frames the
@@ -38,8 +38,19 @@ PAYLOAD = os.path.join(JOB_DIR, "payload.pkl")
 RESULT = os.path.join(JOB_DIR, "result.pkl")
 LIBS = os.path.join(JOB_DIR, "lib")
 CELL = "<container-cell>"
-#: the frame token, taken out of the environment before the job's code runs
-_LOG_TOKEN = os.environ.pop("DSS_FILES_TO_LOG", "")
+
+
+def _log_token() -> str:
+    """The frame token, from the private file the environment names (the path, not the
+    token, is in the environment; it is taken out before the job's code runs)."""
+    path = os.environ.pop("DSS_FILES_TO_LOG_FILE", "")
+    if not path:
+        return ""
+    with open(path) as f:
+        return f.read().strip()
+
+
+_LOG_TOKEN = _log_token()
 
 try:
     import cloudpickle as _pickler
