@@ -24,7 +24,7 @@ from .config import ConfigFile, ExecutionConfig, load_config
 from .errors import ReportedError
 from .launcher import FIRST_CONTAINER_PORT, KernelLaunch, LaunchedKernel, launch_kernel_workload
 from .liveness import deferred_removals, kernel_ports_answer
-from .permissions import check_permission, current_identity
+from .permissions import PermissionDenied, check_permission, current_identity
 from .pool import warm_pool
 
 
@@ -321,6 +321,7 @@ class ContainerProvisioner(KernelProvisionerBase):
             execution_config=self.execution_config,
             code_env=self.code_env,
             config_file=self.config_file,
+            owner=self.owner,
         )
         if isinstance(info["connection_info"].get("key"), bytes):
             info["connection_info"] = {
@@ -338,13 +339,31 @@ class ContainerProvisioner(KernelProvisionerBase):
         config_file, config = await self._load()
         identity = current_identity(config_file)
         check_permission(identity, config)
-        self.owner = identity.username
-        self.workload_id = provisioner_info["workload_id"]
-        status = await self.backend.status(self.workload_id)
+        workload_id = provisioner_info["workload_id"]
+        status = await self.backend.status(workload_id)
+        if status.state != "missing":  # before any of its log lines are quoted
+            await self._check_owner(workload_id, identity.username, provisioner_info.get("owner"))
+        self.owner, self.workload_id = identity.username, workload_id
         if not status.running:
+            message = await self._death_message(status)
             self.workload_id = None
-            raise KernelStartError(f"cannot reattach: {await self._death_message(status)}")
-        ownership.this_process().adopt(self.workload_id)
+            raise KernelStartError(f"cannot reattach: {message}")
+        ownership.this_process().adopt(workload_id)
+
+    async def _check_owner(self, workload_id: str, user: str, recorded: str | None) -> None:
+        """Only the user who started a kernel reattaches to it: its container's owner label
+        says so, or, for a kernel taken from a warm pool (whose label names nobody), the
+        persisted owner."""
+        # one label per query: Podman 4 matches nothing for several
+        if any(w.id == workload_id for w in await self.backend.list({ownership.OWNER: user})):
+            return
+        pooled = await self.backend.list({ownership.KIND: "pool"}) if recorded == user else []
+        if any(w.id == workload_id for w in pooled):
+            return
+        raise PermissionDenied(
+            f"cannot reattach: kernel {self.kernel_id} (execution config "
+            f"{self.execution_config!r}) was started by another user, not {user}"
+        )
 
 
 def _provision_curve_keys(km: Any) -> None:

@@ -18,7 +18,7 @@ from jupyter_client import AsyncKernelManager
 from kernels import CGROUP_PROBE, config_in_use, kernel_owner_script, run, start, stop
 
 from jupyter_dss_containers import ownership
-from jupyter_dss_containers.permissions import process_identity
+from jupyter_dss_containers.permissions import PermissionDenied, process_identity
 from jupyter_dss_containers.provisioner import KernelStartError, reattach
 
 pytestmark = pytest.mark.docker
@@ -148,7 +148,7 @@ async def test_memory_hungry_cell_reports_oom_and_the_limit(kernel_config, docke
     await km.shutdown_kernel(now=True)
 
 
-async def test_reattach_after_server_restart(kernel_config, docker_client):
+async def test_reattach_after_server_restart(kernel_config, docker_client, monkeypatch):
     km, kc = await start("dss-local")
     await run(kc, "survivor = 'still here'")
     info = await km.provisioner.get_provisioner_info()
@@ -161,6 +161,11 @@ async def test_reattach_after_server_restart(kernel_config, docker_client):
     await kc2.wait_for_ready(timeout=20)
     assert (await run(kc2, "print(survivor)"))[1].strip() == "still here"
     assert await km2.is_alive()
+    # another user, even one permitted on the config, cannot reattach to it
+    with monkeypatch.context() as env:
+        env.setenv("JUPYTERHUB_USER", "mallory")
+        with pytest.raises(PermissionDenied, match="started by another user, not mallory"):
+            await reattach(info, "dss-local")
     await stop(km2, kc2)
     assert not leftover_containers(docker_client, kernel_id=info["kernel_id"])
 

@@ -12,6 +12,7 @@ from kernels import start as start_kernel
 from jupyter_dss_containers import ownership
 from jupyter_dss_containers.kernelspecs import ContainerKernelSpecManager
 from jupyter_dss_containers.pool import warm_pool
+from jupyter_dss_containers.provisioner import reattach
 
 pytestmark = pytest.mark.docker
 
@@ -62,6 +63,11 @@ async def test_pooled_kernel_is_handed_over_once_then_refilled(pool, docker_clie
     reply = await kc.execute_interactive("x = 1", timeout=10)
     assert reply["content"]["status"] == "ok"
     assert km.session.key == km.provisioner.connection_info["key"]
+
+    # its owner can reattach to it after a "server restart", though its label names nobody
+    info = await km.provisioner.get_provisioner_info()
+    again = await reattach(info, "dss-pooled", kernel_spec_manager=ContainerKernelSpecManager())
+    assert again.provisioner.workload_id == pooled.id and await again.is_alive()
 
     # the pool refills with a new container; the handed-over one never comes back
     await pool.fill_once()
