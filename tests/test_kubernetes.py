@@ -193,6 +193,11 @@ async def test_kernel_runs_in_a_pod_with_the_config_limits(kube_config, clusters
     assert uid != "0"
     assert int(memory) == 256 * 1024**2
     assert int(quota) == 50000  # 500m of a 100 ms period
+    # live use, from the metrics API (metrics-server; the fake serves the engine's stats)
+    stats = await km.provisioner.backend.stats(workload_id)
+    assert stats.memory_limit == 256 * 1024**2
+    assert stats.memory_bytes is not None and 10 * 1024**2 < stats.memory_bytes < 256 * 1024**2
+    assert stats.cpu_percent is not None and 0 <= stats.cpu_percent <= 100
     # interrupt by message (Kubernetes has no signal API)
     running = asyncio.ensure_future(run(kc, "import time; time.sleep(60)", timeout=60))
     await asyncio.sleep(1.0)

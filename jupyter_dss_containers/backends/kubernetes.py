@@ -819,13 +819,32 @@ class KubernetesBackend(Backend):
             ) from None
 
     async def stats(self, workload_id: str) -> WorkloadStats:
-        """Usage needs metrics-server; the limit is in the pod spec."""
+        """Usage from the metrics API (metrics-server; none without it), the limit from the
+        pod spec."""
         namespace, name = workload_id.split("/", 1)
         try:
             pod = await self._call((await self._core()).read_namespaced_pod, name, namespace)
         except ApiException:
             return WorkloadStats(None, None, None)
-        return WorkloadStats(None, None, _memory_limit(pod))
+        cpu_percent = memory = None
+        metrics = kubernetes.client.CustomObjectsApi(self.api_client())
+        try:
+            found = await self._call(
+                metrics.get_namespaced_custom_object,
+                "metrics.k8s.io",
+                "v1beta1",
+                namespace,
+                "pods",
+                name,
+            )
+        except (ApiException, BackendError):  # no metrics-server, or no sample yet
+            found = {}
+        for container in found.get("containers") or []:
+            if container.get("name") == CONTAINER:
+                usage = container.get("usage") or {}
+                cpu_percent = round(float(parse_quantity(usage.get("cpu", "0"))) * 100, 1)
+                memory = int(parse_quantity(usage.get("memory", "0")))
+        return WorkloadStats(cpu_percent, memory, _memory_limit(pod))
 
     async def list(self, labels: dict[str, str]) -> list[Workload]:
         """Pods with the labels, and Secrets and NetworkPolicies of ours whose pod is gone

@@ -29,6 +29,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -189,6 +190,7 @@ class FakeCluster:
         r.add_get("/api/v1/namespaces/{ns}", self.read_namespace)
         r.add_post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", self.access_review)
         r.add_get("/api/v1/namespaces/{ns}/pods/{name}/log", self.pod_log)
+        r.add_get("/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods/{name}", self.pod_metrics)
         r.add_get("/api/v1/namespaces/{ns}/{kind}", self.list_or_watch)
         r.add_post("/api/v1/namespaces/{ns}/{kind}", self.create)
         r.add_get("/api/v1/namespaces/{ns}/{kind}/{name}", self.read)
@@ -423,6 +425,36 @@ class FakeCluster:
     @staticmethod
     async def _send(response: web.StreamResponse, event: str, obj: dict[str, Any]) -> None:
         await response.write(json.dumps({"type": event, "object": obj}).encode() + b"\n")
+
+    async def pod_metrics(self, request: web.Request) -> web.Response:
+        """metrics-server's PodMetrics, from the engine's stats of the pod's container (CPU
+        over the engine's own sampling interval, memory without the page cache)."""
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        if (ns, name) not in self.objects["pods"]:
+            return _status(404, "NotFound", f'podmetrics.metrics.k8s.io "{name}" not found')
+        try:
+            container = await asyncio.to_thread(self.docker.containers.get, self._cname(ns, name))
+            raw = await asyncio.to_thread(container.stats, stream=False)
+        except docker.errors.NotFound:
+            return _status(404, "NotFound", f'podmetrics.metrics.k8s.io "{name}" not found')
+        cpu, pre = raw.get("cpu_stats") or {}, raw.get("precpu_stats") or {}
+        used = (cpu.get("cpu_usage") or {}).get("total_usage", 0)
+        before = (pre.get("cpu_usage") or {}).get("total_usage", used)
+        system = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
+        cores = (used - before) / system * (cpu.get("online_cpus") or 1) if system > 0 else 0.0
+        mem = raw.get("memory_stats") or {}
+        memory = mem.get("usage", 0) - (mem.get("stats") or {}).get("total_inactive_file", 0)
+        usage = {"cpu": f"{int(cores * 1e9)}n", "memory": f"{max(memory, 0) // 1024}Ki"}
+        return web.json_response(
+            {
+                "kind": "PodMetrics",
+                "apiVersion": "metrics.k8s.io/v1beta1",
+                "metadata": {"name": name, "namespace": ns},
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "window": "10s",
+                "containers": [{"name": "kernel", "usage": usage}],
+            }
+        )
 
     async def read(self, request: web.Request) -> web.Response:
         checked = self._check(request, "get")
