@@ -433,6 +433,16 @@ def _cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
                     "nor an image reference with a tag or registry (e.g. python:3.12-slim)",
                 )
             )
+        if cfg.get("read_only_root"):  # /tmp is then the config's own writable scratch
+            for i, mount in enumerate(cfg.get("docker", {}).get("mounts", [])):
+                if mount.get("target", "").rstrip("/") == "/tmp":
+                    problems.append(
+                        (
+                            f"execution_configs.{name}.docker.mounts[{i}].target",
+                            "expected a folder other than /tmp, the writable scratch of "
+                            f"read_only_root (e.g. /data), got {mount['target']!r}",
+                        )
+                    )
         resources_ = cfg.get("docker", {}).get("resources", {})
         for key in ("memory", "shm_size"):
             if key not in resources_:

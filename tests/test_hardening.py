@@ -66,6 +66,10 @@ async def test_read_only_root_kernel_writes_only_to_tmp_and_home(read_only_confi
             "kubernetes: {network_policy: {enabled: true, allow: []}}",
             "execution_configs.x.kubernetes.network_policy",
         ),
+        (
+            "read_only_root: true\n    docker: {mounts: [{source: /srv, target: /tmp/}]}",
+            "execution_configs.x.docker.mounts[0].target",
+        ),
     ],
 )
 def test_bad_hardening_keys_are_refused_with_the_place(tmp_path, fragment, where):
