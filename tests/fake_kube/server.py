@@ -456,8 +456,9 @@ class FakeCluster:
             }
         )
 
-    async def read(self, request: web.Request) -> web.Response:
-        checked = self._check(request, "get")
+    def _existing(self, request: web.Request, verb: str) -> web.Response | tuple:
+        """(namespace, kind, name, object) the request names, or the error answer."""
+        checked = self._check(request, verb)
         if isinstance(checked, web.Response):
             return checked
         ns, kind = checked
@@ -465,17 +466,19 @@ class FakeCluster:
         obj = self.objects[kind].get((ns, name))
         if obj is None:
             return _status(404, "NotFound", f'{kind} "{name}" not found')
-        return web.json_response(obj)
+        return ns, kind, name, obj
+
+    async def read(self, request: web.Request) -> web.Response:
+        found = self._existing(request, "get")
+        if isinstance(found, web.Response):
+            return found
+        return web.json_response(found[3])
 
     async def patch(self, request: web.Request) -> web.Response:
-        checked = self._check(request, "patch")
-        if isinstance(checked, web.Response):
-            return checked
-        ns, kind = checked
-        name = request.match_info["name"]
-        obj = self.objects[kind].get((ns, name))
-        if obj is None:
-            return _status(404, "NotFound", f'{kind} "{name}" not found')
+        found = self._existing(request, "patch")
+        if isinstance(found, web.Response):
+            return found
+        ns, kind, name, obj = found
         patch = await request.json()
         obj = copy.deepcopy(obj)
         obj["metadata"].update(patch.get("metadata", {}))
@@ -515,14 +518,10 @@ class FakeCluster:
         return web.json_response(stored, status=201)
 
     async def delete(self, request: web.Request) -> web.Response:
-        checked = self._check(request, "delete")
-        if isinstance(checked, web.Response):
-            return checked
-        ns, kind = checked
-        name = request.match_info["name"]
-        obj = self.objects[kind].get((ns, name))
-        if obj is None:
-            return _status(404, "NotFound", f'{kind} "{name}" not found')
+        found = self._existing(request, "delete")
+        if isinstance(found, web.Response):
+            return found
+        ns, kind, name, obj = found
         if kind != "pods":
             await self._store(kind, obj, "DELETED")
             return web.json_response(
