@@ -24,8 +24,23 @@ CONFIG_ENV_VAR = "DSS_CONTAINERS_CONFIG"
 CONFIG_FILE_NAME = "dss_containers.yaml"
 EMBEDDED = "<embedded default>"
 
+#: what the first notebook imports: the embedded base image ``default`` has these (pinned,
+#: from wheels, no registry), so ``pd.read_csv`` and ``--in``/``--out`` of frames just work
+DATA_SCIENCE_PACKAGES = (
+    "numpy==2.4.6",
+    "pandas==3.1.1",
+    "scipy==1.17.1",
+    "scikit-learn==1.9.1",
+    "matplotlib==3.11.2",
+    "pyarrow==26.0.1",
+    "cloudpickle==3.1.3",
+    "ipywidgets==8.1.9",
+)
+
 EMBEDDED_DEFAULT: dict[str, Any] = {
-    "base_images": {"default": {"bootstrap": "debian"}},
+    "base_images": {
+        "default": {"bootstrap": "debian", "python_packages": list(DATA_SCIENCE_PACKAGES)}
+    },
     "execution_configs": {
         "local": {
             "backend": "docker",
