@@ -563,6 +563,10 @@ class DSSContainersApp(DSSCommand):
         "kernelspecs": (KernelspecsCommand, KernelspecsCommand.description),
         "cleanup": (CleanupCommand, CleanupCommand.description),
         "copy-image": (CopyImageCommand, CopyImageCommand.description),
+        "launcher": (
+            "jupyter_dss_containers.launcherd.app.LauncherApp",
+            "Run the trusted launcher (a JupyterHub service, or alone with a shared secret).",
+        ),
     }
 
     def run(self) -> None:

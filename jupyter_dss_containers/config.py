@@ -330,10 +330,25 @@ def find_config_path(explicit: str | os.PathLike[str] | None = None) -> Path | N
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> ConfigFile:
-    """Load, validate and build the config; the embedded default when no file is found."""
+    """Load, validate and build the config; the embedded default when no file is found.
+
+    With a trusted launcher configured and no explicit path, the config is the launcher's
+    (``GET /config``: only what the caller may use): such a server holds no config file.
+    """
+    if path is None:
+        from .backends.remote import launcher_config
+
+        remote = launcher_config()
+        if remote is not None:
+            return remote
+    return parse_config(*read_document(path))
+
+
+def read_document(path: str | os.PathLike[str] | None = None) -> tuple[Any, str]:
+    """The parsed YAML document and its source name; the embedded default when no file."""
     found = find_config_path(path)
     if found is None:
-        return parse_config(EMBEDDED_DEFAULT, EMBEDDED)
+        return EMBEDDED_DEFAULT, EMBEDDED
     source = str(found)
     try:
         text = found.read_text()
@@ -363,7 +378,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> ConfigFile:
         raise ConfigError(
             source, [(_dotted(loop), "invalid YAML: an alias refers to a node that contains it")]
         )
-    return parse_config(data, source)
+    return data, source
 
 
 def _recursion(value: Any, path: list[Any], inside: frozenset[int] = frozenset()) -> Any:

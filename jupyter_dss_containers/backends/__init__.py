@@ -5,11 +5,29 @@ from __future__ import annotations
 from ..config import ExecutionConfig
 from .base import Backend, BackendError, BackendUnavailable, ImageMissing
 
-__all__ = ["Backend", "BackendError", "BackendUnavailable", "ImageMissing", "backend_for"]
+__all__ = [
+    "Backend",
+    "BackendError",
+    "BackendUnavailable",
+    "ImageMissing",
+    "backend_for",
+    "local_backend_for",
+]
 
 
 def backend_for(config: ExecutionConfig) -> Backend:
-    """The backend a config names (imported lazily: a Docker-only site needs no kube config)."""
+    """The backend a config names, or, when a trusted launcher is configured
+    (``$DSS_CONTAINERS_LAUNCHER_URL``), the launcher's API for that config."""
+    from .remote import RemoteBackend, launcher_url
+
+    url = launcher_url()
+    if url:
+        return RemoteBackend(config, url)
+    return local_backend_for(config)
+
+
+def local_backend_for(config: ExecutionConfig) -> Backend:
+    """The engine's own backend (imported lazily: a Docker-only site needs no kube config)."""
     if config.backend == "docker":
         from .docker import DockerBackend
 

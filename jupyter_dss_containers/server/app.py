@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpecManager
@@ -16,6 +17,7 @@ from .._version import __version__
 from ..config import load_config
 from ..jobs.service import JobService
 from ..kernelspecs import ContainerKernelSpecManager
+from ..launcherd.wire import URL_ENV as LAUNCHER_URL_ENV
 from ..permissions import register_identity_resolver
 from ..pool import warm_pool
 from .identity import call_context_identity
@@ -30,6 +32,15 @@ class DSSContainersExtension(ExtensionApp):
 
     config_file = Unicode(
         None, allow_none=True, config=True, help="Config file (default: the usual search)."
+    )
+    launcher_url = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="URL of the trusted launcher (jupyter dss-containers launcher): kernels and jobs "
+        "start through it and the config comes from it, so this server holds no engine "
+        "credentials and no config file. Exported as $DSS_CONTAINERS_LAUNCHER_URL, which host "
+        "kernels running %%container inherit (setting that variable does the same).",
     )
     reap_on_start = Bool(
         True,
@@ -69,6 +80,8 @@ class DSSContainersExtension(ExtensionApp):
                 setattr(serverapp, trait, ours)
 
     def initialize_settings(self) -> None:
+        if self.launcher_url:
+            os.environ[LAUNCHER_URL_ENV] = self.launcher_url
         register_identity_resolver(call_context_identity)
         if self.live_kernelspecs:
             self._use_container_kernelspecs()

@@ -1,0 +1,274 @@
+"""The launcher's core: the one place that holds the config file and the engines' backends.
+
+Every call names a config and, past creation, a workload; the workload must carry this
+launcher's label, the config's and the caller's name as owner, or the answer is one
+uniform "no such workload" (no oracle telling "not yours" from "missing").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import images, ownership
+from ..backends import Backend, BackendError, local_backend_for
+from ..backends.base import Workload
+from ..budgets import (
+    Budgets,
+    Demand,
+    Holding,
+    check_budget,
+    demand_labels,
+    demand_of,
+    holdings,
+)
+from ..config import ConfigError, ConfigFile, ExecutionConfig, parse_config, read_document
+from ..permissions import Identity, PermissionDenied, check_permission, permitted_configs
+from .policy import (
+    HUB_BOUND,
+    LAUNCHER,
+    Caller,
+    Refused,
+    as_user,
+    check_image,
+    os_user,
+    parse_request,
+    restricted_document,
+    trusted_spec,
+)
+
+log = logging.getLogger("dss_containers.launcher")
+
+
+class NoSuchWorkload(Refused):
+    def __init__(self, workload_id: str):
+        super().__init__(f"no such workload: {workload_id}", 404)
+
+
+@dataclass
+class Loaded:
+    """The config file as last read (reread when it changes on disk)."""
+
+    config_file: ConfigFile
+    document: dict[str, Any]
+    budgets: Budgets
+    stamp: tuple[float, int] | None
+
+
+@dataclass
+class Launcher:
+    config_path: str | None
+    launcher_id: str
+    #: under a hub: workloads are bound to the caller's live servers
+    hub_bound: bool = False
+    map_os_users: bool = True
+    min_uid: int = 1000
+    _loaded: Loaded | None = None
+    _backends: dict[tuple[str, str | None], Backend] = field(default_factory=dict)
+    _owners: dict[tuple[str, str], str] = field(default_factory=dict)
+    _port_owners: dict[int, str] = field(default_factory=dict)
+    _reserved: list[Holding] = field(default_factory=list)
+    _admission: asyncio.Lock | None = None
+
+    # ------------------------------------------------------------------ config
+
+    async def load(self) -> Loaded:
+        """The config file, reread when its modification time or size changed."""
+        stamp = await asyncio.to_thread(self._stamp)
+        if self._loaded is None or stamp is None or stamp != self._loaded.stamp:
+            data, source = await asyncio.to_thread(read_document, self.config_path)
+            config_file = parse_config(data, source)
+            self._loaded = Loaded(config_file, data, Budgets.from_dict(data.get("budgets")), stamp)
+            self._backends.clear()
+        return self._loaded
+
+    def _stamp(self) -> tuple[float, int] | None:
+        if not self.config_path:
+            return None
+        try:
+            st = os.stat(self.config_path)
+        except OSError:
+            return None
+        return (st.st_mtime, st.st_size)
+
+    def config(self, loaded: Loaded, name: str) -> ExecutionConfig:
+        config = loaded.config_file.execution_configs.get(name)
+        if config is None:
+            raise Refused(f"no execution configuration named {name!r}", 404)
+        return config
+
+    def backend(self, config: ExecutionConfig, user: str | None = None) -> Backend:
+        key = (config.name, user)
+        if key not in self._backends:
+            self._backends[key] = local_backend_for(as_user(config, user))
+        return self._backends[key]
+
+    async def document_for(self, caller: Caller) -> dict[str, Any]:
+        loaded = await self.load()
+        permitted = {c.name for c in permitted_configs(caller.identity(), loaded.config_file)}
+        user = None if caller.trusted_server else caller.username
+        return restricted_document(loaded.document, user, caller.groups, permitted)
+
+    # ------------------------------------------------------------------ create
+
+    async def create(self, caller: Caller, config_name: str, body: Any) -> Workload:
+        loaded = await self.load()
+        config = self.config(loaded, config_name)
+        spec = parse_request(body)
+        owner = caller.username or spec.labels.get(ownership.OWNER)
+        if not owner:
+            raise Refused("name the user: the owner label of the workload", 400)
+        groups = caller.groups
+        if caller.trusted_server:  # acting for a user it names: that user's groups
+            groups = frozenset(loaded.config_file.groups.get(owner, ()))
+        identity = Identity(owner, groups)
+        try:
+            check_permission(identity, config)
+        except PermissionDenied as exc:
+            raise Refused(str(exc), 403) from None
+        code_env = spec.labels.get(ownership.CODE_ENV)
+        try:
+            expected = await asyncio.to_thread(
+                images.resolve_image, loaded.config_file, config, code_env
+            )
+        except (ValueError, KeyError) as exc:  # an unknown code env, or not for this config
+            raise Refused(str(exc.args[0] if exc.args else exc), 400) from None
+        check_image(spec, config, expected)
+        extra: dict[str, str] = {}
+        if self.hub_bound:
+            if caller.hub_started is None:
+                raise Refused(
+                    f"user {owner!r} has no running server on the hub: kernels and jobs "
+                    "live only as long as their user's server",
+                    409,
+                )
+            extra[HUB_BOUND] = f"{caller.hub_started:.6f}"
+        kind = spec.labels[ownership.KIND]
+        demand = demand_of(config, kind)
+        spec.host_ports = {
+            p: h for p, h in spec.host_ports.items() if self._port_owners.get(h) == owner
+        }
+        reservation = await self._admit(loaded, owner, groups, demand, spec.name, config.name)
+        try:
+            extra.update(reservation.labels)
+            spec = trusted_spec(spec, config, caller, owner, self.launcher_id, extra)
+            user = os_user(owner, self.min_uid) if self.map_os_users else None
+            workload = await self.backend(config, user).create(spec)
+        finally:
+            self._reserved.remove(reservation)
+        self._owners[(config.name, workload.id)] = owner
+        log.info("started %s %s for %s (config %s)", kind, workload.name, owner, config.name)
+        return workload
+
+    async def _admit(
+        self,
+        loaded: Loaded,
+        owner: str,
+        groups: frozenset[str],
+        demand: Demand,
+        name: str,
+        config_name: str,
+    ) -> Holding:
+        """Check the budgets against every live workload plus starts in flight, and hold a
+        place for this one; its labels are the demand labels the workload will carry."""
+        if self._admission is None:
+            self._admission = asyncio.Lock()
+        async with self._admission:
+            charged: list[str] = []
+            budgets = loaded.budgets
+            if budgets.users or budgets.groups or not budgets.default.empty:
+                live = holdings(await self.all_workloads(loaded)) + self._reserved
+                charged = check_budget(budgets, owner, groups, demand, live)
+            labels = demand_labels(demand, charged)
+            reservation = Holding(name, demand.kind, config_name, owner, demand, labels)
+            self._reserved.append(reservation)
+            return reservation
+
+    async def all_workloads(self, loaded: Loaded | None = None) -> list[Workload]:
+        """This launcher's workloads on every daemon and cluster of the file (each once); an
+        unreachable one is logged and skipped."""
+        loaded = loaded or await self.load()
+        seen: set[Any] = set()
+        found: list[Workload] = []
+        for config in loaded.config_file.execution_configs.values():
+            backend = self.backend(config)
+            if backend.target_key() in seen:
+                continue
+            seen.add(backend.target_key())
+            try:
+                found += await backend.list({LAUNCHER: self.launcher_id})
+            except BackendError as exc:
+                log.warning("cannot list the workloads of config %s: %s", config.name, exc)
+        return found
+
+    # ------------------------------------------------------------------ per workload
+
+    async def owned(self, caller: Caller, config_name: str, workload_id: str) -> Backend:
+        """The config's backend, if the workload is this launcher's, of this config and the
+        caller's; else :class:`NoSuchWorkload`, whatever the reason."""
+        loaded = await self.load()
+        config = loaded.config_file.execution_configs.get(config_name)
+        if config is None:
+            raise NoSuchWorkload(workload_id)
+        backend = self.backend(config)
+        owner = self._owners.get((config_name, workload_id))
+        if owner is None:
+            labels = {LAUNCHER: self.launcher_id}
+            if not caller.trusted_server:
+                labels = {ownership.OWNER: caller.username or ""}
+            for w in await backend.list(labels):
+                if (
+                    w.id == workload_id
+                    and w.labels.get(LAUNCHER) == self.launcher_id
+                    and w.labels.get(ownership.CONFIG) == config_name
+                ):
+                    owner = w.labels.get(ownership.OWNER, "")
+                    self._owners[(config_name, workload_id)] = owner
+                    break
+        if owner is None or (not caller.trusted_server and owner != caller.username):
+            raise NoSuchWorkload(workload_id)
+        return backend
+
+    def forget(self, config_name: str, workload_id: str) -> None:
+        self._owners.pop((config_name, workload_id), None)
+
+    def note_ports(self, caller: Caller, config_name: str, workload_id: str, ports: dict) -> None:
+        """Remember whose these host ports are: only that user may ask for them again."""
+        owner = self._owners.get((config_name, workload_id))
+        for host_port in ports.values():
+            if owner:
+                self._port_owners[int(host_port)] = owner
+        if len(self._port_owners) > 100000:
+            self._port_owners.clear()
+
+    async def list(self, caller: Caller, config_name: str, labels: dict[str, str]) -> list:
+        loaded = await self.load()
+        config = self.config(loaded, config_name)
+        rows = await self.backend(config).list(labels)
+        return [
+            w
+            for w in rows
+            if w.labels.get(LAUNCHER) == self.launcher_id
+            and w.labels.get(ownership.CONFIG) == config_name
+            and (caller.trusted_server or w.labels.get(ownership.OWNER) == caller.username)
+        ]
+
+    async def usage(self, caller: Caller) -> dict[str, Any]:
+        """What the caller holds and may hold (the budget that applies to them)."""
+        loaded = await self.load()
+        mine = [h for h in holdings(await self.all_workloads(loaded)) if h.owner == caller.username]
+        limits = loaded.budgets.for_user(caller.username or "")
+        return {
+            "user": caller.username,
+            "limits": {k: v for k, v in vars(limits).items() if v is not None},
+            "workloads": [
+                {"name": h.name, "kind": h.kind, "config": h.config, **vars(h.demand)} for h in mine
+            ],
+        }
+
+
+def config_error_message(exc: ConfigError) -> str:
+    return f"the launcher's config file is unusable: {exc}"
