@@ -1,0 +1,91 @@
+"""A real trusted launcher in a subprocess, and plain HTTP calls to it, for the tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from servers import free_port
+
+
+def http(
+    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    """(status, JSON body) of one call; HTTP errors are returned, not raised."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw) if raw else None
+        except ValueError:
+            return exc.code, raw.decode(errors="replace")
+
+
+class LauncherProcess:
+    """``jupyter dss-containers launcher`` in shared-secret mode on 127.0.0.1."""
+
+    def __init__(self, folder: Path, config: Path):
+        self.folder, self.config = folder, config
+        self.secret = secrets.token_hex(24)
+        self.launcher_id = f"test-launcher-{secrets.token_hex(4)}"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.log = folder / "launcher.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> LauncherProcess:
+        secret_file = self.folder / "launcher.secret"
+        secret_file.write_text(self.secret)
+        secret_file.chmod(0o600)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
+        argv = [
+            sys.executable,
+            "-c",
+            "from jupyter_dss_containers.cli import main; main()",  # the CLI subcommand
+            "launcher",
+            f"--config={self.config}",
+            f"--secret-file={secret_file}",
+            f"--port={self.port}",
+            f"--id={self.launcher_id}",
+        ]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"the launcher exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                if http("GET", self.url + "api/health")[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        pytest.fail(f"the launcher did not answer:\n{self.log.read_text()[-3000:]}")
+
+    def call(self, method: str, path: str, body: Any = None, user: str | None = None, **kw):
+        headers = {"Authorization": f"Bearer {kw.get('secret', self.secret)}"}
+        if user:
+            headers["X-DSS-Containers-User"] = user
+        return http(method, self.url + "api/" + path, body, headers)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()

@@ -1,0 +1,344 @@
+"""The trusted launcher without a hub (shared-secret mode) and its pure rules.
+
+The launcher runs as a real process on the real engine; kernels and jobs reach it through
+``RemoteBackend`` exactly as a single-user server does. The JupyterHub deployment has its
+own module (``test_hub.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import secrets
+
+import pytest
+from conftest import leftover_containers
+from launchers import LauncherProcess
+
+from jupyter_dss_containers import images, ownership
+from jupyter_dss_containers.backends.base import Workload
+from jupyter_dss_containers.budgets import (
+    BudgetExceeded,
+    Budgets,
+    Demand,
+    check_budget,
+    demand_labels,
+    holdings,
+)
+from jupyter_dss_containers.config import parse_config
+from jupyter_dss_containers.launcherd.hub import HubUser
+from jupyter_dss_containers.launcherd.lifecycle import orphaned
+from jupyter_dss_containers.launcherd.policy import (
+    HUB_BOUND,
+    Caller,
+    Refused,
+    parse_request,
+    restricted_document,
+    trusted_spec,
+)
+
+CONFIG = """
+groups: {alice: [analysts], bob: [analysts]}
+budgets:
+  users: {alice: {memory: 1g, kernels: 5}}
+execution_configs:
+  small:
+    backend: docker
+    image: default
+    docker: {resources: {memory: 512m, cpus: 1}}
+    permissions: {groups: [analysts]}
+  other:
+    backend: docker
+    image: default
+    docker: {resources: {memory: 512m}}
+    permissions: {groups: [analysts]}
+  gpu:
+    backend: docker
+    image: default
+    docker: {resources: {memory: 512m}, tls: {ca_cert: /etc/secret/ca.pem}}
+    permissions: {groups: [gpu-users]}
+  open:
+    backend: docker
+    image: default
+    permissions: {groups: ["*"]}
+code_envs:
+  sk: {packages: [scikit-learn==1.5.2], available_for: [gpu, small]}
+"""
+
+MiB = 1024**2
+
+
+def _request(name: str = "dss-kernel-t1", kind: str = "kernel", **extra) -> dict:
+    return {
+        "name": name,
+        "image": "img",
+        "command": ["sleep", "600"],
+        "labels": {ownership.KIND: kind},
+        **extra,
+    }
+
+
+# --------------------------------------------------------------------------- pure rules
+
+
+def test_a_request_may_not_name_mounts_users_foreign_labels_or_files_outside_tmp():
+    """Guards the launcher taking mounts, users, labels other systems read (traefik) or
+    files over system paths from the caller."""
+    for extra, words in (
+        ({"mounts": [{"source": "/", "target": "/host"}]}, "'mounts' may not be set"),
+        ({"user": "0:0"}, "'user' may not be set"),
+        ({"files": {"/etc/passwd": base64.b64encode(b"x").decode()}}, "under /tmp/"),
+        ({"files": {"/tmp/../etc/shadow": ""}}, "under /tmp/"),
+        ({"labels": {ownership.KIND: "kernel", "traefik.enable": "true"}}, "labels a caller"),
+        ({"labels": {ownership.KIND: "service"}}, "labels"),
+    ):
+        with pytest.raises(Refused, match=words) as info:
+            parse_request(_request(**extra))
+        assert info.value.status == 400
+    spec = parse_request(_request())
+    config = parse_config(
+        {"execution_configs": {"small": {"backend": "docker", "image": "x:1"}}}, "t"
+    )
+    with pytest.raises(Refused, match="cannot start a workload owned by 'bob'"):
+        spec.labels[ownership.OWNER] = "bob"
+        trusted_spec(spec, config.get("small"), Caller("alice"), "alice", "L", {})
+    spec.labels.pop(ownership.OWNER)
+    trusted = trusted_spec(spec, config.get("small"), Caller("alice"), "alice", "L", {"x": "1"})
+    assert trusted.labels[ownership.OWNER] == "alice"
+    assert trusted.labels[ownership.CONFIG] == "small"
+
+
+def _live(name: str, owner: str, config: str, memory: int, kind: str = "kernel", groups=()):
+    labels = {
+        ownership.OWNER: owner,
+        ownership.CONFIG: config,
+        ownership.KIND: kind,
+        **demand_labels(Demand(memory, 1.0, 0, kind), groups),
+    }
+    return Workload(id=name, name=name, labels=labels, state="running")
+
+
+def test_a_budget_refuses_naming_what_is_used_and_by_what():
+    """Guards the sum over configs (and daemons), the reason, and configs without limits
+    slipping past a memory budget."""
+    budgets = Budgets.from_dict(
+        {"users": {"alice": {"memory": "1g"}}, "groups": {"analysts": {"kernels": 2}}}
+    )
+    live = holdings(
+        [
+            _live("k1", "alice", "small", 512 * MiB),
+            _live("k2", "alice", "other", 512 * MiB),
+            _live("kb", "bob", "small", 512 * MiB),
+            Workload("gone", "gone", _live("x", "alice", "small", 10**9).labels, state="exited"),
+        ]
+    )
+    with pytest.raises(BudgetExceeded) as info:
+        check_budget(budgets, "alice", [], Demand(512 * MiB, 1, 0, "kernel"), live)
+    message = str(info.value)
+    assert "budget of user alice exceeded: memory 1 GiB of 1 GiB in use" in message
+    assert "kernel k1 on small: 512 MiB" in message and "kernel k2 on other: 512 MiB" in message
+    assert "kb" not in message and "asks 512 MiB" in message
+    assert check_budget(budgets, "bob", ["analysts"], Demand(512 * MiB, 1, 0, "kernel"), live) == [
+        "analysts"
+    ]
+    with pytest.raises(BudgetExceeded, match="sets no memory limit"):
+        check_budget(budgets, "alice", [], Demand(None, None, 0, "job"), [])
+    # a group budget counts every member's workloads charged to it
+    charged = holdings(
+        [_live(n, o, "small", MiB, groups=["analysts"]) for n, o in (("a", "alice"), ("b", "bob"))]
+    )
+    with pytest.raises(BudgetExceeded, match="group analysts exceeded: 2 of 2 kernels"):
+        check_budget(budgets, "carol", ["analysts"], Demand(MiB, 1, 0, "kernel"), charged)
+
+
+def test_the_config_document_a_caller_sees_is_theirs_only():
+    """Guards GET /config leaking configs, other users' groups, credentials or budgets."""
+    import yaml
+
+    doc = yaml.safe_load(CONFIG)
+    out = restricted_document(doc, "bob", frozenset({"gpu-users"}), {"gpu", "open"})
+    assert set(out["execution_configs"]) == {"gpu", "open"}
+    assert "tls" not in out["execution_configs"]["gpu"]["docker"]
+    assert out["groups"] == {"bob": ["gpu-users"]} and "budgets" not in out
+    assert out["code_envs"]["sk"]["available_for"] == ["gpu"]
+    out = restricted_document(doc, "alice", frozenset({"analysts"}), {"small", "other", "open"})
+    assert set(out["execution_configs"]) == {"small", "other", "open"}
+    assert out["groups"] == {"alice": ["analysts"]} and "budgets" not in out
+    assert out["code_envs"]["sk"]["available_for"] == ["small"]
+    parse_config(out, "launcher")  # what the server receives is a valid config file
+
+
+def test_a_workload_lives_while_a_server_that_already_ran_when_it_started_runs():
+    """Guards the lifecycle rule: stop (or stop and restart between two polls) reaps."""
+    kernel = Workload("w", "w", {ownership.KIND: "kernel", HUB_BOUND: "100.0"})
+    assert orphaned(kernel, None) and orphaned(kernel, HubUser("a", frozenset(), ()))
+    assert not orphaned(kernel, HubUser("a", frozenset(), (100.0,)))
+    assert orphaned(kernel, HubUser("a", frozenset(), (150.0,)))  # a new server since
+    assert not orphaned(kernel, HubUser("a", frozenset(), (50.0, 150.0)))
+    service = Workload("s", "s", {ownership.KIND: "service"})
+    assert not orphaned(service, None)
+
+
+# --------------------------------------------------------------------------- real launcher
+
+
+@pytest.fixture(scope="module")
+def launcher(workspace, base_image, docker_client):
+    folder = workspace / f"launcher-{secrets.token_hex(3)}"
+    folder.mkdir()
+    config = folder / "launcher.yaml"
+    config.write_text(CONFIG)
+    process = LauncherProcess(folder, config).start()
+    yield process
+    process.stop()
+    for container in docker_client.containers.list(
+        all=True, filters={"label": f"{ownership.PREFIX}launcher={process.launcher_id}"}
+    ):
+        container.remove(force=True)
+
+
+@pytest.fixture
+def through_launcher(launcher, monkeypatch):
+    """This process as the trusted server: backends and config come from the launcher."""
+    monkeypatch.setenv("DSS_CONTAINERS_LAUNCHER_URL", launcher.url)
+    monkeypatch.setenv("DSS_CONTAINERS_LAUNCHER_SECRET", launcher.secret)
+    monkeypatch.delenv("DSS_CONTAINERS_CONFIG", raising=False)
+    return launcher
+
+
+def _create(launcher, user: str, config: str, name: str | None = None) -> tuple[int, dict]:
+    from jupyter_dss_containers.config import read_document
+
+    config_file = parse_config(*read_document(launcher.config))
+    body = _request(name or f"dss-kernel-{secrets.token_hex(4)}")
+    body["image"] = images.resolve_image(config_file, config_file.get(config))
+    return launcher.call("POST", f"configs/{config}/workloads", body, user=user)
+
+
+def test_a_kernel_starts_through_the_launcher_and_leaves_nothing(through_launcher, docker_client):
+    """Guards the provisioner working unchanged over RemoteBackend, and the labels the
+    launcher writes itself."""
+    from jupyter_client import AsyncKernelManager
+
+    from jupyter_dss_containers.config import load_config
+    from jupyter_dss_containers.kernelspecs import install_kernel_specs
+    from jupyter_dss_containers.permissions import process_identity
+
+    config_file = load_config()
+    assert config_file.source == f"launcher {through_launcher.url}"
+    install_kernel_specs(config_file, process_identity(config_file))
+
+    async def scenario() -> tuple[dict, str]:
+        km = AsyncKernelManager(kernel_name="dss-open")
+        await km.start_kernel()
+        kc = km.client()
+        kc.start_channels()
+        try:
+            await kc.wait_for_ready(timeout=60)
+            reply = await kc.kernel_info(reply=True, timeout=30)
+            return reply["content"], km.provisioner.workload_id
+        finally:
+            kc.stop_channels()
+            await km.shutdown_kernel(now=True)
+
+    content, workload_id = asyncio.run(scenario())
+    assert content["status"] == "ok"
+    assert not leftover_containers(docker_client, launcher=through_launcher.launcher_id)
+    assert workload_id  # it ran in a container, now removed
+
+
+def test_a_job_streams_and_returns_through_the_launcher(through_launcher, capsys, docker_client):
+    """Guards follow_logs and read_files over the API (the job service's two extra calls)."""
+    from jupyter_dss_containers import jobs
+
+    outputs = jobs.run("open", "print('via launcher')\nx = 6 * 7", outputs=["x"])
+    assert outputs["x"] == 42
+    assert "via launcher" in capsys.readouterr().out
+    assert not leftover_containers(docker_client, launcher=through_launcher.launcher_id, kind="job")
+
+
+def test_another_users_workload_does_not_exist_for_you(launcher, docker_client):
+    """Guards every per-workload call checking the owner, with one answer for "not yours"
+    and "missing" (no oracle)."""
+    status, bob = _create(launcher, "bob", "small")
+    assert status == 201, bob
+    wid = bob["id"]
+    base = f"configs/small/workloads/{wid}"
+    made_up = f"configs/small/workloads/{'f' * 64}"
+    for method, path, body in (
+        ("GET", "/status", None),
+        ("GET", "/logs", None),
+        ("GET", "/stats", None),
+        ("GET", "/files?path=/tmp", None),
+        ("GET", "/endpoints?port=1", None),
+        ("POST", "/signal", {"signal": 9}),
+        ("POST", "/stop", {"grace_seconds": 0}),
+        ("DELETE", "", None),
+    ):
+        theirs = launcher.call(method, base + path, body, user="alice")
+        missing = launcher.call(method, made_up + path, body, user="alice")
+        assert theirs[0] == missing[0] == 404, (path, theirs)
+        assert theirs[1]["message"].replace(wid, "ID") == missing[1]["message"].replace(
+            "f" * 64, "ID"
+        )
+    assert launcher.call("GET", base + "/status", user="bob")[1]["state"] == "running"
+    assert wid not in [
+        w["id"]
+        for w in launcher.call("GET", "configs/small/workloads", user="alice")[1]["workloads"]
+    ]
+    assert docker_client.containers.get(wid).status == "running"  # untouched by alice
+    assert launcher.call("DELETE", base, user="bob")[0] == 200
+
+
+def test_configs_outside_the_groups_other_images_and_forged_secrets_are_refused(launcher):
+    """Guards the one permission check, the image check and authentication."""
+    status, body = _create(launcher, "alice", "gpu")
+    assert status == 403 and "may not use execution configuration 'gpu'" in body["message"]
+    request = _request(f"dss-kernel-{secrets.token_hex(3)}")
+    request["image"] = "alpine:3"
+    status, body = launcher.call("POST", "configs/small/workloads", request, user="alice")
+    assert status == 403 and "is not the image of execution config 'small'" in body["message"]
+    assert launcher.call("GET", "config", secret="x" * 48)[0] == 403
+    assert launcher.call("GET", "config", secret="")[0] in (401, 403)
+    status, body = launcher.call("GET", "config", user="alice")
+    assert status == 200 and set(body["config"]["execution_configs"]) == {"small", "other", "open"}
+
+
+def test_the_container_runs_as_the_users_own_uid(launcher, docker_client):
+    """Guards the launcher running a user's workload as their OS uid:gid, not the image's
+    user nor root."""
+    from osusers import os_user
+
+    alice = os_user("alice")
+    status, body = _create(launcher, "alice", "small")
+    assert status == 201, body
+    try:
+        user = docker_client.containers.get(body["id"]).attrs["Config"]["User"]
+        assert user == f"{alice.pw_uid}:{alice.pw_gid}"
+    finally:
+        launcher.call("DELETE", f"configs/small/workloads/{body['id']}", user="alice")
+
+
+def test_a_budget_refuses_the_third_512m_kernel_across_two_configs(launcher):
+    """Guards budgets summed over configs, refused at once with what is used and by what."""
+    made = []
+    try:
+        for config in ("small", "other"):
+            status, body = _create(launcher, "alice", config)
+            assert status == 201, body
+            made.append((config, body))
+        status, body = _create(launcher, "alice", "small")
+        assert status == 429, body  # refused at once (no queue yet)
+        message = body["message"]
+        assert "budget of user alice exceeded: memory 1 GiB of 1 GiB in use" in message
+        for config, workload in made:
+            assert f"{workload['name']} on {config}: 512 MiB" in message
+        status, _ = _create(launcher, "bob", "small")  # bob has no budget
+        assert status == 201
+        made.append(("small", _))
+    finally:
+        for config, workload in made:
+            owner = workload["labels"][ownership.OWNER]
+            launcher.call("DELETE", f"configs/{config}/workloads/{workload['id']}", user=owner)
+    assert os.environ.get("DSS_CONTAINERS_LAUNCHER_URL") is None
