@@ -107,8 +107,9 @@ class LauncherApp(Application):
         import logging
 
         if not logging.getLogger().handlers:
-            logging.basicConfig(level=logging.INFO, format="[launcher %(levelname)s] %(message)s")
-        logging.getLogger("dss_containers.launcher").setLevel(logging.INFO)
+            logging.basicConfig(format="[launcher %(levelname)s] %(message)s")
+        for name in ("dss_containers.launcher", "tornado.access"):
+            logging.getLogger(name).setLevel(logging.INFO)
         # the launcher's own code must reach the engines, never another launcher
         os.environ.pop(wire.URL_ENV, None)
         os.environ.pop(wire.SECRET_ENV, None)

@@ -188,21 +188,25 @@ class Launcher:
             return reservation
 
     async def all_workloads(self, loaded: Loaded | None = None) -> list[Workload]:
-        """This launcher's workloads on every daemon and cluster of the file (each once); an
-        unreachable one is logged and skipped."""
+        """This launcher's workloads on every daemon and cluster of the file (each once, even
+        when two addresses name one engine); an unreachable one is logged and skipped."""
         loaded = loaded or await self.load()
         seen: set[Any] = set()
-        found: list[Workload] = []
+        found: dict[str, Workload] = {}
         for config in loaded.config_file.execution_configs.values():
             backend = self.backend(config)
             if backend.target_key() in seen:
                 continue
             seen.add(backend.target_key())
             try:
-                found += await backend.list({LAUNCHER: self.launcher_id})
+                rows = await backend.list({LAUNCHER: self.launcher_id})
             except BackendError as exc:
                 log.warning("cannot list the workloads of config %s: %s", config.name, exc)
-        return found
+                continue
+            for w in rows:
+                if w.labels.get(LAUNCHER) == self.launcher_id:
+                    found.setdefault(w.id, w)
+        return list(found.values())
 
     # ------------------------------------------------------------------ per workload
 
