@@ -24,6 +24,9 @@ config_file = os.environ.get("DSS_CONTAINERS_CONFIG_FILE", "/etc/jupyter/dss_con
 # and nothing they run can read the launcher's config file or reach the Docker socket.
 c.JupyterHub.spawner_class = "jupyterhub.spawner.LocalProcessSpawner"
 c.Spawner.cmd = [python, "-m", "jupyterhub.singleuser"]
+# Kernel ports are published on 127.0.0.1, where every local user can connect: CurveZMQ
+# encrypts the kernel's traffic, so no other user reads a kernel's outputs off its iopub port
+c.Spawner.args = ["--KernelManager.transport_encryption=required"]
 c.Spawner.environment = {
     # the extension's backend and config come from the launcher (RemoteBackend); the
     # server's own JUPYTERHUB_API_TOKEN is its credential there

@@ -398,6 +398,39 @@ def test_a_kernel_runs_in_a_container_as_its_user(hub, users, docker_client):
     assert status == 200 and [k["state"] for k in listing["kernels"]] == ["running"]
 
 
+EAVESDROP = """
+import sys, time, zmq
+sock = zmq.Context().socket(zmq.SUB)
+sock.setsockopt(zmq.SUBSCRIBE, b"")
+sock.connect("tcp://127.0.0.1:" + sys.argv[1])
+print("listening", flush=True)
+heard, end = b"", time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    if sock.poll(200):
+        heard += b"".join(sock.recv_multipart())
+print("heard", len(heard), b"alice-secret" in heard, flush=True)
+"""
+
+
+def test_another_user_cannot_read_a_kernels_output_off_its_port(hub, docker_client):
+    """Guards CurveZMQ on kernel ports (the example config's transport_encryption): bob, a
+    local user, subscribes to alice's kernel's iopub port on 127.0.0.1 while she prints a
+    secret; without encryption he reads it (PUB sockets need no key)."""
+    (container,) = _mine(docker_client, hub, "alice", kind="kernel")
+    iopub = container.attrs["NetworkSettings"]["Ports"]["41001/tcp"][0]["HostPort"]
+    bob = subprocess.Popen(
+        ["runuser", "-u", "bob", "--", sys.executable, "-c", EAVESDROP, iopub, "8"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert bob.stdout is not None and bob.stdout.readline().strip() == "listening"
+    code = "import time\nfor i in range(20):\n    print('alice-secret', i)\n    time.sleep(0.2)"
+    printed = asyncio.run(_execute(hub, "alice", hub.kernels["alice-small"], code))
+    assert "alice-secret 19" in printed
+    out, _ = bob.communicate(timeout=120)
+    assert out.split()[-1] == "False", out
+
+
 def test_alice_cannot_reach_what_is_not_hers_through_the_launcher(hub, docker_client):
     """Guards the launcher's own checks against a user calling it directly with her token:
     configs outside her groups, another owner, mounts, bob's workloads, bad tokens."""
