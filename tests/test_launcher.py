@@ -342,3 +342,19 @@ def test_a_budget_refuses_the_third_512m_kernel_across_two_configs(launcher):
             owner = workload["labels"][ownership.OWNER]
             launcher.call("DELETE", f"configs/{config}/workloads/{workload['id']}", user=owner)
     assert os.environ.get("DSS_CONTAINERS_LAUNCHER_URL") is None
+
+
+def test_a_broken_edit_of_the_config_file_keeps_the_last_good_one(tmp_path):
+    """Guards one bad edit stopping every user's kernels (the launcher rereads the file when
+    it changes, and keeps the previous one when the new one does not validate)."""
+    from jupyter_dss_containers.launcherd.service import Launcher
+
+    path = tmp_path / "site.yaml"
+    path.write_text(CONFIG)
+    launcher = Launcher(str(path), "t")
+    assert "gpu" in asyncio.run(launcher.load()).config_file.execution_configs
+    path.write_text(CONFIG.replace("  open:", "  opened:"))
+    os.utime(path, (1, 1))
+    assert "opened" in asyncio.run(launcher.load()).config_file.execution_configs
+    path.write_text("execution_configs: {broken: {backend: nowhere}}\n")
+    assert "opened" in asyncio.run(launcher.load()).config_file.execution_configs

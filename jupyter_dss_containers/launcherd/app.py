@@ -20,6 +20,7 @@ from traitlets import Bool, Float, Integer, Unicode, default
 from traitlets.config import Application
 
 from .._version import __version__
+from ..config import find_config_path
 from . import wire
 from .auth import Authenticator, HubAuthenticator, SecretAuthenticator
 from .handlers import handlers
@@ -133,8 +134,9 @@ class LauncherApp(Application):
 
     async def serve(self) -> None:
         authenticator, hub = self.authenticator()
+        found = find_config_path(self.dss_config)
         launcher = Launcher(
-            self.dss_config,
+            str(found) if found else None,
             self.launcher_id,
             hub_bound=hub is not None,
             map_os_users=self.map_os_users,

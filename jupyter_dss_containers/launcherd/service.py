@@ -77,11 +77,22 @@ class Launcher:
 
     async def load(self) -> Loaded:
         """The config file, reread when its modification time or size changed."""
+        if self._loaded is not None and not self.config_path:
+            return self._loaded  # the embedded default does not change
         stamp = await asyncio.to_thread(self._stamp)
         if self._loaded is None or stamp is None or stamp != self._loaded.stamp:
-            data, source = await asyncio.to_thread(read_document, self.config_path)
-            config_file = parse_config(data, source)
-            self._loaded = Loaded(config_file, data, Budgets.from_dict(data.get("budgets")), stamp)
+            try:
+                data, source = await asyncio.to_thread(read_document, self.config_path)
+                config_file = parse_config(data, source)
+            except ConfigError as exc:
+                if self._loaded is None:
+                    raise
+                # an edit that breaks the file must not stop every user: keep the last good
+                log.error("config file not reloaded, the previous one stays in use: %s", exc)
+                self._loaded.stamp = stamp
+                return self._loaded
+            budgets = Budgets.from_dict(data.get("budgets"))
+            self._loaded = Loaded(config_file, data, budgets, stamp)
             self._backends.clear()
         return self._loaded
 
@@ -272,7 +283,3 @@ class Launcher:
                 {"name": h.name, "kind": h.kind, "config": h.config, **vars(h.demand)} for h in mine
             ],
         }
-
-
-def config_error_message(exc: ConfigError) -> str:
-    return f"the launcher's config file is unusable: {exc}"
