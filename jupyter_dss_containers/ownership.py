@@ -28,6 +28,8 @@ OWNER = PREFIX + "owner"
 SERVER_ID = PREFIX + "server-id"
 HOST = PREFIX + "host"
 MANAGED = PREFIX + "managed"
+#: written by the trusted launcher on what it starts: its own reaper decides about those
+LAUNCHER = PREFIX + "launcher"
 
 
 def workload_labels(
@@ -149,6 +151,7 @@ async def reap_orphans(
     {config name: why its daemon or cluster was skipped}).
     """
     from .backends import BackendError, backend_for
+    from .backends.remote import RemoteBackend
 
     servers, adopted = this_process().live_claims()
     here = socket.gethostname()
@@ -165,6 +168,8 @@ async def reap_orphans(
                 labels = workload.labels
                 owned = labels.get(SERVER_ID) in servers or workload.id in adopted
                 elsewhere = labels.get(HOST, here) != here  # its owner's liveness is unknown here
+                if LAUNCHER in labels and not (everything or isinstance(backend, RemoteBackend)):
+                    continue  # a user's, run by a launcher: the registry here knows nothing of it
                 if everything or not (owned or elsewhere):
                     await backend.remove(workload.id)
                     removed.append(workload)

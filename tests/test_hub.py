@@ -171,6 +171,33 @@ def test_each_user_lists_only_their_configs_through_the_proxy(hub):
     assert listed == {"alice": {"small", "other"}, "bob": {"small", "other", "gpu"}}
     status, _ = hub.as_user("bob", "GET", "user/alice/dss-containers/api/configs")
     assert status == 403  # bob's token does not open alice's server
+    # the CLI in her terminal, with her own token: the same list, through the launcher
+    cli = "from jupyter_dss_containers.cli import main; main()"
+    env = [
+        f"PYTHONPATH={os.environ.get('PYTHONPATH', '')}",
+        f"DSS_CONTAINERS_LAUNCHER_URL={hub.launcher.removesuffix('api/')}",
+        f"JUPYTERHUB_API_TOKEN={hub.tokens['alice']}",
+    ]
+    result = subprocess.run(
+        [
+            "runuser",
+            "-u",
+            "alice",
+            "--",
+            "env",
+            *env,
+            sys.executable,
+            "-c",
+            cli,
+            "configs",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd="/tmp",
+    )
+    assert result.returncode == 0, result.stderr
+    assert {c["name"] for c in json.loads(result.stdout)} == {"small", "other"}
 
 
 def test_a_job_runs_through_the_launcher(hub, users, docker_client):

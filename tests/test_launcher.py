@@ -358,3 +358,24 @@ def test_a_broken_edit_of_the_config_file_keeps_the_last_good_one(tmp_path):
     assert "opened" in asyncio.run(launcher.load()).config_file.execution_configs
     path.write_text("execution_configs: {broken: {backend: nowhere}}\n")
     assert "opened" in asyncio.run(launcher.load()).config_file.execution_configs
+
+
+def test_a_local_reaper_leaves_a_launchers_workloads_to_it(launcher, docker_client):
+    """Guards root's ``cleanup`` or a root server's start-up reaping removing users' live
+    kernels: their owner's process is not in the local registry, the launcher decides."""
+    import socket
+
+    from jupyter_dss_containers.config import read_document
+
+    status, body = _create(launcher, "bob", "small")
+    assert status == 201, body
+    try:
+        config_file = parse_config(*read_document(launcher.config))
+        labels = docker_client.containers.get(body["id"]).labels
+        assert labels[ownership.OWNER] == "bob"
+        assert labels.get(ownership.HOST, socket.gethostname()) == socket.gethostname()
+        removed, _ = asyncio.run(ownership.reap_orphans([config_file.get("small")]))
+        assert body["id"] not in [w.id for w in removed]
+        assert docker_client.containers.get(body["id"]).status == "running"
+    finally:
+        launcher.call("DELETE", f"configs/small/workloads/{body['id']}", user="bob")

@@ -31,7 +31,7 @@ from .wire import spec_from_json
 
 #: labels only the launcher writes: which launcher started it, and the hub server it is
 #: bound to (the latest start time of the user's live servers when it was created)
-LAUNCHER = ownership.PREFIX + "launcher"
+LAUNCHER = ownership.LAUNCHER
 HUB_BOUND = ownership.PREFIX + "hub-bound"
 #: top-level keys of the config file that a caller's copy keeps (others stay private)
 SHARED_KEYS = ("execution_configs", "base_images", "code_envs", "defaults", "groups")
