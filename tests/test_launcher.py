@@ -31,7 +31,6 @@ from jupyter_dss_containers.launcherd.hub import HubUser
 from jupyter_dss_containers.launcherd.lifecycle import orphaned
 from jupyter_dss_containers.launcherd.policy import (
     HUB_BOUND,
-    Caller,
     Refused,
     parse_request,
     restricted_document,
@@ -102,9 +101,9 @@ def test_a_request_may_not_name_mounts_users_foreign_labels_or_files_outside_tmp
     )
     with pytest.raises(Refused, match="cannot start a workload owned by 'bob'"):
         spec.labels[ownership.OWNER] = "bob"
-        trusted_spec(spec, config.get("small"), Caller("alice"), "alice", "L", {})
+        trusted_spec(spec, config.get("small"), "alice", "L", {})
     spec.labels.pop(ownership.OWNER)
-    trusted = trusted_spec(spec, config.get("small"), Caller("alice"), "alice", "L", {"x": "1"})
+    trusted = trusted_spec(spec, config.get("small"), "alice", "L", {"x": "1"})
     assert trusted.labels[ownership.OWNER] == "alice"
     assert trusted.labels[ownership.CONFIG] == "small"
 

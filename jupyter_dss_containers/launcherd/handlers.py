@@ -16,6 +16,7 @@ from tornado.web import HTTPError, RequestHandler
 from ..backends.base import BackendError, BackendUnavailable, ImageMissing
 from ..config import ConfigError
 from ..errors import ReportedError
+from ..permissions import PermissionDenied, check_permission
 from . import wire
 from .auth import Authenticator
 from .policy import Caller, Refused
@@ -113,8 +114,6 @@ class CheckHandler(LauncherHandler):
         caller = await self.caller()
         loaded = await self.launcher.load()
         config = self.launcher.config(loaded, config_name)
-        from ..permissions import PermissionDenied, check_permission
-
         if not caller.trusted_server:
             try:
                 check_permission(caller.identity(), config)
@@ -166,7 +165,7 @@ class WorkloadActionHandler(LauncherHandler):
                     raise Refused(f"a port is a number from 1 to 65535, not {raw!r}", 400)
                 ports.append(int(raw))
             address, mapping = await backend.endpoints(workload_id, tuple(ports[:16]))
-            self.launcher.note_ports(caller, config_name, workload_id, mapping)
+            self.launcher.note_ports(config_name, workload_id, mapping)
             self.send({"address": address, "ports": {str(k): v for k, v in mapping.items()}})
         elif action == "logs":
             tail = self.int_arg("tail", 50, 0, MAX_TAIL)

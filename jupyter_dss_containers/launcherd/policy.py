@@ -101,7 +101,6 @@ def _short(error: jsonschema.ValidationError) -> str:
 def trusted_spec(
     spec: WorkloadSpec,
     config: ExecutionConfig,
-    caller: Caller,
     owner: str,
     launcher_id: str,
     extra_labels: dict[str, str],

@@ -165,7 +165,7 @@ class Launcher:
         reservation = await self._admit(loaded, owner, groups, demand, spec.name, config.name)
         try:
             extra.update(reservation.labels)
-            spec = trusted_spec(spec, config, caller, owner, self.launcher_id, extra)
+            spec = trusted_spec(spec, config, owner, self.launcher_id, extra)
             user = os_user(owner, self.min_uid) if self.map_os_users else None
             workload = await self.backend(config, user).create(spec)
         finally:
@@ -250,7 +250,7 @@ class Launcher:
     def forget(self, config_name: str, workload_id: str) -> None:
         self._owners.pop((config_name, workload_id), None)
 
-    def note_ports(self, caller: Caller, config_name: str, workload_id: str, ports: dict) -> None:
+    def note_ports(self, config_name: str, workload_id: str, ports: dict[int, int]) -> None:
         """Remember whose these host ports are: only that user may ask for them again."""
         owner = self._owners.get((config_name, workload_id))
         for host_port in ports.values():
