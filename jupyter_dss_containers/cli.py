@@ -76,7 +76,7 @@ class DSSCommand(JupyterApp):
 
 def _resources(config: ExecutionConfig) -> str:
     if config.backend == "kubernetes":
-        return json.dumps(config.kubernetes.get("resources", {}))
+        return json.dumps(config.kubernetes.resources)
     d = config.docker
     parts = [
         f"memory {format_size(d.memory)}" if d.memory else "",
@@ -89,7 +89,7 @@ def _resources(config: ExecutionConfig) -> str:
 def _where(config: ExecutionConfig) -> str:
     if config.backend == "kubernetes":
         k = config.kubernetes
-        return f"context {k.get('context', '(current)')}, namespace {k.get('namespace', 'default')}"
+        return f"context {k.context or '(current)'}, namespace {k.namespace_template}"
     from .backends.docker import daemon_url
 
     return daemon_url(config.docker)

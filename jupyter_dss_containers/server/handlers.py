@@ -21,7 +21,7 @@ from tornado.web import HTTPError
 
 from .. import ownership
 from ..backends import backend_for
-from ..config import ConfigError, ConfigFile, ExecutionConfig, expand_user, load_config
+from ..config import ConfigError, ConfigFile, ExecutionConfig, load_config
 from ..jobs.model import SUCCEEDED, Job, JobError, JobNotFound, JobRequest
 from ..jobs.service import JobService
 from ..kernelspecs import container_kernel_specs
@@ -144,8 +144,8 @@ def _target(config: ExecutionConfig, identity: Identity) -> str:
 
         return daemon_url(config.docker)
     kube = config.kubernetes
-    namespace = expand_user(str(kube.get("namespace", "default")), identity.username)
-    context = kube.get("context") or "the current context"
+    namespace = kube.namespace(identity.username)
+    context = kube.context or "the current context"
     return f"kubernetes {context}, namespace {namespace}"
 
 
@@ -174,7 +174,7 @@ def resources_summary(config: ExecutionConfig) -> dict[str, Any]:
             out["runtime"] = d.runtime
         out["summary"] = ", ".join(words) or "no limits"
         return out
-    raw = config.kubernetes.get("resources") or {}
+    raw = config.kubernetes.resources
     out = {k: {n: str(v) for n, v in raw[k].items()} for k in ("requests", "limits") if k in raw}
     parts = [f"{k} " + ", ".join(f"{n} {v}" for n, v in out[k].items()) for k in out if out[k]]
     out["summary"] = "; ".join(parts) or "no requests or limits"
