@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from traitlets import Bool, Integer, Unicode
 
-from . import images, ownership
+from . import images, ownership, summary
 from ._version import __version__
 from .backends import BackendError, backend_for
 from .config import (
@@ -74,27 +74,6 @@ class DSSCommand(JupyterApp):
         print(json.dumps(data, indent=2, default=str))
 
 
-def _resources(config: ExecutionConfig) -> str:
-    if config.backend == "kubernetes":
-        return json.dumps(config.kubernetes.resources)
-    d = config.docker
-    parts = [
-        f"memory {format_size(d.memory)}" if d.memory else "",
-        f"{d.cpus:g} CPU" if d.cpus else "",
-    ]
-    parts += [f"gpus {d.gpus}" if d.gpus is not None else ""]
-    return ", ".join(p for p in parts if p) or "no limits"
-
-
-def _where(config: ExecutionConfig) -> str:
-    if config.backend == "kubernetes":
-        k = config.kubernetes
-        return f"context {k.context or '(current)'}, namespace {k.namespace_template}"
-    from .backends.docker import daemon_url
-
-    return daemon_url(config.docker)
-
-
 class ConfigsCommand(DSSCommand):
     description = "List the execution configurations you may use."
 
@@ -109,13 +88,14 @@ class ConfigsCommand(DSSCommand):
             if self.show_all
             else permitted_configs(identity, config_file)
         )
+        placements = {c.name: summary.placement(c, identity.username) for c in configs}
         rows = [
             {
                 "name": c.name,
                 "backend": c.backend,
                 "image": c.image,
-                "where": _where(c),
-                "resources": _resources(c),
+                "where": placements[c.name].where,
+                "resources": placements[c.name].summary,
                 "code_envs": [e.name for e in config_file.envs_for(c.name)],
                 "groups": list(c.groups),
                 "description": c.description,
