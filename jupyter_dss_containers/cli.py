@@ -20,6 +20,7 @@ from traitlets import Bool, Integer, Unicode
 from . import images, ownership, summary
 from ._version import __version__
 from .backends import BackendError, backend_for
+from .cli_progress import ConsoleProgress
 from .config import (
     CodeEnvSpec,
     ConfigError,
@@ -30,7 +31,6 @@ from .config import (
 )
 from .kernelspecs import container_kernel_specs, install_kernel_specs
 from .permissions import PermissionDenied, permitted_configs, process_identity
-from .registry import RegistryError, push_image
 
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
@@ -215,15 +215,15 @@ class BuildBaseImageCommand(DSSCommand):
         for name in names:
             spec = config_file.base_images[name]
             try:
-                with images.ConsoleProgress() as progress:
+                with ConsoleProgress() as progress:
                     tag = images.build_base_image(spec, client, progress=progress, force=self.force)
             except images.ImageBuildError as exc:
                 raise CommandError(str(exc)) from None
             console.print(f"[green]built[/] {name}: {tag}")
             for registry_url in _registries_of(config_file, name):
                 try:
-                    pushed = push_image(client, tag, registry_url)
-                except RegistryError as exc:
+                    pushed = images.push_image(client, tag, registry_url)
+                except images.RegistryError as exc:
                     raise CommandError(str(exc)) from None
                 console.print(f"[green]pushed[/] {name}: {pushed.pinned}")
 
@@ -256,9 +256,8 @@ class BuildEnvCommand(DSSCommand):
 
     def run(self) -> None:
         from .backends.docker import docker_client
-        from .codeenvs import build_env_image, env_recipe
         from .config import DockerSettings
-        from .envrecipe import CodeEnvError
+        from .images import CodeEnvError, build_env_image, env_recipe
 
         if len(self.extra_args) != 1:
             raise CommandError("name one code env: build-env ENV [--config C]")
@@ -285,7 +284,7 @@ class BuildEnvCommand(DSSCommand):
             settings = config.docker if config.backend == "docker" else DockerSettings()
             client = docker_client(settings)
             try:
-                with images.ConsoleProgress() as progress:
+                with ConsoleProgress() as progress:
                     result = build_env_image(
                         config_file,
                         env_name,
@@ -312,8 +311,8 @@ class ImagesCommand(DSSCommand):
 
     def run(self) -> None:
         from .backends.docker import docker_client
-        from .codeenvs import format_age, image_states
         from .config import DockerSettings
+        from .images import format_age, image_states
 
         config_file = self.load()
         states = [s.as_dict() for s in image_states(config_file, docker_client(DockerSettings()))]
@@ -422,8 +421,8 @@ class CleanupCommand(DSSCommand):
 
     def _prune_images(self, config_file) -> None:
         from .backends.docker import docker_client
-        from .codeenvs import prune_stale_images
         from .config import DockerSettings
+        from .images import prune_stale_images
 
         pruned, kept = prune_stale_images(config_file, docker_client(DockerSettings()))
         for state in pruned:

@@ -19,16 +19,17 @@ import kubernetes.client
 
 from ... import ownership
 from ...config import ExecutionConfig, KubernetesSettings
+from ...images.contract import IMAGE_GID, IMAGE_HOME, IMAGE_UID
 from ..base import BackendError, WorkloadSpec
 from ..logfiles import TOKEN_FILE
 
 CONTAINER = "kernel"
-DEFAULT_UID, DEFAULT_GID = 1000, 100
+DEFAULT_UID, DEFAULT_GID = IMAGE_UID, IMAGE_GID  # the base images' user
 SECRET_LIMIT = 1024 * 1024  # the API server refuses Secrets whose data is bigger
 OWNER_LABEL = ownership.OWNER
 TOKEN_ANNOTATION = ownership.PREFIX + "files-token"  # on the Secret, never the Pod
 POD_LABEL = ownership.PREFIX + "pod"  # the pod's own name: its NetworkPolicy selects it
-READ_ONLY_HOME = "/home/jovyan"  # HOME of the base images, when the workload's env sets none
+READ_ONLY_HOME = IMAGE_HOME  # HOME of the base images, when the workload's env sets none
 MANAGED_BY = {"app.kubernetes.io/managed-by": "dss-containers"}
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
