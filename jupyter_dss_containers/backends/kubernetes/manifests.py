@@ -227,20 +227,23 @@ def merge_patch(base: Any, patch: Any) -> Any:
     return patch
 
 
+#: how the client's models name their field types: ``List[V1Container]`` and
+#: ``Dict[str, str]`` (older clients: ``list[...]`` and ``dict(str, str)``)
+_LIST_TYPE = re.compile(r"^[Ll]ist\[(.+)\]$")
+_DICT_TYPE = re.compile(r"^[Dd]ict[\[(][^,]+, (.+)[\])]$")
+
+
 def check_model(data: Any, model: str, where: str) -> list[str]:
     """Unknown fields and wrong shapes in ``data`` against a kubernetes client model."""
-    if model.startswith("list["):
+    if match := _LIST_TYPE.match(model):
         if not isinstance(data, list):
             return [f"{where}: expected a list"]
-        return [
-            p
-            for i, item in enumerate(data)
-            for p in check_model(item, model[5:-1], f"{where}[{i}]")
-        ]
-    if model.startswith("dict("):
+        inner = match.group(1)
+        return [p for i, item in enumerate(data) for p in check_model(item, inner, f"{where}[{i}]")]
+    if match := _DICT_TYPE.match(model):
         if not isinstance(data, dict):
             return [f"{where}: expected a mapping"]
-        inner = model[5:-1].split(", ", 1)[1]
+        inner = match.group(1)
         return [p for key, item in data.items() for p in check_model(item, inner, f"{where}.{key}")]
     cls = getattr(kubernetes.client, model, None)
     if cls is None:  # a primitive (str, int, bool, object, datetime)
