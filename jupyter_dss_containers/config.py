@@ -20,6 +20,8 @@ import jsonschema
 import yaml
 from jupyter_core.paths import jupyter_config_path
 
+from .workspace import WorkspaceSettings
+
 CONFIG_ENV_VAR = "DSS_CONTAINERS_CONFIG"
 CONFIG_FILE_NAME = "dss_containers.yaml"
 EMBEDDED = "<embedded default>"
@@ -297,6 +299,7 @@ class ExecutionConfig:
     interrupt_mode: str = "signal"
     warm_pool_size: int = 0
     read_only_root: bool = False
+    workspace: WorkspaceSettings = field(default_factory=WorkspaceSettings)
     docker: DockerSettings = field(default_factory=DockerSettings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -319,6 +322,7 @@ class ExecutionConfig:
             ),
             warm_pool_size=data.get("warm_pool", {}).get("size", 0),
             read_only_root=data.get("read_only_root", False),
+            workspace=WorkspaceSettings.from_dict(data.get("workspace", {})),
             docker=DockerSettings.from_dict(data.get("docker", {})),
             kubernetes=KubernetesSettings.from_dict(data.get("kubernetes", {})),
             raw=data,

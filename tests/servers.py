@@ -34,8 +34,11 @@ class ServerProcess:
         env: dict[str, str],
         module: str = "jupyter_server",
         extra_args: tuple[str, ...] = (),
+        user: str | None = None,
     ):
+        """``user``: run the server as that OS user (``runuser``), as a hub spawner would."""
         self.folder, self.env, self.module, self.extra_args = folder, env, module, extra_args
+        self.user = user
         self.root_dir = folder / "notebooks"
         self.root_dir.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen | None = None
@@ -56,7 +59,9 @@ class ServerProcess:
             f"--ServerApp.root_dir={self.root_dir}",
             *self.extra_args,
         ]
-        if os.geteuid() == 0:
+        if self.user:
+            argv = ["runuser", "-u", self.user, "--", *argv]
+        elif os.geteuid() == 0:
             argv.append("--allow-root")
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
