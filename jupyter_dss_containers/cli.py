@@ -17,9 +17,10 @@ from rich.console import Console
 from rich.table import Table
 from traitlets import Bool, Integer, Unicode
 
-from . import images, ownership
+from . import images, ownership, summary
 from ._version import __version__
 from .backends import BackendError, backend_for
+from .cli_progress import ConsoleProgress
 from .config import (
     CodeEnvSpec,
     ConfigError,
@@ -30,7 +31,6 @@ from .config import (
 )
 from .kernelspecs import container_kernel_specs, install_kernel_specs
 from .permissions import PermissionDenied, permitted_configs, process_identity
-from .registry import RegistryError, push_image
 
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
@@ -74,27 +74,6 @@ class DSSCommand(JupyterApp):
         print(json.dumps(data, indent=2, default=str))
 
 
-def _resources(config: ExecutionConfig) -> str:
-    if config.backend == "kubernetes":
-        return json.dumps(config.kubernetes.get("resources", {}))
-    d = config.docker
-    parts = [
-        f"memory {format_size(d.memory)}" if d.memory else "",
-        f"{d.cpus:g} CPU" if d.cpus else "",
-    ]
-    parts += [f"gpus {d.gpus}" if d.gpus is not None else ""]
-    return ", ".join(p for p in parts if p) or "no limits"
-
-
-def _where(config: ExecutionConfig) -> str:
-    if config.backend == "kubernetes":
-        k = config.kubernetes
-        return f"context {k.get('context', '(current)')}, namespace {k.get('namespace', 'default')}"
-    from .backends.docker import daemon_url
-
-    return daemon_url(config.docker)
-
-
 class ConfigsCommand(DSSCommand):
     description = "List the execution configurations you may use."
 
@@ -109,13 +88,14 @@ class ConfigsCommand(DSSCommand):
             if self.show_all
             else permitted_configs(identity, config_file)
         )
+        placements = {c.name: summary.placement(c, identity.username) for c in configs}
         rows = [
             {
                 "name": c.name,
                 "backend": c.backend,
                 "image": c.image,
-                "where": _where(c),
-                "resources": _resources(c),
+                "where": placements[c.name].where,
+                "resources": placements[c.name].summary,
                 "code_envs": [e.name for e in config_file.envs_for(c.name)],
                 "groups": list(c.groups),
                 "description": c.description,
@@ -235,15 +215,15 @@ class BuildBaseImageCommand(DSSCommand):
         for name in names:
             spec = config_file.base_images[name]
             try:
-                with images.ConsoleProgress() as progress:
+                with ConsoleProgress() as progress:
                     tag = images.build_base_image(spec, client, progress=progress, force=self.force)
             except images.ImageBuildError as exc:
                 raise CommandError(str(exc)) from None
             console.print(f"[green]built[/] {name}: {tag}")
             for registry_url in _registries_of(config_file, name):
                 try:
-                    pushed = push_image(client, tag, registry_url)
-                except RegistryError as exc:
+                    pushed = images.push_image(client, tag, registry_url)
+                except images.RegistryError as exc:
                     raise CommandError(str(exc)) from None
                 console.print(f"[green]pushed[/] {name}: {pushed.pinned}")
 
@@ -276,9 +256,8 @@ class BuildEnvCommand(DSSCommand):
 
     def run(self) -> None:
         from .backends.docker import docker_client
-        from .codeenvs import build_env_image, env_recipe
         from .config import DockerSettings
-        from .envrecipe import CodeEnvError
+        from .images import CodeEnvError, build_env_image, env_recipe
 
         if len(self.extra_args) != 1:
             raise CommandError("name one code env: build-env ENV [--config C]")
@@ -305,7 +284,7 @@ class BuildEnvCommand(DSSCommand):
             settings = config.docker if config.backend == "docker" else DockerSettings()
             client = docker_client(settings)
             try:
-                with images.ConsoleProgress() as progress:
+                with ConsoleProgress() as progress:
                     result = build_env_image(
                         config_file,
                         env_name,
@@ -332,8 +311,8 @@ class ImagesCommand(DSSCommand):
 
     def run(self) -> None:
         from .backends.docker import docker_client
-        from .codeenvs import format_age, image_states
         from .config import DockerSettings
+        from .images import format_age, image_states
 
         config_file = self.load()
         states = [s.as_dict() for s in image_states(config_file, docker_client(DockerSettings()))]
@@ -442,8 +421,8 @@ class CleanupCommand(DSSCommand):
 
     def _prune_images(self, config_file) -> None:
         from .backends.docker import docker_client
-        from .codeenvs import prune_stale_images
         from .config import DockerSettings
+        from .images import prune_stale_images
 
         pruned, kept = prune_stale_images(config_file, docker_client(DockerSettings()))
         for state in pruned:

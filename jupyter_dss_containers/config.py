@@ -166,6 +166,78 @@ class DockerSettings:
 
 
 @dataclass(frozen=True)
+class KubernetesSettings:
+    """How a Kubernetes-backend config reaches its cluster and shapes its pods.
+
+    Parsed once from the (validated) ``kubernetes:`` section; the pod's own objects
+    (selectors, tolerations, affinity, the patch) stay the JSON the admin wrote.
+    """
+
+    context: str | None = None
+    kubeconfig: str | None = None
+    in_cluster: bool = False
+    #: the namespace, possibly with ``${user}``: see :meth:`namespace`
+    namespace_template: str = "default"
+    create_namespace: bool = False
+    namespace_quota: dict[str, str] = field(default_factory=dict)
+    namespace_limits: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: ``{"requests": {...}, "limits": {...}}``, quantities as strings
+    resources: dict[str, dict[str, str]] = field(default_factory=dict)
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] = ()
+    affinity: dict[str, Any] = field(default_factory=dict)
+    image_pull_secrets: tuple[str, ...] = ()
+    image_pull_policy: str = "IfNotPresent"
+    service_account: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    shm_size: str | None = None
+    grace_seconds: int = 5
+    pod_patch: dict[str, Any] = field(default_factory=dict)
+    #: a NetworkPolicy per pod, on unless turned off (a CNI that does not enforce them
+    #: ignores them; one that does keeps other pods off the kernel ports)
+    network_policy: bool = True
+    #: CIDRs or NetworkPolicyPeers; empty: the address this server reaches the cluster from
+    allow_from: tuple[str | dict[str, Any], ...] = ()
+
+    def namespace(self, user: str) -> str:
+        """The namespace a user's workloads go to (``${user}`` expanded)."""
+        return expand_user(self.namespace_template, user)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> KubernetesSettings:
+        policy = data.get("network_policy", {})
+        return cls(
+            context=data.get("context"),
+            kubeconfig=data.get("kubeconfig"),
+            in_cluster=data.get("in_cluster", False),
+            namespace_template=data.get("namespace", "default"),
+            create_namespace=data.get("create_namespace", False),
+            namespace_quota={k: str(v) for k, v in data.get("namespace_quota", {}).items()},
+            namespace_limits={
+                k: {n: str(q) for n, q in v.items()}
+                for k, v in data.get("namespace_limits", {}).items()
+            },
+            resources={
+                k: {n: str(q) for n, q in v.items()} for k, v in data.get("resources", {}).items()
+            },
+            node_selector=dict(data.get("node_selector", {})),
+            tolerations=tuple(data.get("tolerations", ())),
+            affinity=dict(data.get("affinity", {})),
+            image_pull_secrets=tuple(data.get("image_pull_secrets", ())),
+            image_pull_policy=data.get("image_pull_policy", "IfNotPresent"),
+            service_account=data.get("service_account"),
+            labels=dict(data.get("labels", {})),
+            annotations=dict(data.get("annotations", {})),
+            shm_size=str(data["shm_size"]) if data.get("shm_size") else None,
+            grace_seconds=data.get("termination_grace_seconds", 5),
+            pod_patch=dict(data.get("pod_patch", {})),
+            network_policy=policy.get("enabled", True),
+            allow_from=tuple(policy.get("allow_from", ())),
+        )
+
+
+@dataclass(frozen=True)
 class BaseImageSpec:
     """A base image: built once per content hash (see :mod:`.images`)."""
 
@@ -229,7 +301,7 @@ class ExecutionConfig:
     read_only_root: bool = False
     workspace: WorkspaceSettings = field(default_factory=WorkspaceSettings)
     docker: DockerSettings = field(default_factory=DockerSettings)
-    kubernetes: dict[str, Any] = field(default_factory=dict)
+    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -252,7 +324,7 @@ class ExecutionConfig:
             read_only_root=data.get("read_only_root", False),
             workspace=WorkspaceSettings.from_dict(data.get("workspace", {})),
             docker=DockerSettings.from_dict(data.get("docker", {})),
-            kubernetes=data.get("kubernetes", {}),
+            kubernetes=KubernetesSettings.from_dict(data.get("kubernetes", {})),
             raw=data,
         )
 

@@ -1,135 +1,36 @@
-"""What goes into a code-env image, and the content tag that follows from it.
-
-A code env is layered on the base image of one execution config: one image per
-(env, config), tagged ``dss-containers/env-<env>:<config>-<hash12>`` where the hash covers
-the env's packages, the base image's own content tag and the install script. An
-unchanged env is therefore never rebuilt, and a changed base image (new tag) makes every
-env on it stale. Pure functions only: naming an image needs no daemon, so
-:func:`jupyter_dss_containers.images.resolve_image` can use it on the kernel start path.
-"""
+"""Former home of the code-env recipe: now :mod:`jupyter_dss_containers.images.envrecipe`.
+Kept so that ``from jupyter_dss_containers.envrecipe import ...`` goes on working."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shlex
-from dataclasses import dataclass
+from .images.envrecipe import (
+    ENV_BUILDER_VERSION,
+    ENV_REPO_PREFIX,
+    LABEL_BASE_REF,
+    LABEL_CODE_ENV,
+    LABEL_CONTENT_HASH,
+    LABEL_EXEC_CONFIG,
+    LABEL_PREFIX,
+    VENV,
+    WHEELHOUSE_DIR,
+    CodeEnvError,
+    EnvRecipe,
+    debian_r_package,
+    recipe_for,
+)
 
-from .config import ConfigFile, ExecutionConfig
-from .errors import ReportedError
-
-#: bump when the build changes images in a way the hashed install script does not show
-ENV_BUILDER_VERSION = "1"
-ENV_REPO_PREFIX = "dss-containers/env-"
-LABEL_PREFIX = "dss-containers.jupyter.org/"
-LABEL_CODE_ENV = LABEL_PREFIX + "code-env"
-LABEL_EXEC_CONFIG = LABEL_PREFIX + "execution-config"
-LABEL_CONTENT_HASH = LABEL_PREFIX + "content-hash"
-LABEL_BASE_REF = LABEL_PREFIX + "base-ref"
-#: the kernel venv of every base image (``images.VENV``)
-VENV = "/opt/dss/venv"
-WHEELHOUSE_DIR = "/tmp/dss-wheelhouse"
-
-
-class CodeEnvError(ReportedError, ValueError):
-    """A code env that cannot be used with a config; the message names both."""
-
-    status = 400
-
-
-@dataclass(frozen=True)
-class EnvRecipe:
-    """Everything that decides one (env, config) image."""
-
-    env_name: str
-    config_name: str
-    base_ref: str
-    packages: tuple[str, ...]
-    r_packages: tuple[str, ...]
-
-    @property
-    def repository(self) -> str:
-        return ENV_REPO_PREFIX + self.env_name
-
-    @property
-    def tag(self) -> str:
-        return f"{self.repository}:{self.config_name}-{self.content_hash()[:12]}"
-
-    def content_hash(self) -> str:
-        data = {
-            "builder": ENV_BUILDER_VERSION,
-            "env": self.env_name,
-            "config": self.config_name,
-            "base": self.base_ref,
-            "packages": list(self.packages),
-            "r_packages": list(self.r_packages),
-            "script": self.install_script(offline=True),
-        }
-        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
-
-    def labels(self) -> dict[str, str]:
-        return {
-            LABEL_CODE_ENV: self.env_name,
-            LABEL_EXEC_CONFIG: self.config_name,
-            LABEL_CONTENT_HASH: self.content_hash(),
-            LABEL_BASE_REF: self.base_ref,
-        }
-
-    def install_script(self, offline: bool) -> str:
-        """The shell run as root in a container of the base image before it is committed.
-
-        Offline, pip reads only the wheelhouse copied to ``/tmp/dss-wheelhouse``; online it
-        uses the package index. R packages come from Debian (``r-cran-<name>``), which
-        needs the image's apt sources to answer.
-        """
-        lines = ["set -eu"]
-        if self.packages:
-            source = f"--no-index --find-links {WHEELHOUSE_DIR} " if offline else ""
-            requirements = " ".join(shlex.quote(p) for p in self.packages)
-            lines += [
-                f'if [ -x {VENV}/bin/pip ]; then pip="{VENV}/bin/pip"; '
-                'else pip="python3 -m pip"; fi',
-                f"$pip install --no-cache-dir --disable-pip-version-check --progress-bar off "
-                f"{source}{requirements}",
-            ]
-        if self.r_packages:
-            debs = " ".join(shlex.quote(debian_r_package(p)) for p in self.r_packages)
-            lines += [
-                "apt-get update",
-                f"DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends {debs}",
-                "apt-get clean",
-                "rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin",
-            ]
-        lines.append(f"rm -rf {WHEELHOUSE_DIR}")
-        return "\n".join(lines) + "\n"
-
-
-def debian_r_package(name: str) -> str:
-    """``data.table`` -> ``r-cran-data.table``; a name already Debian's is kept."""
-    return name if name.startswith("r-") else f"r-cran-{name.lower()}"
-
-
-def recipe_for(
-    config_file: ConfigFile, env_name: str, config: ExecutionConfig, base_ref: str
-) -> EnvRecipe:
-    """The recipe of ``env_name`` on ``config`` (whose image is ``base_ref``), checked."""
-    env = config_file.code_envs.get(env_name)
-    if env is None:
-        defined = ", ".join(sorted(config_file.code_envs)) or "none"
-        raise CodeEnvError(
-            f"no code environment named {env_name!r} in {config_file.source} (defined: {defined})"
-        )
-    if not env.is_available_for(config.name):
-        allowed = ", ".join(env.available_for) or "none"
-        raise CodeEnvError(
-            f"code environment {env_name!r} is not available for execution configuration "
-            f"{config.name!r} (code_envs.{env_name}.available_for: {allowed})"
-        )
-    base = config_file.base_image_of(config)
-    if env.r_packages and base is not None and not base.with_r:
-        raise CodeEnvError(
-            f"code environment {env_name!r} has r_packages but the base image {base.name!r} "
-            f"of execution configuration {config.name!r} has no R (set with_r: true)"
-        )
-    return EnvRecipe(env_name, config.name, base_ref, env.packages, env.r_packages)
+__all__ = [
+    "ENV_BUILDER_VERSION",
+    "ENV_REPO_PREFIX",
+    "LABEL_BASE_REF",
+    "LABEL_CODE_ENV",
+    "LABEL_CONTENT_HASH",
+    "LABEL_EXEC_CONFIG",
+    "LABEL_PREFIX",
+    "VENV",
+    "WHEELHOUSE_DIR",
+    "CodeEnvError",
+    "EnvRecipe",
+    "debian_r_package",
+    "recipe_for",
+]

@@ -28,6 +28,7 @@ from jupyter_dss_containers import codeenvs, images, registry
 from jupyter_dss_containers.backends.base import WorkloadSpec
 from jupyter_dss_containers.backends.docker import DockerBackend
 from jupyter_dss_containers.config import (
+    DATA_SCIENCE_PACKAGES,
     EMBEDDED_DEFAULT,
     BaseImageSpec,
     ConfigError,
@@ -202,14 +203,18 @@ def sk_image(docker_client, site) -> str:
     return result.tag
 
 
-async def test_sklearn_env_kernel_imports_sklearn_and_base_kernel_does_not(sk_image, site):
+async def test_sklearn_env_kernel_has_its_pin_and_base_kernel_the_base_one(sk_image, site):
+    """The env's layer wins over the base image's own scikit-learn (the default base image
+    carries DATA_SCIENCE_PACKAGES); the base kernel keeps the base's pin."""
+    base_pin = next(p for p in DATA_SCIENCE_PACKAGES if p.startswith("scikit-learn=="))
     ksm = ContainerKernelSpecManager(dss_config_file=str(site))
     specs = ksm.find_kernel_specs()
     assert "dss-small-sk" in specs and "dss-small" in specs
     assert "dss-rlang-sk" not in specs  # sk is available for small only
     code = "import sklearn; print('sklearn', sklearn.__version__)"
     assert "sklearn 1.5.2" in await run_in_kernel(ksm, "dss-small-sk", code)
-    assert "ModuleNotFoundError" in await run_in_kernel(ksm, "dss-small", code)
+    base = await run_in_kernel(ksm, "dss-small", code)
+    assert base.strip() == f"sklearn {base_pin.split('==')[1]}", base
 
 
 def test_changing_one_pin_rebuilds_only_that_env(docker_client, workspace, base_image):
@@ -432,5 +437,5 @@ def test_failing_dockerfile_fragment_leaves_no_tag(docker_client, site, base_ima
 def test_bootstrap_suite_table_matches_the_image(docker_client, base_image):
     """Env wheels for bootstrap bases are chosen from images.SUITES without running them."""
     suite = parse_config(EMBEDDED_DEFAULT, "embedded").base_images["default"].suite
-    probed = codeenvs._probe(docker_client, base_image, images.BuildRun("default", None))
+    probed = images.probe_python(docker_client, base_image, images.BuildRun("default", None))
     assert probed == images.SUITES[suite]

@@ -79,7 +79,7 @@ def test_design_example_loads(tmp_path):
     assert gpu.docker.runtime == "nvidia" and gpu.docker.gpus == "all"
     assert [e.name for e in config_file.envs_for("small")] == ["sk"]
     assert config_file.envs_for("gpu") == []
-    assert config_file.get("k8s-gpu").kubernetes["namespace"] == "dss-${user}"
+    assert config_file.get("k8s-gpu").kubernetes.namespace_template == "dss-${user}"
 
 
 def test_embedded_default_when_no_file(monkeypatch):

@@ -473,7 +473,7 @@ def test_podman_imports_a_root_fs_with_the_image_settings(podman, workspace):
     spec = BaseImageSpec(name="podman-import", bootstrap="debian")
     ref = f"dss-containers/rootfs-podman-test:{os.getpid()}"
     try:
-        images._import_rootfs(client, images.BuildRun(spec.name, None), tarball, ref, spec)
+        images.import_rootfs(client, images.BuildRun(spec.name, None), tarball, ref, spec)
         config = client.api.inspect_image(ref)["Config"]
         assert f"PATH={images.IMAGE_PATH}" in config["Env"] and "LANG=C.UTF-8" in config["Env"]
         assert config["User"] == images.IMAGE_USER and config["WorkingDir"] == images.IMAGE_HOME

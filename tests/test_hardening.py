@@ -104,9 +104,10 @@ def test_hardening_keys_parse():
         "inline",
     )
     assert config.get("k").read_only_root and not config.get("d").read_only_root
-    settings = KubernetesSettings(config.get("k").kubernetes)
-    assert settings.network_policy and settings.allow_from == ["10.0.0.0/8"]
-    assert KubernetesSettings({}).network_policy  # on by default
+    settings = config.get("k").kubernetes
+    assert isinstance(settings, KubernetesSettings)
+    assert settings.network_policy and settings.allow_from == ("10.0.0.0/8",)
+    assert KubernetesSettings.from_dict({}).network_policy  # on by default
 
 
 async def test_python_job_on_a_read_only_root_returns_its_result(

@@ -19,13 +19,18 @@ import docker.errors
 import pytest
 from rich.console import Console
 
-from jupyter_dss_containers.config import BaseImageSpec, load_config, parse_config
+from jupyter_dss_containers.cli_progress import ConsoleProgress
+from jupyter_dss_containers.config import (
+    EMBEDDED_DEFAULT,
+    BaseImageSpec,
+    load_config,
+    parse_config,
+)
 from jupyter_dss_containers.images import (
     IMAGE_REPO_PREFIX,
     KERNEL_PYTHON,
     LABEL_BASE_IMAGE,
     BuildEvent,
-    ConsoleProgress,
     ImageBuildError,
     base_image_tag,
     build_base_image,
@@ -183,7 +188,7 @@ def test_default_image_runs_ipykernel_as_uid_1000(docker_engine, default_base_im
 
 
 def test_rebuilding_an_unchanged_image_is_a_no_op(docker_engine, default_base_image):
-    spec = BaseImageSpec(name="default", bootstrap="debian")
+    spec = parse_config(EMBEDDED_DEFAULT, "embedded").base_images["default"]
     assert base_image_tag(spec) == default_base_image
     events: list[BuildEvent] = []
     started = time.monotonic()
@@ -250,7 +255,7 @@ def test_cleanup_images_removes_stale_builds_but_not_the_current_or_used_ones(
 
     import yaml
 
-    from jupyter_dss_containers.codeenvs import image_states, prune_stale_images
+    from jupyter_dss_containers.images import image_states, prune_stale_images
 
     path = tmp_path / "prune.yaml"
 

@@ -749,7 +749,7 @@ def test_manifests_validate_strictly(kube_config):
     for config in kube_config.execution_configs.values():
         rich = config.__class__.from_dict(
             config.name,
-            {**config.raw, "kubernetes": {**config.kubernetes, **extra}},
+            {**config.raw, "kubernetes": {**config.raw["kubernetes"], **extra}},
         )
         backend = backend_for(rich)
         spec = WorkloadSpec(
@@ -774,7 +774,7 @@ def test_manifests_validate_strictly(kube_config):
             config.name,
             {
                 **rich.raw,
-                "kubernetes": {**rich.kubernetes, "network_policy": {"allow_from": peers}},
+                "kubernetes": {**rich.raw["kubernetes"], "network_policy": {"allow_from": peers}},
             },
         )
         policies.append(backend_for(chosen).network_policy_manifest(spec))
@@ -792,7 +792,10 @@ def test_bad_pod_patch_is_refused_with_the_field(kube_config):
         config.name,
         {
             **config.raw,
-            "kubernetes": {**config.kubernetes, "pod_patch": {"spec": {"nodeSelektor": {}}}},
+            "kubernetes": {
+                **config.raw["kubernetes"],
+                "pod_patch": {"spec": {"nodeSelektor": {}}},
+            },
         },
     )
     spec = WorkloadSpec(name="x", image="i:1", command=["true"], labels={})

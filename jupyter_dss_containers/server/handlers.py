@@ -21,7 +21,7 @@ from tornado.web import HTTPError
 
 from .. import ownership
 from ..backends import backend_for
-from ..config import ConfigError, ConfigFile, ExecutionConfig, expand_user, load_config
+from ..config import ConfigError, ConfigFile, ExecutionConfig, load_config
 from ..jobs.model import SUCCEEDED, Job, JobError, JobNotFound, JobRequest
 from ..jobs.service import JobService
 from ..kernelspecs import container_kernel_specs
@@ -139,46 +139,16 @@ class DSSAPIHandler(APIHandler):
 
 def _target(config: ExecutionConfig, identity: Identity) -> str:
     """Where the config's work runs, in words."""
-    if config.backend == "docker":
-        from ..backends.docker import daemon_url
+    from ..summary import where
 
-        return daemon_url(config.docker)
-    kube = config.kubernetes
-    namespace = expand_user(str(kube.get("namespace", "default")), identity.username)
-    context = kube.get("context") or "the current context"
-    return f"kubernetes {context}, namespace {namespace}"
+    return where(config, identity.username)
 
 
 def resources_summary(config: ExecutionConfig) -> dict[str, Any]:
     """The resources a config gives each kernel or job, with a one-line summary."""
-    from ..config import format_size
+    from ..summary import resources
 
-    if config.backend == "docker":
-        d = config.docker
-        out: dict[str, Any] = {}
-        words = []
-        if d.cpus:
-            out["cpus"] = d.cpus
-            words.append(f"{d.cpus:g} CPU" + ("s" if d.cpus != 1 else ""))
-        if d.memory:
-            out["memory_bytes"] = d.memory
-            words.append(format_size(d.memory))
-        if d.gpus is not None:
-            out["gpus"] = list(d.gpus) if isinstance(d.gpus, tuple) else d.gpus
-            words.append(f"GPUs {out['gpus']}")
-        if d.pids:
-            out["pids"] = d.pids
-        if d.shm_size:
-            out["shm_size_bytes"] = d.shm_size
-        if d.runtime:
-            out["runtime"] = d.runtime
-        out["summary"] = ", ".join(words) or "no limits"
-        return out
-    raw = config.kubernetes.get("resources") or {}
-    out = {k: {n: str(v) for n, v in raw[k].items()} for k in ("requests", "limits") if k in raw}
-    parts = [f"{k} " + ", ".join(f"{n} {v}" for n, v in out[k].items()) for k in out if out[k]]
-    out["summary"] = "; ".join(parts) or "no requests or limits"
-    return out
+    return resources(config)
 
 
 def config_summary(

@@ -1,0 +1,200 @@
+"""Code-env images: build one per (env, config) on the config's base image, and push it.
+
+The packages are installed in a throw-away container of the base image (as root, network
+``none`` when offline) with the wheelhouse copied into it, then the container is committed:
+the image gets one layer holding what pip installed and none holding the wheels, and the
+build works the same on a remote daemon. The tag is set by the commit, so a failed build
+leaves no tag. Wheels come from, in order: ``--wheelhouse``/``defaults.wheelhouse`` (a
+folder), else ``pip download`` on the host for the image's Python and glibc (cached), or,
+``online``, pip inside the build reads the package index itself.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+from ..config import ConfigFile, ExecutionConfig
+from .build import build_base_image
+from .contract import IMAGE_USER
+from .daemon import daemon_errors, image_exists
+from .envrecipe import WHEELHOUSE_DIR, EnvRecipe
+from .probe import probe_python
+from .progress import BuildRun, ProgressSink
+from .recipe import is_bootstrap
+from .registry import PushResult, RegistryError, push_image
+from .resolve import env_recipe
+from .wheels import SUITES, WHEEL_SUFFIXES, cached_wheels
+
+BUILD_TIMEOUT = 1800
+
+
+@dataclass(frozen=True)
+class EnvBuild:
+    """The outcome of :func:`build_env_image`."""
+
+    tag: str
+    built: bool
+    push: PushResult | None = None
+
+
+# --------------------------------------------------------------------------- build
+
+
+def build_env_image(
+    config_file: ConfigFile,
+    env_name: str,
+    config_name: str,
+    client: docker.DockerClient,
+    progress: ProgressSink | None = None,
+    *,
+    force: bool = False,
+    wheelhouse: str | Path | None = None,
+    online: bool = False,
+    push: bool = True,
+) -> EnvBuild:
+    """Build the (env, config) image unless its content tag exists; push it to the registry.
+
+    The config's base image is built first when it is missing (a no-op otherwise).
+    Failures raise :class:`.progress.ImageBuildError` ending with the build log's tail.
+    """
+    recipe = env_recipe(config_file, env_name, config_name)
+    config = config_file.get(config_name)
+    run = BuildRun(f"{env_name} ({config_name})", progress, kind="code env image")
+    built = False
+    with daemon_errors(run):
+        if force or not image_exists(client, recipe.tag):
+            _ensure_base(config_file, config, client, progress, run)
+            folder = None if online else _wheels(config_file, recipe, client, run, wheelhouse)
+            started = time.monotonic()
+            _install_and_commit(client, recipe, run, folder)
+            run.emit("done", f"built {recipe.tag} in {time.monotonic() - started:.0f} s", 1.0)
+            built = True
+        else:
+            run.emit("cached", f"{recipe.tag} is up to date", 1.0)
+        pushed = None
+        if push and config.registry:
+            pushed = _push(client, recipe.tag, config.registry, run)
+    return EnvBuild(recipe.tag, built, pushed)
+
+
+def _ensure_base(
+    config_file: ConfigFile,
+    config: ExecutionConfig,
+    client: docker.DockerClient,
+    progress: ProgressSink | None,
+    run: BuildRun,
+) -> None:
+    spec = config_file.base_image_of(config)
+    if spec is not None:
+        build_base_image(spec, client, progress=progress)
+    elif not image_exists(client, config.image):
+        raise run.fail(f"the image {config.image} of config {config.name!r} is not on the daemon")
+
+
+def _push(client: docker.DockerClient, tag: str, registry: str, run: BuildRun) -> PushResult:
+    run.emit("push", f"pushing to {registry}")
+    try:
+        result = push_image(client, tag, registry, on_status=lambda s: run.log("push", s))
+    except RegistryError as exc:
+        raise run.fail(str(exc)) from None
+    run.emit("pushed", f"{result.ref} {result.digest}", 1.0)
+    return result
+
+
+def _wheels(
+    config_file: ConfigFile,
+    recipe: EnvRecipe,
+    client: docker.DockerClient,
+    run: BuildRun,
+    wheelhouse: str | Path | None,
+) -> Path | None:
+    """The folder whose wheels go into the build (None when the env has no packages)."""
+    if not recipe.packages:
+        return None
+    given = wheelhouse or config_file.defaults.get("wheelhouse")
+    if given:
+        folder = Path(given).expanduser()
+        if not folder.is_dir():
+            raise run.fail(f"wheelhouse folder {folder} does not exist")
+        run.emit("wheelhouse", f"using wheelhouse {folder}")
+        return folder
+    base = config_file.base_images.get(config_file.get(recipe.config_name).image)
+    if base is not None and is_bootstrap(base) and base.suite in SUITES:
+        python, glibc = SUITES[base.suite]  # known without running the image
+    else:
+        python, glibc = probe_python(client, recipe.base_ref, run)
+    return _download_wheels(recipe, python, glibc, run)
+
+
+def _download_wheels(recipe: EnvRecipe, python: str, glibc: str, run: BuildRun) -> Path:
+    """``pip download`` on the host into a cache folder keyed by packages and platform."""
+    return cached_wheels("env-wheels", list(recipe.packages), python, glibc, run)
+
+
+def wheel_tar(folder: Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for path in sorted(folder.iterdir()):
+            if path.name.endswith(WHEEL_SUFFIXES):
+                tar.add(path, arcname=f"{WHEELHOUSE_DIR.lstrip('/')}/{path.name}")
+    return buffer.getvalue()
+
+
+def commit_changes(config: dict[str, Any], recipe: EnvRecipe) -> list[str]:
+    """Keep the base image's user, entry point and command; add the env's labels.
+
+    A commit cannot empty the command (the daemon then keeps the container's), so a base
+    without one gets ``/bin/sh``. One ``LABEL`` per label: Podman reads only the first
+    pair of a ``LABEL`` change and puts the rest into its value.
+    """
+    changes = [
+        f"USER {config.get('User') or IMAGE_USER}",
+        f"CMD {json.dumps(config.get('Cmd') or ['/bin/sh'])}",
+        *(f"LABEL {k}={json.dumps(v)}" for k, v in recipe.labels().items()),
+    ]
+    if config.get("Entrypoint"):
+        changes.append(f"ENTRYPOINT {json.dumps(config['Entrypoint'])}")
+    if config.get("WorkingDir"):
+        changes.append(f"WORKDIR {config['WorkingDir']}")
+    return changes
+
+
+def _install_and_commit(
+    client: docker.DockerClient, recipe: EnvRecipe, run: BuildRun, wheels: Path | None
+) -> None:
+    offline = wheels is not None or not recipe.packages
+    run.emit("install", f"{' '.join(recipe.packages + recipe.r_packages)} on {recipe.base_ref}")
+    base = client.api.inspect_image(recipe.base_ref).get("Config") or {}
+    container = client.containers.create(
+        recipe.base_ref,
+        # the base's own entry point (nvidia/cuda has one) must not wrap the script
+        entrypoint=["/bin/sh", "-c"] if base.get("Entrypoint") else None,
+        command=(["/bin/sh", "-c"] if not base.get("Entrypoint") else [])
+        + [recipe.install_script(offline=offline)],
+        user="0",
+        network_mode="none" if offline and not recipe.r_packages else None,
+        name=f"dss-build-{recipe.env_name}-{recipe.config_name}-{recipe.content_hash()[:8]}",
+    )
+    try:
+        if wheels is not None:
+            container.put_archive("/", wheel_tar(wheels))
+        container.start()
+        for chunk in container.logs(stream=True, follow=True):
+            for line in chunk.decode("utf-8", errors="replace").splitlines():
+                run.log("install", line)
+        code = container.wait(timeout=BUILD_TIMEOUT).get("StatusCode")
+        if code != 0:
+            raise run.fail(f"installing the packages exited with code {code}")
+        repository, _, tag = recipe.tag.rpartition(":")
+        container.commit(repository, tag, changes=commit_changes(base, recipe))
+    finally:
+        container.remove(force=True)

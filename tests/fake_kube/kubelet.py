@@ -1,0 +1,290 @@
+"""The fake cluster's one node: it runs each pod's one container on the local Docker engine
+with the pod's limits and reports what a real kubelet reports: Unschedulable (node
+selector), ErrImageNeverPull / ErrImagePull, Running with a podIP, and termination
+(OOMKilled, exit codes). Each pod gets its own loopback address as podIP and publishes its
+container ports there, so nothing leaves 127/8."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import shutil
+import tempfile
+from typing import Any
+
+import docker
+import docker.errors
+from kubernetes.utils.quantity import parse_quantity
+
+from .store import Store, now
+
+FAKE_LABEL = "fake-kube.test/pod"
+UNSCHEDULABLE = (
+    "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. "
+    "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."
+)
+
+
+def container_name(ns: str, name: str) -> str:
+    return f"fake-kube-{ns}-{name}"
+
+
+def container_status(c: dict[str, Any], state: dict[str, Any], ready: bool = False) -> list:
+    return [
+        {
+            "name": c["name"],
+            "image": c["image"],
+            "imageID": "",
+            "ready": ready,
+            "restartCount": 0,
+            "started": ready,
+            "state": state,
+        }
+    ]
+
+
+def image_failure(c: dict[str, Any]) -> dict[str, Any]:
+    """The waiting state of a container whose image is not on the node."""
+    if c.get("imagePullPolicy", "IfNotPresent") == "Never":
+        reason = "ErrImageNeverPull"
+        message = f'Container image "{c["image"]}" is not present with pull policy of Never'
+    else:
+        reason = "ErrImagePull"
+        message = f'failed to pull and unpack image "{c["image"]}": the fake cluster pulls nothing'
+    return {"waiting": {"reason": reason, "message": message}}
+
+
+class Kubelet:
+    """Runs pods on Docker; writes their status into the store."""
+
+    def __init__(
+        self,
+        store: Store,
+        docker_client: docker.DockerClient,
+        instance: str,
+        ip_base: int,
+        node_labels: dict[str, str],
+        reported: dict[str, float],
+    ):
+        self.store, self.docker, self.instance = store, docker_client, instance
+        self.node_labels = node_labels
+        self.reported = reported  # pod name -> loop time of its failure report
+        self._ips = (f"127.0.{ip_base}.{i}" for i in range(2, 250))
+        self._dirs: list[str] = []
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def report(self, name: str) -> None:
+        self.reported[name] = asyncio.get_running_loop().time()
+
+    # ------------------------------------------------------------------ a pod's life
+
+    async def run_pod(self, ns: str, name: str) -> None:
+        pod = self.store.objects["pods"][(ns, name)]
+        c = pod["spec"]["containers"][0]
+        selector = pod["spec"].get("nodeSelector") or {}
+        if any(self.node_labels.get(k) != v for k, v in selector.items()):
+            await self._unschedulable(ns, name)
+            return
+        scheduled = [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now()}]
+        await self.store.update_status(ns, name, conditions=scheduled, hostIP="127.0.0.1")
+        try:
+            await asyncio.to_thread(self.docker.images.get, c["image"])
+        except docker.errors.ImageNotFound:
+            statuses = container_status(c, image_failure(c))
+            await self.store.update_status(ns, name, containerStatuses=statuses)
+            self.report(name)
+            return
+        ip = next(self._ips)
+        try:
+            container = await asyncio.to_thread(self._run_container, ns, name, pod, ip)
+        except docker.errors.APIError as exc:
+            waiting = {"waiting": {"reason": "CreateContainerError", "message": str(exc)}}
+            statuses = container_status(c, waiting)
+            await self.store.update_status(ns, name, containerStatuses=statuses)
+            return
+        started = now()
+        await self.store.update_status(
+            ns,
+            name,
+            phase="Running",
+            podIP=ip,
+            podIPs=[{"ip": ip}],
+            startTime=started,
+            conditions=[*scheduled, {"type": "Ready", "status": "True"}],
+            containerStatuses=container_status(c, {"running": {"startedAt": started}}, True),
+        )
+        await self._until_exit(ns, name, c, container, started, scheduled)
+
+    async def _unschedulable(self, ns: str, name: str) -> None:
+        condition = {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": UNSCHEDULABLE,
+            "lastTransitionTime": now(),
+        }
+        await self.store.update_status(ns, name, conditions=[condition])
+        self.report(name)
+
+    async def _until_exit(
+        self,
+        ns: str,
+        name: str,
+        c: dict[str, Any],
+        container: Any,
+        started: str,
+        scheduled: list[dict[str, Any]],
+    ) -> None:
+        result = await asyncio.to_thread(_wait, container)
+        if (ns, name) not in self.store.objects["pods"]:
+            return
+        attrs = await asyncio.to_thread(lambda: self.docker.api.inspect_container(container.id))
+        state = attrs["State"]
+        code = int(state.get("ExitCode", result))
+        reason = "OOMKilled" if state.get("OOMKilled") else ("Completed" if code == 0 else "Error")
+        terminated = {
+            "terminated": {
+                "exitCode": code,
+                "reason": reason,
+                "startedAt": started,
+                "finishedAt": now(),
+            }
+        }
+        await self.store.update_status(
+            ns,
+            name,
+            phase="Succeeded" if code == 0 else "Failed",
+            conditions=[*scheduled, {"type": "Ready", "status": "False"}],
+            containerStatuses=container_status(c, terminated),
+        )
+        self.report(name)
+
+    async def terminate(self, ns: str, name: str, grace: int) -> None:
+        """Stop the pod's container (with ``grace`` seconds), then drop the pod."""
+        cname = container_name(ns, name)
+
+        def stop_and_remove() -> None:
+            try:
+                container = self.docker.containers.get(cname)
+            except docker.errors.NotFound:
+                return
+            with contextlib.suppress(docker.errors.APIError):
+                if grace > 0:
+                    container.stop(timeout=grace)
+                container.remove(force=True)
+
+        await asyncio.to_thread(stop_and_remove)
+        obj = self.store.objects["pods"].get((ns, name))
+        if obj is not None:
+            await self.store.put("pods", obj, "DELETED")
+
+    def container(self, ns: str, name: str) -> Any:
+        """The pod's container (docker.errors.NotFound before it runs or once removed)."""
+        return self.docker.containers.get(container_name(ns, name))
+
+    def remove_all(self) -> None:
+        """Remove every container this kubelet made, and the Secrets' folders."""
+        for container in self.docker.containers.list(
+            all=True, filters={"label": f"{FAKE_LABEL}-cluster={self.instance}"}
+        ):
+            with contextlib.suppress(docker.errors.APIError):
+                container.remove(force=True)
+        for folder in self._dirs:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    # ------------------------------------------------------------------ the container
+
+    def _run_container(self, ns: str, name: str, pod: dict[str, Any], ip: str) -> Any:
+        spec = pod["spec"]
+        c = spec["containers"][0]
+        sec = spec.get("securityContext") or {}
+        uid, gid = sec.get("runAsUser", 0), sec.get("runAsGroup", 0)
+        fs_group = sec.get("fsGroup")
+        kwargs = _limits(c)
+        binds: dict[str, dict[str, str]] = {}
+        volumes = {v["name"]: v for v in spec.get("volumes") or []}
+        for m in c.get("volumeMounts") or []:
+            volume = volumes[m["name"]]
+            if "secret" in volume:
+                folder = self._secret_folder(ns, volume["secret"], fs_group)
+                binds[folder] = {"bind": m["mountPath"], "mode": "ro"}
+            elif volume.get("emptyDir", {}).get("medium") == "Memory" and m["mountPath"] == (
+                "/dev/shm"
+            ):
+                kwargs["shm_size"] = int(parse_quantity(volume["emptyDir"]["sizeLimit"]))
+            elif "emptyDir" in volume:  # a real emptyDir is world-writable (0777); the
+                # engine ignores the mode over some image folders: the pod's user owns it
+                owner = f"uid={uid},gid={fs_group if fs_group is not None else gid}"
+                kwargs.setdefault("tmpfs", {})[m["mountPath"]] = (
+                    f"rw,nosuid,nodev,{owner},mode=1777"
+                )
+        csec = c.get("securityContext") or {}
+        if csec.get("readOnlyRootFilesystem"):
+            kwargs["read_only"] = True
+        drop = (csec.get("capabilities") or {}).get("drop") or []
+        return self.docker.containers.run(
+            c["image"],
+            entrypoint=c.get("command"),
+            command=c.get("args"),
+            name=container_name(ns, name),
+            hostname=name[:63],
+            environment={e["name"]: e.get("value", "") for e in c.get("env") or []},
+            user=f"{uid}:{gid}",
+            group_add=[str(fs_group)] if fs_group is not None else None,
+            working_dir=c.get("workingDir"),
+            ports={f"{p['containerPort']}/tcp": (ip, p["containerPort"]) for p in c["ports"]},
+            volumes=binds,
+            cap_drop=drop or None,
+            security_opt=["no-new-privileges"]
+            if csec.get("allowPrivilegeEscalation") is False
+            else None,
+            labels={
+                FAKE_LABEL: pod["metadata"]["uid"],
+                f"{FAKE_LABEL}-cluster": self.instance,
+            },
+            init=True,
+            detach=True,
+            **kwargs,
+        )
+
+    def _secret_folder(self, ns: str, volume: dict[str, Any], fs_group: int | None) -> str:
+        """A Secret volume's files written to a host folder, as the kubelet projects them."""
+        secret = self.store.objects["secrets"][(ns, volume["secretName"])]
+        folder = tempfile.mkdtemp(prefix="fake-kube-secret-")
+        self._dirs.append(folder)
+        mode = volume.get("defaultMode", 0o644)
+        items = volume.get("items") or [{"key": k, "path": k} for k in secret.get("data", {})]
+        for item in items:
+            path = os.path.join(folder, item["path"])
+            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(base64.b64decode(secret["data"][item["key"]]))
+            os.chown(path, 0, fs_group if fs_group is not None else 0)
+            os.chmod(path, mode)
+        os.chmod(folder, 0o755)
+        return folder
+
+
+def _limits(c: dict[str, Any]) -> dict[str, Any]:
+    """The container's limits as docker run arguments."""
+    limits = (c.get("resources") or {}).get("limits") or {}
+    kwargs: dict[str, Any] = {}
+    if "memory" in limits:
+        kwargs["mem_limit"] = kwargs["memswap_limit"] = int(parse_quantity(limits["memory"]))
+    if "cpu" in limits:
+        kwargs["nano_cpus"] = int(parse_quantity(limits["cpu"]) * 10**9)
+    return kwargs
+
+
+def _wait(container: Any) -> int:
+    try:
+        return int(container.wait().get("StatusCode", -1))
+    except (docker.errors.APIError, OSError):
+        return -1

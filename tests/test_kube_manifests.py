@@ -1,0 +1,379 @@
+"""The pure builders of the Kubernetes backend, with no engine and no cluster: every object
+is validated strictly (unknown fields refused) with kubernetes-validate, and what it
+promises (hardening, the private files only in the Secret, ingress only from the server)
+is asserted field by field. Pod states are judged from client model objects.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import kubernetes_validate
+import pytest
+from kubernetes.client import (
+    V1Container,
+    V1ContainerState,
+    V1ContainerStateTerminated,
+    V1ContainerStateWaiting,
+    V1ContainerStatus,
+    V1ObjectMeta,
+    V1Pod,
+    V1PodCondition,
+    V1PodSpec,
+    V1PodStatus,
+    V1ResourceRequirements,
+)
+
+from jupyter_dss_containers import ownership
+from jupyter_dss_containers.backends.base import BackendError, ImageMissing, WorkloadSpec
+from jupyter_dss_containers.backends.kubernetes import manifests, podstate
+from jupyter_dss_containers.config import parse_config
+
+K8S_VERSION = "1.31"
+RICH = {
+    "context": "prod",
+    "namespace": "dss-${user}",
+    "resources": {"requests": {"cpu": 1, "memory": "2Gi"}, "limits": {"memory": "8Gi"}},
+    "node_selector": {"accelerator": "nvidia-a100"},
+    "tolerations": [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    "affinity": {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+                ]
+            }
+        }
+    },
+    "image_pull_secrets": ["regcred"],
+    "image_pull_policy": "Always",
+    "service_account": "kernels",
+    "labels": {"team": "data"},
+    "annotations": {"example.org/cost-center": "42"},
+    "shm_size": "1Gi",
+    "termination_grace_seconds": 7,
+    "namespace_quota": {"limits.memory": "32Gi", "pods": "10"},
+    "namespace_limits": {"default": {"memory": "1Gi"}, "max": {"memory": "16Gi"}},
+}
+
+
+def config(name: str = "k", read_only: bool = False, **kube):
+    """An execution config parsed as the file would be (so the schema checks it too)."""
+    data = {
+        "backend": "kubernetes",
+        "image": "default",
+        "registry": "reg.example.com/team",
+        "env": {"HOME": "/home/analyst"},
+        "kubernetes": kube,
+        **({"read_only_root": True} if read_only else {}),
+    }
+    return parse_config({"execution_configs": {name: data}}, "inline").get(name)
+
+
+def kernel_spec(**extra) -> WorkloadSpec:
+    key = b'{"key": "the-hmac-key-0123456789"}'
+    return WorkloadSpec(
+        name="dss-kernel-abc",
+        image="dss-containers/base-default:x",
+        command=["python", "-m", "ipykernel_launcher", "-f", "/tmp/.dss-kernel/c.json"],
+        labels=ownership.workload_labels("kernel", "k", "alice@example.org", kernel_id="abc"),
+        files={"/tmp/.dss-kernel/c.json": key, "/tmp/.dss-kernel/lib/x.py": b"x = 1"},
+        ports=(41000, 41001),
+        working_dir="/home/analyst/project",
+        **extra,
+    )
+
+
+def valid(manifest: dict) -> dict:
+    kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+    return manifest
+
+
+def test_pod_is_hardened_placed_and_valid():
+    """Guards the pod's promises: non-root uid 1000, no privilege, capabilities dropped,
+    seccomp; the config's resources, placement, pull secrets and labels; the image on the
+    config's registry; the grace period; strictly valid."""
+    pod = valid(manifests.pod_manifest(config(**RICH), kernel_spec(), "dss-alice"))
+    spec, (container,) = pod["spec"], pod["spec"]["containers"]
+    assert pod["metadata"]["namespace"] == "dss-alice"
+    assert spec["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 1000,
+        "runAsGroup": 100,
+        "fsGroup": 100,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert container["image"] == "reg.example.com/team/dss-containers/base-default:x"
+    assert container["imagePullPolicy"] == "Always"
+    assert container["resources"] == {
+        "requests": {"cpu": "1", "memory": "2Gi"},
+        "limits": {"memory": "8Gi"},
+    }
+    assert container["workingDir"] == "/home/analyst/project"
+    assert container["ports"] == [
+        {"containerPort": 41000, "protocol": "TCP"},
+        {"containerPort": 41001, "protocol": "TCP"},
+    ]
+    assert spec["restartPolicy"] == "Never" and spec["terminationGracePeriodSeconds"] == 7
+    assert spec["nodeSelector"] == RICH["node_selector"]
+    assert spec["tolerations"] == RICH["tolerations"]
+    assert spec["affinity"] == RICH["affinity"]
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}]
+    assert spec["serviceAccountName"] == "kernels" and spec["automountServiceAccountToken"]
+    labels = pod["metadata"]["labels"]
+    assert labels["team"] == "data" and labels[manifests.POD_LABEL] == "dss-kernel-abc"
+    assert labels[ownership.OWNER] == "alice-example.org"  # made a valid label value
+    assert pod["metadata"]["annotations"] == {"example.org/cost-center": "42"}
+    shm = next(v for v in spec["volumes"] if v["name"] == "dshm")
+    assert shm == {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}
+
+
+def test_a_plain_pod_gets_no_token_and_no_placement():
+    """Guards the defaults: no service account token unless one is named, nothing placed,
+    writable root unless ``read_only_root``."""
+    pod = valid(manifests.pod_manifest(config(), kernel_spec(), "default"))
+    spec, (container,) = pod["spec"], pod["spec"]["containers"]
+    assert spec["automountServiceAccountToken"] is False
+    assert not {"nodeSelector", "tolerations", "affinity", "serviceAccountName"} & set(spec)
+    assert "imagePullSecrets" not in spec and container["resources"] == {}
+    assert "readOnlyRootFilesystem" not in container["securityContext"]
+    assert container["imagePullPolicy"] == "IfNotPresent"
+
+
+def test_private_files_are_in_the_secret_and_mounted_read_only_never_in_the_pod():
+    """Guards the kernel's HMAC key: the Pod names the Secret's keys only; the Secret holds
+    the files, mounted once per outermost folder, read-only, 0440."""
+    spec = kernel_spec()
+    pod = valid(manifests.pod_manifest(config(), spec, "ns"))
+    text = json.dumps(pod)
+    for content in spec.files.values():
+        assert content.decode() not in text and base64.b64encode(content).decode() not in text
+    (volume,) = [v for v in pod["spec"]["volumes"] if "secret" in v]
+    assert volume["secret"] == {
+        "secretName": spec.name,
+        "items": [{"key": "file-0", "path": "c.json"}, {"key": "file-1", "path": "lib/x.py"}],
+        "defaultMode": 0o440,
+    }
+    mount = next(
+        m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["name"] == volume["name"]
+    )
+    assert mount == {"name": volume["name"], "mountPath": "/tmp/.dss-kernel", "readOnly": True}
+    secret = valid(manifests.secret_manifest(spec, "ns"))
+    decoded = {k: base64.b64decode(v) for k, v in secret["data"].items()}
+    assert decoded == {"file-0": spec.files["/tmp/.dss-kernel/c.json"], "file-1": b"x = 1"}
+    assert "annotations" not in secret["metadata"]  # no token file: nothing to hand back
+    assert secret["metadata"]["labels"] == manifests.label_values(spec.labels)
+
+
+def test_mount_roots_and_the_token_file():
+    """Guards the one-mount-per-outermost-folder rule (a Secret mounted inside another
+    read-only mount needs a mount point the runtime cannot create) and the token's place."""
+    files = {"/a/x": b"", "/a/lib/y": b"", "/b/z": b"", "/a/lib/deeper/w": b""}
+    assert manifests.mount_roots(files) == {
+        "/a": [("/a/lib/deeper/w", "lib/deeper/w"), ("/a/lib/y", "lib/y"), ("/a/x", "x")],
+        "/b": [("/b/z", "z")],
+    }
+    assert manifests.token_path(files) == "/a/.dss-files-token"
+    token_spec = kernel_spec()
+    token_spec.files[manifests.token_path(token_spec.files)] = b"nonce-1234"
+    secret = valid(manifests.secret_manifest(token_spec, "ns"))
+    assert secret["metadata"]["annotations"] == {manifests.TOKEN_ANNOTATION: "nonce-1234"}
+
+
+def test_read_only_root_gets_writable_tmp_and_home():
+    """Guards ``read_only_root``: the root is read-only, /tmp and HOME (the config's) are
+    emptyDirs."""
+    pod = valid(manifests.pod_manifest(config(read_only=True), kernel_spec(), "ns"))
+    container = pod["spec"]["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    scratch = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert scratch["/tmp"] == "tmp" and scratch["/home/analyst"] == "home"
+    empty = {v["name"] for v in pod["spec"]["volumes"] if v.get("emptyDir") == {}}
+    assert empty == {"tmp", "home"}
+
+
+def test_network_policy_admits_only_the_peers_on_the_pod_ports():
+    """Guards the kernel ports: ingress only from this server (a /32 or /128) or the admin's
+    ``allow_from``, only on the pod's ports; a job takes no ingress; no peer at all is an
+    error, not an open policy."""
+    spec = kernel_spec()
+    v4 = valid(
+        manifests.network_policy_manifest(spec, "ns", manifests.policy_peers((), "10.1.2.3"))
+    )
+    assert v4["spec"]["podSelector"] == {"matchLabels": {manifests.POD_LABEL: spec.name}}
+    assert v4["spec"]["policyTypes"] == ["Ingress"]
+    assert v4["spec"]["ingress"] == [
+        {
+            "from": [{"ipBlock": {"cidr": "10.1.2.3/32"}}],
+            "ports": [{"protocol": "TCP", "port": 41000}, {"protocol": "TCP", "port": 41001}],
+        }
+    ]
+    assert manifests.policy_peers((), "fd00::1") == [{"ipBlock": {"cidr": "fd00::1/128"}}]
+    hub = {"podSelector": {"matchLabels": {"component": "hub"}}}
+    chosen = manifests.policy_peers(("10.0.0.0/8", hub), "10.1.2.3")
+    assert chosen == [{"ipBlock": {"cidr": "10.0.0.0/8"}}, hub]
+    valid(manifests.network_policy_manifest(spec, "ns", chosen))
+    job = WorkloadSpec(name="dss-job-x", image="i:1", command=["true"], labels=spec.labels)
+    closed = valid(manifests.network_policy_manifest(job, "ns", chosen))
+    assert closed["spec"]["ingress"] == []
+    with pytest.raises(ValueError):
+        manifests.policy_peers((), None)
+
+
+def test_namespace_objects_carry_the_admins_policy():
+    """Guards ``create_namespace``: the namespace is marked ours, with the quota and limit
+    range the admin set, and only those."""
+    namespace, quota, limits = [
+        valid(m) for m in manifests.namespace_manifests(config(**RICH).kubernetes, "dss-bob")
+    ]
+    assert namespace["metadata"] == {"name": "dss-bob", "labels": manifests.MANAGED_BY}
+    assert quota["spec"] == {"hard": {"limits.memory": "32Gi", "pods": "10"}}
+    assert limits["spec"] == {
+        "limits": [{"type": "Container", "default": {"memory": "1Gi"}, "max": {"memory": "16Gi"}}]
+    }
+    assert [m["kind"] for m in manifests.namespace_manifests(config().kubernetes, "x")] == [
+        "Namespace"
+    ]
+
+
+def test_pod_patch_merges_by_container_name_and_bad_fields_are_refused():
+    """Guards ``pod_patch``: mappings merge, containers merge by name (the kernel keeps its
+    command), and a misspelt field is refused with its path, not sent to the cluster."""
+    patch = {
+        "spec": {
+            "priorityClassName": "low",
+            "containers": [{"name": "kernel", "env": [{"name": "X", "value": "1"}]}],
+        }
+    }
+    pod = valid(manifests.pod_manifest(config(pod_patch=patch), kernel_spec(), "ns"))
+    assert pod["spec"]["priorityClassName"] == "low"
+    (container,) = pod["spec"]["containers"]
+    assert container["env"] == [{"name": "X", "value": "1"}]
+    assert container["command"][:3] == ["python", "-m", "ipykernel_launcher"]
+    bad = config(
+        pod_patch={"spec": {"nodeSelektor": {}, "containers": [{"name": "kernel", "portz": []}]}}
+    )
+    with pytest.raises(BackendError) as refused:
+        manifests.pod_manifest(bad, kernel_spec(), "ns")
+    assert "pod.spec: unknown field 'nodeSelektor'" in str(refused.value)
+    assert "pod.spec.containers[0]: unknown field 'portz'" in str(refused.value)
+    assert manifests.check_model(
+        {"spec": {"terminationGracePeriodSeconds": "5"}}, "V1Pod", "pod"
+    ) == ["pod.spec.terminationGracePeriodSeconds: expected int, got str"]
+
+
+def test_the_config_is_not_changed_by_building():
+    """Guards the frozen settings: a built pod shares no mutable part with the config, so
+    a later patch or client cannot change the next pod."""
+    cfg = config(**RICH, pod_patch={"spec": {"priorityClassName": "low"}})
+    pod = manifests.pod_manifest(cfg, kernel_spec(), "ns")
+    pod["spec"]["nodeSelector"]["accelerator"] = "changed"
+    pod["spec"]["tolerations"][0]["key"] = "changed"
+    pod["spec"]["containers"][0]["resources"]["limits"]["memory"] = "1Ti"
+    again = manifests.pod_manifest(cfg, kernel_spec(), "ns")
+    assert again["spec"]["nodeSelector"] == RICH["node_selector"]
+    assert again["spec"]["tolerations"] == RICH["tolerations"]
+    assert again["spec"]["containers"][0]["resources"]["limits"] == {"memory": "8Gi"}
+
+
+# --------------------------------------------------------------------------- pod states
+
+
+def pod(
+    phase="Pending",
+    waiting=None,
+    terminated=None,
+    unschedulable=None,
+    deleting=False,
+    memory="256Mi",
+) -> V1Pod:
+    state = None
+    if waiting:
+        state = V1ContainerState(
+            waiting=V1ContainerStateWaiting(reason=waiting[0], message=waiting[1])
+        )
+    if terminated:
+        code, reason, message = terminated
+        ended = V1ContainerStateTerminated(exit_code=code, reason=reason, message=message)
+        state = V1ContainerState(terminated=ended)
+    statuses = None
+    if state is not None:
+        statuses = [
+            V1ContainerStatus(
+                name="kernel", image="i:1", image_id="", ready=False, restart_count=0, state=state
+            )
+        ]
+    conditions = None
+    if unschedulable:
+        conditions = [
+            V1PodCondition(
+                type="PodScheduled", status="False", reason="Unschedulable", message=unschedulable
+            )
+        ]
+    limits = {"memory": memory} if memory else None
+    return V1Pod(
+        metadata=V1ObjectMeta(
+            name="p", deletion_timestamp="2026-01-01T00:00:00Z" if deleting else None
+        ),
+        spec=V1PodSpec(
+            containers=[V1Container(name="kernel", resources=V1ResourceRequirements(limits=limits))]
+        ),
+        status=V1PodStatus(phase=phase, container_statuses=statuses, conditions=conditions),
+    )
+
+
+def test_pod_states_say_what_the_cluster_knows():
+    """Guards the fast, worded failures: Unschedulable stays pending with the scheduler's
+    message, image and start failures end it, OOM names the limit, 137 names SIGKILL."""
+    assert podstate.pod_state(pod()) == ("pending", None)
+    assert podstate.pod_state(pod("Running")) == ("running", None)
+    assert podstate.pod_state(pod(unschedulable="0/3 nodes are available")) == (
+        "pending",
+        "Unschedulable: 0/3 nodes are available",
+    )
+    assert podstate.pod_state(pod(waiting=("ImagePullBackOff", None))) == (
+        "exited",
+        "ImagePullBackOff: i:1",
+    )
+    assert podstate.pod_state(pod(waiting=("ContainerCreating", None))) == ("pending", None)
+    assert podstate.pod_state(pod("Failed", terminated=(137, "OOMKilled", None))) == (
+        "exited",
+        "OOM-killed (memory limit 256 MiB)",
+    )
+    unlimited = pod("Failed", terminated=(137, "OOMKilled", None), memory=None)
+    assert podstate.pod_state(unlimited)[1] == "OOM-killed (no memory limit set)"
+    assert podstate.pod_state(pod("Failed", terminated=(137, "Error", None)))[1] == (
+        "exited with code 137 (killed by SIGKILL)"
+    )
+    assert podstate.pod_state(pod("Failed", terminated=(3, "Error", "boom")))[1] == (
+        "exited with code 3: boom"
+    )
+    assert podstate.pod_state(pod("Running", deleting=True)) == (
+        "exited",
+        "the pod is being deleted",
+    )
+
+
+def test_started_and_status_of_a_pod():
+    """Guards what a start and ``status`` report: an image failure is ImageMissing (the
+    provisioner names the build command), other failures BackendError with the reason."""
+    assert podstate.started(pod("Running"), "ns", "p") is True
+    assert podstate.started(pod(), "ns", "p") is False
+    with pytest.raises(ImageMissing, match=r"pod ns/p: ErrImageNeverPull: not present"):
+        podstate.started(pod(waiting=("ErrImageNeverPull", "not present")), "ns", "p")
+    with pytest.raises(BackendError, match=r"pod ns/p: Unschedulable: no node") as caught:
+        podstate.started(pod(unschedulable="no node"), "ns", "p")
+    assert not isinstance(caught.value, ImageMissing)
+    oom = podstate.workload_status(pod("Failed", terminated=(137, "OOMKilled", None)))
+    assert (oom.state, oom.exit_code, oom.oom_killed) == ("exited", 137, True)
+    assert oom.reason == "OOM-killed (memory limit 256 MiB)" and not oom.running
+    assert podstate.workload_status(pod("Running")).running
+    assert podstate.memory_limit(pod()) == 256 * 1024**2
+    metrics = {"containers": [{"name": "kernel", "usage": {"cpu": "250m", "memory": "64Mi"}}]}
+    assert podstate.container_usage(metrics) == (25.0, 64 * 1024**2)
+    assert podstate.container_usage({}) == (None, None)
