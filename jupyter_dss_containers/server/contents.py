@@ -162,8 +162,22 @@ class UserFilesHandler(AuthenticatedFileHandler):
         if request_username() is not None:
             self.root = self.contents_manager.root_dir
 
+    @classmethod
+    def get_absolute_path(cls, root: str, path: str) -> str:
+        if request_username() is None:
+            return super().get_absolute_path(root, path)
+        try:  # tornado refuses a path out of the root with a 403: here it is a missing file
+            return super().get_absolute_path(root, path)
+        except HTTPError as exc:
+            raise HTTPError(404) if exc.status_code == 403 else exc from None
+
     def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
-        path = super().validate_absolute_path(root, absolute_path)
-        if path is not None and request_username() is not None and not is_inside(path, root):
+        if request_username() is None:
+            return super().validate_absolute_path(root, absolute_path)
+        try:  # a path out of the root is refused like a missing file, not with a 403
+            path = super().validate_absolute_path(root, absolute_path)
+        except HTTPError as exc:
+            raise HTTPError(404) if exc.status_code == 403 else exc from None
+        if path is not None and not is_inside(path, root):
             raise HTTPError(404)
         return path
