@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -102,6 +103,20 @@ def containers_of(docker_client, server: ServerProcess, owner: str) -> list:
     ]
 
 
+def children(server: ServerProcess) -> list[str]:
+    """The command lines of the server process's children (a host kernel would be one)."""
+    assert server.proc is not None
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == server.proc.pid:
+                out.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    return out
+
+
 def tree(root: Path, leave_out: Path) -> dict[str, tuple[int, int]]:
     """Every path under ``root`` but ``leave_out``, with its size and mtime."""
     out = {}
@@ -169,9 +184,12 @@ def test_eve_gets_no_host_kernel_by_any_route(server, docker_client, nothing_out
     for status, reply in refusals:
         assert status == 403, reply
         assert "may not use host kernels" in reply["message"] and "admins" in reply["message"]
+    status, reply = call(server, "eve", "GET", "lsp/status")  # language servers: host processes
+    assert status == 403 and "may not use host kernels" in reply["message"], reply
     assert call(server, "eve", "GET", "api/kernels") == (200, [])
     assert call(server, "eve", "GET", "api/sessions") == (200, [])
     assert containers_of(docker_client, server, "eve") == []
+    assert not [c for c in children(server) if "ipykernel" in c], children(server)
 
 
 # --------------------------------------------------------------------------- terminals
@@ -290,7 +308,10 @@ def _text(content: str) -> dict:
     return {"type": "file", "format": "text", "content": content}
 
 
-def test_two_users_each_have_their_own_files_and_sessions_by_the_same_name(server):
+@pytest.mark.docker
+def test_two_users_each_have_their_own_files_and_sessions_by_the_same_name(
+    server, base_image, docker_client
+):
     """Guards sessions per user: the same path names two users' own files, and a session
     of one does not squat the other's path (it used to answer the other with 404)."""
     for user in ("alice", "bob"):
@@ -320,8 +341,58 @@ def test_two_users_each_have_their_own_files_and_sessions_by_the_same_name(serve
             status == 404 and theirs["message"] == f"Kernel does not exist: {bobs['kernel']['id']}"
         )
         assert [s["id"] for s in call(server, "bob", "GET", "api/sessions")[1]] == [bobs["id"]]
+        # alice opens her own same.ipynb: a session of her own, not bob's, not a 404
+        status, hers = call(
+            server,
+            "alice",
+            "POST",
+            "api/sessions",
+            {"path": "same.ipynb", "type": "notebook", "kernel": {"name": "dss-small"}},
+        )
+        assert status == 201, hers
+        assert hers["id"] != bobs["id"] and hers["kernel"]["id"] != bobs["kernel"]["id"]
+        again = call(
+            server, "alice", "POST", "api/sessions", {"path": "same.ipynb", "type": "notebook"}
+        )
+        assert again[1]["id"] == hers["id"]  # the existing session of *her* path
+        assert [s["id"] for s in call(server, "alice", "GET", "api/sessions")[1]] == [hers["id"]]
+        assert [s["id"] for s in call(server, "bob", "GET", "api/sessions")[1]] == [bobs["id"]]
+        call(server, "alice", "DELETE", f"api/sessions/{hers['id']}")
+        for _ in range(100):
+            if not containers_of(docker_client, server, "alice"):
+                break
+            time.sleep(0.1)
+        assert containers_of(docker_client, server, "alice") == []
     finally:
         call(server, "bob", "DELETE", f"api/sessions/{bobs['id']}")
+
+
+def test_server_wide_actions_are_the_administrators(server):
+    """Guards the admin-only actions: a user of a multi-user server may not stop the server
+    for everyone or write the frontend config all users load (``/api/config``, whose
+    ``load_extensions`` would run code in other users' browsers); /api/me still answers."""
+    for method, path, body in (
+        ("POST", "api/shutdown", None),
+        ("PUT", "api/config/notebook", {"load_extensions": {"evil/main": True}}),
+        ("PATCH", "api/config/notebook", {"load_extensions": {"evil/main": True}}),
+    ):
+        for user in ("eve", "bob"):
+            status, reply = call(server, user, method, path, body)
+            assert status == 403, (user, path, reply)
+            assert "administrator" in (reply["message"] if isinstance(reply, dict) else reply)
+    assert call(server, "eve", "GET", "api/config/notebook") == (200, {})
+    assert call(server, "eve", "GET", "api/status")[0] == 200  # still up
+    asked = 'api/me?permissions={"terminals":["execute"],"lsp":["read"],"contents":["read"]}'
+    status, me = call(server, "eve", "GET", asked.replace('"', "%22"))
+    assert status == 200 and me["identity"]["username"] == "eve", me
+    mine = {k: me["permissions"][k] for k in ("terminals", "lsp", "contents")}
+    assert mine == {"terminals": [], "lsp": [], "contents": ["read"]}
+    bobs = call(server, "bob", "GET", asked.replace('"', "%22"))[1]["permissions"]
+    assert {k: bobs[k] for k in mine} == {
+        "terminals": ["execute"],
+        "lsp": ["read"],
+        "contents": ["read"],
+    }
 
 
 # --------------------------------------------------------------------------- events
