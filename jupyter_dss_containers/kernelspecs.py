@@ -22,6 +22,7 @@ from .permissions import (
     Identity,
     PermissionDenied,
     check_permission,
+    check_shared_part,
     current_identity,
     permitted_configs,
     serving_identity,
@@ -132,7 +133,7 @@ class ContainerKernelSpecManager(KernelSpecManager):
         if identity is None:
             return None
         try:
-            check_permission(identity, config_file.host_kernels)
+            check_shared_part(identity, config_file.host_kernels)
         except PermissionDenied as exc:
             return exc
         return None

@@ -111,5 +111,23 @@ def check_permission(identity: Identity, config: Grant) -> None:
     )
 
 
+def is_server_owner(username: str | None) -> bool:
+    """True for the user a JupyterHub single-user server runs for (``$JUPYTERHUB_USER``).
+
+    Their server is their own process, with their own files: on it they keep host kernels,
+    terminals and the whole root, as on any single-user server. Anyone else the hub lets in
+    is a guest, held to the multi-user rules.
+    """
+    owner = os.environ.get("JUPYTERHUB_USER")
+    return bool(owner) and username == owner
+
+
+def check_shared_part(identity: Identity, part: Permission) -> None:
+    """May ``identity`` use one of the server's shared parts (host kernels, terminals)?
+    The server's owner may; anyone else needs the config file's permission for it."""
+    if not is_server_owner(identity.username):
+        check_permission(identity, part)
+
+
 def permitted_configs(identity: Identity, config_file: ConfigFile) -> list[ExecutionConfig]:
     return [c for c in config_file.execution_configs.values() if is_permitted(identity, c)]

@@ -666,3 +666,26 @@ def test_a_single_user_server_is_unchanged(tmp_path):
         assert (proc.root_dir / "top.txt").read_text() == "x"
     finally:
         proc.stop()
+
+
+def test_the_owner_of_a_hub_server_keeps_it_all_and_a_guest_does_not(tmp_path):
+    """Guards the JupyterHub owner: their single-user server is their own process, so they
+    keep host kernels, terminals and the whole root; a guest the hub lets in does not."""
+    env = dict(server_env(tmp_path, CONFIG), JUPYTERHUB_USER="eve")
+    proc = ServerProcess(tmp_path, env, extra_args=(IDENTITY, NO_REAPING)).start()
+    try:
+        assert "python3" in call(proc, "eve", "GET", "api/kernelspecs")[1]["kernelspecs"]
+        status, terminal = call(proc, "eve", "POST", "api/terminals")
+        assert status == 200, terminal
+        call(proc, "eve", "DELETE", f"api/terminals/{terminal['name']}")
+        assert call(proc, "eve", "PUT", "api/contents/top.txt", _text("eve's"))[0] == 201
+        assert (proc.root_dir / "top.txt").read_text() == "eve's"
+        # alice is a guest here: her own folder, no host kernel, no terminal
+        assert "python3" not in call(proc, "alice", "GET", "api/kernelspecs")[1]["kernelspecs"]
+        assert call(proc, "alice", "POST", "api/terminals")[0] == 403
+        assert call(proc, "alice", "GET", "api/contents/top.txt")[0] == 404
+        assert call(proc, "alice", "PUT", "api/contents/top.txt", _text("alice's"))[0] == 201
+        assert (proc.root_dir / "alice" / "top.txt").read_text() == "alice's"
+        assert (proc.root_dir / "top.txt").read_text() == "eve's"
+    finally:
+        proc.stop()

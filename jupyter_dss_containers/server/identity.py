@@ -16,7 +16,7 @@ from typing import Any
 from tornado.web import HTTPError
 
 from ..config import ConfigFile
-from ..permissions import Identity, identity_for, process_identity
+from ..permissions import Identity, identity_for, is_server_owner, process_identity
 
 HUB_ENV_VAR = "JUPYTERHUB_API_URL"
 
@@ -90,9 +90,10 @@ def _call_context_user() -> Any:
 def request_username() -> str | None:
     """The user of the request being served, for the parts that must fail closed (files).
 
-    None for the server's own calls (outside any request) and under the stock identity
-    providers; a request of a multi-user server whose user is not known is refused (403)
-    rather than served as the server's.
+    None for the server's own calls (outside any request), under the stock identity
+    providers and for the owner of a JupyterHub single-user server; a request of a
+    multi-user server whose user is not known is refused (403) rather than served as the
+    server's.
     """
     try:
         from jupyter_server import CallContext
@@ -108,7 +109,7 @@ def request_username() -> str | None:
     name = getattr(user, "username", None) if user else None
     if not name:
         raise HTTPError(403, "not authenticated")
-    return name
+    return None if is_server_owner(name) else name
 
 
 def is_multi_user(provider: Any) -> bool:

@@ -31,7 +31,7 @@ from traitlets import Unicode
 
 from ..config import load_config
 from ..kernelspecs import is_container_spec
-from ..permissions import check_permission
+from ..permissions import check_shared_part
 from ..workspace import is_inside
 from .identity import call_context_identity, call_context_username
 
@@ -110,7 +110,7 @@ class OwnedKernelManager(AsyncMappingKernelManager):
         config_file = await asyncio.to_thread(load_config, self.dss_config_file)
         identity = call_context_identity(config_file)
         if identity is not None:
-            check_permission(identity, config_file.host_kernels)
+            check_shared_part(identity, config_file.host_kernels)
 
     def _check_kernel_id(self, kernel_id: str) -> None:
         if kernel_id not in self:

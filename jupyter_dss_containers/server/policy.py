@@ -26,7 +26,7 @@ from traitlets import Any as AnyTrait
 from traitlets import Instance
 
 from ..config import ConfigError, load_config
-from ..permissions import PermissionDenied, check_permission
+from ..permissions import PermissionDenied, check_shared_part, is_server_owner
 from .identity import serves_its_owner_only, user_identity
 
 #: resource -> the config file's permission key that opens it
@@ -57,6 +57,8 @@ class SharedPartsAuthorizer(Authorizer):
             raise
 
     async def _may(self, handler: Any, user: Any, action: str, resource: str) -> bool:
+        if is_server_owner(getattr(user, "username", None)):
+            return True  # a hub user's own server: theirs, as a single-user server is
         if (resource, action) in ADMIN_ONLY:
             raise PermissionDenied(
                 f"{action} on {resource} is for the server's administrator, not for the "
@@ -65,7 +67,7 @@ class SharedPartsAuthorizer(Authorizer):
         key = GATED.get(resource)
         if key is not None:
             config_file = await self._config_file()
-            check_permission(user_identity(user, config_file), getattr(config_file, key))
+            check_shared_part(user_identity(user, config_file), getattr(config_file, key))
         elif resource in USES_FILES:
             await self._ensure_root(user)
         return True
