@@ -54,8 +54,8 @@ def server_env(folder: Path, config: str) -> dict[str, str]:
     (folder / "dss_containers.yaml").write_text(config)
     env = dict(os.environ, DSS_CONTAINERS_CONFIG=str(folder / "dss_containers.yaml"))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
-    for var in ("JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR"):
-        env[var] = str(folder / var)
+    for var in ("JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "XDG_DATA_HOME"):
+        env[var] = str(folder / var)  # XDG_DATA_HOME: where a deleted file's trash would be
     return env
 
 
@@ -302,6 +302,11 @@ def test_eve_cannot_read_list_change_or_delete_bobs_files_by_any_path(
     assert not list(eve.glob(".ipynb_checkpoints/*"))  # no copy of bob's file either
     status, mine = call(server, "bob", "GET", "api/contents/secret.txt")
     assert status == 200 and mine["content"] == BOBS_SECRET  # bob is served as before
+    # her own file she may delete: removed, not kept in the server user's shared trash
+    assert call(server, "eve", "PUT", "api/contents/mine.txt", _text("x"))[0] == 201
+    assert call(server, "eve", "DELETE", "api/contents/mine.txt")[0] == 204
+    assert not (eve / "mine.txt").exists()
+    assert not list((server.folder / "XDG_DATA_HOME").rglob("mine.txt*"))
 
 
 def _text(content: str) -> dict:
@@ -664,6 +669,8 @@ def test_a_single_user_server_is_unchanged(tmp_path):
         call(proc, "anyone", "DELETE", f"api/terminals/{terminal['name']}")
         assert call(proc, "anyone", "PUT", "api/contents/top.txt", _text("x"))[0] == 201
         assert (proc.root_dir / "top.txt").read_text() == "x"
+        assert call(proc, "anyone", "DELETE", "api/contents/top.txt")[0] == 204
+        assert list((tmp_path / "XDG_DATA_HOME").rglob("top.txt"))  # trashed, as ever
     finally:
         proc.stop()
 
