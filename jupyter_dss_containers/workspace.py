@@ -3,7 +3,8 @@
 Under an identity provider that names several users, each user's contents API (and, with
 the workspace issue, their containers' mount) is rooted at one folder of their own, given
 by the config file's ``defaults.user_root`` template (default ``${root_dir}/${user}``).
-This module is the pure resolver only: no file is created or read here.
+This module is the resolver and its helpers only: nothing here creates a file, and only
+:func:`is_inside` looks at the file system (to resolve symlinks).
 """
 
 from __future__ import annotations

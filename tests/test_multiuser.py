@@ -63,8 +63,10 @@ def server_env(folder: Path, config: str) -> dict[str, str]:
 def server(tmp_path_factory) -> Iterator[ServerProcess]:
     folder = tmp_path_factory.mktemp("multiuser")
     proc = ServerProcess(folder, server_env(folder, CONFIG), extra_args=(IDENTITY, NO_REAPING))
-    yield proc.start()
-    proc.stop()
+    try:
+        yield proc.start()
+    finally:
+        proc.stop()
 
 
 def call(server: ServerProcess, user: str, method: str, path: str, body=None, raw=None):
@@ -565,14 +567,14 @@ def test_the_culler_culls_every_users_idle_container_kernels(tmp_path, base_imag
             alive = [u for u in kernels if call(proc, u, "GET", "api/kernels")[1]]
             if not alive:
                 break
-            subprocess.run(["sleep", "0.2"], check=True)
+            time.sleep(0.2)
         assert not alive, f"the culler left the idle kernels of {alive}:\n{proc.tail()}"
         for user, kernel_id in kernels.items():
             assert f"({kernel_id}) with 0 connections due to" in proc.log.read_text()
             for _ in range(100):
                 if not containers_of(docker_client, proc, user):
                     break
-                subprocess.run(["sleep", "0.1"], check=True)
+                time.sleep(0.1)
             assert containers_of(docker_client, proc, user) == []
         assert "Kernel does not exist" not in proc.log.read_text()
     finally:
