@@ -20,7 +20,7 @@ import jsonschema
 import yaml
 from jupyter_core.paths import jupyter_config_path
 
-from .workspace import WorkspaceSettings
+from .workspace import WorkspaceSettings, template_problem
 
 CONFIG_ENV_VAR = "DSS_CONTAINERS_CONFIG"
 CONFIG_FILE_NAME = "dss_containers.yaml"
@@ -285,6 +285,30 @@ class CodeEnvSpec:
 
 
 @dataclass(frozen=True)
+class Permission:
+    """Who may use one of the server's shared parts (``host_kernels``, ``terminals``): the
+    same shape as a config's ``permissions`` and decided by the same check."""
+
+    name: str
+    label: str
+    groups: tuple[str, ...] = ()
+    users: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, name: str, label: str, data: dict[str, Any] | None) -> Permission:
+        data = data or {}
+        return cls(name, label, tuple(data.get("groups", ())), tuple(data.get("users", ())))
+
+
+#: what the top-level permission keys open, in the words of a refusal
+SHARED_PARTS = {
+    "host_kernels": "host kernels (kernels and language servers that run on the Jupyter "
+    "server itself, as its user)",
+    "terminals": "terminals (a shell on the Jupyter server, as its user)",
+}
+
+
+@dataclass(frozen=True)
 class ExecutionConfig:
     """A named place to run work: an image, a backend and who may use it."""
 
@@ -339,6 +363,13 @@ class ConfigFile:
     code_envs: dict[str, CodeEnvSpec]
     groups: dict[str, tuple[str, ...]]
     defaults: dict[str, Any]
+    #: who may use host kernels and terminals on a multi-user server (nobody by default)
+    host_kernels: Permission = field(
+        default_factory=lambda: Permission("host_kernels", SHARED_PARTS["host_kernels"])
+    )
+    terminals: Permission = field(
+        default_factory=lambda: Permission("terminals", SHARED_PARTS["terminals"])
+    )
 
     def get(self, name: str) -> ExecutionConfig:
         try:
@@ -511,6 +542,10 @@ def parse_config(data: Any, source: str) -> ConfigFile:
         },
         groups={u: tuple(g) for u, g in data.get("groups", {}).items()},
         defaults=defaults,
+        **{
+            key: Permission.from_dict(key, label, data.get(key))
+            for key, label in SHARED_PARTS.items()
+        },
     )
 
 
@@ -576,6 +611,9 @@ def _cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
                         f"(defined: {', '.join(sorted(configs)) or 'none'})",
                     )
                 )
+    template = data.get("defaults", {}).get("user_root")
+    if template is not None and template_problem(template):
+        problems.append(("defaults.user_root", f"{template_problem(template)}, got {template!r}"))
     default = data.get("defaults", {}).get("execution_config")
     if default and default not in configs:
         problems.append(

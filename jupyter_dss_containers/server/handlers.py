@@ -33,6 +33,8 @@ from ..permissions import (
     request_identity,
 )
 from .identity import request_identity as identity_of_request
+from .kernels import does_not_exist
+from .limits import BadInput, parse_json, whole_number
 
 API_PREFIX = "dss-containers/api"
 #: seconds a Test button waits for a daemon or cluster by default, and at most
@@ -42,6 +44,16 @@ MAX_TEST_TIMEOUT = 60.0
 LIVE_TIMEOUT = 3.0
 #: seconds the image listing waits for the local daemon
 IMAGES_TIMEOUT = 10.0
+
+
+#: query arguments that are whole numbers wherever a route takes them
+WHOLE_NUMBER_ARGUMENTS = ("tail", "since")
+
+
+def job_does_not_exist(job_id: str) -> str:
+    """One text for a missing job and another user's: it tells nothing about the job."""
+    shown = job_id if len(job_id) <= 64 and job_id.isascii() and job_id.isprintable() else None
+    return f"Job does not exist: {shown}" if shown else "Job does not exist"
 
 
 def api_error(status: int, message: str) -> HTTPError:
@@ -91,17 +103,28 @@ class DSSAPIHandler(APIHandler):
             raise api_error(403, str(exc)) from None
         return config
 
+    async def prepare(self) -> None:
+        """Whole-number query arguments are checked on every route, before it runs."""
+        await super().prepare()
+        if not self.current_user:
+            return  # the route's own @authenticated answers
+        for name in WHOLE_NUMBER_ARGUMENTS:
+            for value in self.get_query_arguments(name):
+                try:
+                    whole_number(value, name)
+                except BadInput as exc:
+                    raise api_error(400, str(exc)) from None
+
     def json_body(self, allowed: tuple[str, ...] = ()) -> dict[str, Any]:
-        """The request body as a JSON object (empty when there is none); 400 when it is not."""
+        """The request body as a JSON object (empty when there is none); 400 when it is not
+        (413 over the size limit), decided before parsing where it can be."""
         raw = self.request.body
         if not raw or not raw.strip():
             return {}
         try:
-            data = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise api_error(400, "the request body is not UTF-8 text") from None
-        except json.JSONDecodeError as exc:
-            raise api_error(400, f"invalid JSON in the request body: {exc}") from None
+            data = parse_json(raw)
+        except BadInput as exc:
+            raise api_error(exc.status, str(exc)) from None
         if not isinstance(data, dict):
             raise api_error(
                 400, f"expected a JSON object in the request body, got {type(data).__name__}"
@@ -380,11 +403,15 @@ class KernelLogsHandler(DSSAPIHandler):
         from ..provisioner import ContainerProvisioner
 
         _, identity = await self.caller()
-        tail = self.get_query_argument("tail", str(KERNEL_LOG_TAIL))
-        if not tail.isdigit() or not 0 < int(tail) <= MAX_KERNEL_LOG_TAIL:
-            raise api_error(
-                400, f"'tail' must be a whole number from 1 to {MAX_KERNEL_LOG_TAIL}, not {tail!r}"
+        try:
+            tail = whole_number(
+                self.get_query_argument("tail", str(KERNEL_LOG_TAIL)),
+                "tail",
+                1,
+                MAX_KERNEL_LOG_TAIL,
             )
+        except BadInput as exc:
+            raise api_error(400, str(exc)) from None
         try:
             manager = self.kernel_manager.get_kernel(kernel_id)
         except KeyError:
@@ -394,7 +421,7 @@ class KernelLogsHandler(DSSAPIHandler):
             not isinstance(provisioner, ContainerProvisioner)
             or provisioner.owner != identity.username
         ):
-            raise api_error(404, f"no container kernel {kernel_id!r} of user {identity.username!r}")
+            raise api_error(404, does_not_exist(kernel_id))  # missing and not yours alike
         reply: dict[str, Any] = {
             "id": kernel_id,
             "workload_id": provisioner.workload_id,
@@ -403,9 +430,7 @@ class KernelLogsHandler(DSSAPIHandler):
         }
         backend = provisioner.backend
         if provisioner.workload_id and backend is not None:
-            text, why = await _bounded(
-                backend.logs(provisioner.workload_id, int(tail)), LIVE_TIMEOUT
-            )
+            text, why = await _bounded(backend.logs(provisioner.workload_id, tail), LIVE_TIMEOUT)
             reply.update(logs=text or "", error=why)
         self.send(reply)
 
@@ -496,7 +521,7 @@ class _JobRoute(DSSAPIHandler):
         except JobNotFound:
             job = None
         if job is None or job.owner != identity.username:
-            raise api_error(404, f"no job {job_id!r} of user {identity.username!r}")
+            raise api_error(404, job_does_not_exist(job_id))  # missing and not yours alike
         return job
 
 
