@@ -34,7 +34,15 @@ from .wire import spec_from_json
 LAUNCHER = ownership.LAUNCHER
 HUB_BOUND = ownership.PREFIX + "hub-bound"
 #: top-level keys of the config file that a caller's copy keeps (others stay private)
-SHARED_KEYS = ("execution_configs", "base_images", "code_envs", "defaults", "groups")
+SHARED_KEYS = (
+    "execution_configs",
+    "base_images",
+    "code_envs",
+    "defaults",
+    "groups",
+    "host_kernels",
+    "terminals",
+)
 
 
 class Refused(ReportedError):
