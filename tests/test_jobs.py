@@ -190,7 +190,9 @@ def test_r_job_returns_a_data_frame(job_config, r_image, workspace):
         await asyncio.gather(service.wait(job.id), service.wait(bad.id))
         with pytest.raises(RemoteError) as info:
             await service.result(bad.id)
-        return job, await service.result(job.id), info.value
+        kept = await service.result(job.id)  # what the service holds: CSV bytes
+        assert kept.values is None and kept.tables["out"].startswith(b'"name","double"')
+        return job, await jobs.python_result(service, job.id), info.value
 
     job, result, error = asyncio.run(go())
     assert "rows in: 3" in job.logs()
@@ -223,6 +225,55 @@ def test_jobs_over_the_user_limit_queue_and_say_so(job_config, docker_client):
     assert first.state == "cancelled"
     assert second.state == "succeeded" and "second" in second.logs()
     assert not leftover_containers(docker_client, job_id=first.id)
+
+
+def test_values_load_only_in_the_process_that_submitted_the_job(job_config, tmp_path):
+    """The submitting service hands back the --out values (through its store too); a
+    service that took the same job over from the store holds the values as bytes and
+    refuses to load them (guards: a server loading the values of jobs it did not submit,
+    i.e. other people's code)."""
+    store = str(tmp_path / "store")
+    service = JobService(store_dir=store)
+    code = "import numpy as np\nv = np.arange(3)\nprint('made v')"
+
+    async def go():
+        job = await service.submit(JobRequest("jobs", "python", code, outputs=("v",)))
+        await service.wait(job.id)
+        mine = await jobs.python_result(service, job.id)
+        other = JobService(store_dir=store)
+        await other.recover()
+        kept = await other.result(job.id)
+        with pytest.raises(JobError, match="not submitted by this process"):
+            await jobs.python_result(other, job.id)
+        return mine, kept
+
+    mine, kept = asyncio.run(go())
+    np.testing.assert_array_equal(mine["outputs"]["v"], np.arange(3))
+    assert isinstance(kept.values, bytes) and kept.document == {
+        "ok": True,
+        "displays": [],
+        "values": ["outputs"],
+    }
+
+
+def test_results_over_their_limits_fail_the_job_naming_the_limit(job_config, docker_client):
+    """Guards: a job handing back more than the service keeps (values, or a document with
+    huge displays) being read and kept anyway."""
+    service = JobService(max_values_bytes=10_000, max_result_bytes=20_000)
+    big_values = "import numpy as np\nv = np.zeros(100_000)"
+    big_display = "display('x' * 50_000)"
+
+    async def go():
+        a = await service.submit(JobRequest("jobs", "python", big_values, outputs=("v",)))
+        b = await service.submit(JobRequest("jobs", "python", big_display))
+        return await service.wait(a.id), await service.wait(b.id)
+
+    values_job, display_job = asyncio.run(go())
+    assert values_job.state == "failed" and "JobService.max_values_bytes" in values_job.message
+    assert display_job.state == "failed"
+    assert "JobService.max_result_bytes" in display_job.message, display_job.message
+    for job in (values_job, display_job):
+        assert not leftover_containers(docker_client, job_id=job.id)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
