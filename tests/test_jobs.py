@@ -276,6 +276,49 @@ def test_results_over_their_limits_fail_the_job_naming_the_limit(job_config, doc
         assert not leftover_containers(docker_client, job_id=job.id)
 
 
+def test_files_over_the_limit_are_refused_while_read_and_the_container_still_goes(
+    job_config, docker_client
+):
+    """A folder bigger than the reader's limit (whose size the daemon does not state up
+    front) is refused part way, a file too big by its stated size at once, and the
+    container is removable right after (guards: the server reading a job's files whole
+    into memory, or holding the daemon's archive stream open so removal hangs)."""
+    import uuid
+
+    from jupyter_dss_containers import ownership
+    from jupyter_dss_containers.backends import backend_for
+    from jupyter_dss_containers.backends.base import FilesTooLarge, WorkloadSpec
+    from jupyter_dss_containers.config import load_config
+
+    config = load_config(str(job_config)).get("bare")
+    backend, job_id = backend_for(config), uuid.uuid4().hex[:12]
+    make = "mkdir /tmp/big && for f in a b c; do head -c 3000000 /dev/zero > /tmp/big/$f; done"
+    spec = WorkloadSpec(
+        name=f"dss-job-{job_id}",
+        image=config.image,
+        command=["sh", "-c", make],
+        labels=ownership.workload_labels("job", "bare", "tester", job_id=job_id),
+    )
+
+    async def go():
+        ownership.this_process().register()
+        workload = await backend.create(spec)
+        try:
+            while (await backend.status(workload.id)).running:
+                await asyncio.sleep(0.1)
+            with pytest.raises(FilesTooLarge, match="over 1000000 bytes"):
+                await backend.read_files(workload.id, "/tmp/big", limit=1_000_000)
+            with pytest.raises(FilesTooLarge):
+                await backend.read_files(workload.id, "/tmp/big/a", limit=1_000_000)
+            found = await backend.read_files(workload.id, "/tmp/big/a", limit=3_000_000)
+            assert found == {"a": bytes(3_000_000)}
+        finally:
+            await backend.remove(workload.id)
+
+    asyncio.run(go())
+    assert not leftover_containers(docker_client, job_id=job_id)
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     code = "from jupyter_dss_containers.cli import main; main()"
     return subprocess.run(

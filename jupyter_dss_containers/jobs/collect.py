@@ -8,7 +8,10 @@ here deserializes a pickle or runs anything the job wrote.
 
 from __future__ import annotations
 
+import contextlib
+
 from ..backends import Backend
+from ..backends.base import FilesTooLarge
 from ..config import format_size
 from . import results, rlang
 from .model import Job, JobError, RemoteError
@@ -56,11 +59,15 @@ async def _read(
 ) -> dict[str, bytes]:
     """``name`` (a file or folder of the job folder) as bytes, keyed relative to the job
     folder; more than the ``trait`` limit there fails the job, saying so."""
-    found = await backend.read_files(workload_id, f"{JOB_DIR}/{name}")
-    size = sum(len(data) for data in found.values())
-    if size > limits[trait]:
-        raise JobError(
-            f"the job left {format_size(size)} in {JOB_DIR}/{name}, over the limit of "
-            f"{format_size(limits[trait])} (JobService.{trait})"
-        )
+    limit = limits[trait]
+    over = (
+        f"the job left more than {format_size(limit)} in {JOB_DIR}/{name} "
+        f"(the limit: JobService.{trait})"
+    )
+    found: dict[str, bytes] | None = None
+    with contextlib.suppress(FilesTooLarge):  # the backend stops reading past the limit
+        found = await backend.read_files(workload_id, f"{JOB_DIR}/{name}", limit=limit)
+    # raised out here, not in the handler: the job's error keeps no traceback (nor buffer)
+    if found is None or sum(len(data) for data in found.values()) > limit:
+        raise JobError(over)
     return found
