@@ -81,6 +81,8 @@ def test_stored_values_and_tables_are_bytes_never_unpickled(tmp_path) -> None:
     store.save_result("evil1", JobResult(doc, evil, tables))
     loaded = store.load_result("evil1", 1000)
     assert loaded.values == evil and loaded.tables == tables and loaded.document == doc
+    document_only = store.load_result("evil1", 1000, values=False)  # what the REST API reads
+    assert document_only.document == doc and document_only.values is None
     assert not marker.exists()
     assert store.load_result("nosuch", 1000) is None
 

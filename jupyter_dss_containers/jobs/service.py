@@ -168,16 +168,20 @@ class JobService(LoggingConfigurable):
             await asyncio.shield(task)
         return job
 
-    async def result(self, job_id: str) -> JobResult | None:
+    async def result(self, job_id: str, values: bool = True) -> JobResult | None:
         """The finished job's result as data (its Python values stay opaque bytes: see
-        ``jobs.api`` to load them); raises its error, or says it is not done."""
+        ``jobs.api`` to load them; ``values=False``: the document only, e.g. for the REST
+        API, without reading the values from the store); raises its error, or says it is
+        not done."""
         job = self.get(job_id)
         if not job.done:
             raise JobError(f"job {job_id} is {job.state}: no result yet")
         if job.error is not None:
             raise job.error
         if job.result is None and self.store is not None:  # kept in the store only
-            return await asyncio.to_thread(self.store.load_result, job.id, self.max_result_bytes)
+            return await asyncio.to_thread(
+                self.store.load_result, job.id, self.max_result_bytes, values
+            )
         return job.result
 
     async def cancel(self, job_id: str) -> Job:

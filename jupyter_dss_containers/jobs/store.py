@@ -99,18 +99,25 @@ class JobStore:
                 chunks.append((stream, text))
         return chunks
 
-    def load_result(self, job_id: str, limit: int) -> JobResult | None:
-        """The stored result (its document checked again, at most ``limit`` bytes; its
-        values as bytes), or None when there is none or it does not check."""
+    def load_result(self, job_id: str, limit: int, values: bool = True) -> JobResult | None:
+        """The stored result (its document checked again, at most ``limit`` bytes; with
+        ``values``, its values and tables as bytes), or None when there is none or it does
+        not check."""
         folder = self.folder(job_id)
         try:
-            document = parse_document((folder / RESULT_FILE).read_bytes(), limit)
-            values = folder / VALUES_FILE
+            path = folder / RESULT_FILE
+            if path.stat().st_size > limit:  # not even read
+                raise BadResult(f"it is {path.stat().st_size} bytes, over the limit of {limit}")
+            document = parse_document(path.read_bytes(), limit)
+            if not values:
+                return JobResult(document)
+            values_file = folder / VALUES_FILE
             tables = {
                 name: (folder / f"table.{i}.csv").read_bytes()
                 for i, name in enumerate(document.get("tables", []))
             }
-            return JobResult(document, values.read_bytes() if values.exists() else None, tables)
+            kept = values_file.read_bytes() if values_file.exists() else None
+            return JobResult(document, kept, tables)
         except FileNotFoundError:
             return None
         except (OSError, BadResult) as exc:

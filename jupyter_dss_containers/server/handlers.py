@@ -586,7 +586,7 @@ class JobHandler(_JobRoute):
         row = job_row(job)
         row["displays"] = row["result"] = None
         if job.state == SUCCEEDED:
-            result = await self.service.result(job.id)
+            result = await self.service.result(job.id, values=False)
             if result is not None:
                 row["displays"], row["result"] = result.displays, result.fields()
         self.send(row)
