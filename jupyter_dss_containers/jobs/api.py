@@ -225,7 +225,7 @@ async def python_result(jobs_service: JobService, job_id: str) -> dict[str, Any]
         if not isinstance(values, dict):
             raise JobError(f"job {job_id}: its values file holds no dict of values")
         out.update(values)
-    if found.tables:
+    if "tables" in found.document:  # an R job: its --out data frames (maybe none)
         import pandas as pd
 
         out["outputs"] = {n: pd.read_csv(io.BytesIO(data)) for n, data in found.tables.items()}

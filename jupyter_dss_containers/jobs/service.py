@@ -324,10 +324,14 @@ class JobService(LoggingConfigurable):
             return
         limits = {"max_result_bytes": self.max_result_bytes}
         limits["max_values_bytes"] = self.max_values_bytes
-        result = await read_result(backend, workload_id, job, status.exit_code, limits)
+        try:
+            result = await read_result(backend, workload_id, job, status.exit_code, limits)
+        finally:  # gone before the job says it ended: a finished job has nothing left
+            with contextlib.suppress(BackendError):
+                await backend.remove(workload_id)
         if result is None:
             raise JobError(await self._death_message(job, backend, status))
-        self._succeeded(job, result)
+        await self._succeeded(job, result)
 
     def _add_output(self, job: Job, stream: str, text: str) -> None:
         """Keep a chunk of output (the tail, within ``max_output_bytes``); the store keeps
@@ -339,9 +343,9 @@ class JobService(LoggingConfigurable):
             chunk = (stream, text)
             self._persist(job, "log", lambda store: store.append_output(job.id, [chunk]))
 
-    def _succeeded(self, job: Job, result: JobResult) -> None:
+    async def _succeeded(self, job: Job, result: JobResult) -> None:
         job.result = result
-        if self._keep_result(job, result):  # in the store: no copy of it stays in memory
+        if await self._keep_result(job, result):  # in the store: no copy stays in memory
             job.result = None
         self._finish(job, SUCCEEDED)
 
@@ -415,12 +419,13 @@ class JobService(LoggingConfigurable):
         server_id = ownership.this_process().server_id
         self._persist(job, "record", lambda store: store.save(job, server_id))
 
-    def _keep_result(self, job: Job, result: JobResult) -> bool:
-        """Write the result to the store; True when it is there."""
+    async def _keep_result(self, job: Job, result: JobResult) -> bool:
+        """Write the result to the store (in a thread: values may be large); True when it
+        is there."""
         if self.store is None:
             return False
         try:
-            self.store.save_result(job.id, result)
+            await asyncio.to_thread(self.store.save_result, job.id, result)
         except OSError as exc:
             self.log.warning("dss-containers: could not keep job %s's result: %s", job.id, exc)
             return False
