@@ -179,26 +179,29 @@ def test_a_free_slot_always_goes_to_someone() -> None:
 
 
 def test_output_over_the_cap_keeps_the_tail_behind_a_marker() -> None:
-    """Guards: a job printing without end filling the server's memory; a poller's position
-    going wrong once the head is dropped."""
+    """Guards: a job printing without end filling the server's memory (tiny chunks too:
+    each counts its bookkeeping); a poller's position going wrong once the head is dropped."""
     j = job("o1", "A", RUNNING)
     for i in range(100):
-        j.add_output("stdout", f"line {i:03d}\n", limit=100)  # 9 bytes a line
-    assert j.output_bytes <= 100
-    assert j.output[0][1] == (
-        "[dss-containers: 801 bytes of earlier output dropped (JobService.max_output_bytes)]\n"
+        j.add_output("stdout", f"line {i:03d}\n", limit=1000)  # 9 bytes + 64 a chunk
+    kept = "".join(text for _, text in j.output[1:])
+    assert j.output_bytes <= 1000 and j.output_bytes == len(kept) + 64 * (len(j.output) - 1)
+    assert j.output[0] == (
+        "stderr",
+        f"[dss-containers: {900 - len(kept)} bytes of earlier output dropped "
+        "(JobService.max_output_bytes)]\n",
     )
-    assert j.logs().endswith("line 098\nline 099\n")
+    assert j.logs().endswith("line 098\nline 099\n") and "line 000" not in j.logs()
     chunks, upto = j.output_since(0)  # a poller that saw nothing: the marker, then the tail
-    assert chunks[0] == j.output[0] and chunks[-1] == ("stdout", "line 099\n")
-    assert upto == 100  # indexes count every chunk ever added
+    assert chunks == j.output and upto == 100  # indexes count every chunk ever added
     assert j.output_since(upto) == ([], upto)
-    j.add_output("stderr", "late\n", limit=100)
+    assert j.output_since(upto - 1) == ([("stdout", "line 099\n")], upto)
+    j.add_output("stderr", "late\n", limit=1000)
     assert j.output_since(upto)[0] == [("stderr", "late\n")]
 
 
 def test_one_chunk_over_the_cap_keeps_its_end() -> None:
     j = job("o2", "A", RUNNING)
-    j.add_output("stdout", "x" * 1000 + "THE END\n", limit=50)
-    assert j.output_bytes == 50 and j.logs().endswith("THE END\n")
-    assert "958 bytes of earlier output dropped" in j.output[0][1]
+    j.add_output("stdout", "x" * 1000 + "THE END\n", limit=200)
+    assert j.output_bytes == 200 and j.logs().endswith("THE END\n")
+    assert "872 bytes of earlier output dropped" in j.output[0][1]

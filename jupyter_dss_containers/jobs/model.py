@@ -17,6 +17,10 @@ FINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
 KINDS = ("python", "r", "model", "recipe")
 
 
+#: what one kept chunk of output costs besides its text (a tuple and a str), in bytes
+CHUNK_COST = 64
+
+
 def _size(text: str) -> int:
     return len(text.encode("utf-8", "replace"))
 
@@ -102,37 +106,45 @@ class Job:
         return self.state in FINAL_STATES
 
     def add_output(self, stream: str, text: str, limit: int) -> None:
-        """Append a chunk, then drop chunks from the head while the output kept is over
-        ``limit`` bytes (a chunk over the limit by itself keeps its end); the first chunk
-        then becomes a marker line saying how much was dropped."""
+        """Append a chunk, then keep the output under ``limit`` bytes (each chunk counted
+        with :data:`CHUNK_COST` of bookkeeping, so tiny chunks are bounded too): chunks are
+        dropped from the head, a tenth more than needed at a time (so dropping costs O(1)
+        per chunk on average), and the first chunk becomes a marker line saying how much
+        was dropped; a chunk over the limit by itself keeps its end."""
         if not text:
             return
         self.output.append((stream, text))
-        self.output_bytes += _size(text)
-        while self.output_bytes > limit and len(self.output) - bool(self.dropped_bytes) > 1:
-            marked = bool(self.dropped_bytes)
-            _, old = self.output.pop(1 if marked else 0)
-            self.output_bytes -= _size(old)
-            self.dropped_bytes += _size(old)
-            if marked:  # the marker moves up to the place of the chunk it replaces
-                self.output_base += 1
+        self.output_bytes += _size(text) + CHUNK_COST
+        if self.output_bytes <= limit:
+            return
+        target = limit - limit // 10
+        first = 1 if self.dropped_bytes else 0  # the marker stays first
+        end, kept, dropped = first, self.output_bytes, 0
+        while kept > target and end < len(self.output) - 1:
+            size = _size(self.output[end][1])
+            kept, dropped, end = kept - size - CHUNK_COST, dropped + size, end + 1
+        if end > first:
+            del self.output[first:end]
+            self.output_bytes, self.dropped_bytes = kept, self.dropped_bytes + dropped
+            if first:  # the marker moves up to the place of the last chunk it replaces
+                self.output_base += end - first
             else:
                 self.output.insert(0, ("stderr", ""))
+                self.output_base += end - 1
         if self.output_bytes > limit:  # the one chunk left is too big by itself
             stream, text = self.output[-1]
             data = text.encode("utf-8", "replace")
-            kept = data[len(data) - limit :].decode("utf-8", "ignore")
+            kept_text = data[len(data) - max(limit - CHUNK_COST, 0) :].decode("utf-8", "ignore")
             if not self.dropped_bytes:
                 self.output.insert(0, ("stderr", ""))
-            self.output[-1] = (stream, kept)
-            self.output_bytes = _size(kept)
-            self.dropped_bytes += len(data) - self.output_bytes
-        if self.dropped_bytes:
-            self.output[0] = (
-                "stderr",
-                f"[dss-containers: {self.dropped_bytes} bytes of earlier output dropped "
-                "(JobService.max_output_bytes)]\n",
-            )
+            self.output[-1] = (stream, kept_text)
+            self.output_bytes = _size(kept_text) + CHUNK_COST
+            self.dropped_bytes += len(data) - _size(kept_text)
+        self.output[0] = (
+            "stderr",
+            f"[dss-containers: {self.dropped_bytes} bytes of earlier output dropped "
+            "(JobService.max_output_bytes)]\n",
+        )
 
     def output_since(self, since: int) -> tuple[list[tuple[str, str]], int]:
         """The chunks from index ``since`` on and the next index. Indexes count from the
