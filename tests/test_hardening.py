@@ -118,7 +118,7 @@ async def test_python_job_on_a_read_only_root_returns_its_result(
     import yaml
     from job_images import job_image
 
-    from jupyter_dss_containers.jobs import JobRequest, JobService
+    from jupyter_dss_containers.jobs import JobRequest, JobService, python_result
 
     config = {
         "backend": "docker",
@@ -132,5 +132,5 @@ async def test_python_job_on_a_read_only_root_returns_its_result(
     code = "import pathlib\npathlib.Path('/tmp/x').write_text('1')\ntotal = sum(numbers)"
     request = JobRequest("ro-jobs", "python", code, {"numbers": [1, 2, 3]}, ("total",))
     job = await asyncio.wait_for(service.wait((await service.submit(request)).id), 60)
-    assert (await service.result(job.id))["outputs"] == {"total": 6}
+    assert (await python_result(service, job.id))["outputs"] == {"total": 6}
     assert leftover_containers(docker_client, job_id=job.id) == []

@@ -36,7 +36,7 @@ from jupyter_dss_containers.backends import BackendError, backend_for
 from jupyter_dss_containers.backends.base import WorkloadSpec
 from jupyter_dss_containers.backends.kubernetes import POD_LABEL, label_value, on_registry
 from jupyter_dss_containers.config import load_config
-from jupyter_dss_containers.jobs import JobError, JobRequest, JobService
+from jupyter_dss_containers.jobs import JobError, JobRequest, JobService, python_result
 from jupyter_dss_containers.permissions import process_identity
 from jupyter_dss_containers.provisioner import KernelStartError, reattach
 
@@ -579,7 +579,7 @@ async def test_python_job_runs_in_a_pod_and_returns_its_result(kube_jobs, cluste
     ns = backend_for(load_config(kube_jobs).get("k8s-jobs")).namespace
     request = JobRequest("k8s-jobs", "python", JOB_CODE, {"numbers": [1, 2, 3]}, ("total",))
     job = await asyncio.wait_for(service.wait((await service.submit(request)).id), 60)
-    assert (await service.result(job.id))["outputs"] == {"total": 6}
+    assert (await python_result(service, job.id))["outputs"] == {"total": 6}
     printed = "".join(text for _, text in job.output)
     # followed from the pod's log (stdout and stderr merged, their order is the runtime's)
     assert "hello from the pod\n" in printed and "to stderr\n" in printed
@@ -616,7 +616,7 @@ async def test_plugin_recipe_with_a_package_runs_in_a_pod(
     request = recipe_request("k8s-jobs", "scaled", {"values": [1, 2], "factor": 3})
     assert any("/lib/dss_demo_recipes/" in path for path in request.files)
     job = await asyncio.wait_for(service.wait((await service.submit(request)).id), 60)
-    assert (await service.result(job.id))["value"]["values"] == [3, 6], job.message
+    assert (await python_result(service, job.id))["value"]["values"] == [3, 6], job.message
     ns = backend_for(load_config(kube_jobs).get("k8s-jobs")).namespace
     assert await gone(clusters, clusters.a, ns, job_id=job.id)
 
@@ -662,7 +662,7 @@ async def test_r_job_runs_in_a_pod_and_returns_its_data_frames(kube_r_jobs, clus
     ok_job, bad_job = await asyncio.wait_for(
         asyncio.gather(*(service.wait(j.id) for j in jobs)), 90
     )
-    result = await service.result(ok_job.id)
+    result = await python_result(service, ok_job.id)
     assert result["outputs"]["out"].to_dict("list") == {
         "name": ["a", "b", "c"],
         "double": [3.0, 4.0, 6.0],

@@ -25,6 +25,10 @@ class ImageMissing(BackendError):
     """The image is not where the workload must run."""
 
 
+class FilesTooLarge(BackendError):
+    """A workload left more bytes under a path than the reader would take."""
+
+
 @dataclass
 class WorkloadSpec:
     """Everything needed to create one container or pod."""
@@ -132,7 +136,11 @@ class Backend(ABC):
         """Yield ``("stdout" | "stderr", text)`` as the workload writes, until it exits."""
         raise BackendError(f"{type(self).__name__} cannot stream a workload's output")
 
-    async def read_files(self, workload_id: str, path: str) -> dict[str, bytes]:
+    async def read_files(
+        self, workload_id: str, path: str, limit: int | None = None
+    ) -> dict[str, bytes]:
         """Regular files under ``path`` in a (stopped) workload, keyed by their path relative
-        to ``path``'s parent folder (``result.pkl``, ``out/a.csv``); {} when it is absent."""
+        to ``path``'s parent folder (``result.json``, ``out/a.csv``); {} when it is absent.
+        More than ``limit`` bytes there raise :class:`FilesTooLarge` before they are all
+        read (the workload's files are its user's: they must not fill our memory)."""
         raise BackendError(f"{type(self).__name__} cannot read files out of a workload")

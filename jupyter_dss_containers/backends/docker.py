@@ -36,6 +36,7 @@ from .base import (
     Backend,
     BackendError,
     BackendUnavailable,
+    FilesTooLarge,
     ImageMissing,
     Workload,
     WorkloadSpec,
@@ -570,17 +571,31 @@ class DockerBackend(Backend):
             else:
                 yield item
 
-    async def read_files(self, workload_id: str, path: str) -> dict[str, bytes]:
+    async def read_files(
+        self, workload_id: str, path: str, limit: int | None = None
+    ) -> dict[str, bytes]:
         def read() -> dict[str, bytes]:
             try:
-                stream, _ = self.client().api.get_archive(workload_id, path)
+                stream, stat = self.client().api.get_archive(workload_id, path)
             except docker.errors.NotFound:
                 return {}
             except docker.errors.APIError:
                 if self._being_removed(workload_id):  # e.g. cancelled by another process
                     return {}
                 raise
-            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            too_big = f"{path} in container {workload_id[:12]} is over {limit} bytes"
+            cap = None if limit is None else limit + limit // 8 + 1024 * 1024  # tar headers
+            data = bytearray()
+            try:
+                if limit is not None and (stat or {}).get("size", 0) > limit:
+                    raise FilesTooLarge(too_big)
+                for chunk in stream:  # never more than the cap in memory
+                    data += chunk
+                    if cap is not None and len(data) > cap:
+                        raise FilesTooLarge(too_big)
+            finally:  # lets go of the response (the daemon holds the container until then)
+                stream.close()
+            with tarfile.open(fileobj=io.BytesIO(bytes(data))) as tar:
                 return {
                     m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
                     for m in tar.getmembers()

@@ -30,6 +30,7 @@ from .base import (
     Backend,
     BackendError,
     BackendUnavailable,
+    FilesTooLarge,
     Workload,
     WorkloadSpec,
     WorkloadStats,
@@ -212,9 +213,16 @@ class RemoteBackend(Backend):
     async def check(self) -> dict[str, str]:
         return {**(await self._ok("GET", "check")), "launcher": self.url}
 
-    async def read_files(self, workload_id: str, path: str) -> dict[str, bytes]:
-        query = urlencode({"path": path})
-        data = await self._or_missing("GET", f"{self._w(workload_id, 'files')}?{query}")
+    async def read_files(
+        self, workload_id: str, path: str, limit: int | None = None
+    ) -> dict[str, bytes]:
+        query = urlencode({"path": path, **({} if limit is None else {"limit": limit})})
+        try:
+            data = await self._or_missing("GET", f"{self._w(workload_id, 'files')}?{query}")
+        except BackendError as exc:
+            if getattr(exc, "status", None) == 413:  # the launcher's own refusal of the size
+                raise FilesTooLarge(str(exc)) from None
+            raise
         return {} if data is None else wire.files_from_json(data["files"])
 
     async def follow_logs(self, workload_id: str) -> AsyncIterator[tuple[str, str]]:

@@ -22,7 +22,7 @@ from tornado.web import HTTPError
 from .. import ownership
 from ..backends import backend_for
 from ..config import ConfigError, ConfigFile, ExecutionConfig, load_config
-from ..jobs.model import SUCCEEDED, Job, JobError, JobNotFound, JobRequest
+from ..jobs.model import SUCCEEDED, Job, JobError, JobNotFound, JobQueueFull, JobRequest
 from ..jobs.service import JobService
 from ..kernelspecs import container_kernel_specs
 from ..permissions import (
@@ -564,6 +564,8 @@ class JobsHandler(_JobRoute):
             job = await self.service.submit(request, identity)
         except PermissionDenied as exc:
             raise api_error(403, str(exc)) from None
+        except JobQueueFull as exc:
+            raise api_error(429, str(exc)) from None
         except JobError as exc:
             raise api_error(400, str(exc)) from None
         self.send(job_row(job), status=201)
@@ -572,18 +574,16 @@ class JobsHandler(_JobRoute):
 class JobHandler(_JobRoute):
     @web.authenticated
     async def get(self, job_id: str) -> None:
-        """The job, with the rich outputs (MIME bundles) it displayed once it succeeded."""
+        """The job, with the rich outputs (MIME bundles) it displayed and the plain fields
+        of its result document once it succeeded: checked data only, nothing unpickled."""
         _, identity = await self.caller()
         job = self.job_of(identity, job_id)
         row = job_row(job)
-        row["displays"] = None
+        row["displays"] = row["result"] = None
         if job.state == SUCCEEDED:
-            try:
-                result = await self.service.result(job.id)
-            except Exception as exc:  # e.g. a class the server cannot import
-                self.log.warning("job %s: result not readable here: %s", job.id, exc)
-            else:
-                row["displays"] = result.get("displays") if isinstance(result, dict) else None
+            result = await self.service.result(job.id, values=False)
+            if result is not None:
+                row["displays"], row["result"] = result.displays, result.fields()
         self.send(row)
 
     @web.authenticated
@@ -600,15 +600,15 @@ class JobLogsHandler(_JobRoute):
         _, identity = await self.caller()
         job = self.job_of(identity, job_id)
         since = self.get_query_argument("since", "0")
-        if not since.isdigit():
-            raise api_error(400, f"'since' must be a whole number, not {since!r}")
-        chunks = job.output[int(since) :]
+        if not (since.isascii() and since.isdigit() and len(since) <= 18):
+            raise api_error(400, f"'since' must be a whole number, not {since[:40]!r}")
+        chunks, upto = job.output_since(int(since))
         self.send(
             {
                 "id": job.id,
                 "state": job.state,
                 "output": [{"stream": n, "text": t} for n, t in chunks],
-                "next": int(since) + len(chunks),
+                "next": max(upto, int(since)),
             }
         )
 
