@@ -176,7 +176,8 @@ class WorkloadActionHandler(LauncherHandler):
             path = self.get_query_argument("path", "")
             if not path.startswith("/") or "\0" in path:
                 raise Refused(f"path must be absolute, not {path!r}", 400)
-            limit = self.int_arg("limit", wire.MAX_BODY_BYTES, 0, wire.MAX_BODY_BYTES)
+            # the caller's limit, never more than one answer of the launcher carries
+            limit = min(self.int_arg("limit", wire.MAX_BODY_BYTES, 0, 2**62), wire.MAX_BODY_BYTES)
             try:
                 files = await backend.read_files(workload_id, path, limit=limit)
             except FilesTooLarge as exc:
