@@ -31,7 +31,9 @@ import docker.tls
 from docker.types import DeviceRequest
 from docker.types import Mount as DockerMount
 
+from .. import transport
 from ..config import DockerSettings, ExecutionConfig, format_size
+from ..ownership import MANAGED
 from .base import (
     Backend,
     BackendError,
@@ -52,6 +54,13 @@ _CLIENTS: dict[tuple[Any, ...], docker.DockerClient] = {}
 _CLIENTS_LOCK = threading.Lock()
 #: daemon calls wait on I/O, not CPU: many may be in flight at once
 _EXECUTOR = ThreadPoolExecutor(max_workers=32, thread_name_prefix="dss-docker")
+#: the network kernels and jobs join when their config names none: a bridge on which
+#: containers cannot reach each other (inter-container traffic off), outbound traffic on
+ISOLATED_NETWORK = "dss-containers-isolated"
+ICC_OPTION = "com.docker.network.bridge.enable_icc"
+#: daemon URL -> the network to use there (None: the daemon ignores ICC_OPTION, e.g. Podman)
+_NETWORKS: dict[str, str | None] = {}
+_NETWORKS_LOCK = threading.Lock()
 
 
 def daemon_url(settings: DockerSettings) -> str:
@@ -299,8 +308,13 @@ class DockerBackend(Backend):
         return homes[-1] if homes and homes[-1].startswith("/") else READ_ONLY_HOME
 
     def _host_config(
-        self, spec: WorkloadSpec, user: str | None = None, home: str | None = None
+        self,
+        spec: WorkloadSpec,
+        user: str | None = None,
+        home: str | None = None,
+        network: str | None = None,
     ) -> dict[str, Any]:
+        """Container settings (pure); ``network`` is used when the config names none."""
         s = self.settings
         kwargs: dict[str, Any] = {
             "init": True,
@@ -329,8 +343,8 @@ class DockerBackend(Backend):
             kwargs["runtime"] = s.runtime
         if s.gpus is not None:
             kwargs["device_requests"] = [gpu_request(s.gpus)]
-        if s.network:
-            kwargs["network_mode"] = s.network
+        if s.network or network:
+            kwargs["network_mode"] = s.network or network
         if spec.ports and s.network != "host":
             kwargs["ports"] = {
                 f"{p}/tcp": (s.bind_address, spec.host_ports.get(p)) for p in spec.ports
@@ -342,7 +356,47 @@ class DockerBackend(Backend):
             ]
         if self.config.read_only_root:
             kwargs.setdefault("mounts", []).append(DockerMount(target="/tmp", source=None))
+        if spec.host_folder:
+            kwargs.setdefault("mounts", []).append(
+                DockerMount(
+                    target=spec.host_folder_target,
+                    source=spec.host_folder,
+                    type="bind",
+                    read_only=False,
+                )
+            )
         return kwargs
+
+    def _network(self, client: docker.DockerClient) -> str | None:
+        """The isolated network on this daemon (made once), or None where the daemon cannot
+        turn inter-container traffic off (Podman's Docker API drops the option)."""
+        if self.settings.network:
+            return None
+        with _NETWORKS_LOCK:
+            if self.url in _NETWORKS:
+                return _NETWORKS[self.url]
+            made = False
+            try:
+                attrs = client.api.inspect_network(ISOLATED_NETWORK)
+            except docker.errors.NotFound:
+                try:
+                    client.api.create_network(
+                        ISOLATED_NETWORK,
+                        driver="bridge",
+                        options={ICC_OPTION: "false"},
+                        labels={MANAGED: "true"},
+                        check_duplicate=True,
+                    )
+                    made = True
+                except docker.errors.APIError as exc:
+                    if exc.status_code != 409:  # another process made it meanwhile
+                        raise
+                attrs = client.api.inspect_network(ISOLATED_NETWORK)
+            isolated = (attrs.get("Options") or {}).get(ICC_OPTION) == "false"
+            if not isolated and made:
+                client.api.remove_network(attrs["Id"])
+            _NETWORKS[self.url] = ISOLATED_NETWORK if isolated else None
+            return _NETWORKS[self.url]
 
     # ------------------------------------------------------------------ interface
 
@@ -374,6 +428,12 @@ class DockerBackend(Backend):
     def _create_sync(self, spec: WorkloadSpec) -> Workload:
         try:
             return self._create_once(spec)
+        except docker.errors.NotFound as exc:
+            if ISOLATED_NETWORK not in str(exc):
+                raise
+            with _NETWORKS_LOCK:  # removed by hand meanwhile: make it again
+                _NETWORKS.pop(self.url, None)
+            return self._create_once(spec)
         except docker.errors.APIError as exc:
             if not spec.host_ports or "port is already allocated" not in str(exc):
                 raise
@@ -388,11 +448,25 @@ class DockerBackend(Backend):
         env = dict(spec.env)
         read_only = self.config.read_only_root
         home = self._image_home(client, spec.image) if read_only else None
-        if read_only and any(not p.startswith("/tmp/") for p in spec.files):
+        files, in_folder = dict(spec.files), {}
+        if spec.host_folder:
+            inside = spec.host_folder_target.rstrip("/") + "/"
+            in_folder = {
+                p[len(inside) :]: files.pop(p)
+                for p in list(files)
+                if p.startswith(inside) and "/" not in p[len(inside) :]
+            }
+        if read_only and any(not p.startswith("/tmp/") for p in files):
             raise BackendError(
                 f"execution config {self.config.name!r}: with read_only_root, private files "
-                f"must be under /tmp/, not {sorted(spec.files)}"
+                f"must be under /tmp/, not {sorted(files)}"
             )
+        if spec.host_folder:
+            try:
+                transport.prepare_folder(spec.host_folder, user, in_folder)
+            except OSError as exc:
+                raise BackendError(f"execution config {self.config.name!r}: {exc}") from None
+        network = self._network(client)
         try:
             container = client.containers.create(
                 spec.image,
@@ -403,7 +477,7 @@ class DockerBackend(Backend):
                 user=user,
                 working_dir=spec.working_dir,
                 detach=True,
-                **self._host_config(spec, user, home),
+                **self._host_config(spec, user, home, network),
             )
         except docker.errors.ImageNotFound:
             raise ImageMissing(
@@ -419,9 +493,9 @@ class DockerBackend(Backend):
                     f"{self.settings.gpus}); Podman's Docker API does not pass GPUs through, "
                     "use a Docker engine with the NVIDIA runtime for this config"
                 )
-            if spec.files:
+            if files:
                 root = "/tmp" if read_only else "/"  # a read-only root takes files in /tmp only
-                _put_archive(container, root, _private_tar(spec.files, user, root))
+                _put_archive(container, root, _private_tar(files, user, root))
             container.start()
         except BaseException:
             container.remove(force=True)
