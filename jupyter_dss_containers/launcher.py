@@ -21,6 +21,12 @@ from .backends.base import WorkloadSpec
 from .config import ExecutionConfig
 
 CONNECTION_FILE = f"{transport.KERNEL_FOLDER}/connection.json"
+#: where a kernel whose files arrive read-only reads a private copy of its connection file
+WRITABLE_CONNECTION_FILE = "/tmp/.dss-kernel-rw/connection.json"
+_COPY_THEN_EXEC = (
+    f"umask 077 && mkdir -p {WRITABLE_CONNECTION_FILE.rsplit('/', 1)[0]} && "
+    f'cp {CONNECTION_FILE} {WRITABLE_CONNECTION_FILE} && exec "$@"'
+)
 PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 FIRST_CONTAINER_PORT = 41000
 
@@ -66,12 +72,18 @@ def uses_host_network(config: ExecutionConfig) -> bool:
 
 
 def plan_launch(
-    launch: KernelLaunch, kind: str, folder: str | None, ports: tuple[int, ...]
+    launch: KernelLaunch,
+    kind: str,
+    folder: str | None,
+    ports: tuple[int, ...],
+    read_only_files: bool = False,
 ) -> tuple[WorkloadSpec, dict[str, Any]]:
     """The workload to create and the connection info the server will use (pure).
 
     ``kind`` is ``ipc`` or ``tcp``; ``folder`` the kernel's host folder (local daemons);
-    ``ports`` the kernel's ports inside the workload (tcp).
+    ``ports`` the kernel's ports inside the workload (tcp). With CurveZMQ keys, ipykernel
+    rewrites its connection file at start (it compares its keys, bytes, with the file's,
+    text): where files arrive read-only the kernel starts from a private copy.
     """
     if kind == "ipc":
         ip_inside = transport.ipc_ip(transport.KERNEL_FOLDER)
@@ -92,10 +104,15 @@ def plan_launch(
     labels = dict(launch.labels)
     if folder:
         labels[transport.FOLDER_LABEL] = folder
+    command = [a.replace("{connection_file}", CONNECTION_FILE) for a in launch.command]
+    if read_only_files and launch.curve:
+        command = ["/bin/sh", "-c", _COPY_THEN_EXEC, "dss-kernel"] + [
+            a.replace("{connection_file}", WRITABLE_CONNECTION_FILE) for a in launch.command
+        ]
     spec = WorkloadSpec(
         name=launch.name,
         image=launch.image,
-        command=[a.replace("{connection_file}", CONNECTION_FILE) for a in launch.command],
+        command=command,
         labels=labels,
         env=launch.env,
         files={CONNECTION_FILE: json.dumps(in_container).encode()},
@@ -132,7 +149,7 @@ async def launch_kernel_workload(backend: Backend, launch: KernelLaunch) -> Laun
     folder, made_here = launch.folder if local else None, False
     if local and folder is None:
         folder, made_here = await asyncio.to_thread(transport.new_folder), True
-    spec, connection_info = plan_launch(launch, kind, folder, ports)
+    spec, connection_info = plan_launch(launch, kind, folder, ports, backend.read_only_files)
     try:
         workload = await backend.create(spec)
     except BaseException:

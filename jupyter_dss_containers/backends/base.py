@@ -87,6 +87,10 @@ class WorkloadStats:
 class Backend(ABC):
     """Create, watch, signal, stop and remove workloads for one execution config."""
 
+    #: private files arrive read-only (a Kubernetes Secret volume): a kernel that rewrites
+    #: its connection file (ipykernel does with CurveZMQ keys) needs a writable copy
+    read_only_files = False
+
     def __init__(self, config: ExecutionConfig):
         self.config = config
 

@@ -210,6 +210,8 @@ class KubernetesSettings:
 class KubernetesBackend(Backend):
     """Pods in the cluster and namespace a config names."""
 
+    read_only_files = True  # files come from a Secret volume
+
     def __init__(self, config: ExecutionConfig):
         super().__init__(config)
         self.settings = KubernetesSettings(config.kubernetes)
