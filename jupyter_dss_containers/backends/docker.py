@@ -33,7 +33,6 @@ from docker.types import Mount as DockerMount
 
 from .. import transport
 from ..config import DockerSettings, ExecutionConfig, format_size
-from ..ownership import MANAGED
 from .base import (
     Backend,
     BackendError,
@@ -44,6 +43,7 @@ from .base import (
     WorkloadStats,
     WorkloadStatus,
 )
+from .dockernet import ISOLATED_NETWORK, forget_network, isolated_network
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 DEFAULT_USER = "1000:100"
@@ -54,13 +54,6 @@ _CLIENTS: dict[tuple[Any, ...], docker.DockerClient] = {}
 _CLIENTS_LOCK = threading.Lock()
 #: daemon calls wait on I/O, not CPU: many may be in flight at once
 _EXECUTOR = ThreadPoolExecutor(max_workers=32, thread_name_prefix="dss-docker")
-#: the network kernels and jobs join when their config names none: a bridge on which
-#: containers cannot reach each other (inter-container traffic off), outbound traffic on
-ISOLATED_NETWORK = "dss-containers-isolated"
-ICC_OPTION = "com.docker.network.bridge.enable_icc"
-#: daemon URL -> the network to use there (None: the daemon ignores ICC_OPTION, e.g. Podman)
-_NETWORKS: dict[str, str | None] = {}
-_NETWORKS_LOCK = threading.Lock()
 
 
 def daemon_url(settings: DockerSettings) -> str:
@@ -367,37 +360,6 @@ class DockerBackend(Backend):
             )
         return kwargs
 
-    def _network(self, client: docker.DockerClient) -> str | None:
-        """The isolated network on this daemon (made once), or None where the daemon cannot
-        turn inter-container traffic off (Podman's Docker API drops the option)."""
-        if self.settings.network:
-            return None
-        with _NETWORKS_LOCK:
-            if self.url in _NETWORKS:
-                return _NETWORKS[self.url]
-            made = False
-            try:
-                attrs = client.api.inspect_network(ISOLATED_NETWORK)
-            except docker.errors.NotFound:
-                try:
-                    client.api.create_network(
-                        ISOLATED_NETWORK,
-                        driver="bridge",
-                        options={ICC_OPTION: "false"},
-                        labels={MANAGED: "true"},
-                        check_duplicate=True,
-                    )
-                    made = True
-                except docker.errors.APIError as exc:
-                    if exc.status_code != 409:  # another process made it meanwhile
-                        raise
-                attrs = client.api.inspect_network(ISOLATED_NETWORK)
-            isolated = (attrs.get("Options") or {}).get(ICC_OPTION) == "false"
-            if not isolated and made:
-                client.api.remove_network(attrs["Id"])
-            _NETWORKS[self.url] = ISOLATED_NETWORK if isolated else None
-            return _NETWORKS[self.url]
-
     # ------------------------------------------------------------------ interface
 
     def target_key(self) -> tuple[str, ...]:
@@ -431,8 +393,7 @@ class DockerBackend(Backend):
         except docker.errors.NotFound as exc:
             if ISOLATED_NETWORK not in str(exc):
                 raise
-            with _NETWORKS_LOCK:  # removed by hand meanwhile: make it again
-                _NETWORKS.pop(self.url, None)
+            forget_network(self.url)  # removed by hand meanwhile: make it again
             return self._create_once(spec)
         except docker.errors.APIError as exc:
             if not spec.host_ports or "port is already allocated" not in str(exc):
@@ -466,7 +427,7 @@ class DockerBackend(Backend):
                 transport.prepare_folder(spec.host_folder, user, in_folder)
             except OSError as exc:
                 raise BackendError(f"execution config {self.config.name!r}: {exc}") from None
-        network = self._network(client)
+        network = None if self.settings.network else isolated_network(client, self.url)
         try:
             container = client.containers.create(
                 spec.image,
