@@ -38,7 +38,10 @@ FOLDER_LABEL = PREFIX + "kernel-folder"
 PARENT_NAME = "dss-kernels"
 #: sun_path holds 108 bytes with its terminating NUL
 MAX_SOCKET_PATH = 107
-_FOLDER_NAME = re.compile(r"[0-9a-f]{12}")
+#: a kernel folder's name: 128 random bits. A kernel can learn its own folder's host path
+#: (its mount table) and could replace its socket files with links for the server to follow
+#: when it reconnects; another kernel's sockets it cannot name.
+_FOLDER_NAME = re.compile(r"[0-9a-f]{32}")
 _PROCESS_NAME = re.compile(r"[0-9a-f]{8}")
 
 
@@ -86,7 +89,7 @@ def _process_name() -> str:
 
 
 def _longest_socket(parent: Path) -> int:
-    return len(os.fsencode(parent / _process_name() / ("0" * 12) / f"{SOCKET_STEM}-5"))
+    return len(os.fsencode(parent / _process_name() / ("0" * 32) / f"{SOCKET_STEM}-5"))
 
 
 def _private_dir(path: Path) -> None:
@@ -112,7 +115,7 @@ def new_folder() -> str:
         _private_dir(parent)
         process = parent / _process_name()
         _private_dir(process)
-        folder = process / secrets.token_hex(6)
+        folder = process / secrets.token_hex(16)
         folder.mkdir(mode=0o700)
         return str(folder)
     raise TransportError(

@@ -448,24 +448,25 @@ def test_folders_of_gone_processes_are_swept_and_nothing_else(tmp_path):
     ownership.this_process().register()
     live = Path(transport.new_folder())
     parent = live.parent.parent
-    dead, in_use = parent / "deadbeef" / "0123456789ab", parent / "deadbeef" / "ba9876543210"
+    gone = parent / "deadbeef"  # a process that is not alive
+    dead, in_use, link = gone / ("0" * 32), gone / ("1" * 32), gone / ("a" * 32)
     for folder in (dead, in_use):
         folder.mkdir(parents=True, mode=0o700)
         (folder / "k-1").write_text("")
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "keep.txt").write_text("mine")
-    (parent / "deadbeef" / "aaaaaaaaaaaa").symlink_to(victim)
+    link.symlink_to(victim)
     removed = transport.sweep({str(in_use)}, {ownership.this_process().server_id})
     assert removed == [str(dead)]
     assert not exists(dead) and exists(in_use) and exists(live)
     assert (victim / "keep.txt").read_text() == "mine"
-    transport.remove_folder(str(parent / "deadbeef" / "aaaaaaaaaaaa"))  # a link: left alone
+    transport.remove_folder(str(link))  # a link: left alone
     assert (victim / "keep.txt").read_text() == "mine"
     for folder in (live, in_use):
         transport.remove_folder(str(folder))
         assert not exists(folder)
-    (parent / "deadbeef" / "aaaaaaaaaaaa").unlink()
+    link.unlink()
 
 
 def test_a_link_planted_in_a_reused_folder_is_not_written_through(tmp_path):
