@@ -148,7 +148,10 @@ async def launch_kernel_workload(backend: Backend, launch: KernelLaunch) -> Laun
             ports = await asyncio.to_thread(_free_local_ports, len(PORT_NAMES))
     folder, made_here = launch.folder if local else None, False
     if local and folder is None:
-        folder, made_here = await asyncio.to_thread(transport.new_folder), True
+        try:
+            folder, made_here = await asyncio.to_thread(transport.new_folder), True
+        except OSError as exc:
+            raise BackendError(f"execution config {launch.config.name!r}: {exc}") from None
     spec, connection_info = plan_launch(launch, kind, folder, ports, backend.read_only_files)
     try:
         workload = await backend.create(spec)
@@ -161,13 +164,11 @@ async def launch_kernel_workload(backend: Backend, launch: KernelLaunch) -> Laun
         try:
             address, published = await backend.endpoints(workload.id, ports)
         except BaseException as exc:
-            detail = ""
-            if isinstance(exc, BackendError):
-                status = await backend.status(workload.id)
-                tail = await backend.logs(workload.id, tail=20)
-                detail = f"{status.reason or status.state}" + (
-                    f"; last log lines:\n{tail}" if tail else ""
-                )
+            detail = (
+                await _why_unreachable(backend, workload.id)
+                if isinstance(exc, BackendError)
+                else ""
+            )
             await remove_kernel_workload(backend, workload.id, folder if made_here else None)
             if isinstance(exc, BackendError):
                 raise LaunchError(f"{exc} ({detail})") from None
@@ -177,6 +178,16 @@ async def launch_kernel_workload(backend: Backend, launch: KernelLaunch) -> Laun
             {name: published[p] for name, p in zip(PORT_NAMES, ports, strict=True)}
         )
     return LaunchedKernel(workload.id, workload.name, connection_info, published, folder)
+
+
+async def _why_unreachable(backend: Backend, workload_id: str) -> str:
+    """The workload's state and last log lines, as far as the backend still answers."""
+    try:
+        status = await backend.status(workload_id)
+        tail = await backend.logs(workload_id, tail=20)
+    except BackendError as exc:
+        return f"its state is unknown: {exc}"
+    return f"{status.reason or status.state}" + (f"; last log lines:\n{tail}" if tail else "")
 
 
 async def remove_kernel_workload(backend: Backend, workload_id: str, folder: str | None) -> None:

@@ -108,20 +108,23 @@ def _private_dir(path: Path) -> None:
 
 def new_folder() -> str:
     """A fresh private folder for one kernel (blocking: call it in a worker thread)."""
+    why = []
     for parent in _parents():
         if _longest_socket(parent) > MAX_SOCKET_PATH:
+            why.append(f"{parent}: too long for a Unix socket path ({MAX_SOCKET_PATH} bytes)")
             continue
-        parent.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _private_dir(parent)
-        process = parent / _process_name()
-        _private_dir(process)
-        folder = process / secrets.token_hex(16)
-        folder.mkdir(mode=0o700)
+        try:
+            parent.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _private_dir(parent)
+            process = parent / _process_name()
+            _private_dir(process)
+            folder = process / secrets.token_hex(16)
+            folder.mkdir(mode=0o700)
+        except OSError as exc:
+            why.append(f"{parent}: {exc.strerror or exc}")
+            continue
         return str(folder)
-    raise TransportError(
-        f"no folder for kernel sockets: the paths under {_parents()[0]} and "
-        f"{_parents()[1]} are longer than a Unix socket path allows ({MAX_SOCKET_PATH} bytes)"
-    )
+    raise TransportError(f"no private folder for the kernel's sockets: {'; '.join(why)}")
 
 
 def prepare_folder(folder: str, user: str, files: dict[str, bytes]) -> None:
