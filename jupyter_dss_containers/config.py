@@ -25,6 +25,11 @@ from .workspace import WorkspaceSettings, template_problem
 CONFIG_ENV_VAR = "DSS_CONTAINERS_CONFIG"
 CONFIG_FILE_NAME = "dss_containers.yaml"
 EMBEDDED = "<embedded default>"
+#: limits of a Docker config that sets none (``defaults.resources`` in the file overrides them):
+#: without them one kernel's fork bomb or runaway allocation takes the host down
+DEFAULT_MEMORY = 4 * 1024**3
+DEFAULT_PIDS = 1024
+TRANSPORTS = ("auto", "ipc", "tcp")
 
 #: what the first notebook imports: the embedded base image ``default`` has these (pinned,
 #: from wheels, no registry), so ``pd.read_csv`` and ``--in``/``--out`` of frames just work
@@ -145,8 +150,11 @@ class DockerSettings:
         return bool(self.host) and not self.host.startswith(("unix://", "npipe://"))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DockerSettings:
-        resources_ = data.get("resources", {})
+    def from_dict(
+        cls, data: dict[str, Any], defaults: dict[str, Any] | None = None
+    ) -> DockerSettings:
+        """``defaults`` is the file's ``defaults.resources``: limits for configs without them."""
+        resources_ = {**_default_limits(defaults), **data.get("resources", {})}
         gpus = data.get("gpus")
         return cls(
             host=data.get("host"),
@@ -324,12 +332,17 @@ class ExecutionConfig:
     warm_pool_size: int = 0
     read_only_root: bool = False
     workspace: WorkspaceSettings = field(default_factory=WorkspaceSettings)
+    #: "auto" (ipc sockets on a local daemon, else tcp), "ipc" or "tcp"
+    transport: str = "auto"
     docker: DockerSettings = field(default_factory=DockerSettings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_dict(cls, name: str, data: dict[str, Any]) -> ExecutionConfig:
+    def from_dict(
+        cls, name: str, data: dict[str, Any], defaults: dict[str, Any] | None = None
+    ) -> ExecutionConfig:
+        """``defaults`` is the file's ``defaults`` section (default limits live there)."""
         permissions = data.get("permissions", {})
         return cls(
             name=name,
@@ -347,7 +360,10 @@ class ExecutionConfig:
             warm_pool_size=data.get("warm_pool", {}).get("size", 0),
             read_only_root=data.get("read_only_root", False),
             workspace=WorkspaceSettings.from_dict(data.get("workspace", {})),
-            docker=DockerSettings.from_dict(data.get("docker", {})),
+            transport=data.get("transport", "auto"),
+            docker=DockerSettings.from_dict(
+                data.get("docker", {}), (defaults or {}).get("resources")
+            ),
             kubernetes=KubernetesSettings.from_dict(data.get("kubernetes", {})),
             raw=data,
         )
@@ -521,7 +537,7 @@ def parse_config(data: Any, source: str) -> ConfigFile:
     return ConfigFile(
         source=source,
         execution_configs={
-            n: ExecutionConfig.from_dict(n, _gpu_default(c, data["base_images"]))
+            n: ExecutionConfig.from_dict(n, _gpu_default(c, data["base_images"]), defaults)
             for n, c in data.get("execution_configs", {}).items()
         },
         base_images={
@@ -547,6 +563,11 @@ def parse_config(data: Any, source: str) -> ConfigFile:
             for key, label in SHARED_PARTS.items()
         },
     )
+
+
+def _default_limits(defaults: dict[str, Any] | None) -> dict[str, Any]:
+    """The limits a Docker config without its own gets: the file's, else the built-in ones."""
+    return {"memory": DEFAULT_MEMORY, "pids": DEFAULT_PIDS, **(defaults or {})}
 
 
 def _gpu_default(config: dict[str, Any], base_images: dict[str, Any]) -> dict[str, Any]:
@@ -584,15 +605,12 @@ def _cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
                             f"read_only_root (e.g. /data), got {mount['target']!r}",
                         )
                     )
+        problems += _transport_problems(name, cfg)
         resources_ = cfg.get("docker", {}).get("resources", {})
         for key in ("memory", "shm_size"):
             if key not in resources_:
                 continue
-            try:
-                n_bytes = parse_size(resources_[key])
-            except OverflowError:  # more digits than a float holds
-                n_bytes = _MAX_BYTES + 1
-            if not 6 * 1024**2 <= n_bytes <= _MAX_BYTES:
+            if not _size_in_range(resources_[key]):
                 problems.append(
                     (
                         f"execution_configs.{name}.docker.resources.{key}",
@@ -614,12 +632,56 @@ def _cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
     template = data.get("defaults", {}).get("user_root")
     if template is not None and template_problem(template):
         problems.append(("defaults.user_root", f"{template_problem(template)}, got {template!r}"))
+    default_memory = data.get("defaults", {}).get("resources", {}).get("memory")
+    if default_memory is not None and not _size_in_range(default_memory):
+        problems.append(
+            (
+                "defaults.resources.memory",
+                "expected at least 6m (Docker's minimum) and at most 1024Ti, "
+                f"got {default_memory!r}",
+            )
+        )
     default = data.get("defaults", {}).get("execution_config")
     if default and default not in configs:
         problems.append(
             ("defaults.execution_config", f"no execution configuration named {default!r}")
         )
     return problems
+
+
+def _size_in_range(value: int | str) -> bool:
+    try:
+        n_bytes = parse_size(value)
+    except OverflowError:  # more digits than a float holds
+        return False
+    return 6 * 1024**2 <= n_bytes <= _MAX_BYTES
+
+
+def _transport_problems(name: str, cfg: dict[str, Any]) -> list[tuple[str, str]]:
+    """ipc sockets need a daemon on this host; a TCP kernel needs a network to be reached."""
+    transport = cfg.get("transport", "auto")
+    docker = cfg.get("docker", {})
+    host = docker.get("host", "")
+    remote = cfg["backend"] != "docker" or (bool(host) and not host.startswith("unix://"))
+    where = f"execution_configs.{name}.transport"
+    if transport == "ipc" and remote:
+        on = "Kubernetes" if cfg["backend"] != "docker" else f"the daemon at {host}"
+        return [
+            (
+                where,
+                f"expected 'tcp' or 'auto': ipc sockets need a Docker or Podman daemon on "
+                f"this host (a unix:// socket), and this config runs on {on}",
+            )
+        ]
+    if docker.get("network") == "none" and (transport == "tcp" or remote):
+        return [
+            (
+                where,
+                "expected 'ipc' or 'auto' on a local daemon: with docker.network 'none' "
+                "a kernel on tcp cannot be reached",
+            )
+        ]
+    return []
 
 
 # --------------------------------------------------------------------------- messages

@@ -150,6 +150,9 @@ async def reap_orphans(
     one that cannot be reached is reported, not fatal. Returns (removed workloads,
     {config name: why its daemon or cluster was skipped}).
     """
+    import asyncio
+
+    from . import transport
     from .backends import BackendError, backend_for
     from .backends.remote import RemoteBackend
 
@@ -157,6 +160,7 @@ async def reap_orphans(
     here = socket.gethostname()
     seen: set[Any] = set()
     removed, skipped = [], {}
+    folders_in_use: set[str] = set()
     for config in configs:
         backend = backend_for(config)
         target = backend.target_key()
@@ -172,7 +176,12 @@ async def reap_orphans(
                     continue  # a user's, run by a launcher: the registry here knows nothing of it
                 if everything or not (owned or elsewhere):
                     await backend.remove(workload.id)
+                    await asyncio.to_thread(transport.remove_folder, transport.folder_of(labels))
                     removed.append(workload)
+                elif folder := transport.folder_of(labels):
+                    folders_in_use.add(folder)
         except BackendError as exc:
             skipped[config.name] = str(exc)
+    if not skipped:  # kernel folders of dead processes whose containers are gone, too
+        await asyncio.to_thread(transport.sweep, folders_in_use, servers)
     return removed, skipped

@@ -163,6 +163,9 @@ async def test_kernel_execute_interrupt_restart_shutdown(engine, site):
     settings = site.settings(engine)
     km, kc = await start(f"dss-{engine}")
     try:
+        # a local daemon's kernels are on ipc sockets; remote ones on TCP with CurveZMQ
+        assert km.transport == ("ipc" if engine in ("docker", "podman") else "tcp")
+        assert bool(km.curve_publickey) == (km.transport == "tcp")
         first = km.provisioner.workload_id
         assert [c.id for c in ours_on(settings, km.kernel_id)] == [first]
         _, printed = await run(kc, "import socket, os; print(socket.gethostname(), os.getuid())")

@@ -22,6 +22,13 @@ execution_configs:
     read_only_root: true
     docker: {resources: {memory: 256m}}
     permissions: {groups: ["*"]}
+  read-only-tcp:
+    backend: docker
+    image: default
+    read_only_root: true
+    transport: tcp
+    docker: {resources: {memory: 256m}}
+    permissions: {groups: ["*"]}
 """
 
 
@@ -31,8 +38,13 @@ def read_only_config(workspace, base_image):
         yield config_file
 
 
-async def test_read_only_root_kernel_writes_only_to_tmp_and_home(read_only_config, docker_client):
-    km, kc = await start("dss-read-only")
+@pytest.mark.parametrize("kind", ["ipc", "tcp"])
+async def test_read_only_root_kernel_writes_only_to_tmp_and_home(
+    read_only_config, docker_client, kind
+):
+    """On both transports: the kernel's socket folder is mounted inside the /tmp volume."""
+    km, kc = await start("dss-read-only" + ("-tcp" if kind == "tcp" else ""))
+    assert km.transport == kind
     container = docker_client.containers.get(km.provisioner.workload_id)
     host = container.attrs["HostConfig"]
     assert host["ReadonlyRootfs"] is True

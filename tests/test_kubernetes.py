@@ -188,6 +188,8 @@ async def test_kernel_runs_in_a_pod_with_the_config_limits(kube_config, clusters
     assert pod.spec.automount_service_account_token is False
     assert not pod.spec.host_network and not any(v.host_path for v in pod.spec.volumes or [])
     assert km.provisioner.connection_info["ip"] == pod.status.pod_ip
+    # TCP, so CurveZMQ on by default (the kernel reads a private copy of its Secret's file)
+    assert km.transport == "tcp" and km.curve_publickey and km.curve_secretkey
     _, printed = await run(kc, CGROUP_PROBE)
     uid, memory, quota = printed.split()
     assert uid != "0"

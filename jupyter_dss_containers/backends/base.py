@@ -47,6 +47,12 @@ class WorkloadSpec:
     #: clients connected to it reconnect); the backend picks free ones if these are taken
     host_ports: dict[int, int] = field(default_factory=dict)
     working_dir: str | None = None
+    #: a private folder on the daemon's host (a local daemon only), mounted read-write at
+    #: ``host_folder_target`` and given to the workload's user; the private files under
+    #: that target are written into it instead of being copied in (a kernel's ipc sockets
+    #: and connection file live there)
+    host_folder: str | None = None
+    host_folder_target: str = "/tmp/.dss-kernel"
 
 
 @dataclass
@@ -84,6 +90,10 @@ class WorkloadStats:
 
 class Backend(ABC):
     """Create, watch, signal, stop and remove workloads for one execution config."""
+
+    #: private files arrive read-only (a Kubernetes Secret volume): a kernel that rewrites
+    #: its connection file (ipykernel does with CurveZMQ keys) needs a writable copy
+    read_only_files = False
 
     def __init__(self, config: ExecutionConfig):
         self.config = config

@@ -31,6 +31,7 @@ import docker.tls
 from docker.types import DeviceRequest
 from docker.types import Mount as DockerMount
 
+from .. import transport
 from ..config import DockerSettings, ExecutionConfig, format_size
 from .base import (
     Backend,
@@ -43,6 +44,7 @@ from .base import (
     WorkloadStats,
     WorkloadStatus,
 )
+from .dockernet import ISOLATED_NETWORK, forget_network, isolated_network
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 DEFAULT_USER = "1000:100"
@@ -300,8 +302,13 @@ class DockerBackend(Backend):
         return homes[-1] if homes and homes[-1].startswith("/") else READ_ONLY_HOME
 
     def _host_config(
-        self, spec: WorkloadSpec, user: str | None = None, home: str | None = None
+        self,
+        spec: WorkloadSpec,
+        user: str | None = None,
+        home: str | None = None,
+        network: str | None = None,
     ) -> dict[str, Any]:
+        """Container settings (pure); ``network`` is used when the config names none."""
         s = self.settings
         kwargs: dict[str, Any] = {
             "init": True,
@@ -330,8 +337,8 @@ class DockerBackend(Backend):
             kwargs["runtime"] = s.runtime
         if s.gpus is not None:
             kwargs["device_requests"] = [gpu_request(s.gpus)]
-        if s.network:
-            kwargs["network_mode"] = s.network
+        if s.network or network:
+            kwargs["network_mode"] = s.network or network
         if spec.ports and s.network != "host":
             kwargs["ports"] = {
                 f"{p}/tcp": (s.bind_address, spec.host_ports.get(p)) for p in spec.ports
@@ -343,6 +350,15 @@ class DockerBackend(Backend):
             ]
         if self.config.read_only_root:
             kwargs.setdefault("mounts", []).append(DockerMount(target="/tmp", source=None))
+        if spec.host_folder:
+            kwargs.setdefault("mounts", []).append(
+                DockerMount(
+                    target=spec.host_folder_target,
+                    source=spec.host_folder,
+                    type="bind",
+                    read_only=False,
+                )
+            )
         return kwargs
 
     # ------------------------------------------------------------------ interface
@@ -375,6 +391,11 @@ class DockerBackend(Backend):
     def _create_sync(self, spec: WorkloadSpec) -> Workload:
         try:
             return self._create_once(spec)
+        except docker.errors.NotFound as exc:
+            if ISOLATED_NETWORK not in str(exc):
+                raise
+            forget_network(self.url)  # removed by hand meanwhile: make it again
+            return self._create_once(spec)
         except docker.errors.APIError as exc:
             if not spec.host_ports or "port is already allocated" not in str(exc):
                 raise
@@ -389,11 +410,25 @@ class DockerBackend(Backend):
         env = dict(spec.env)
         read_only = self.config.read_only_root
         home = self._image_home(client, spec.image) if read_only else None
-        if read_only and any(not p.startswith("/tmp/") for p in spec.files):
+        files, in_folder = dict(spec.files), {}
+        if spec.host_folder:
+            inside = spec.host_folder_target.rstrip("/") + "/"
+            in_folder = {
+                p[len(inside) :]: files.pop(p)
+                for p in list(files)
+                if p.startswith(inside) and "/" not in p[len(inside) :]
+            }
+        if read_only and any(not p.startswith("/tmp/") for p in files):
             raise BackendError(
                 f"execution config {self.config.name!r}: with read_only_root, private files "
-                f"must be under /tmp/, not {sorted(spec.files)}"
+                f"must be under /tmp/, not {sorted(files)}"
             )
+        if spec.host_folder:
+            try:
+                transport.prepare_folder(spec.host_folder, user, in_folder)
+            except OSError as exc:
+                raise BackendError(f"execution config {self.config.name!r}: {exc}") from None
+        network = None if self.settings.network else isolated_network(client, self.url)
         try:
             container = client.containers.create(
                 spec.image,
@@ -404,7 +439,7 @@ class DockerBackend(Backend):
                 user=user,
                 working_dir=spec.working_dir,
                 detach=True,
-                **self._host_config(spec, user, home),
+                **self._host_config(spec, user, home, network),
             )
         except docker.errors.ImageNotFound:
             raise ImageMissing(
@@ -420,9 +455,9 @@ class DockerBackend(Backend):
                     f"{self.settings.gpus}); Podman's Docker API does not pass GPUs through, "
                     "use a Docker engine with the NVIDIA runtime for this config"
                 )
-            if spec.files:
+            if files:
                 root = "/tmp" if read_only else "/"  # a read-only root takes files in /tmp only
-                _put_archive(container, root, _private_tar(spec.files, user, root))
+                _put_archive(container, root, _private_tar(files, user, root))
             container.start()
         except BaseException:
             container.remove(force=True)

@@ -57,6 +57,8 @@ from .watch import wait_running
 class KubernetesBackend(Backend):
     """Pods in the cluster and namespace a config names."""
 
+    read_only_files = True  # files come from a Secret volume
+
     def __init__(self, config: ExecutionConfig):
         super().__init__(config)
         self.settings = config.kubernetes
