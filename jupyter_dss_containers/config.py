@@ -359,7 +359,10 @@ class ExecutionConfig:
             ),
             warm_pool_size=data.get("warm_pool", {}).get("size", 0),
             read_only_root=data.get("read_only_root", False),
-            workspace=WorkspaceSettings.from_dict(data.get("workspace", {})),
+            # a warm pool's kernels start before anyone asks: they can mount nobody's files
+            workspace=WorkspaceSettings.from_dict(
+                data.get("workspace", {"mount": "none"} if data.get("warm_pool") else {})
+            ),
             transport=data.get("transport", "auto"),
             docker=DockerSettings.from_dict(
                 data.get("docker", {}), (defaults or {}).get("resources")
@@ -641,6 +644,17 @@ def _cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
                 f"got {default_memory!r}",
             )
         )
+    for name, cfg in configs.items():
+        pooled = cfg.get("warm_pool", {}).get("size", 0) > 0
+        mount = cfg.get("workspace", {}).get("mount", "auto") if "workspace" in cfg else "none"
+        if pooled and mount != "none":
+            problems.append(
+                (
+                    f"execution_configs.{name}.workspace.mount",
+                    "expected none with a warm_pool: pooled kernels start before anyone asks "
+                    "for them, so they cannot mount a user's workspace",
+                )
+            )
     default = data.get("defaults", {}).get("execution_config")
     if default and default not in configs:
         problems.append(

@@ -19,6 +19,7 @@ from . import transport
 from .backends import Backend, BackendError
 from .backends.base import WorkloadSpec
 from .config import ExecutionConfig
+from .workspace import WorkspacePlan
 
 CONNECTION_FILE = f"{transport.KERNEL_FOLDER}/connection.json"
 #: where a kernel whose files arrive read-only reads a private copy of its connection file
@@ -51,6 +52,8 @@ class KernelLaunch:
     first_container_port: int = FIRST_CONTAINER_PORT
     #: the kernel's folder to reuse (a restarted kernel keeps its socket paths)
     folder: str | None = None
+    #: the user's files the kernel sees, and where it starts
+    workspace: WorkspacePlan | None = None
 
 
 @dataclass
@@ -120,6 +123,7 @@ def plan_launch(
         host_ports=launch.host_ports,
         host_folder=folder,
         host_folder_target=transport.KERNEL_FOLDER,
+        workspace=launch.workspace,
     )
     outside = {
         "transport": kind,

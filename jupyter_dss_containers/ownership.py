@@ -27,6 +27,9 @@ CODE_ENV = PREFIX + "code-env"
 OWNER = PREFIX + "owner"
 SERVER_ID = PREFIX + "server-id"
 HOST = PREFIX + "host"
+#: the OS uid of the process that started it: the process registry is per OS user, so only
+#: that user's reaper can tell whether its starter still lives
+HOST_UID = PREFIX + "host-uid"
 MANAGED = PREFIX + "managed"
 #: written by the trusted launcher on what it starts: its own reaper decides about those
 LAUNCHER = PREFIX + "launcher"
@@ -47,6 +50,7 @@ def workload_labels(
         OWNER: owner,
         SERVER_ID: this_process().server_id,
         HOST: socket.gethostname(),
+        HOST_UID: str(os.getuid()),
     }
     if kernel_id:
         labels[KERNEL_ID] = kernel_id
@@ -171,7 +175,10 @@ async def reap_orphans(
             for workload in await backend.list({MANAGED: "true"}):
                 labels = workload.labels
                 owned = labels.get(SERVER_ID) in servers or workload.id in adopted
-                elsewhere = labels.get(HOST, here) != here  # its owner's liveness is unknown here
+                # its starter's liveness is unknown here: another host, or another OS user's
+                elsewhere = labels.get(HOST, here) != here or labels.get(
+                    HOST_UID, str(os.getuid())
+                ) != str(os.getuid())
                 if LAUNCHER in labels and not (everything or isinstance(backend, RemoteBackend)):
                     continue  # a user's, run by a launcher: the registry here knows nothing of it
                 if everything or not (owned or elsewhere):

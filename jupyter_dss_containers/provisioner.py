@@ -38,6 +38,13 @@ from .launcher import (
 from .liveness import deferred_removals, kernel_ports_answer
 from .permissions import PermissionDenied, check_permission, current_identity
 from .pool import warm_pool
+from .workspace import WorkspaceError, WorkspacePlan, notice_script, resolve_plan
+
+
+class WorkspaceRefused(ReportedError, PermissionError):
+    """The notebook's folder is not one the kernel may mount (outside the root, a link out)."""
+
+    status = 403
 
 
 class KernelStartError(ReportedError, RuntimeError):
@@ -133,6 +140,7 @@ class ContainerProvisioner(KernelProvisionerBase):
     _kernel_folder: str | None = None  # the private folder, kept across restarts
     _launched = False
     _transport = "tcp"
+    _workspace = WorkspacePlan()
     _late_removal: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ state
@@ -171,6 +179,7 @@ class ContainerProvisioner(KernelProvisionerBase):
             images.resolve_image, config_file, config, self.code_env
         )
         self._base_image = config_file.base_image_of(config)
+        self._workspace = await self._plan_workspace(config, identity.username, kwargs.get("cwd"))
         self._transport = transport.resolve(config)
         transport.provision_curve_keys(
             self.parent, tcp=self._transport == "tcp" and self.encrypt_tcp
@@ -181,16 +190,46 @@ class ContainerProvisioner(KernelProvisionerBase):
         env.update(self.kernel_spec.env if self.kernel_spec else {})
         kwargs["env"] = env
         argv = list(self.kernel_spec.argv) if self.kernel_spec else []
-        kwargs["cmd"] = argv  # the launcher puts the in-container connection file path in
         self._language = (self.kernel_spec.language or "").lower() if self.kernel_spec else ""
+        if self._workspace.notice and self._language == "python" and "ipykernel" in str(argv):
+            argv.append(f"--IPKernelApp.exec_lines={notice_script(self._workspace.notice)}")
+        kwargs["cmd"] = argv  # the launcher puts the in-container connection file path in
         return kwargs
+
+    async def _plan_workspace(
+        self, config: ExecutionConfig, username: str, cwd: str | None
+    ) -> WorkspacePlan:
+        """The user's files in the kernel: the server's root (the user's own on a
+        multi-user server; the working folder outside a server) at the same path, the
+        notebook's folder as the working directory."""
+        mapping = getattr(self.parent, "parent", None)  # the server's kernel manager, if any
+        root_of = getattr(mapping, "workspace_root", None)
+        root = root_of() if callable(root_of) else getattr(mapping, "root_dir", None)
+        try:
+            return await asyncio.to_thread(
+                resolve_plan,
+                config.workspace,
+                backend=config.backend,
+                remote=config.backend == "docker" and config.docker.is_remote,
+                server_root=root if isinstance(root, str) and root else None,
+                cwd=cwd,
+                user=username,
+                config_name=config.name,
+            )
+        except (WorkspaceError, OSError) as exc:
+            raise WorkspaceRefused(f"execution config {config.name!r}: {exc}") from None
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         config = self._config
         assert config is not None
         km = self.parent
         pooled = None
-        if not self._launched and self.code_env is None and self._language == "python":
+        if (
+            not self._launched
+            and self.code_env is None
+            and self._language == "python"
+            and not self._workspace.mounted  # a pooled kernel was started for nobody's files
+        ):
             pooled = await warm_pool().take(
                 config, self.image, curve=bool(transport.curve_keys(km))
             )
@@ -273,6 +312,7 @@ class ContainerProvisioner(KernelProvisionerBase):
             host_ports=self._host_ports if self._host_ports_of == config.name else {},
             first_container_port=self.first_container_port,
             folder=self._kernel_folder if self._host_ports_of == config.name else None,
+            workspace=self._workspace,
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.restart_wait_seconds if self._restarting else 0.0)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -133,9 +133,11 @@ class WorkspacePlan:
     sub_path: str | None = None
     read_only: bool = False
     working_dir: str | None = None
+    #: the uid:gid the workload runs as while the workspace is mounted (files it writes
+    #: are then the user's); None: the image's user
+    user: str | None = None
     #: said once in the notebook when the files are not visible, else None
     notice: str | None = None
-    labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def mounted(self) -> bool:
@@ -235,3 +237,43 @@ def notice_script(notice: str) -> str:
         "    get_ipython().events.unregister('pre_run_cell', _dss_workspace_notice)\n"
         "get_ipython().events.register('pre_run_cell', _dss_workspace_notice)\n"
     )
+
+
+def resolve_plan(
+    settings: WorkspaceSettings,
+    *,
+    backend: str,
+    remote: bool,
+    server_root: str | None,
+    cwd: str | None,
+    user: str,
+    config_name: str,
+) -> WorkspacePlan:
+    """The plan of one workload: the root (the server's or the user's, else the working
+    folder itself), checked and resolved; who the workload runs as.
+
+    File-system work (symlinks, owners): call it in a worker thread. Raises
+    :class:`WorkspaceError` for a working folder outside the root.
+    """
+    if settings.mount == "none":
+        return WorkspacePlan()
+    here = cwd or os.getcwd()
+    root = server_root or here
+    if os.path.realpath(root) == "/":  # never the host's whole tree: the folder alone
+        root = here
+    if os.path.realpath(root) == "/":
+        return WorkspacePlan()
+    real_root, real_cwd = resolve_inside(root, here)
+    plan = plan_workspace(
+        settings,
+        backend=backend,
+        remote=remote,
+        root=real_root,
+        working_dir=real_cwd,
+        user=user,
+        config_name=config_name,
+    )
+    if not plan.mounted:
+        return plan
+    info = os.stat(real_root)
+    return replace(plan, user=workload_user(os.getuid(), os.getgid(), (info.st_uid, info.st_gid)))

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from ..config import ExecutionConfig
+from ..workspace import WorkspacePlan
 
 
 class BackendError(RuntimeError):
@@ -53,6 +54,9 @@ class WorkloadSpec:
     #: and connection file live there)
     host_folder: str | None = None
     host_folder_target: str = "/tmp/.dss-kernel"
+    #: the user's files it sees (a mount at the same path as on the server, or nothing)
+    #: and the uid:gid it then runs as (see :mod:`..workspace`)
+    workspace: WorkspacePlan | None = None
 
 
 @dataclass

@@ -259,10 +259,15 @@ class DockerBackend(Backend):
         bind = self.settings.bind_address
         return "127.0.0.1" if bind in ("0.0.0.0", "") else bind
 
-    def _container_user(self, client: docker.DockerClient, image: str) -> str:
-        """The config's user, else the image's numeric non-root user, else 1000:100."""
+    def _container_user(
+        self, client: docker.DockerClient, image: str, wanted: str | None = None
+    ) -> str:
+        """The config's user, else ``wanted`` (the workspace owner's), else the image's
+        numeric non-root user, else 1000:100."""
         if self.settings.user:
             return self.settings.user
+        if wanted:
+            return wanted
         if image not in self._image_users:
             try:
                 attrs = client.images.get(image).attrs
@@ -319,11 +324,10 @@ class DockerBackend(Backend):
             # /tmp is an anonymous volume, not a tmpfs: private files are copied in before
             # the start and job results read after the exit (a tmpfs exists only while the
             # container runs); it is removed with the container (remove(v=True)).
-            uid, _, gid = (user or DEFAULT_USER).partition(":")
             kwargs["read_only"] = True
-            kwargs["tmpfs"] = {
-                home or READ_ONLY_HOME: f"rw,nosuid,nodev,uid={uid},gid={gid or uid},mode=0700"
-            }
+        if home:  # a read-only root, or a user other than the image's: HOME of its own
+            uid, _, gid = (user or DEFAULT_USER).partition(":")
+            kwargs["tmpfs"] = {home: f"rw,nosuid,nodev,uid={uid},gid={gid or uid},mode=0700"}
         if s.memory:
             kwargs["mem_limit"] = s.memory
             kwargs["memswap_limit"] = s.memory  # no swap: the limit is the limit
@@ -350,6 +354,13 @@ class DockerBackend(Backend):
             ]
         if self.config.read_only_root:
             kwargs.setdefault("mounts", []).append(DockerMount(target="/tmp", source=None))
+        plan = spec.workspace
+        if plan is not None and plan.mounted and plan.source:
+            kwargs.setdefault("mounts", []).append(
+                DockerMount(
+                    target=plan.root, source=plan.source, type="bind", read_only=plan.read_only
+                )
+            )
         if spec.host_folder:
             kwargs.setdefault("mounts", []).append(
                 DockerMount(
@@ -406,10 +417,17 @@ class DockerBackend(Backend):
     def _create_once(self, spec: WorkloadSpec) -> Workload:
         client = self.client()
         self._pull_if_registry_has_it(client, spec.image)
-        user = self._container_user(client, spec.image)
+        plan = spec.workspace if spec.workspace and spec.workspace.mounted else None
+        user = self._container_user(client, spec.image, plan.user if plan else None)
         env = dict(spec.env)
         read_only = self.config.read_only_root
-        home = self._image_home(client, spec.image) if read_only else None
+        # a user other than the image's has no HOME of its own there: give it a private one
+        own_home = read_only or (plan is not None and user == plan.user)
+        home = self._image_home(client, spec.image) if own_home else None
+        if home and plan and (home + "/").startswith(plan.root.rstrip("/") + "/"):
+            home = None  # HOME lies in the mounted workspace: it is the user's already
+        if home and not read_only:
+            env.setdefault("HOME", home)
         files, in_folder = dict(spec.files), {}
         if spec.host_folder:
             inside = spec.host_folder_target.rstrip("/") + "/"
@@ -437,7 +455,7 @@ class DockerBackend(Backend):
                 labels=spec.labels,
                 environment=env,
                 user=user,
-                working_dir=spec.working_dir,
+                working_dir=spec.working_dir or (plan.working_dir if plan else None),
                 detach=True,
                 **self._host_config(spec, user, home, network),
             )

@@ -159,6 +159,11 @@ class OwnedKernelManager(AsyncMappingKernelManager):
         """
         contextvars.Context().run(super().initialize_culler)
 
+    def workspace_root(self) -> str:
+        """The folder a kernel of this request mounts as its workspace: the requesting
+        user's own root on a multi-user server, else the server's root."""
+        return _user_root_of_request(self) or self.root_dir
+
     def cwd_for_path(self, path: str, **kwargs: Any) -> str:
         """A kernel's folder, inside the requesting user's own root on a multi-user server."""
         root = _user_root_of_request(self)
