@@ -126,7 +126,8 @@ def main() -> None:
     routes = {"kernelspecs": url + "api/kernelspecs", "configs": url + "dss-containers/api/configs"}
     samples: dict[str, list[float]] = {name: [] for name in routes}
     with log.open("wb") as out:
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # cwd: not the checkout, whose package `python -m` would import before PYTHONPATH
+        proc = subprocess.Popen(argv, env=env, cwd=folder, stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_ready(url, proc, log)
         for name, route in routes.items():
