@@ -20,6 +20,7 @@ import jsonschema
 import yaml
 from jupyter_core.paths import jupyter_config_path
 
+from .filecache import ParsedFiles
 from .workspace import WorkspaceSettings, template_problem
 
 CONFIG_ENV_VAR = "DSS_CONTAINERS_CONFIG"
@@ -71,6 +72,10 @@ class ConfigError(ValueError):
                 for where, what in problems
             )
         )
+
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, list[tuple[str, str]]]]:
+        # copy and pickle rebuild it from its parts (the config cache raises copies)
+        return type(self), (self.source, self.problems)
 
 
 # --------------------------------------------------------------------------- units
@@ -456,6 +461,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> ConfigFile:
 
     With a trusted launcher configured and no explicit path, the config is the launcher's
     (``GET /config``: only what the caller may use): such a server holds no config file.
+    A file is parsed again only once it changed (see :mod:`.filecache`): while it does
+    not, every caller gets the same object, which is therefore never to be modified.
+    Blocking (a ``stat``, and a read after a change): callers on an event loop use a thread.
     """
     if path is None:
         from .backends.remote import launcher_config
@@ -463,7 +471,15 @@ def load_config(path: str | os.PathLike[str] | None = None) -> ConfigFile:
         remote = launcher_config()
         if remote is not None:
             return remote
-    return parse_config(*read_document(path))
+    found = find_config_path(path)
+    if found is None:
+        return _embedded_default()
+    return _parsed_files.get(found)
+
+
+@cache
+def _embedded_default() -> ConfigFile:
+    return parse_config(EMBEDDED_DEFAULT, EMBEDDED)
 
 
 def read_document(path: str | os.PathLike[str] | None = None) -> tuple[Any, str]:
@@ -472,12 +488,20 @@ def read_document(path: str | os.PathLike[str] | None = None) -> tuple[Any, str]
     if found is None:
         return EMBEDDED_DEFAULT, EMBEDDED
     source = str(found)
+    return _document(_read_text(found, source), source)
+
+
+def _read_text(found: Path, source: str) -> str:
     try:
-        text = found.read_text()
+        return found.read_text()
     except FileNotFoundError:
         raise ConfigError(source, [("", "file not found")]) from None
     except OSError as exc:
         raise ConfigError(source, [("", f"cannot read the file: {exc.strerror}")]) from None
+
+
+def _document(text: str, source: str) -> tuple[Any, str]:
+    """The YAML document in ``text``, checked for what YAML allows and nothing can use."""
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as exc:
@@ -501,6 +525,14 @@ def read_document(path: str | os.PathLike[str] | None = None) -> tuple[Any, str]
             source, [(_dotted(loop), "invalid YAML: an alias refers to a node that contains it")]
         )
     return data, source
+
+
+def _parse_text(text: str, source: str) -> ConfigFile:
+    return parse_config(*_document(text, source))
+
+
+#: the config files read so far, each parsed again only once it changed
+_parsed_files: ParsedFiles[ConfigFile] = ParsedFiles(_read_text, _parse_text, ConfigError)
 
 
 def _recursion(value: Any, path: list[Any], inside: frozenset[int] = frozenset()) -> Any:

@@ -315,6 +315,45 @@ def _text(content: str) -> dict:
     return {"type": "file", "format": "text", "content": content}
 
 
+def kernel_cwd(server: ServerProcess, kernel_id: str) -> str:
+    """The working folder of the server's child process that runs this host kernel."""
+    assert server.proc is not None
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != server.proc.pid:
+                continue
+            if kernel_id in (stat.parent / "cmdline").read_bytes().decode(errors="replace"):
+                return os.readlink(stat.parent / "cwd")
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    raise AssertionError(f"no child process runs kernel {kernel_id}: {children(server)}")
+
+
+def test_a_host_kernel_starts_in_the_notebooks_folder_inside_its_users_root(server):
+    """Guards the kernel's folder, looked up in a thread (off the event loop) with the
+    request's user: it must be the notebook's folder in bob's own root, or that root when
+    the folder is missing; never the server's root, nor a folder named in another root."""
+    assert call(server, "bob", "PUT", "api/contents/deep", {"type": "directory"})[0] == 201
+    (server.root_dir / "deep").mkdir(exist_ok=True)  # the same name in the server's root
+    bob_root = server.root_dir / "bob"
+    sessions = []
+    try:
+        for path, expected in (("deep/n.ipynb", bob_root / "deep"), ("gone/n.ipynb", bob_root)):
+            status, session = call(
+                server,
+                "bob",
+                "POST",
+                "api/sessions",
+                {"path": path, "type": "notebook", "kernel": {"name": "python3"}},
+            )
+            assert status == 201, session
+            sessions.append(session["id"])
+            assert kernel_cwd(server, session["kernel"]["id"]) == str(expected.resolve())
+    finally:
+        for session_id in sessions:
+            call(server, "bob", "DELETE", f"api/sessions/{session_id}")
+
+
 @pytest.mark.docker
 def test_two_users_each_have_their_own_files_and_sessions_by_the_same_name(
     server, base_image, docker_client

@@ -81,6 +81,11 @@ class OwnedKernelManager(AsyncMappingKernelManager):
         if user:
             await self.check_may_start(kwargs.get("kernel_name"))
         kernel_id = kernel_id or str(uuid.uuid4())
+        path = kwargs.pop("path", None)
+        if path is not None:  # the stock manager looks for the folder on the event loop
+            kwargs["cwd"] = await asyncio.to_thread(
+                self.cwd_for_path, path, env=kwargs.get("env", {})
+            )
         if user:  # owned from the first moment, before anything can look it up
             self._owners[kernel_id] = user
         try:
