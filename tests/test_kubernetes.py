@@ -314,6 +314,25 @@ async def test_kernel_pod_passes_pod_security_restricted(kube_config, clusters):
     assert await gone(clusters, clusters.a, RESTRICTED_NS, kernel_id=km.kernel_id)
 
 
+async def test_a_pod_deleted_behind_our_back_takes_its_secret_and_policy(kube_config, clusters):
+    """Guards the ownership hand-over (``_hand_to_pod``): the cluster's garbage collector
+    removes a kernel's Secret and NetworkPolicy once its pod is deleted by someone else (an
+    admin, an eviction), with no call from us; a wrong owner uid would have them collected
+    at once, a missing one would leave them behind."""
+    ns = namespace_of(kube_config, "k8s-small")
+    km, kc = await start("dss-k8s-small")
+    (pod,), (secret,) = clusters.ours(clusters.a, ns, kernel_id=km.kernel_id)
+    (policy,) = clusters.policies(clusters.a, ns, kernel_id=km.kernel_id)
+    for owned in (secret, policy):
+        assert [(r.kind, r.name, r.uid) for r in owned.metadata.owner_references] == [
+            ("Pod", pod.metadata.name, pod.metadata.uid)
+        ]
+    clusters.core(clusters.a).delete_namespaced_pod(pod.metadata.name, ns, grace_period_seconds=0)
+    assert await gone(clusters, clusters.a, ns, kernel_id=km.kernel_id)
+    kc.stop_channels()
+    await km.shutdown_kernel(now=True)
+
+
 async def test_restart_gives_a_new_pod(kube_config, clusters):
     ns = namespace_of(kube_config, "k8s-small")
     km, kc = await start("dss-k8s-small")
