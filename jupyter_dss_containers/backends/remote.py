@@ -11,6 +11,7 @@ the server to the kernel's ports.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import threading
@@ -26,6 +27,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from ..config import ConfigError, ConfigFile, ExecutionConfig, parse_config
 from ..launcherd import wire
 from ..ownership import OWNER
+from ..transport import FOLDER_LABEL
 from .base import (
     Backend,
     BackendError,
@@ -169,6 +171,16 @@ class RemoteBackend(Backend):
     # ------------------------------------------------------------------ interface
 
     async def create(self, spec: WorkloadSpec) -> Workload:
+        if spec.host_folder:
+            if not spec.ports:
+                raise BackendError(
+                    f"execution config {self.config.name!r}: a kernel on ipc sockets cannot "
+                    "start through the launcher (it mounts no folder a caller names); give "
+                    "this config a network so that its kernels use tcp"
+                )
+            # a tcp kernel on a daemon of this host: its folder stays the server's, unused
+            labels = {k: v for k, v in spec.labels.items() if k != FOLDER_LABEL}
+            spec = dataclasses.replace(spec, host_folder=None, labels=labels)
         data = await self._ok(
             "POST", "workloads", wire.spec_to_json(spec), user=spec.labels.get(OWNER), timeout=600
         )
