@@ -488,3 +488,50 @@ def test_a_working_dir_outside_the_users_root_gets_one_uniform_refusal(launcher)
     status, answer = launcher.call("POST", "configs/small/workloads", body, user="alice")
     assert status == 201, answer
     launcher.call("DELETE", f"configs/small/workloads/{answer['id']}", user="alice")
+
+
+def test_a_workspace_root_template_is_checked_and_mounts_only_a_folder_of_the_user(
+    workspace, base_image, docker_client
+):
+    """Guards ``LauncherApp.workspace_root``: a template without ${user} (every user's one
+    folder) or with ${root_dir} is refused; a user's folder that another uid owns is not
+    mounted; the user's own is, at the same path, as their uid:gid."""
+    from osusers import os_user, owned_by
+
+    from jupyter_dss_containers.launcherd.policy import Caller
+    from jupyter_dss_containers.launcherd.scope import root_template_problem
+    from jupyter_dss_containers.launcherd.service import Launcher
+
+    assert root_template_problem("/srv/work") and root_template_problem("${root_dir}/${user}")
+    assert root_template_problem("") is None and root_template_problem("/srv/${user}") is None
+    alice, bob = os_user("alice"), os_user("bob")
+    base = workspace / f"roots-{secrets.token_hex(3)}"
+    (base / "alice" / "sub").mkdir(parents=True)
+    owned_by(base / "alice", alice)
+    owned_by(base / "bob", alice)  # bob's folder is not bob's: nothing is mounted for him
+    base.chmod(0o755)
+    config = base / "site.yaml"
+    config.write_text(CONFIG)
+    template = f"{base}/${{user}}"
+    launcher = Launcher(str(config), f"t-{secrets.token_hex(3)}", workspace_root=template)
+    loaded = asyncio.run(launcher.load())
+    image = images.resolve_image(loaded.config_file, loaded.config_file.get("small"))
+
+    def start(owner: str, working_dir: str | None) -> dict:
+        body = {**_request(f"dss-kernel-{secrets.token_hex(4)}"), "image": image}
+        body["labels"][ownership.OWNER] = owner
+        body["working_dir"] = working_dir
+        workload = asyncio.run(launcher.create(Caller(None, trusted_server=True), "small", body))
+        try:
+            return docker_client.containers.get(workload.id).attrs
+        finally:
+            docker_client.containers.get(workload.id).remove(force=True)
+
+    attrs = start("alice", str(base / "alice" / "sub"))
+    mounts = [(m["Source"], m["Destination"]) for m in attrs["Mounts"] if m["Type"] == "bind"]
+    assert mounts == [(str(base / "alice"), str(base / "alice"))]
+    assert attrs["Config"]["WorkingDir"] == str(base / "alice" / "sub")
+    assert attrs["Config"]["User"] == f"{alice.pw_uid}:{alice.pw_gid}"
+    attrs = start("bob", str(base / "bob"))
+    assert not [m for m in attrs["Mounts"] if m["Type"] == "bind"]
+    assert attrs["Config"]["User"] == f"{bob.pw_uid}:{bob.pw_gid}"
