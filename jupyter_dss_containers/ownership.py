@@ -161,6 +161,9 @@ async def reap_orphans(
     from .backends.remote import RemoteBackend
 
     servers, adopted = this_process().live_claims()
+    # this process is alive even before it registers (its first kernel may be starting
+    # while its start-up reaper runs)
+    servers.add(this_process().server_id)
     here = socket.gethostname()
     seen: set[Any] = set()
     removed, skipped = [], {}
