@@ -49,9 +49,8 @@ def server(tmp_path_factory, base_image) -> Iterator[ServerProcess]:
 @pytest.fixture(scope="module")
 def roots(server, tmp_path_factory) -> dict[str, Path]:
     """alice's and bob's roots with their files, chowned (and the server's root) to
-    :data:`OWNER`; links planted in
-    alice's folder (as her own kernel could plant them) to bob's root, to ``/etc`` and to a
-    host folder outside every root."""
+    :data:`OWNER`; links planted in alice's folder (as her own kernel could plant them) to
+    bob's root, to ``/etc`` and to a host folder outside every root."""
     outside = tmp_path_factory.mktemp("outside-every-root")
     (outside / "host-only.txt").write_text("the host's, not the container's")
     for user, name, text in (("alice", "work/data.txt", ALICES_DATA), ("bob", "secret.txt", "")):
