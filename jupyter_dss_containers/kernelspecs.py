@@ -7,6 +7,7 @@ jupyter_client users (nbclient, papermill, ``jupyter console``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import tempfile
@@ -128,7 +129,12 @@ class ContainerKernelSpecManager(KernelSpecManager):
         """Why the requesting user may not use host kernels (kernel specs that are not ours:
         they run on the server itself); None when they may, or no multi-user request is
         being served. A broken config file opens host kernels to nobody."""
-        config_file = self._load() or parse_config({}, "<no usable config file>")
+        return self._refusal_under(self._load())
+
+    @staticmethod
+    def _refusal_under(config_file: ConfigFile | None) -> PermissionDenied | None:
+        """:meth:`_host_kernels_refusal` under a config file already loaded (None: unusable)."""
+        config_file = config_file or parse_config({}, "<no usable config file>")
         identity = serving_identity(config_file)
         if identity is None:
             return None
@@ -175,12 +181,32 @@ class ContainerKernelSpecManager(KernelSpecManager):
             name = spec["metadata"]["dss_containers"]["execution_config"]
             check_permission(current_identity(config_file), config_file.get(name))
 
-    def get_all_specs(self) -> dict[str, dict[str, Any]]:
-        out = super().get_all_specs()
-        if out and self._host_kernels_refusal() is not None:
-            out = {n: s for n, s in out.items() if is_container_spec(s.get("spec"))}
-        for name, spec in self._container_specs().items():
-            out[name] = {"resource_dir": resource_dir(), "spec": spec}
+    async def get_all_specs(self) -> dict[str, dict[str, Any]]:  # type: ignore[override]
+        """The listing, built in a worker thread: it reads the config file and kernel.json
+        files, which must not stall the server's event loop. jupyter_server awaits it
+        (``ensure_async``), as it does its own gateway manager's; plain jupyter_client
+        callers use :meth:`all_specs`."""
+        return await asyncio.to_thread(self.all_specs)
+
+    def all_specs(self) -> dict[str, dict[str, Any]]:
+        """Every kernel spec by name, each built once: the config file is read once and the
+        container specs made once per listing (the base class's listing asks
+        :meth:`get_kernel_spec` for every name, which rebuilt all specs each time)."""
+        config_file = self._load()
+        refused = self._refusal_under(config_file) is not None
+        out: dict[str, dict[str, Any]] = {}
+        for name, folder in super().find_kernel_specs().items():
+            spec = self._on_disk(name)
+            if spec is None or (refused and not is_container_spec(spec)):
+                continue
+            out[name] = {"resource_dir": folder, "spec": spec.to_dict()}
+        if config_file is not None:
+            identity = current_identity(config_file)
+            for name, built in container_kernel_specs(
+                config_file, identity, self.dss_config_file
+            ).items():
+                spec_dict = KernelSpec(resource_dir=resource_dir(), **built).to_dict()
+                out[name] = {"resource_dir": resource_dir(), "spec": spec_dict}
         return out
 
 
