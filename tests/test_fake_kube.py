@@ -662,3 +662,80 @@ def test_faults_can_be_injected_on_every_route(client, core, cluster, namespace)
         )
     finally:
         faults.clear()
+
+
+def _claim_pod(name: str, image: str, claim: str, sub_path: str) -> dict:
+    """A pod that writes ``hi`` into its claim's sub-path as uid 1000 with fsGroup 100."""
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {"runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 100},
+            "containers": [
+                {
+                    "name": "kernel",
+                    "image": image,
+                    "imagePullPolicy": "Never",
+                    "command": ["sh", "-c", "echo hi > /data/f"],
+                    "volumeMounts": [{"name": "w", "mountPath": "/data", "subPath": sub_path}],
+                }
+            ],
+            "volumes": [{"name": "w", "persistentVolumeClaim": {"claimName": claim}}],
+        },
+    }
+
+
+def test_claims_are_validated_bound_and_backed_by_a_host_folder(
+    core, cluster, namespace, base_image
+):
+    """Guards the fake's PersistentVolumeClaims: the API server's 422 for a claim without
+    access modes or size; a claim Bound at once; a pod naming a missing claim Unschedulable
+    in the scheduler's words until the claim exists, then run with the claim's folder (and
+    sub-path, made by the kubelet, group-owned by fsGroup) mounted; a sub-path symlinked out
+    of the volume fails the container; deleting the claim deletes its folder."""
+    import os
+
+    bad = refused(
+        core.create_namespaced_persistent_volume_claim, namespace, {"metadata": {"name": "x"}}
+    )
+    assert bad.status == 422
+    assert message(bad) == (
+        'PersistentVolumeClaim "x" is invalid: [spec.accessModes: Required value: at least 1 '
+        "access mode is required, spec.resources[storage]: Required value]"
+    )
+    body = {
+        "metadata": {"name": "home"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    core.create_namespaced_pod(namespace, _claim_pod("early", base_image, "home", "u/w"))
+
+    def scheduled_condition():
+        conditions = core.read_namespaced_pod("early", namespace).status.conditions or []
+        return next((c for c in conditions if c.type == "PodScheduled"), None)
+
+    assert eventually(lambda: scheduled_condition() and scheduled_condition().status == "False")
+    assert scheduled_condition().reason == "Unschedulable"
+    assert 'persistentvolumeclaim "home" not found' in scheduled_condition().message
+    made = core.create_namespaced_persistent_volume_claim(namespace, body)
+    assert made.status.phase == "Bound" and made.status.capacity == {"storage": "1Gi"}
+    listed = core.list_namespaced_persistent_volume_claim(namespace).items
+    assert [c.metadata.name for c in listed] == ["home"]
+    assert eventually(
+        lambda: core.read_namespaced_pod("early", namespace).status.phase == "Succeeded", 30
+    )
+    folder = cluster.kubelet.claims.folder(namespace, "home")
+    written = os.path.join(folder, "u", "w", "f")
+    with open(written) as f:
+        assert f.read() == "hi\n"
+    assert os.stat(written).st_gid == 100  # the set-gid volume hands fsGroup down
+    os.symlink("/", os.path.join(folder, "out"))
+    core.create_namespaced_pod(namespace, _claim_pod("escape", base_image, "home", "out"))
+
+    def waiting():
+        statuses = core.read_namespaced_pod("escape", namespace).status.container_statuses
+        return statuses and statuses[0].state.waiting
+
+    assert eventually(lambda: waiting() and waiting().reason == "CreateContainerConfigError")
+    assert "failed to prepare subPath" in waiting().message
+    core.delete_namespaced_persistent_volume_claim("home", namespace)
+    assert eventually(lambda: not os.path.exists(folder))

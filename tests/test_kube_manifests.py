@@ -557,3 +557,81 @@ def test_every_pod_we_build_passes_pod_security_restricted(kube, read_only):
         podsecurity.violations("restricted", manifests.pod_manifest(config(), job, "ns")["spec"])
         == []
     )
+
+
+def workspace_plan(**extra):
+    from jupyter_dss_containers.workspace import WorkspacePlan
+
+    fields = {
+        "root": "/srv/notebooks",
+        "volume": {"claim": "home-alice"},
+        "sub_path": "alice",
+        "working_dir": "/srv/notebooks/demo",
+        "user": "4242:4242",
+    }
+    return WorkspacePlan(**{**fields, **extra})
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_workspace_claim_is_mounted_at_the_root_with_the_sub_path(read_only):
+    """Guards the workspace on Kubernetes: the claim mounted at the server's root path with
+    the user's sub-path (read-only when the config says so), the notebook's folder as the
+    working directory, still the image's user (never the server's uid), valid strictly and
+    within Pod Security ``restricted``."""
+    from fake_kube import podsecurity
+
+    plan = workspace_plan(read_only=read_only)
+    spec = kernel_spec()
+    spec.working_dir = None
+    spec.workspace = plan
+    pod = valid(manifests.pod_manifest(config(), spec, "ns"))
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "workspace")
+    assert volume == {"name": "workspace", "persistentVolumeClaim": {"claimName": "home-alice"}}
+    c = pod["spec"]["containers"][0]
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "workspace")
+    assert mount["mountPath"] == "/srv/notebooks" and mount["subPath"] == "alice"
+    assert mount.get("readOnly", False) is read_only
+    assert c["workingDir"] == "/srv/notebooks/demo"
+    sc = pod["spec"]["securityContext"]
+    assert (sc["runAsUser"], sc["fsGroup"]) == (manifests.DEFAULT_UID, manifests.DEFAULT_GID)
+    assert sc["fsGroupChangePolicy"] == "OnRootMismatch"
+    assert podsecurity.violations("restricted", pod["spec"]) == []
+
+
+def test_workspace_volume_source_home_inside_and_bad_input():
+    """Guards the other volume shapes: any volume source the admin writes is used as given
+    (checked against the API's model, so a typo is refused by name), HOME inside the
+    workspace gets no scratch emptyDir over the user's files, and a sub-path that climbs out
+    of the volume is refused before the cluster sees it."""
+    nfs = {"nfs": {"server": "files.example.org", "path": "/exports/home"}}
+    spec = kernel_spec()
+    spec.workspace = workspace_plan(volume=nfs, root="/home", sub_path=None)
+    pod = valid(manifests.pod_manifest(config(read_only=True), spec, "ns"))
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["workspace"] == {"name": "workspace", **nfs}
+    assert "home" not in volumes  # HOME /home/analyst lies in the workspace
+    mount = next(
+        m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["name"] == "workspace"
+    )
+    assert "subPath" not in mount and mount["mountPath"] == "/home"
+    spec.workspace = workspace_plan(volume={"nfz": {"server": "x"}})
+    with pytest.raises(BackendError, match="unknown field 'nfz'"):
+        manifests.pod_manifest(config(), spec, "ns")
+    spec.workspace = workspace_plan(volume={"nfs": nfs["nfs"], "emptyDir": {}})
+    with pytest.raises(BackendError, match="exactly one volume source"):
+        manifests.pod_manifest(config(), spec, "ns")
+    for bad in ("../bob", "/etc"):
+        spec.workspace = workspace_plan(sub_path=bad)
+        with pytest.raises(BackendError, match="relative path without"):
+            manifests.pod_manifest(config(), spec, "ns")
+
+
+def test_a_plan_with_only_a_notice_mounts_nothing():
+    """Guards the no-volume case: a plan that only carries the notice adds no volume."""
+    from jupyter_dss_containers.workspace import WorkspacePlan
+
+    spec = kernel_spec()
+    spec.workspace = WorkspacePlan(notice="not visible")
+    pod = valid(manifests.pod_manifest(config(), spec, "ns"))
+    assert not any(v["name"] == "workspace" for v in pod["spec"]["volumes"])
+    assert "fsGroupChangePolicy" not in pod["spec"]["securityContext"]

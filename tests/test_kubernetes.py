@@ -154,6 +154,9 @@ def kube_config(clusters, workspace, base_image):
                 "image": "dss-containers/no-such-image:1" if name == "k8s-missing" else "default",
                 "kubernetes": k,
                 "permissions": {"groups": ["*"]},
+                # no workspace volume here (tests/test_kube_workspace.py has them): without
+                # this, the notice that the files are not visible is the first cell's output
+                "workspace": {"mount": "none"},
                 **({"read_only_root": True} if name == "k8s-read-only" else {}),
             }
             for name, k in configs.items()

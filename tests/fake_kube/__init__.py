@@ -2,10 +2,11 @@
 
 It speaks enough of the core/v1 API for the official client, and answers as a real API
 server does (the Kubernetes API reference and the apiserver's own behaviour): namespaces,
-pods, secrets, resource quotas, limit ranges, self-subject access reviews; lists and
-watches with set-based label selectors and field selectors (400 for unsupported fields),
-an empty list in a namespace that does not exist; watches from a resourceVersion; JSON
-Patch, JSON Merge Patch and strategic merge patch; owner-reference garbage collection;
+pods, secrets, persistent volume claims (bound at once, backed by host folders), resource
+quotas, limit ranges, self-subject access reviews; lists and watches with set-based
+label selectors and field selectors (400 for unsupported fields), an empty list in a
+namespace that does not exist; watches from a resourceVersion; JSON Patch, JSON Merge
+Patch and strategic merge patch; owner-reference garbage collection;
 pod logs (followed too; 400 while the container waits to start), PodMetrics and graceful
 deletes. Admission refuses in the real plugins' words: LimitRange, Pod Security Admission
 on labelled namespaces, ResourceQuota, Secrets over 1 MiB, invalid names and labels.
@@ -21,6 +22,7 @@ enforced. What it does not do is listed in the README's Kubernetes section.
 - :mod:`.podsecurity`: Pod Security Admission (baseline, restricted);
 - :mod:`.garbage`: owner-reference garbage collection;
 - :mod:`.podoutput`: pod logs and metrics;
+- :mod:`.claims`: PersistentVolumeClaims, bound at once, backed by host folders;
 - :mod:`.kubelet`: pods run on Docker, their status as a real kubelet reports it;
 - :mod:`.faults`: HTTP errors, dropped watches and 410 Gone a test can arm;
 - :mod:`.server`: :class:`~.server.FakeCluster` (the whole) and ``write_kubeconfig``.

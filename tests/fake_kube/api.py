@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import claims
 from . import patch as patches
 from .admission import admit_pod, secret_refusal
 from .faults import Faults
@@ -413,6 +414,10 @@ class Api:
         meta.update(namespace=ns, uid=str(uuid.uuid4()), creationTimestamp=now())
         if kind == "secrets" and (refused := secret_refusal(name, obj)):
             return status(422, "Invalid", refused)
+        if kind == claims.KIND:
+            if refused := claims.claim_refusal(name, obj):
+                return status(422, "Invalid", refused)
+            claims.bind(obj)
         if kind == "pods":
             refused = admit_pod(self.store, ns, obj)
             if refused:
@@ -457,6 +462,8 @@ class Api:
         pod, marked, answers; the kubelet stops it and then it goes)."""
         if kind != "pods":
             await self.store.put(kind, obj, "DELETED")
+            if kind == claims.KIND:  # answers with the claim, as the client expects
+                return obj
             details = {"name": name, "kind": kind, "uid": obj["metadata"]["uid"]}
             if kind in API_VERSIONS:
                 details["group"] = API_VERSIONS[kind].rpartition("/")[0]

@@ -23,6 +23,7 @@ import docker
 import docker.errors
 from kubernetes.utils.quantity import parse_quantity
 
+from .claims import ClaimError, ClaimFolders, unschedulable_message
 from .store import Store, now
 
 FAKE_LABEL = "fake-kube.test/pod"
@@ -78,6 +79,10 @@ class Kubelet:
         self.reported = reported  # pod name -> loop time of its failure report
         self._ips = (f"127.0.{ip_base}.{i}" for i in range(2, 250))
         self._dirs: list[str] = []
+        #: the node's storage for PersistentVolumeClaims (see :mod:`.claims`)
+        self.claims = ClaimFolders(tempfile.mkdtemp(prefix="fake-kube-pvcs-"))
+        self._dirs.append(self.claims.root)
+        store.on_change.append(self.claims.changed)
         self.tasks: set[asyncio.Task[Any]] = set()
 
     def spawn(self, coroutine: Any) -> None:
@@ -96,6 +101,8 @@ class Kubelet:
         selector = pod["spec"].get("nodeSelector") or {}
         if any(self.node_labels.get(k) != v for k, v in selector.items()):
             await self._unschedulable(ns, name)
+            return
+        if not await self._claims_there(ns, name, pod):
             return
         scheduled = [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now()}]
         creating = container_status(c, {"waiting": {"reason": "ContainerCreating"}})
@@ -119,6 +126,11 @@ class Kubelet:
         ip = next(self._ips)
         try:
             container = await asyncio.to_thread(self._run_container, ns, name, pod, ip, security)
+        except ClaimError as exc:
+            waiting = {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
+            await self.store.update_status(ns, name, containerStatuses=container_status(c, waiting))
+            self.report(name)
+            return
         except docker.errors.APIError as exc:
             waiting = {"waiting": {"reason": "CreateContainerError", "message": str(exc)}}
             statuses = container_status(c, waiting)
@@ -137,12 +149,26 @@ class Kubelet:
         )
         await self._until_exit(ns, name, c, container, started, scheduled)
 
-    async def _unschedulable(self, ns: str, name: str) -> None:
+    async def _claims_there(self, ns: str, name: str, pod: dict[str, Any]) -> bool:
+        """Wait, as the scheduler retries, until every claim the pod names exists (the pod
+        Unschedulable meanwhile); False once the pod is gone."""
+        reported = None
+        while (message := unschedulable_message(self.store, ns, pod)) is not None:
+            if (ns, name) not in self.store.objects["pods"]:
+                return False
+            if message != reported:
+                await self._unschedulable(ns, name, message)
+                reported = message
+            async with self.store.changed:
+                await self.store.changed.wait()
+        return (ns, name) in self.store.objects["pods"]
+
+    async def _unschedulable(self, ns: str, name: str, message: str = UNSCHEDULABLE) -> None:
         condition = {
             "type": "PodScheduled",
             "status": "False",
             "reason": "Unschedulable",
-            "message": UNSCHEDULABLE,
+            "message": message,
             "lastTransitionTime": now(),
         }
         await self.store.update_status(ns, name, conditions=[condition])
@@ -232,6 +258,13 @@ class Kubelet:
             if "secret" in volume:
                 folder = self._secret_folder(ns, volume["secret"], fs_group)
                 binds[folder] = {"bind": m["mountPath"], "mode": "ro"}
+            elif "persistentVolumeClaim" in volume:
+                claim = volume["persistentVolumeClaim"]
+                folder = self.claims.mount_source(
+                    ns, claim["claimName"], m.get("subPath"), fs_group, m["name"]
+                )
+                read_only = m.get("readOnly") or claim.get("readOnly")
+                binds[folder] = {"bind": m["mountPath"], "mode": "ro" if read_only else "rw"}
             elif volume.get("emptyDir", {}).get("medium") == "Memory" and m["mountPath"] == (
                 "/dev/shm"
             ):
@@ -261,7 +294,9 @@ class Kubelet:
             user=f"{uid}:{gid}" if gid is not None else str(uid),
             group_add=[str(fs_group)] if fs_group is not None else None,
             working_dir=c.get("workingDir"),
-            ports={f"{p['containerPort']}/tcp": (ip, p["containerPort"]) for p in c["ports"]},
+            ports={
+                f"{p['containerPort']}/tcp": (ip, p["containerPort"]) for p in c.get("ports") or []
+            },
             volumes=binds,
             cap_drop=capabilities.get("drop") or None,
             cap_add=capabilities.get("add") or None,

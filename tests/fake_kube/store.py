@@ -15,6 +15,7 @@ KINDS = {
     "resourcequotas": "ResourceQuota",
     "limitranges": "LimitRange",
     "networkpolicies": "NetworkPolicy",
+    "persistentvolumeclaims": "PersistentVolumeClaim",
 }
 API_VERSIONS = {"networkpolicies": "networking.k8s.io/v1"}  # others are core "v1"
 

@@ -2,9 +2,11 @@
 
 A workload is one Pod plus, when it has private files (the kernel's connection file, a
 job's payload), one Secret of the same name holding them, mounted read-only at the files'
-folder; and, unless the admin turns it off, one NetworkPolicy that lets only the given
-peers reach the pod's ports. Nothing here reads a file, a socket or the cluster: the
-backend resolves the namespace and this server's address, then calls these.
+folder; the config's workspace volume (a PVC or any volume source) at the same path as the
+server's root, with the user's sub-path; and, unless the admin turns it off, one
+NetworkPolicy that lets only the given peers reach the pod's ports. Nothing here reads a
+file, a socket or the cluster: the backend resolves the namespace and this server's
+address, then calls these.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import kubernetes.client
 from ... import ownership
 from ...config import ExecutionConfig, KubernetesSettings
 from ...images.contract import IMAGE_GID, IMAGE_HOME, IMAGE_UID
+from ...workspace import WorkspacePlan
 from ..base import BackendError, WorkloadSpec
 from ..logfiles import TOKEN_FILE
 
@@ -31,6 +34,7 @@ TOKEN_ANNOTATION = ownership.PREFIX + "files-token"  # on the Secret, never the 
 POD_LABEL = ownership.PREFIX + "pod"  # the pod's own name: its NetworkPolicy selects it
 READ_ONLY_HOME = IMAGE_HOME  # HOME of the base images, when the workload's env sets none
 MANAGED_BY = {"app.kubernetes.io/managed-by": "dss-containers"}
+WORKSPACE_VOLUME = "workspace"
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
@@ -112,7 +116,9 @@ def pod_manifest(config: ExecutionConfig, spec: WorkloadSpec, namespace: str) ->
             },
             "annotations": dict(settings.annotations),
         },
-        "spec": _pod_spec(settings, _container(config, settings, spec, mounts), volumes),
+        "spec": _pod_spec(
+            settings, _container(config, settings, spec, mounts), volumes, _workspace(spec)
+        ),
     }
     if not settings.pod_patch:
         return pod
@@ -139,9 +145,16 @@ def _volumes(
         secret = {"secretName": spec.name, "items": items, "defaultMode": 0o440}
         volumes.append({"name": f"private-{i}", "secret": secret})
         mounts.append({"name": f"private-{i}", "mountPath": folder, "readOnly": True})
+    plan = _workspace(spec)
+    if plan is not None:
+        volumes.append(workspace_volume(config, plan))
+        mounts.append(workspace_mount(plan))
     if config.read_only_root:  # writable scratch: /tmp and HOME
         home = spec.env.get("HOME") or config.env.get("HOME") or READ_ONLY_HOME
-        for volume, path in (("tmp", "/tmp"), ("home", home)):
+        scratch = [("tmp", "/tmp")]
+        if plan is None or not _inside(home, plan.root):  # else HOME is the user's already
+            scratch.append(("home", home))
+        for volume, path in scratch:
             volumes.append({"name": volume, "emptyDir": {}})
             mounts.append({"name": volume, "mountPath": path})
     if settings.shm_size:
@@ -149,6 +162,51 @@ def _volumes(
         volumes.append({"name": "dshm", "emptyDir": memory})
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
     return volumes, mounts
+
+
+def _workspace(spec: WorkloadSpec) -> WorkspacePlan | None:
+    """The workspace plan when it mounts a volume (a plan with a notice mounts nothing)."""
+    plan = spec.workspace
+    return plan if plan is not None and plan.mounted and plan.volume else None
+
+
+def _inside(path: str, root: str | None) -> bool:
+    return root is not None and (path.rstrip("/") + "/").startswith(root.rstrip("/") + "/")
+
+
+def workspace_volume(config: ExecutionConfig, plan: WorkspacePlan) -> dict[str, Any]:
+    """The workspace as a pod volume: ``{"claim": name}`` is a PersistentVolumeClaim, any
+    other mapping a volume source as the admin wrote it (``nfs``, ``csi``...), checked."""
+    assert plan.volume is not None
+    source = {k: copy.deepcopy(v) for k, v in plan.volume.items() if k != "name"}
+    if "claim" in source:
+        volume = {"name": WORKSPACE_VOLUME, "persistentVolumeClaim": {"claimName": source["claim"]}}
+    else:
+        volume = {"name": WORKSPACE_VOLUME, **source}
+    problems = check_model(volume, "V1Volume", "workspace.volume")
+    if problems or len(volume) != 2:
+        problems = problems or ["workspace.volume: expected exactly one volume source"]
+        raise BackendError(
+            f"execution config {config.name!r}: {'; '.join(problems)} (a claim name such as "
+            "home-${user}, or one volume source such as {nfs: {server: ..., path: ...}})"
+        )
+    return volume
+
+
+def workspace_mount(plan: WorkspacePlan) -> dict[str, Any]:
+    """The workspace mounted at the server's root path, the user's sub-path of the volume."""
+    assert plan.root is not None
+    mount: dict[str, Any] = {"name": WORKSPACE_VOLUME, "mountPath": plan.root}
+    if plan.sub_path:
+        sub = PurePosixPath(plan.sub_path)
+        if sub.is_absolute() or ".." in sub.parts:
+            raise BackendError(
+                f"workspace.sub_path {plan.sub_path!r}: expected a relative path without '..'"
+            )
+        mount["subPath"] = str(sub)
+    if plan.read_only:
+        mount["readOnly"] = True
+    return mount
 
 
 def _container(
@@ -174,14 +232,23 @@ def _container(
         "volumeMounts": mounts,
         "securityContext": security,
     }
-    if spec.working_dir:
-        container["workingDir"] = spec.working_dir
+    plan = _workspace(spec)
+    working_dir = spec.working_dir or (plan.working_dir if plan is not None else None)
+    if working_dir:
+        container["workingDir"] = working_dir
     return container
 
 
 def _pod_spec(
-    settings: KubernetesSettings, container: dict[str, Any], volumes: list[dict[str, Any]]
+    settings: KubernetesSettings,
+    container: dict[str, Any],
+    volumes: list[dict[str, Any]],
+    workspace: WorkspacePlan | None = None,
 ) -> dict[str, Any]:
+    """The pod's spec. With a workspace volume it still runs as the image's user (the
+    server's uid means nothing on the cluster's volumes); ``fsGroup`` makes the volume the
+    image group's, changed only when its root is not (a big home is not re-owned at each
+    start)."""
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "terminationGracePeriodSeconds": settings.grace_seconds,
@@ -196,6 +263,8 @@ def _pod_spec(
         "containers": [container],
         "volumes": volumes,
     }
+    if workspace is not None:
+        pod_spec["securityContext"]["fsGroupChangePolicy"] = "OnRootMismatch"
     placement = {
         "nodeSelector": settings.node_selector,
         "tolerations": list(settings.tolerations),
