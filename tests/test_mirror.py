@@ -19,12 +19,13 @@ import sys
 import zipfile
 from pathlib import Path
 
+import kernels
 import pytest
 import yaml
+from conftest import need
 from hypothesis import given
 from hypothesis import strategies as st
 from packaging.requirements import Requirement
-from test_code_envs import run_in_kernel
 from test_fuzz import FUZZ, maybe, nasty_text
 
 from jupyter_dss_containers import images
@@ -346,9 +347,76 @@ async def test_a_kernel_in_the_mirrored_env_runs_the_mirrored_versions(mirrored)
     path, _ = mirrored
     ksm = ContainerKernelSpecManager(dss_config_file=str(path))
     code = "import numpy, pandas; print('versions', numpy.__version__, pandas.__version__)"
-    out = await run_in_kernel(ksm, "dss-small-mine", code)
+
+    async def versions(kernel_name: str) -> str:
+        km, kc = await kernels.start(kernel_name, kernel_spec_manager=ksm)
+        try:  # generous: the first import of pandas on a loaded 2-core machine is slow
+            _reply, out = await kernels.run(kc, code, timeout=300)
+        finally:
+            await kernels.stop(km, kc)
+        return out
+
+    out = await versions("dss-small-mine")
     assert f"versions {MIRRORED['numpy']} {MIRRORED['pandas']}" in out, out
     default = dict(p.split("==") for p in DATA_SCIENCE_PACKAGES)
     assert (default["numpy"], default["pandas"]) != (MIRRORED["numpy"], MIRRORED["pandas"])
-    base = await run_in_kernel(ksm, "dss-small", code)
+    base = await versions("dss-small")
     assert f"versions {default['numpy']} {default['pandas']}" in base, base
+
+
+#: run in a caller process whose pandas is the mirror's: a frame goes in, one made in the job
+#: comes out (pandas 3 gives its strings a dtype pandas 2.3 cannot unpickle)
+CALLER = """
+import sys
+import pandas as pd
+from jupyter_dss_containers import jobs
+df = pd.DataFrame({"s": ["a", "b"], "x": [1.0, 2.0]})
+code = (
+    "import pandas; seen = pandas.__version__; "
+    "back = pandas.DataFrame({'name': list(df.s), 'y': df.x * 2})"
+)
+env = sys.argv[1] or None
+try:
+    out = jobs.run("small", code, inputs={"df": df}, outputs=["back", "seen"], env=env)
+except Exception as exc:
+    print("failed", type(exc).__name__, exc)
+else:
+    back = out["back"]
+    print("caller", pd.__version__, "job", out["seen"], "back", list(back.name), list(back.y))
+"""
+
+
+@pytest.mark.docker
+def test_frames_cross_in_and_out_without_version_skew(mirrored, tmp_path):
+    """A caller with the mirror's pandas (a venv on the host holding the very wheels the
+    image got, no index asked) sends a frame to a job in the mirrored env and loads the
+    frame it makes; the same job in the default image returns one the caller cannot load.
+    Guards: the env's pins differing from the source's (the frame then fails to load), and
+    this test proving nothing (the skew it avoids not being there)."""
+    if sys.version_info[:2] != (3, 11):
+        need("the caller venv takes the mirror's cp311 wheels: the host's Python is not 3.11")
+    path, _ = mirrored
+    config_file = parse_config(yaml.safe_load(path.read_text()), str(path))
+    recipe = images.env_recipe(config_file, "mine", "small")
+    found = mirror_wheels(recipe.mirror, "3.11", "2.36", images.BuildRun("caller", None))
+    assert found.pins == tuple(f"{n}=={v}" for n, v in sorted(MIRRORED.items()))
+    venv = tmp_path / "caller"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv], check=True
+    )
+    python = str(venv / "bin" / "python")
+    install = [sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-index"]
+    subprocess.run([*install, "--no-deps", "--no-compile", *map(str, found.files)], check=True)
+    env = {**os.environ, "DSS_CONTAINERS_CONFIG": str(path)}
+
+    def call(code_env: str) -> str:
+        done = subprocess.run(
+            [python, "-c", CALLER, code_env], capture_output=True, text=True, env=env, cwd=tmp_path
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().splitlines()[-1]
+
+    versions = f"caller {MIRRORED['pandas']} job {MIRRORED['pandas']}"
+    assert call("mine") == f"{versions} back ['a', 'b'] [2.0, 4.0]"
+    skewed = call("")
+    assert skewed.startswith("failed "), f"the default image's frame loaded: {skewed}"
