@@ -60,7 +60,8 @@ import gateway
 READY_TIMEOUT = 120.0
 BASELINE = "local ipykernel"
 GATEWAY = "gateway DockerProvisioner"
-CONTAINER_CONFIG = "local"
+CONTAINER_CONFIG = "local"  # ipc sockets (the default on a local daemon)
+TCP_CONFIG = "local-tcp"  # the same on TCP (published ports, CurveZMQ)
 POOLED_CONFIG = "pooled"
 STAGES = ("launch", "ready")
 PHASES = ("pre", "launch_kernel", "post", "boot")  # launch split up, then boot
@@ -214,8 +215,13 @@ def default_variants(gateway_setup: gateway.GatewaySetup | None = None) -> list[
     return [
         KernelManagerVariant(BASELINE, "python3"),
         KernelManagerVariant(
-            f"container dss-{CONTAINER_CONFIG}",
+            f"container dss-{CONTAINER_CONFIG} (ipc)",
             f"dss-{CONTAINER_CONFIG}",
+            spec_manager=ContainerKernelSpecManager,
+        ),
+        KernelManagerVariant(
+            f"container dss-{TCP_CONFIG}",
+            f"dss-{TCP_CONFIG}",
             spec_manager=ContainerKernelSpecManager,
         ),
         PooledVariant(
@@ -233,6 +239,8 @@ def use_benchmark_config(folder: Path) -> Path:
     path.write_text(
         "execution_configs:\n"
         f"  {CONTAINER_CONFIG}: {{backend: docker, image: default, "
+        "permissions: {groups: ['*']}}\n"
+        f"  {TCP_CONFIG}: {{backend: docker, image: default, transport: tcp, "
         "permissions: {groups: ['*']}}\n"
         f"  {POOLED_CONFIG}: {{backend: docker, image: default, warm_pool: {{size: 1}}, "
         "permissions: {groups: ['*']}}\n"

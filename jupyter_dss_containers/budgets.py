@@ -124,7 +124,7 @@ def demand_of(config: ExecutionConfig, kind: str) -> Demand:
         else:  # "all": as many as the host has, which the launcher cannot count
             gpus = None
         return Demand(d.memory, d.cpus, gpus, kind)
-    resources = config.kubernetes.get("resources", {})
+    resources = config.kubernetes.resources or {}
     limits, requests = resources.get("limits", {}), resources.get("requests", {})
     memory = limits.get("memory", requests.get("memory"))
     cpu = limits.get("cpu", requests.get("cpu"))

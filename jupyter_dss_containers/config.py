@@ -20,11 +20,17 @@ import jsonschema
 import yaml
 from jupyter_core.paths import jupyter_config_path
 
-from .workspace import WorkspaceSettings
+from .filecache import ParsedFiles
+from .workspace import WorkspaceSettings, template_problem
 
 CONFIG_ENV_VAR = "DSS_CONTAINERS_CONFIG"
 CONFIG_FILE_NAME = "dss_containers.yaml"
 EMBEDDED = "<embedded default>"
+#: limits of a Docker config that sets none (``defaults.resources`` in the file overrides them):
+#: without them one kernel's fork bomb or runaway allocation takes the host down
+DEFAULT_MEMORY = 4 * 1024**3
+DEFAULT_PIDS = 1024
+TRANSPORTS = ("auto", "ipc", "tcp")
 
 #: what the first notebook imports: the embedded base image ``default`` has these (pinned,
 #: from wheels, no registry), so ``pd.read_csv`` and ``--in``/``--out`` of frames just work
@@ -66,6 +72,10 @@ class ConfigError(ValueError):
                 for where, what in problems
             )
         )
+
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, list[tuple[str, str]]]]:
+        # copy and pickle rebuild it from its parts (the config cache raises copies)
+        return type(self), (self.source, self.problems)
 
 
 # --------------------------------------------------------------------------- units
@@ -145,8 +155,11 @@ class DockerSettings:
         return bool(self.host) and not self.host.startswith(("unix://", "npipe://"))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DockerSettings:
-        resources_ = data.get("resources", {})
+    def from_dict(
+        cls, data: dict[str, Any], defaults: dict[str, Any] | None = None
+    ) -> DockerSettings:
+        """``defaults`` is the file's ``defaults.resources``: limits for configs without them."""
+        resources_ = {**_default_limits(defaults), **data.get("resources", {})}
         gpus = data.get("gpus")
         return cls(
             host=data.get("host"),
@@ -319,6 +332,30 @@ def _mirror_source(mirror: bool | str | None, source: str) -> bool | str | None:
 
 
 @dataclass(frozen=True)
+class Permission:
+    """Who may use one of the server's shared parts (``host_kernels``, ``terminals``): the
+    same shape as a config's ``permissions`` and decided by the same check."""
+
+    name: str
+    label: str
+    groups: tuple[str, ...] = ()
+    users: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, name: str, label: str, data: dict[str, Any] | None) -> Permission:
+        data = data or {}
+        return cls(name, label, tuple(data.get("groups", ())), tuple(data.get("users", ())))
+
+
+#: what the top-level permission keys open, in the words of a refusal
+SHARED_PARTS = {
+    "host_kernels": "host kernels (kernels and language servers that run on the Jupyter "
+    "server itself, as its user)",
+    "terminals": "terminals (a shell on the Jupyter server, as its user)",
+}
+
+
+@dataclass(frozen=True)
 class ExecutionConfig:
     """A named place to run work: an image, a backend and who may use it."""
 
@@ -334,12 +371,17 @@ class ExecutionConfig:
     warm_pool_size: int = 0
     read_only_root: bool = False
     workspace: WorkspaceSettings = field(default_factory=WorkspaceSettings)
+    #: "auto" (ipc sockets on a local daemon, else tcp), "ipc" or "tcp"
+    transport: str = "auto"
     docker: DockerSettings = field(default_factory=DockerSettings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_dict(cls, name: str, data: dict[str, Any]) -> ExecutionConfig:
+    def from_dict(
+        cls, name: str, data: dict[str, Any], defaults: dict[str, Any] | None = None
+    ) -> ExecutionConfig:
+        """``defaults`` is the file's ``defaults`` section (default limits live there)."""
         permissions = data.get("permissions", {})
         return cls(
             name=name,
@@ -356,8 +398,14 @@ class ExecutionConfig:
             ),
             warm_pool_size=data.get("warm_pool", {}).get("size", 0),
             read_only_root=data.get("read_only_root", False),
-            workspace=WorkspaceSettings.from_dict(data.get("workspace", {})),
-            docker=DockerSettings.from_dict(data.get("docker", {})),
+            # a warm pool's kernels start before anyone asks: they can mount nobody's files
+            workspace=WorkspaceSettings.from_dict(
+                data.get("workspace", {"mount": "none"} if data.get("warm_pool") else {})
+            ),
+            transport=data.get("transport", "auto"),
+            docker=DockerSettings.from_dict(
+                data.get("docker", {}), (defaults or {}).get("resources")
+            ),
             kubernetes=KubernetesSettings.from_dict(data.get("kubernetes", {})),
             raw=data,
         )
@@ -373,6 +421,13 @@ class ConfigFile:
     code_envs: dict[str, CodeEnvSpec]
     groups: dict[str, tuple[str, ...]]
     defaults: dict[str, Any]
+    #: who may use host kernels and terminals on a multi-user server (nobody by default)
+    host_kernels: Permission = field(
+        default_factory=lambda: Permission("host_kernels", SHARED_PARTS["host_kernels"])
+    )
+    terminals: Permission = field(
+        default_factory=lambda: Permission("terminals", SHARED_PARTS["terminals"])
+    )
 
     def get(self, name: str) -> ExecutionConfig:
         try:
@@ -440,6 +495,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> ConfigFile:
 
     With a trusted launcher configured and no explicit path, the config is the launcher's
     (``GET /config``: only what the caller may use): such a server holds no config file.
+    A file is parsed again only once it changed (see :mod:`.filecache`): while it does
+    not, every caller gets the same object, which is therefore never to be modified.
+    Blocking (a ``stat``, and a read after a change): callers on an event loop use a thread.
     """
     if path is None:
         from .backends.remote import launcher_config
@@ -447,7 +505,15 @@ def load_config(path: str | os.PathLike[str] | None = None) -> ConfigFile:
         remote = launcher_config()
         if remote is not None:
             return remote
-    return parse_config(*read_document(path))
+    found = find_config_path(path)
+    if found is None:
+        return _embedded_default()
+    return _parsed_files.get(found)
+
+
+@cache
+def _embedded_default() -> ConfigFile:
+    return parse_config(EMBEDDED_DEFAULT, EMBEDDED)
 
 
 def read_document(path: str | os.PathLike[str] | None = None) -> tuple[Any, str]:
@@ -456,12 +522,20 @@ def read_document(path: str | os.PathLike[str] | None = None) -> tuple[Any, str]
     if found is None:
         return EMBEDDED_DEFAULT, EMBEDDED
     source = str(found)
+    return _document(_read_text(found, source), source)
+
+
+def _read_text(found: Path, source: str) -> str:
     try:
-        text = found.read_text()
+        return found.read_text()
     except FileNotFoundError:
         raise ConfigError(source, [("", "file not found")]) from None
     except OSError as exc:
         raise ConfigError(source, [("", f"cannot read the file: {exc.strerror}")]) from None
+
+
+def _document(text: str, source: str) -> tuple[Any, str]:
+    """The YAML document in ``text``, checked for what YAML allows and nothing can use."""
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as exc:
@@ -485,6 +559,14 @@ def read_document(path: str | os.PathLike[str] | None = None) -> tuple[Any, str]
             source, [(_dotted(loop), "invalid YAML: an alias refers to a node that contains it")]
         )
     return data, source
+
+
+def _parse_text(text: str, source: str) -> ConfigFile:
+    return parse_config(*_document(text, source))
+
+
+#: the config files read so far, each parsed again only once it changed
+_parsed_files: ParsedFiles[ConfigFile] = ParsedFiles(_read_text, _parse_text, ConfigError)
 
 
 def _recursion(value: Any, path: list[Any], inside: frozenset[int] = frozenset()) -> Any:
@@ -524,7 +606,7 @@ def parse_config(data: Any, source: str) -> ConfigFile:
     return ConfigFile(
         source=source,
         execution_configs={
-            n: ExecutionConfig.from_dict(n, _gpu_default(c, data["base_images"]))
+            n: ExecutionConfig.from_dict(n, _gpu_default(c, data["base_images"]), defaults)
             for n, c in data.get("execution_configs", {}).items()
         },
         base_images={
@@ -536,7 +618,16 @@ def parse_config(data: Any, source: str) -> ConfigFile:
         },
         groups={u: tuple(g) for u, g in data.get("groups", {}).items()},
         defaults=defaults,
+        **{
+            key: Permission.from_dict(key, label, data.get(key))
+            for key, label in SHARED_PARTS.items()
+        },
     )
+
+
+def _default_limits(defaults: dict[str, Any] | None) -> dict[str, Any]:
+    """The limits a Docker config without its own gets: the file's, else the built-in ones."""
+    return {"memory": DEFAULT_MEMORY, "pids": DEFAULT_PIDS, **(defaults or {})}
 
 
 def _gpu_default(config: dict[str, Any], base_images: dict[str, Any]) -> dict[str, Any]:
@@ -574,15 +665,12 @@ def _cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
                             f"read_only_root (e.g. /data), got {mount['target']!r}",
                         )
                     )
+        problems += _transport_problems(name, cfg)
         resources_ = cfg.get("docker", {}).get("resources", {})
         for key in ("memory", "shm_size"):
             if key not in resources_:
                 continue
-            try:
-                n_bytes = parse_size(resources_[key])
-            except OverflowError:  # more digits than a float holds
-                n_bytes = _MAX_BYTES + 1
-            if not 6 * 1024**2 <= n_bytes <= _MAX_BYTES:
+            if not _size_in_range(resources_[key]):
                 problems.append(
                     (
                         f"execution_configs.{name}.docker.resources.{key}",
@@ -609,12 +697,70 @@ def _cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
                         f"(defined: {', '.join(sorted(configs)) or 'none'})",
                     )
                 )
+    template = data.get("defaults", {}).get("user_root")
+    if template is not None and template_problem(template):
+        problems.append(("defaults.user_root", f"{template_problem(template)}, got {template!r}"))
+    default_memory = data.get("defaults", {}).get("resources", {}).get("memory")
+    if default_memory is not None and not _size_in_range(default_memory):
+        problems.append(
+            (
+                "defaults.resources.memory",
+                "expected at least 6m (Docker's minimum) and at most 1024Ti, "
+                f"got {default_memory!r}",
+            )
+        )
+    for name, cfg in configs.items():
+        pooled = cfg.get("warm_pool", {}).get("size", 0) > 0
+        mount = cfg.get("workspace", {}).get("mount", "auto") if "workspace" in cfg else "none"
+        if pooled and mount != "none":
+            problems.append(
+                (
+                    f"execution_configs.{name}.workspace.mount",
+                    "expected none with a warm_pool: pooled kernels start before anyone asks "
+                    "for them, so they cannot mount a user's workspace",
+                )
+            )
     default = data.get("defaults", {}).get("execution_config")
     if default and default not in configs:
         problems.append(
             ("defaults.execution_config", f"no execution configuration named {default!r}")
         )
     return problems
+
+
+def _size_in_range(value: int | str) -> bool:
+    try:
+        n_bytes = parse_size(value)
+    except OverflowError:  # more digits than a float holds
+        return False
+    return 6 * 1024**2 <= n_bytes <= _MAX_BYTES
+
+
+def _transport_problems(name: str, cfg: dict[str, Any]) -> list[tuple[str, str]]:
+    """ipc sockets need a daemon on this host; a TCP kernel needs a network to be reached."""
+    transport = cfg.get("transport", "auto")
+    docker = cfg.get("docker", {})
+    host = docker.get("host", "")
+    remote = cfg["backend"] != "docker" or (bool(host) and not host.startswith("unix://"))
+    where = f"execution_configs.{name}.transport"
+    if transport == "ipc" and remote:
+        on = "Kubernetes" if cfg["backend"] != "docker" else f"the daemon at {host}"
+        return [
+            (
+                where,
+                f"expected 'tcp' or 'auto': ipc sockets need a Docker or Podman daemon on "
+                f"this host (a unix:// socket), and this config runs on {on}",
+            )
+        ]
+    if docker.get("network") == "none" and (transport == "tcp" or remote):
+        return [
+            (
+                where,
+                "expected 'ipc' or 'auto' on a local daemon: with docker.network 'none' "
+                "a kernel on tcp cannot be reached",
+            )
+        ]
+    return []
 
 
 # --------------------------------------------------------------------------- messages

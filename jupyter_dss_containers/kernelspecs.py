@@ -17,8 +17,16 @@ from typing import Any
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
 from traitlets import Unicode
 
-from .config import ConfigFile, ExecutionConfig, load_config
-from .permissions import Identity, check_permission, current_identity, permitted_configs
+from .config import ConfigFile, ExecutionConfig, load_config, parse_config
+from .permissions import (
+    Identity,
+    PermissionDenied,
+    check_permission,
+    check_shared_part,
+    current_identity,
+    permitted_configs,
+    serving_identity,
+)
 
 PREFIX = "dss-"
 PROVISIONER_NAME = "dss-containers"
@@ -116,10 +124,32 @@ class ContainerKernelSpecManager(KernelSpecManager):
             config_file, current_identity(config_file), self.dss_config_file
         )
 
+    def _host_kernels_refusal(self) -> PermissionDenied | None:
+        """Why the requesting user may not use host kernels (kernel specs that are not ours:
+        they run on the server itself); None when they may, or no multi-user request is
+        being served. A broken config file opens host kernels to nobody."""
+        config_file = self._load() or parse_config({}, "<no usable config file>")
+        identity = serving_identity(config_file)
+        if identity is None:
+            return None
+        try:
+            check_shared_part(identity, config_file.host_kernels)
+        except PermissionDenied as exc:
+            return exc
+        return None
+
     def find_kernel_specs(self) -> dict[str, str]:
         found = super().find_kernel_specs()
+        if self._host_kernels_refusal() is not None:
+            found = {n: d for n, d in found.items() if is_container_spec(self._on_disk(n))}
         found.update(dict.fromkeys(self._container_specs(), resource_dir()))
         return found
+
+    def _on_disk(self, kernel_name: str) -> KernelSpec | None:
+        try:
+            return super().get_kernel_spec(kernel_name)
+        except Exception:  # unreadable: not offered either
+            return None
 
     def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
         spec = self._container_specs().get(kernel_name)
@@ -128,7 +158,12 @@ class ContainerKernelSpecManager(KernelSpecManager):
         if kernel_name.startswith(PREFIX) and kernel_name not in super().find_kernel_specs():
             self._refuse_if_forbidden(kernel_name)
             raise NoSuchKernel(kernel_name)
-        return super().get_kernel_spec(kernel_name)
+        found = super().get_kernel_spec(kernel_name)
+        if not is_container_spec(found):
+            refusal = self._host_kernels_refusal()
+            if refusal is not None:
+                raise PermissionDenied(f"kernel {kernel_name!r}: {refusal}")
+        return found
 
     def _refuse_if_forbidden(self, kernel_name: str) -> None:
         """Say *why* a container kernel is not offered when its config exists but is closed."""
@@ -142,9 +177,18 @@ class ContainerKernelSpecManager(KernelSpecManager):
 
     def get_all_specs(self) -> dict[str, dict[str, Any]]:
         out = super().get_all_specs()
+        if out and self._host_kernels_refusal() is not None:
+            out = {n: s for n, s in out.items() if is_container_spec(s.get("spec"))}
         for name, spec in self._container_specs().items():
             out[name] = {"resource_dir": resource_dir(), "spec": spec}
         return out
+
+
+def is_container_spec(spec: KernelSpec | dict[str, Any] | None) -> bool:
+    """True for a kernel spec (object or kernel.json dict) run by our provisioner."""
+    metadata = spec.get("metadata") if isinstance(spec, dict) else getattr(spec, "metadata", None)
+    provisioner = (metadata or {}).get("kernel_provisioner") or {}
+    return isinstance(provisioner, dict) and provisioner.get("provisioner_name") == PROVISIONER_NAME
 
 
 def install_kernel_specs(

@@ -2,9 +2,10 @@
 
 An unreachable Docker daemon is not proof that its kernels died (a daemon with
 live-restore keeps them running across its own restart), nor proof that they live (a
-daemon that shuts down stops them). The kernel's own ports decide: while its heartbeat
-port takes a TCP connection, the provisioner keeps the kernel; when nothing answers there,
-the kernel is reported dead, with the daemon's error as the reason.
+daemon that shuts down stops them). The kernel's own heartbeat socket decides: while it
+takes a connection (its TCP port, or its ipc socket in the kernel's folder), the
+provisioner keeps the kernel; when nothing answers there, the kernel is reported dead,
+with the daemon's error as the reason.
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ from typing import Any
 
 
 async def kernel_ports_answer(connection_info: dict[str, Any], timeout: float = 1.0) -> bool:
-    """True when the kernel's heartbeat port accepts a TCP connection (or cannot be probed)."""
-    if connection_info.get("transport", "tcp") != "tcp":
-        return True  # ipc sockets live in a mounted folder: nothing to dial here
+    """True when the kernel's heartbeat socket accepts a connection (or cannot be probed)."""
+    kind = connection_info.get("transport", "tcp")
     ip, port = connection_info.get("ip"), connection_info.get("hb_port")
-    if not ip or not port:
+    if kind not in ("tcp", "ipc") or not ip or not port:
         return True
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(ip, int(port)), timeout)
+        if kind == "ipc":  # jupyter_client's <ip>-<port> socket file
+            dial = asyncio.open_unix_connection(f"{ip}-{int(port)}")
+        else:
+            dial = asyncio.open_connection(ip, int(port))
+        _, writer = await asyncio.wait_for(dial, timeout)
     except (OSError, asyncio.TimeoutError):
         return False
     writer.close()

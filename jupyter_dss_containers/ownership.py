@@ -27,6 +27,9 @@ CODE_ENV = PREFIX + "code-env"
 OWNER = PREFIX + "owner"
 SERVER_ID = PREFIX + "server-id"
 HOST = PREFIX + "host"
+#: the OS uid of the process that started it: the process registry is per OS user, so only
+#: that user's reaper can tell whether its starter still lives
+HOST_UID = PREFIX + "host-uid"
 MANAGED = PREFIX + "managed"
 #: written by the trusted launcher on what it starts: its own reaper decides about those
 LAUNCHER = PREFIX + "launcher"
@@ -47,6 +50,7 @@ def workload_labels(
         OWNER: owner,
         SERVER_ID: this_process().server_id,
         HOST: socket.gethostname(),
+        HOST_UID: str(os.getuid()),
     }
     if kernel_id:
         labels[KERNEL_ID] = kernel_id
@@ -150,6 +154,9 @@ async def reap_orphans(
     one that cannot be reached is reported, not fatal. Returns (removed workloads,
     {config name: why its daemon or cluster was skipped}).
     """
+    import asyncio
+
+    from . import transport
     from .backends import BackendError, backend_for
     from .backends.remote import RemoteBackend
 
@@ -157,6 +164,7 @@ async def reap_orphans(
     here = socket.gethostname()
     seen: set[Any] = set()
     removed, skipped = [], {}
+    folders_in_use: set[str] = set()
     for config in configs:
         backend = backend_for(config)
         target = backend.target_key()
@@ -167,12 +175,20 @@ async def reap_orphans(
             for workload in await backend.list({MANAGED: "true"}):
                 labels = workload.labels
                 owned = labels.get(SERVER_ID) in servers or workload.id in adopted
-                elsewhere = labels.get(HOST, here) != here  # its owner's liveness is unknown here
+                # its starter's liveness is unknown here: another host, or another OS user's
+                elsewhere = labels.get(HOST, here) != here or labels.get(
+                    HOST_UID, str(os.getuid())
+                ) != str(os.getuid())
                 if LAUNCHER in labels and not (everything or isinstance(backend, RemoteBackend)):
                     continue  # a user's, run by a launcher: the registry here knows nothing of it
                 if everything or not (owned or elsewhere):
                     await backend.remove(workload.id)
+                    await asyncio.to_thread(transport.remove_folder, transport.folder_of(labels))
                     removed.append(workload)
+                elif folder := transport.folder_of(labels):
+                    folders_in_use.add(folder)
         except BackendError as exc:
             skipped[config.name] = str(exc)
+    if not skipped:  # kernel folders of dead processes whose containers are gone, too
+        await asyncio.to_thread(transport.sweep, folders_in_use, servers)
     return removed, skipped

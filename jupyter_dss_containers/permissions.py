@@ -12,7 +12,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from .config import ConfigFile, ExecutionConfig
+from .config import ConfigFile, ExecutionConfig, Permission
 from .errors import ReportedError
 
 EVERYONE = "*"
@@ -66,34 +66,67 @@ def register_identity_resolver(resolver: IdentityResolver) -> None:
         _resolvers.append(resolver)
 
 
-def current_identity(config_file: ConfigFile) -> Identity:
-    """The request's identity when a server request is being served, else the process's."""
+def serving_identity(config_file: ConfigFile) -> Identity | None:
+    """The identity of the request being served, None outside requests of a server whose
+    identity provider names several users (the process's user is then the one served)."""
     identity = request_identity.get()
     for resolver in _resolvers:
         if identity is not None:
             break
         identity = resolver(config_file)
-    return identity or process_identity(config_file)
+    return identity
 
 
-def is_permitted(identity: Identity, config: ExecutionConfig) -> bool:
+def current_identity(config_file: ConfigFile) -> Identity:
+    """The request's identity when a server request is being served, else the process's."""
+    return serving_identity(config_file) or process_identity(config_file)
+
+
+#: what a permission is given for: an execution config, or one of the server's shared
+#: parts (``config.Permission``: host kernels, terminals); both have ``groups`` and ``users``
+Grant = ExecutionConfig | Permission
+
+
+def is_permitted(identity: Identity, config: Grant) -> bool:
     if EVERYONE in config.groups or identity.username in config.users:
         return True
     return bool(identity.groups.intersection(config.groups))
 
 
-def check_permission(identity: Identity, config: ExecutionConfig) -> None:
-    """Raise :class:`PermissionDenied` naming the config and who may use it."""
+def check_permission(identity: Identity, config: Grant) -> None:
+    """Raise :class:`PermissionDenied` naming the config (or shared part) and who may use it."""
     if is_permitted(identity, config):
         return
     allowed = [f"groups {', '.join(config.groups)}"] if config.groups else []
     if config.users:
         allowed.append(f"users {', '.join(config.users)}")
     mine = ", ".join(sorted(identity.groups)) or "no groups"
+    if isinstance(config, Permission):
+        what, them = config.label, "they are"
+    else:
+        what, them = f"execution configuration {config.name!r}", "it is"
     raise PermissionDenied(
-        f"user {identity.username!r} may not use execution configuration {config.name!r}: "
-        f"it is open to {' and '.join(allowed) or 'nobody'} ({identity.username} is in {mine})"
+        f"user {identity.username!r} may not use {what}: "
+        f"{them} open to {' and '.join(allowed) or 'nobody'} ({identity.username} is in {mine})"
     )
+
+
+def is_server_owner(username: str | None) -> bool:
+    """True for the user a JupyterHub single-user server runs for (``$JUPYTERHUB_USER``).
+
+    Their server is their own process, with their own files: on it they keep host kernels,
+    terminals and the whole root, as on any single-user server. Anyone else the hub lets in
+    is a guest, held to the multi-user rules.
+    """
+    owner = os.environ.get("JUPYTERHUB_USER")
+    return bool(owner) and username == owner
+
+
+def check_shared_part(identity: Identity, part: Permission) -> None:
+    """May ``identity`` use one of the server's shared parts (host kernels, terminals)?
+    The server's owner may; anyone else needs the config file's permission for it."""
+    if not is_server_owner(identity.username):
+        check_permission(identity, part)
 
 
 def permitted_configs(identity: Identity, config_file: ConfigFile) -> list[ExecutionConfig]:

@@ -4,7 +4,8 @@ A config with ``warm_pool: {size: N}`` keeps N kernel containers started ahead o
 A pooled kernel belongs to nobody until a kernel start takes it (after the permission
 check), is used once, and is removed with its kernel: it never returns to the pool, so
 nothing of one user's session can reach another's. Each pooled kernel has its own HMAC
-key, which the kernel manager adopts with the connection info. A pool follows the config
+key (and, on TCP, its own CurveZMQ keys) and its own socket folder (on ipc), which the
+kernel manager adopts with the connection info. A pool follows the config
 file: a changed config (image, resources, ...) drains its stale kernels, a removed one its
 whole pool; pool containers carry the server's labels and are reaped with it.
 """
@@ -21,16 +22,22 @@ from jupyter_client.asynchronous import AsyncKernelClient
 from traitlets import Float, Unicode
 from traitlets.config import LoggingConfigurable
 
-from . import images, ownership
+from . import images, ownership, transport
 from .backends import BackendError, backend_for
 from .config import ConfigFile, ExecutionConfig, load_config
 from .kernelspecs import PYTHON_ARGV
-from .launcher import KernelLaunch, LaunchedKernel, launch_kernel_workload
+from .launcher import (
+    KernelLaunch,
+    LaunchedKernel,
+    launch_kernel_workload,
+    remove_kernel_workload,
+)
 
 
 def config_fingerprint(config: ExecutionConfig, image: str) -> str:
-    """What a pooled kernel was started for: a change means it is stale."""
-    return json.dumps([config.raw, image], sort_keys=True, default=str)
+    """What a pooled kernel was started for: a change means it is stale (the settings
+    themselves count too: the file's default limits may have changed)."""
+    return json.dumps([config.raw, image, repr(config.docker)], sort_keys=True, default=str)
 
 
 class WarmPool(LoggingConfigurable):
@@ -54,12 +61,17 @@ class WarmPool(LoggingConfigurable):
 
     # ------------------------------------------------------------------ hand-over
 
-    async def take(self, config: ExecutionConfig, image: str) -> LaunchedKernel | None:
-        """A running kernel for this config (None when its pool is empty or off)."""
+    async def take(
+        self, config: ExecutionConfig, image: str, curve: bool = False
+    ) -> LaunchedKernel | None:
+        """A running kernel for this config (None when its pool is empty or off, or when
+        ``curve`` asks for CurveZMQ and the pool's kernels have none: ipc ones)."""
         if config.warm_pool_size <= 0:
             return None
         wanted = config_fingerprint(config, image)
         entries = self._ready.get(config.name, [])
+        if curve and any("curve_publickey" not in k.connection_info for _, k in entries):
+            return None
         while entries:
             fingerprint, kernel = entries.pop(0)
             if fingerprint != wanted:
@@ -129,13 +141,22 @@ class WarmPool(LoggingConfigurable):
             while len(entries) > config.warm_pool_size:
                 await self._discard(config, entries.pop()[1])
             while len(entries) < config.warm_pool_size:
-                kernel = await self._start_one(config, image)
+                kernel = await self._start_one(config_file, config, image)
                 entries.append((fingerprint, kernel))
         finally:
             self._filling.discard(config.name)
 
-    async def _start_one(self, config: ExecutionConfig, image: str) -> LaunchedKernel:
+    async def _start_one(
+        self, config_file: ConfigFile, config: ExecutionConfig, image: str
+    ) -> LaunchedKernel:
         ownership.this_process().register()
+        curve = {}
+        if transport.resolve(config) == "tcp" and config_file.base_image_of(config) is not None:
+            import zmq  # our base images take CurveZMQ keys: every TCP kernel uses them
+
+            if zmq.has("curve"):
+                public, secret = zmq.curve_keypair()
+                curve = {"curve_publickey": public.decode(), "curve_secretkey": secret.decode()}
         launch = KernelLaunch(
             config=config,
             image=image,
@@ -144,13 +165,14 @@ class WarmPool(LoggingConfigurable):
             labels=ownership.workload_labels("pool", config.name, owner="-"),
             key=secrets.token_hex(32).encode(),
             env=dict(config.env),
+            curve=curve,
         )
         backend = backend_for(config)
         kernel = await launch_kernel_workload(backend, launch)
         try:
             await self._until_ready(kernel)
         except BaseException:
-            await backend.remove(kernel.workload_id)
+            await remove_kernel_workload(backend, kernel.workload_id, kernel.folder)
             raise
         self.log.info("dss-containers warm pool: %s ready for %r", kernel.name, config.name)
         return kernel
@@ -174,12 +196,13 @@ class WarmPool(LoggingConfigurable):
 
     async def _discard(self, config: ExecutionConfig, kernel: LaunchedKernel) -> None:
         try:
-            await backend_for(config).remove(kernel.workload_id)
+            await remove_kernel_workload(backend_for(config), kernel.workload_id, kernel.folder)
         except BackendError as exc:
             self.log.warning("dss-containers warm pool: cannot remove %s: %s", kernel.name, exc)
 
     async def _discard_unknown(self, kernel: LaunchedKernel) -> None:
-        """A kernel whose config left the file: the start-up reaper removes it later."""
+        """A kernel whose config left the file: the start-up reaper removes it later (and
+        its folder with it)."""
         self.log.info("dss-containers warm pool: %s left for the reaper", kernel.name)
 
 

@@ -1,37 +1,84 @@
 """The kernel provisioner: a jupyter_client kernel inside a container from an execution config.
 
-Connection info (ports and HMAC key) is decided here, on the host. The container gets it
-as a private file written into it before it starts, never through environment variables
-or labels; the server reaches the kernel on ports published on 127.0.0.1 (local daemon) or
-on the daemon host's address (remote daemon).
+Connection info (sockets and HMAC key) is decided here, on the host. The container gets it
+as a private file, never through environment variables or labels: on a local daemon the
+kernel binds ipc sockets in its private folder (see :mod:`.transport`), elsewhere it
+listens on TCP, encrypted with CurveZMQ where the image supports it, on ports published on
+127.0.0.1 (local daemon) or on the daemon host's address (remote daemon).
+
+A start is transactional: a kernel id that is not a UUID is refused before anything is
+made, and a failure once the workload exists removes it (and its folder) before the error
+is raised.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import signal
 from typing import Any
 
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
-from traitlets import Float, Integer, Unicode
+from traitlets import Bool, Float, Integer, Unicode
 
-from . import images, ownership
+from . import images, ownership, transport
 from .backends import Backend, BackendError, BackendUnavailable, ImageMissing, backend_for
 from .backends.base import WorkloadStatus
 from .config import ConfigFile, ExecutionConfig, load_config
 from .errors import ReportedError
-from .launcher import FIRST_CONTAINER_PORT, KernelLaunch, LaunchedKernel, launch_kernel_workload
+from .launcher import (
+    FIRST_CONTAINER_PORT,
+    KernelLaunch,
+    LaunchedKernel,
+    launch_kernel_workload,
+    remove_kernel_workload,
+)
 from .liveness import deferred_removals, kernel_ports_answer
 from .permissions import PermissionDenied, check_permission, current_identity
 from .pool import warm_pool
+from .workspace import WorkspaceError, WorkspacePlan, notice_script, resolve_plan
+
+
+class WorkspaceRefused(ReportedError, PermissionError):
+    """The notebook's folder is not one the kernel may mount (outside the root, a link out)."""
+
+    status = 403
 
 
 class KernelStartError(ReportedError, RuntimeError):
     """The container kernel could not start; the message says why."""
 
     status = 503
+
+
+class KernelIdRefused(ReportedError, ValueError):
+    """A kernel id that is not of jupyter_server's shape (a UUID): nothing was started."""
+
+    status = 400
+
+
+#: jupyter_server's kernel ids: what its routes accept (``\w+-\w+-\w+-\w+-\w+``) and
+#: ``uuid4()`` makes, in the hex digits a UUID has
+_KERNEL_ID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+
+
+def check_kernel_id(kernel_id: Any) -> None:
+    """Refuse (400) a kernel id that is not a UUID, before it names a file or container."""
+    if isinstance(kernel_id, str) and _KERNEL_ID.fullmatch(kernel_id):
+        return
+    shown = (
+        repr(kernel_id[:40]) + ("..." if len(kernel_id) > 40 else "")
+        if isinstance(kernel_id, str)
+        else type(kernel_id).__name__
+    )
+    raise KernelIdRefused(
+        f"kernel id {shown} is not a UUID (the kernel id shape of jupyter_server): "
+        "nothing was started"
+    )
 
 
 class ContainerProvisioner(KernelProvisionerBase):
@@ -62,6 +109,14 @@ class ContainerProvisioner(KernelProvisionerBase):
         5.0, config=True, help="Seconds between SIGTERM and SIGKILL when a kernel is stopped."
     )
     log_tail_lines = Integer(20, config=True, help="Log lines quoted when a kernel dies.")
+    encrypt_tcp = Bool(
+        True,
+        config=True,
+        help="CurveZMQ on every kernel reached over TCP whose image declares support (the "
+        "base images do), whatever the kernel manager's transport_encryption says (its "
+        "'required' still refuses an image without it). Kernels on ipc sockets are private "
+        "to this server's user by their folder; they use CurveZMQ when the manager asks.",
+    )
     restart_wait_seconds = Float(
         30.0,
         config=True,
@@ -82,6 +137,11 @@ class ContainerProvisioner(KernelProvisionerBase):
     _language = "python"
     _host_ports: dict[int, int] = {}
     _host_ports_of: str | None = None
+    _kernel_folder: str | None = None  # the private folder, kept across restarts
+    _launched = False
+    _transport = "tcp"
+    _workspace = WorkspacePlan()
+    _late_removal: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -107,7 +167,9 @@ class ContainerProvisioner(KernelProvisionerBase):
     # ------------------------------------------------------------------ launch
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
-        """Check permission and resolve the image; the command runs inside the container."""
+        """Check the kernel id and permission and resolve the image; the command runs
+        inside the container."""
+        check_kernel_id(self.kernel_id)
         config_file, config = await self._load()
         identity = current_identity(config_file)
         check_permission(identity, config)
@@ -117,25 +179,60 @@ class ContainerProvisioner(KernelProvisionerBase):
             images.resolve_image, config_file, config, self.code_env
         )
         self._base_image = config_file.base_image_of(config)
-        _provision_curve_keys(self.parent)
+        self._workspace = await self._plan_workspace(config, identity.username, kwargs.get("cwd"))
+        self._transport = transport.resolve(config)
+        transport.provision_curve_keys(
+            self.parent, tcp=self._transport == "tcp" and self.encrypt_tcp
+        )
         kwargs = await super().pre_launch(**kwargs)
         # The host's environment never reaches the container: only the config's and the spec's.
         env = dict(config.env)
         env.update(self.kernel_spec.env if self.kernel_spec else {})
         kwargs["env"] = env
         argv = list(self.kernel_spec.argv) if self.kernel_spec else []
-        kwargs["cmd"] = argv  # the launcher puts the in-container connection file path in
         self._language = (self.kernel_spec.language or "").lower() if self.kernel_spec else ""
+        if self._workspace.notice and self._language == "python" and "ipykernel" in str(argv):
+            argv.append(f"--IPKernelApp.exec_lines={notice_script(self._workspace.notice)}")
+        kwargs["cmd"] = argv  # the launcher puts the in-container connection file path in
         return kwargs
+
+    async def _plan_workspace(
+        self, config: ExecutionConfig, username: str, cwd: str | None
+    ) -> WorkspacePlan:
+        """The user's files in the kernel: the server's root (the user's own on a
+        multi-user server; the working folder outside a server) at the same path, the
+        notebook's folder as the working directory."""
+        mapping = getattr(self.parent, "parent", None)  # the server's kernel manager, if any
+        root_of = getattr(mapping, "workspace_root", None)
+        root = root_of() if callable(root_of) else getattr(mapping, "root_dir", None)
+        try:
+            return await asyncio.to_thread(
+                resolve_plan,
+                config.workspace,
+                backend=config.backend,
+                remote=config.backend == "docker" and config.docker.is_remote,
+                server_root=root if isinstance(root, str) and root else None,
+                cwd=cwd,
+                user=username,
+                config_name=config.name,
+            )
+        except (WorkspaceError, OSError) as exc:
+            raise WorkspaceRefused(f"execution config {config.name!r}: {exc}") from None
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         config = self._config
         assert config is not None
         km = self.parent
         pooled = None
-        plain = not _curve_keys(km)  # pooled kernels have no CurveZMQ keys
-        if plain and not self._host_ports and self.code_env is None and self._language == "python":
-            pooled = await warm_pool().take(config, self.image)
+        if (
+            not self._launched
+            and self.code_env is None
+            and self._language == "python"
+            and not self._workspace.mounted  # a pooled kernel was started for nobody's files
+        ):
+            pooled = await warm_pool().take(
+                config, self.image, curve=bool(transport.curve_keys(km))
+            )
         if pooled is not None:
             launched = pooled
         else:
@@ -143,10 +240,14 @@ class ContainerProvisioner(KernelProvisionerBase):
         self.workload_id = launched.workload_id
         self.exit_reason = None
         self._stopping = False
+        self._launched = True
         self._host_ports, self._host_ports_of = launched.host_ports, config.name
+        self._kernel_folder = launched.folder
         self.connection_info = launched.connection_info
         if pooled is not None:
             ownership.this_process().adopt(launched.workload_id)
+        if km is not None:
+            await self._hand_to_manager(km, launched)
         self.log.info(
             "Kernel %s runs in %s container %s (config %r, image %s) at %s",
             self.kernel_id,
@@ -154,9 +255,42 @@ class ContainerProvisioner(KernelProvisionerBase):
             launched.name,
             config.name,
             self.image,
-            launched.connection_info["ip"],
+            transport.connection_summary(launched.connection_info),
         )
         return self.connection_info
+
+    async def _hand_to_manager(self, km: Any, launched: LaunchedKernel) -> None:
+        """Write the server's connection file here (jupyter_client would do it next, on the
+        event loop) so that a failure to write it removes the workload before it is raised;
+        and remove the workload, too, when anything later fails the start."""
+        try:
+            await asyncio.to_thread(_adopt_connection_info, km, launched.connection_info)
+        except OSError as exc:
+            await self._discard_failed_start()
+            raise KernelStartError(
+                f"execution config {self.execution_config!r}: cannot write the kernel's "
+                f"connection file {km.connection_file}: {exc.strerror or exc}; the container "
+                "was removed"
+            ) from None
+        ready = getattr(km, "_ready", None)  # jupyter_client's future of this start
+        if isinstance(ready, asyncio.Future) and not ready.done():
+            ready.add_done_callback(self._after_start)
+
+    def _after_start(self, ready: asyncio.Future[Any]) -> None:
+        if not ready.cancelled() and ready.exception() is not None and self.workload_id:
+            self.log.warning("Kernel %s: start failed late; removing it", self.kernel_id)
+            self._late_removal = asyncio.ensure_future(self._discard_failed_start())
+
+    async def _discard_failed_start(self) -> None:
+        workload_id, self.workload_id = self.workload_id, None
+        folder, self._kernel_folder = self._kernel_folder, None
+        if workload_id:
+            try:
+                await remove_kernel_workload(self.backend, workload_id, folder)
+            except BackendError as exc:
+                self.log.warning("Kernel %s: removal deferred: %s", self.kernel_id, exc)
+                deferred_removals.add(self.backend, workload_id, self.log)
+            ownership.this_process().release(workload_id)
 
     async def _launch_cold(
         self, config: ExecutionConfig, km: Any, cmd: list[str], env: dict[str, str]
@@ -174,9 +308,11 @@ class ContainerProvisioner(KernelProvisionerBase):
             signature_scheme=km.session.signature_scheme if km is not None else "hmac-sha256",
             env=env,
             kernel_name=self.kernel_spec.display_name if self.kernel_spec else "",
-            curve=_curve_keys(km),
+            curve=transport.curve_keys(km),
             host_ports=self._host_ports if self._host_ports_of == config.name else {},
             first_container_port=self.first_container_port,
+            folder=self._kernel_folder if self._host_ports_of == config.name else None,
+            workspace=self._workspace,
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.restart_wait_seconds if self._restarting else 0.0)
@@ -186,6 +322,7 @@ class ContainerProvisioner(KernelProvisionerBase):
                 return await launch_kernel_workload(self.backend, launch)
             except BackendUnavailable as exc:
                 if loop.time() >= deadline:
+                    await self._forget_folder()
                     raise KernelStartError(self._explain_start_failure(exc)) from None
                 self.log.warning(
                     "Kernel %s: restart waits for its daemon (%.0f s left): %s",
@@ -195,7 +332,14 @@ class ContainerProvisioner(KernelProvisionerBase):
                 )
                 await asyncio.sleep(1.0)
             except BackendError as exc:
+                await self._forget_folder()
                 raise KernelStartError(self._explain_start_failure(exc)) from None
+
+    async def _forget_folder(self) -> None:
+        """A restart that failed for good: its kept folder goes (the next start makes one)."""
+        folder, self._kernel_folder = self._kernel_folder, None
+        if folder:
+            await asyncio.to_thread(transport.remove_folder, folder)
 
     def _explain_start_failure(self, exc: BackendError) -> str:
         message = f"execution config {self.execution_config!r}: {exc}"
@@ -293,18 +437,21 @@ class ContainerProvisioner(KernelProvisionerBase):
         again (its stopped containers come back with it): nothing is orphaned.
         """
         self._restarting = restart
-        if self.workload_id is None:
-            return
         workload_id, self.workload_id = self.workload_id, None
         try:
-            await self.backend.remove(workload_id)
+            if workload_id is not None:
+                await self.backend.remove(workload_id)
         except BackendUnavailable as exc:
             self.log.warning(
                 "Kernel %s: removal of %s deferred: %s", self.kernel_id, workload_id, exc
             )
             deferred_removals.add(self.backend, workload_id, self.log)
             return
-        ownership.this_process().release(workload_id)
+        finally:
+            if not restart:  # a restart keeps the folder: the sockets keep their paths
+                await self._forget_folder()
+        if workload_id is not None:
+            ownership.this_process().release(workload_id)
 
     def get_shutdown_wait_time(self, recommended: float = 5.0) -> float:
         return max(recommended, self.stop_grace_seconds)
@@ -322,6 +469,7 @@ class ContainerProvisioner(KernelProvisionerBase):
             code_env=self.code_env,
             config_file=self.config_file,
             owner=self.owner,
+            kernel_folder=self._kernel_folder,
         )
         if isinstance(info["connection_info"].get("key"), bytes):
             info["connection_info"] = {
@@ -333,6 +481,7 @@ class ContainerProvisioner(KernelProvisionerBase):
     async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
         """Reattach to a running kernel container (e.g. after the server restarted)."""
         await super().load_provisioner_info(provisioner_info)
+        check_kernel_id(provisioner_info.get("kernel_id"))
         self.execution_config = provisioner_info["execution_config"]
         self.code_env = provisioner_info.get("code_env")
         self.config_file = provisioner_info.get("config_file")
@@ -344,6 +493,10 @@ class ContainerProvisioner(KernelProvisionerBase):
         if status.state != "missing":  # before any of its log lines are quoted
             await self._check_owner(workload_id, identity.username, provisioner_info.get("owner"))
         self.owner, self.workload_id = identity.username, workload_id
+        folder = provisioner_info.get("kernel_folder")
+        if folder and await asyncio.to_thread(transport.is_kernel_folder, folder):
+            self._kernel_folder = folder  # only a folder of ours is ever removed
+        self._launched, self._host_ports_of = True, config.name
         if not status.running:
             message = await self._death_message(status)
             self.workload_id = None
@@ -366,29 +519,17 @@ class ContainerProvisioner(KernelProvisionerBase):
         )
 
 
-def _provision_curve_keys(km: Any) -> None:
-    """CurveZMQ server keys when the kernel manager asks for transport encryption.
+def _adopt_connection_info(km: Any, info: dict[str, Any]) -> None:
+    """Load the kernel's connection info into its manager and write the manager's file
+    (blocking), as jupyter_client's ``_reconcile_connection_info`` would; it then finds
+    the file written and equal."""
+    from jupyter_client.connect import port_names
 
-    jupyter_client (>= 8.10) leaves this to provisioners; like its local one, keys are made
-    once and kept across restarts (as the HMAC key is).
-    """
-    policy_of = getattr(km, "_transport_encryption_policy", None)
-    if policy_of is None or policy_of() == "disabled":
-        return
-    if policy_of() == "auto" and not km._kernel_supports_curve_encryption():
-        return
-    if km.curve_publickey is None:
-        import zmq
-
-        km.curve_publickey, km.curve_secretkey = zmq.curve_keypair()
-
-
-def _curve_keys(km: Any) -> dict[str, str]:
-    """CurveZMQ keys when the kernel manager encrypts transport (jupyter_client >= 8.10)."""
-    public, secret = getattr(km, "curve_publickey", None), getattr(km, "curve_secretkey", None)
-    if public is None or secret is None:
-        return {}
-    return {"curve_publickey": public.decode(), "curve_secretkey": secret.decode()}
+    km.cleanup_connection_file()  # a restart's stale file, if any
+    for name in port_names:
+        setattr(km, name, 0)
+    km.load_connection_info(info)
+    km.write_connection_file()
 
 
 async def reattach(

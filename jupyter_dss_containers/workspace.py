@@ -8,18 +8,82 @@ absolute paths behave as in a local kernel. Where the daemon shares the server's
 nothing is shared, the workload still runs, and :attr:`WorkspacePlan.notice` says why the
 files are not there and what an administrator sets.
 
-:func:`plan_workspace` is pure: :func:`resolve_inside` does the one piece of file-system
-work (resolving symlinks, so nothing mounts a path outside the root) and is called in a
+Under an identity provider that names several users, each user's root (for the contents
+API and for their workloads' mount) is one folder of their own, given by the config file's
+``defaults.user_root`` template (default ``${root_dir}/${user}``): :func:`user_root`.
+
+Everything here is pure except :func:`is_inside` and :func:`resolve_inside`, which resolve
+symlinks (so nothing mounts or serves a path outside the root); callers run them in a
 worker thread.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+DEFAULT_USER_ROOT = "${root_dir}/${user}"
+USER = "${user}"
+ROOT_DIR = "${root_dir}"
+#: characters a user name keeps in its folder name; every other one is escaped
+_KEPT = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_")
+#: a folder name longer than this is shortened (with a hash of the whole name)
+_MAX_NAME = 96
+
+
+def folder_name(username: str) -> str:
+    """The user name as one safe folder name, different for different user names.
+
+    Lower-case letters, digits and ``_`` stay; every other character becomes ``-`` and
+    the hex of its UTF-8 bytes (``Alice`` -> ``-41lice``, ``a.b`` -> ``a-2eb``), so two
+    names never share a folder (unlike :func:`..config.expand_user`, which folds case for
+    object names), and no name gives ``..``, ``/``, a NUL or a dotfile.
+    """
+    if not username:
+        raise ValueError("a user root needs a user name")
+    out = "".join(
+        ch if ch in _KEPT else "".join(f"-{b:02x}" for b in ch.encode("utf-8")) for ch in username
+    )
+    if len(out) > _MAX_NAME:
+        digest = hashlib.sha256(username.encode("utf-8")).hexdigest()[:20]
+        out = f"{out[: _MAX_NAME - 21]}-{digest}"
+    return out
+
+
+def template_problem(template: str) -> str | None:
+    """Why ``template`` cannot be a user root template, or None when it can."""
+    if USER not in template:
+        return f"expected a path template containing {USER} (else all users share one folder)"
+    rest = template.replace(USER, "").replace(ROOT_DIR, "")
+    if "$" in rest:
+        return f"expected only the placeholders {ROOT_DIR} and {USER}"
+    if not (template.startswith(ROOT_DIR) or template.startswith("/")):
+        return f"expected an absolute path or one starting with {ROOT_DIR}"
+    if ".." in Path(template).parts or "\0" in template:
+        return "expected a path without '..' or NUL"
+    return None
+
+
+def user_root(username: str, server_root: str | os.PathLike[str], template: str) -> Path:
+    """The absolute folder that is ``username``'s root: ``template`` with ``${root_dir}``
+    (the Jupyter server's root) and ``${user}`` (:func:`folder_name`) filled in."""
+    problem = template_problem(template)
+    if problem:
+        raise ValueError(f"user root template {template!r}: {problem}")
+    path = template.replace(ROOT_DIR, os.path.abspath(server_root)).replace(
+        USER, folder_name(username)
+    )
+    return Path(os.path.normpath(path))
+
+
+def is_inside(path: str | os.PathLike[str], root: str | os.PathLike[str]) -> bool:
+    """True when ``path``, symlinks resolved, is ``root`` or below it (``root`` resolved too)."""
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+
 
 #: the in-image user of the base images, used when the server's own user is root
 IMAGE_UID_GID = (1000, 100)
@@ -69,9 +133,11 @@ class WorkspacePlan:
     sub_path: str | None = None
     read_only: bool = False
     working_dir: str | None = None
+    #: the uid:gid the workload runs as while the workspace is mounted (files it writes
+    #: are then the user's); None: the image's user
+    user: str | None = None
     #: said once in the notebook when the files are not visible, else None
     notice: str | None = None
-    labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def mounted(self) -> bool:
@@ -79,9 +145,8 @@ class WorkspacePlan:
 
 
 def expand(template: str, user: str) -> str:
-    """``${user}`` in a path or claim name, made safe as one path segment."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", user).strip(".-") or "user"
-    return template.replace("${user}", safe)
+    """``${user}`` in a host path or claim name: the user's folder name (:func:`folder_name`)."""
+    return template.replace(USER, folder_name(user))
 
 
 def resolve_inside(
@@ -123,8 +188,11 @@ def plan_workspace(
     common = {"root": root, "read_only": settings.read_only, "working_dir": cwd}
     if backend == "kubernetes":
         if settings.volume:
+            from .config import expand_user  # object names: Kubernetes' rules, not a folder's
+
             volume = {
-                k: expand(v, user) if isinstance(v, str) else v for k, v in settings.volume.items()
+                k: expand_user(v, user) if isinstance(v, str) else v
+                for k, v in settings.volume.items()
             }
             sub = expand(settings.sub_path, user) if settings.sub_path else None
             return WorkspacePlan(volume=volume, sub_path=sub, **common)
@@ -169,3 +237,43 @@ def notice_script(notice: str) -> str:
         "    get_ipython().events.unregister('pre_run_cell', _dss_workspace_notice)\n"
         "get_ipython().events.register('pre_run_cell', _dss_workspace_notice)\n"
     )
+
+
+def resolve_plan(
+    settings: WorkspaceSettings,
+    *,
+    backend: str,
+    remote: bool,
+    server_root: str | None,
+    cwd: str | None,
+    user: str,
+    config_name: str,
+) -> WorkspacePlan:
+    """The plan of one workload: the root (the server's or the user's, else the working
+    folder itself), checked and resolved; who the workload runs as.
+
+    File-system work (symlinks, owners): call it in a worker thread. Raises
+    :class:`WorkspaceError` for a working folder outside the root.
+    """
+    if settings.mount == "none":
+        return WorkspacePlan()
+    here = cwd or os.getcwd()
+    root = server_root or here
+    if os.path.realpath(root) == "/":  # never the host's whole tree: the folder alone
+        root = here
+    if os.path.realpath(root) == "/":
+        return WorkspacePlan()
+    real_root, real_cwd = resolve_inside(root, here)
+    plan = plan_workspace(
+        settings,
+        backend=backend,
+        remote=remote,
+        root=real_root,
+        working_dir=real_cwd,
+        user=user,
+        config_name=config_name,
+    )
+    if not plan.mounted:
+        return plan
+    info = os.stat(real_root)
+    return replace(plan, user=workload_user(os.getuid(), os.getgid(), (info.st_uid, info.st_gid)))

@@ -152,3 +152,64 @@ async def test_generated_job_submissions_start_nothing(jp_serverapp, jp_fetch, d
     assert service.get(job["id"]).state == "failed"
     assert DEAD in str(service.get(job["id"]).error)
     assert not leftover_containers(docker_client, job_id=job["id"])
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+#: fields jupyter_server's kernel and session handlers read, to reach past "not an object"
+CORE_FIELDS = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": JSON | st.sampled_from(["python3", "dss-small", "dss-other"]),
+        "path": JSON,
+        "type": JSON,
+        "kernel": JSON | st.fixed_dictionaries({}, optional={"id": JSON, "name": JSON}),
+        "notebook": JSON,
+        "kernel_id": JSON,
+    },
+)
+
+
+def assert_no_server_error(response: requests.Response, what: str) -> None:
+    """Below 500, except the dead daemon's own 503 (a container start that says why)."""
+    if response.status_code == 503 and DEAD in response.text:
+        return
+    assert response.status_code < 500, f"{what}: {response.status_code} {response.text[:500]}"
+    assert "Traceback" not in response.text, f"{what}: {response.text[:500]}"
+
+
+async def test_generated_bodies_on_the_core_kernel_and_session_routes_get_4xx(
+    jp_serverapp, http_server, http_server_port, jp_base_url
+):
+    """Guards the wrapped core routes: any JSON (or bytes) as the body of POST /api/kernels,
+    POST /api/sessions or PATCH /api/sessions/<id> is answered without a 5xx."""
+    base = f"http://127.0.0.1:{http_server_port[1]}{jp_base_url}api"
+    headers = {
+        "Authorization": f"token {jp_serverapp.identity_provider.token}",
+        "X-Test-User": "alice",
+    }
+    session = requests.Session()
+    routes = [("POST", f"{base}/kernels"), ("POST", f"{base}/sessions")]
+    routes.append(("PATCH", f"{base}/sessions/00000000-0000-0000-0000-000000000000"))
+
+    @settings(
+        max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    @given(
+        route=st.sampled_from(routes),
+        body=CORE_FIELDS.map(json.dumps) | JSON.map(json.dumps) | st.binary(max_size=64),
+    )
+    def fuzz(route, body):
+        method, url = route
+        data = body.encode() if isinstance(body, str) else body
+        response = session.request(method, url, data=data, headers=headers)
+        assert_no_server_error(response, f"{method} {url} {data[:200]!r}")
+
+    await asyncio.to_thread(fuzz)
+    session.close()
+    assert jp_serverapp.kernel_manager.list_kernel_ids() == []  # every start was refused

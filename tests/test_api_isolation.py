@@ -61,7 +61,11 @@ async def test_another_users_job_is_invisible_on_every_route(api):
     ):
         status, reply = await api("bob", "jobs", *path, method=method)
         assert status == 404, (path, method, reply)
-        assert "bob" in reply["message"] and "secret of alice" not in json.dumps(reply)
+        # the text of a job that does not exist: nothing tells bob it is someone's
+        assert reply["message"] == f"Job does not exist: {job_id}"
+        assert "secret of alice" not in json.dumps(reply)
+        missing = (await api("bob", "jobs", "0" * 12, *path[1:], method=method))[1]
+        assert missing["message"] == "Job does not exist: " + "0" * 12
     status, listed = await api("bob", "jobs")
     assert job_id not in [j["id"] for j in listed["jobs"]]
     # bob's DELETE changed nothing: alice still has her job, logs and all

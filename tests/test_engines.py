@@ -39,7 +39,7 @@ from jupyter_dss_containers.backends.docker import docker_client
 from jupyter_dss_containers.cli import DoctorCommand
 from jupyter_dss_containers.config import BaseImageSpec, DockerSettings, load_config
 from jupyter_dss_containers.envrecipe import LABEL_CODE_ENV, LABEL_EXEC_CONFIG
-from jupyter_dss_containers.jobs import JobRequest, JobService, RemoteError
+from jupyter_dss_containers.jobs import JobRequest, JobService, RemoteError, python_result
 from jupyter_dss_containers.kernelspecs import install_kernel_specs
 from jupyter_dss_containers.permissions import process_identity
 from jupyter_dss_containers.provisioner import KernelStartError
@@ -163,6 +163,9 @@ async def test_kernel_execute_interrupt_restart_shutdown(engine, site):
     settings = site.settings(engine)
     km, kc = await start(f"dss-{engine}")
     try:
+        # a local daemon's kernels are on ipc sockets; remote ones on TCP with CurveZMQ
+        assert km.transport == ("ipc" if engine in ("docker", "podman") else "tcp")
+        assert bool(km.curve_publickey) == (km.transport == "tcp")
         first = km.provisioner.workload_id
         assert [c.id for c in ours_on(settings, km.kernel_id)] == [first]
         _, printed = await run(kc, "import socket, os; print(socket.gethostname(), os.getuid())")
@@ -419,7 +422,7 @@ async def test_podman_runs_a_job_to_completion_and_returns_its_result(podman_sit
     await service.wait(job.id)
     print(f"\njob on Podman: {time.monotonic() - began:.1f} s")
     assert job.state == "succeeded", job.message
-    assert (await service.result(job.id))["outputs"] == {"y": 42}
+    assert (await python_result(service, job.id))["outputs"] == {"y": 42}
     hostname, uid, container = "".join(t for s, t in job.output if s == "stdout").split()
     assert hostname == job.workload_id[:12] and container == "podman"  # Podman's container
     assert uid != "0"
@@ -509,7 +512,7 @@ async def test_podman_builds_a_code_env_image_and_runs_a_job_in_it(podman_site, 
         job = await service.submit(request)
         await service.wait(job.id)
         assert job.image == tag
-        assert (await service.result(job.id))["outputs"] == {"v": "1.16.0"}
+        assert (await python_result(service, job.id))["outputs"] == {"v": "1.16.0"}
         again = codeenvs.build_env_image(config_file, "tiny", "podman-jobs", client)
         assert not again.built
     finally:

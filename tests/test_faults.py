@@ -401,7 +401,7 @@ async def test_a_full_disk_under_the_job_store_does_not_stop_a_job(
     returns its result and log (from memory), and the failed writes are logged."""
     from job_images import job_image
 
-    from jupyter_dss_containers.jobs import JobRequest, JobService
+    from jupyter_dss_containers.jobs import JobRequest, JobService, python_result
 
     with contextlib.suppress(OSError), (tiny_disk / "filler").open("wb") as filler:
         while True:
@@ -417,7 +417,7 @@ async def test_a_full_disk_under_the_job_store_does_not_stop_a_job(
     request = JobRequest("full", "python", "print('still here')\ntotal = 6", outputs=("total",))
     job = await asyncio.wait_for(service.wait((await service.submit(request)).id), 60)
     assert job.state == "succeeded", job.message
-    assert (await service.result(job.id))["outputs"] == {"total": 6}
+    assert (await python_result(service, job.id))["outputs"] == {"total": 6}
     assert "still here" in job.logs()
     assert "could not keep job" in caplog.text and "No space left on device" in caplog.text
 
@@ -480,6 +480,6 @@ async def test_a_job_whose_daemon_is_away_at_start_up_is_taken_over_when_it_is_b
         await asyncio.to_thread(private_daemon.start)
     await asyncio.wait_for(service.wait(job_id), 60)  # taken over, collected, removed
     assert job.state == "succeeded", job.message
-    assert (await service.result(job_id))["displays"] == [{"text/plain": "42"}]
+    assert (await service.result(job_id)).displays == [{"text/plain": "42"}]
     assert "finished unwatched" in job.logs()
     assert not [c for c in ours(private_daemon.url) if c.labels.get(ownership.JOB_ID) == job_id]

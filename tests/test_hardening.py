@@ -22,6 +22,13 @@ execution_configs:
     read_only_root: true
     docker: {resources: {memory: 256m}}
     permissions: {groups: ["*"]}
+  read-only-tcp:
+    backend: docker
+    image: default
+    read_only_root: true
+    transport: tcp
+    docker: {resources: {memory: 256m}}
+    permissions: {groups: ["*"]}
 """
 
 
@@ -31,8 +38,13 @@ def read_only_config(workspace, base_image):
         yield config_file
 
 
-async def test_read_only_root_kernel_writes_only_to_tmp_and_home(read_only_config, docker_client):
-    km, kc = await start("dss-read-only")
+@pytest.mark.parametrize("kind", ["ipc", "tcp"])
+async def test_read_only_root_kernel_writes_only_to_tmp_and_home(
+    read_only_config, docker_client, kind
+):
+    """On both transports: the kernel's socket folder is mounted inside the /tmp volume."""
+    km, kc = await start("dss-read-only" + ("-tcp" if kind == "tcp" else ""))
+    assert km.transport == kind
     container = docker_client.containers.get(km.provisioner.workload_id)
     host = container.attrs["HostConfig"]
     assert host["ReadonlyRootfs"] is True
@@ -118,7 +130,7 @@ async def test_python_job_on_a_read_only_root_returns_its_result(
     import yaml
     from job_images import job_image
 
-    from jupyter_dss_containers.jobs import JobRequest, JobService
+    from jupyter_dss_containers.jobs import JobRequest, JobService, python_result
 
     config = {
         "backend": "docker",
@@ -132,5 +144,5 @@ async def test_python_job_on_a_read_only_root_returns_its_result(
     code = "import pathlib\npathlib.Path('/tmp/x').write_text('1')\ntotal = sum(numbers)"
     request = JobRequest("ro-jobs", "python", code, {"numbers": [1, 2, 3]}, ("total",))
     job = await asyncio.wait_for(service.wait((await service.submit(request)).id), 60)
-    assert (await service.result(job.id))["outputs"] == {"total": 6}
+    assert (await python_result(service, job.id))["outputs"] == {"total": 6}
     assert leftover_containers(docker_client, job_id=job.id) == []

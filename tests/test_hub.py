@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -237,6 +238,29 @@ def test_a_kernel_runs_in_a_container_as_its_user(hub, users, docker_client):
     assert container.labels[ownership.CONFIG] == "small"
     status, listing = hub.as_user("alice", "GET", "user/alice/dss-containers/api/kernels")
     assert status == 200 and [k["state"] for k in listing["kernels"]] == ["running"]
+
+
+def test_her_kernel_starts_in_her_home_and_sees_no_other(hub, users):
+    """Guards the launcher scoping the workspace itself: alice's kernel (asked by her server)
+    starts in her home, sees her files there at the same path, and not bob's home (only
+    hers is mounted); broken if the launcher mounted nothing or what the caller named."""
+    alice, bob = users["alice"], users["bob"]
+    if "alice-small" not in hub.kernels:
+        status, kernel = _start_kernel(hub, "alice", "dss-small")
+        assert status == 201, kernel
+        hub.kernels["alice-small"] = kernel["id"]
+    marker = Path(alice.pw_dir) / f"hub-marker-{secrets.token_hex(3)}"
+    marker.write_text("hers")
+    os.chown(marker, alice.pw_uid, alice.pw_gid)
+    marker.chmod(0o600)
+    code = (
+        "import os\n"
+        "print(os.getcwd())\n"
+        f"print(open({str(marker)!r}).read())\n"
+        f"print(os.path.exists({bob.pw_dir!r}))"
+    )
+    printed = asyncio.run(execute(hub, "alice", hub.kernels["alice-small"], code))
+    assert printed.split() == [os.path.realpath(alice.pw_dir), "hers", "False"], printed
 
 
 EAVESDROP = """

@@ -190,7 +190,9 @@ def test_r_job_returns_a_data_frame(job_config, r_image, workspace):
         await asyncio.gather(service.wait(job.id), service.wait(bad.id))
         with pytest.raises(RemoteError) as info:
             await service.result(bad.id)
-        return job, await service.result(job.id), info.value
+        kept = await service.result(job.id)  # what the service holds: CSV bytes
+        assert kept.values is None and kept.tables["out"].startswith(b'"name","double"')
+        return job, await jobs.python_result(service, job.id), info.value
 
     job, result, error = asyncio.run(go())
     assert "rows in: 3" in job.logs()
@@ -223,6 +225,98 @@ def test_jobs_over_the_user_limit_queue_and_say_so(job_config, docker_client):
     assert first.state == "cancelled"
     assert second.state == "succeeded" and "second" in second.logs()
     assert not leftover_containers(docker_client, job_id=first.id)
+
+
+def test_values_load_only_in_the_process_that_submitted_the_job(job_config, tmp_path):
+    """The submitting service hands back the --out values (through its store too); a
+    service that took the same job over from the store holds the values as bytes and
+    refuses to load them (guards: a server loading the values of jobs it did not submit,
+    i.e. other people's code)."""
+    store = str(tmp_path / "store")
+    service = JobService(store_dir=store)
+    code = "import numpy as np\nv = np.arange(3)\nprint('made v')"
+
+    async def go():
+        job = await service.submit(JobRequest("jobs", "python", code, outputs=("v",)))
+        await service.wait(job.id)
+        mine = await jobs.python_result(service, job.id)
+        other = JobService(store_dir=store)
+        await other.recover()
+        kept = await other.result(job.id)
+        with pytest.raises(JobError, match="not submitted by this process"):
+            await jobs.python_result(other, job.id)
+        return mine, kept
+
+    mine, kept = asyncio.run(go())
+    np.testing.assert_array_equal(mine["outputs"]["v"], np.arange(3))
+    assert isinstance(kept.values, bytes) and kept.document == {
+        "ok": True,
+        "displays": [],
+        "values": ["outputs"],
+    }
+
+
+def test_results_over_their_limits_fail_the_job_naming_the_limit(job_config, docker_client):
+    """Guards: a job handing back more than the service keeps (values, or a document with
+    huge displays) being read and kept anyway."""
+    service = JobService(max_values_bytes=10_000, max_result_bytes=20_000)
+    big_values = "import numpy as np\nv = np.zeros(100_000)"
+    big_display = "display('x' * 50_000)"
+
+    async def go():
+        a = await service.submit(JobRequest("jobs", "python", big_values, outputs=("v",)))
+        b = await service.submit(JobRequest("jobs", "python", big_display))
+        return await service.wait(a.id), await service.wait(b.id)
+
+    values_job, display_job = asyncio.run(go())
+    assert values_job.state == "failed" and "JobService.max_values_bytes" in values_job.message
+    assert display_job.state == "failed"
+    assert "JobService.max_result_bytes" in display_job.message, display_job.message
+    for job in (values_job, display_job):
+        assert not leftover_containers(docker_client, job_id=job.id)
+
+
+def test_files_over_the_limit_are_refused_while_read_and_the_container_still_goes(
+    job_config, docker_client
+):
+    """A folder bigger than the reader's limit (whose size the daemon does not state up
+    front) is refused part way, a file too big by its stated size at once, and the
+    container is removable right after (guards: the server reading a job's files whole
+    into memory, or holding the daemon's archive stream open so removal hangs)."""
+    import uuid
+
+    from jupyter_dss_containers import ownership
+    from jupyter_dss_containers.backends import backend_for
+    from jupyter_dss_containers.backends.base import FilesTooLarge, WorkloadSpec
+    from jupyter_dss_containers.config import load_config
+
+    config = load_config(str(job_config)).get("bare")
+    backend, job_id = backend_for(config), uuid.uuid4().hex[:12]
+    make = "mkdir /tmp/big && for f in a b c; do head -c 3000000 /dev/zero > /tmp/big/$f; done"
+    spec = WorkloadSpec(
+        name=f"dss-job-{job_id}",
+        image=config.image,
+        command=["sh", "-c", make],
+        labels=ownership.workload_labels("job", "bare", "tester", job_id=job_id),
+    )
+
+    async def go():
+        ownership.this_process().register()
+        workload = await backend.create(spec)
+        try:
+            while (await backend.status(workload.id)).running:
+                await asyncio.sleep(0.1)
+            with pytest.raises(FilesTooLarge, match="over 1000000 bytes"):
+                await backend.read_files(workload.id, "/tmp/big", limit=1_000_000)
+            with pytest.raises(FilesTooLarge):
+                await backend.read_files(workload.id, "/tmp/big/a", limit=1_000_000)
+            found = await backend.read_files(workload.id, "/tmp/big/a", limit=3_000_000)
+            assert found == {"a": bytes(3_000_000)}
+        finally:
+            await backend.remove(workload.id)
+
+    asyncio.run(go())
+    assert not leftover_containers(docker_client, job_id=job_id)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

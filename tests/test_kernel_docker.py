@@ -1,10 +1,16 @@
-"""The core path, on the real engine: kernels in containers through plain jupyter_client."""
+"""The core path, on the real engine: kernels in containers through plain jupyter_client.
+
+The tests whose subject the transport can change run twice: on ipc sockets in the kernel's
+private folder (the default on a local daemon) and on TCP with CurveZMQ (``transport: tcp``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -17,7 +23,7 @@ from conftest import leftover_containers
 from jupyter_client import AsyncKernelManager
 from kernels import CGROUP_PROBE, config_in_use, kernel_owner_script, run, start, stop
 
-from jupyter_dss_containers import ownership
+from jupyter_dss_containers import ownership, transport
 from jupyter_dss_containers.permissions import PermissionDenied, process_identity
 from jupyter_dss_containers.provisioner import KernelStartError, reattach
 
@@ -37,10 +43,21 @@ execution_configs:
     docker: {resources: {memory: 256m, cpus: 0.5, pids: 256}}
     env: {DSS_GREETING: hello}
     permissions: {groups: ["*"]}
+  local-tcp:
+    backend: docker
+    image: default
+    transport: tcp
+    permissions: {groups: ["*"]}
   msg:
     backend: docker
     image: default
     interrupt_mode: message
+    permissions: {groups: ["*"]}
+  msg-tcp:
+    backend: docker
+    image: default
+    interrupt_mode: message
+    transport: tcp
     permissions: {groups: ["*"]}
   admins-only:
     backend: docker
@@ -65,8 +82,20 @@ def kernel_config(workspace, base_image):
         yield config_file
 
 
+#: kernel spec suffix per transport: "dss-local" is on ipc (auto, local daemon)
+TRANSPORTS = {"ipc": "", "tcp": "-tcp"}
+
+
 def container_of(docker_client, km):
     return docker_client.containers.get(km.provisioner.workload_id)
+
+
+def folder_of(km) -> str:
+    return km.provisioner._kernel_folder
+
+
+def exists(path: str) -> bool:
+    return os.path.exists(path)
 
 
 async def test_kernel_runs_in_container_with_config_limits(kernel_config, docker_client):
@@ -86,10 +115,13 @@ async def test_kernel_runs_in_container_with_config_limits(kernel_config, docker
     assert not leftover_containers(docker_client, kernel_id=km.kernel_id)
 
 
-@pytest.mark.parametrize("kernel_name", ["dss-local", "dss-msg"])
-async def test_interrupt_stops_a_long_sleep(kernel_config, kernel_name):
+@pytest.mark.parametrize("kind", TRANSPORTS)
+@pytest.mark.parametrize("mode", ["signal", "message"])
+async def test_interrupt_stops_a_long_sleep(kernel_config, mode, kind):
+    kernel_name = ("dss-msg" if mode == "message" else "dss-local") + TRANSPORTS[kind]
     km, kc = await start(kernel_name)
-    assert km.kernel_spec.interrupt_mode == ("message" if kernel_name == "dss-msg" else "signal")
+    assert km.transport == kind
+    assert km.kernel_spec.interrupt_mode == mode
     running = asyncio.ensure_future(run(kc, "import time; time.sleep(60)", timeout=60))
     await asyncio.sleep(1.0)  # the sleep has begun
     sent = time.perf_counter()
@@ -104,24 +136,35 @@ async def test_interrupt_stops_a_long_sleep(kernel_config, kernel_name):
     await stop(km, kc)
 
 
-async def test_restart_gives_fresh_namespace_and_new_container(kernel_config, docker_client):
-    km, kc = await start("dss-local")
+@pytest.mark.parametrize("kind", TRANSPORTS)
+async def test_restart_gives_fresh_namespace_and_new_container(kernel_config, docker_client, kind):
+    """A restart is a new container behind the same address (the same socket paths on ipc,
+    the same host ports on tcp), so connected clients carry on; shutdown removes it all."""
+    km, kc = await start("dss-local" + TRANSPORTS[kind])
     await run(kc, "x = 42")
-    first = km.provisioner.workload_id
+    first, address = km.provisioner.workload_id, km.get_connection_info()
     await km.restart_kernel(now=False)
     await kc.wait_for_ready(timeout=60)
     reply, printed = await run(kc, "print('x' in globals())")
     assert printed.strip() == "False"
     assert km.provisioner.workload_id != first
+    again = km.get_connection_info()
+    assert [again[k] for k in ("transport", "ip", "shell_port", "iopub_port")] == [
+        address[k] for k in ("transport", "ip", "shell_port", "iopub_port")
+    ]
     with pytest.raises(docker.errors.NotFound):
         docker_client.containers.get(first)
     assert len(leftover_containers(docker_client, kernel_id=km.kernel_id)) == 1
+    folder = folder_of(km)
+    assert folder and exists(folder)  # on tcp it holds the connection file only
     await stop(km, kc)
     assert not leftover_containers(docker_client, kernel_id=km.kernel_id)
+    assert not exists(folder), "the kernel's folder outlived it"
 
 
-async def test_container_killed_from_outside_is_reported_dead(kernel_config, docker_client):
-    km, kc = await start("dss-local")
+@pytest.mark.parametrize("kind", TRANSPORTS)
+async def test_container_killed_from_outside_is_reported_dead(kernel_config, docker_client, kind):
+    km, kc = await start("dss-local" + TRANSPORTS[kind])
     container_of(docker_client, km).kill()
     deadline = time.monotonic() + 5
     while await km.is_alive() and time.monotonic() < deadline:
@@ -148,14 +191,16 @@ async def test_memory_hungry_cell_reports_oom_and_the_limit(kernel_config, docke
     await km.shutdown_kernel(now=True)
 
 
-async def test_reattach_after_server_restart(kernel_config, docker_client, monkeypatch):
-    km, kc = await start("dss-local")
+@pytest.mark.parametrize("kind", TRANSPORTS)
+async def test_reattach_after_server_restart(kernel_config, docker_client, monkeypatch, kind):
+    name = "dss-local" + TRANSPORTS[kind]
+    km, kc = await start(name)
     await run(kc, "survivor = 'still here'")
     info = await km.provisioner.get_provisioner_info()
     json.dumps(info)  # what a server persists must be JSON
     kc.stop_channels()
     # a "new server": a fresh manager built from the persisted info only
-    km2 = await reattach(info, "dss-local")
+    km2 = await reattach(info, name)
     kc2 = km2.client()
     kc2.start_channels()
     await kc2.wait_for_ready(timeout=20)
@@ -165,9 +210,10 @@ async def test_reattach_after_server_restart(kernel_config, docker_client, monke
     with monkeypatch.context() as env:
         env.setenv("JUPYTERHUB_USER", "mallory")
         with pytest.raises(PermissionDenied, match="started by another user, not mallory"):
-            await reattach(info, "dss-local")
+            await reattach(info, name)
     await stop(km2, kc2)
     assert not leftover_containers(docker_client, kernel_id=info["kernel_id"])
+    assert not exists(info["kernel_folder"])  # removed by the new manager
 
 
 def test_unowned_container_is_reaped_by_cleanup(kernel_config, docker_client, workspace):
@@ -175,7 +221,9 @@ def test_unowned_container_is_reaped_by_cleanup(kernel_config, docker_client, wo
     script = kernel_owner_script(workspace, "dss-local")
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     kernel_id = proc.stdout.readline().strip()
-    assert len(leftover_containers(docker_client, kernel_id=kernel_id)) == 1
+    [container] = leftover_containers(docker_client, kernel_id=kernel_id)
+    folder = container.labels[transport.FOLDER_LABEL]
+    assert os.path.isdir(folder)
     # while its process lives, cleanup leaves it alone
     subprocess.run(["jupyter-dss-containers", "cleanup"], check=True, capture_output=True)
     assert len(leftover_containers(docker_client, kernel_id=kernel_id)) == 1
@@ -186,6 +234,7 @@ def test_unowned_container_is_reaped_by_cleanup(kernel_config, docker_client, wo
     )
     assert kernel_id in result.stdout
     assert not leftover_containers(docker_client, kernel_id=kernel_id)
+    assert not os.path.exists(folder), "the orphan's socket folder was not reaped with it"
 
 
 def test_nbclient_and_papermill_run_a_notebook_in_a_container(kernel_config, workspace):
@@ -209,8 +258,12 @@ def test_nbclient_and_papermill_run_a_notebook_in_a_container(kernel_config, wor
     assert result.cells[1].outputs[0]["data"]["text/plain"] == "42"
 
 
-async def test_secure_defaults(kernel_config, docker_client):
-    km, kc = await start("dss-local")
+@pytest.mark.parametrize("kind", TRANSPORTS)
+async def test_secure_defaults(kernel_config, docker_client, kind):
+    """Non-root, no capabilities, no mount but the kernel's own private folder (mode 0700
+    on the host, in a private parent), no published port on ipc, ports on 127.0.0.1 only and
+    CurveZMQ on tcp, and the key nowhere in the container's record or environment."""
+    km, kc = await start("dss-local" + TRANSPORTS[kind])
     attrs = container_of(docker_client, km).attrs
     key = km.session.key.decode()
     host_config = attrs["HostConfig"]
@@ -218,9 +271,29 @@ async def test_secure_defaults(kernel_config, docker_client):
     assert host_config["CapDrop"] == ["ALL"]
     assert "no-new-privileges" in host_config["SecurityOpt"]
     assert not any("docker.sock" in (m.get("Source") or "") for m in attrs["Mounts"])
-    assert attrs["Mounts"] == [], "a mount the config does not name"  # files go in by archive
-    bindings = [b for v in attrs["NetworkSettings"]["Ports"].values() for b in v or []]
-    assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings)
+    folder = folder_of(km)
+    [mount] = attrs["Mounts"]  # no mount the config does not name but the kernel's folder
+    assert (mount["Type"], mount["Source"], mount["Destination"], mount["RW"]) == (
+        "bind",
+        folder,
+        transport.KERNEL_FOLDER,
+        True,
+    )
+    info = os.stat(folder)
+    assert info.st_mode & 0o777 == 0o700  # (the kernel's jupyter_client may add the sticky bit)
+    assert f"{info.st_uid}:{info.st_gid}" == attrs["Config"]["User"]  # the kernel's user
+    for parent in (os.path.dirname(folder), os.path.dirname(os.path.dirname(folder))):
+        parent_info = os.stat(parent)
+        assert stat.S_IMODE(parent_info.st_mode) == 0o700 and parent_info.st_uid == os.geteuid()
+    published = attrs["NetworkSettings"]["Ports"] or {}
+    bindings = [b for v in published.values() for b in v or []]
+    if kind == "ipc":
+        assert km.transport == "ipc" and km.ip == f"{folder}/k"
+        assert not host_config.get("PortBindings") and not bindings, "a port was published"
+        assert sorted(os.listdir(folder)) == ["connection.json", "k-1", "k-2", "k-3", "k-4", "k-5"]
+    else:
+        assert bindings and all(b["HostIp"] == "127.0.0.1" for b in bindings)
+        assert km.curve_publickey and km.curve_secretkey, "tcp without CurveZMQ"
     for label in (ownership.KERNEL_ID, ownership.CONFIG, ownership.OWNER, ownership.SERVER_ID):
         assert label in attrs["Config"]["Labels"]
     assert key not in json.dumps(attrs), "the HMAC key leaked into docker inspect"
@@ -287,11 +360,15 @@ def test_doctor_checks_every_config(kernel_config):
     assert elapsed < 30
 
 
-async def test_curve_encrypted_transport(kernel_config):
+@pytest.mark.parametrize("kind", TRANSPORTS)
+async def test_curve_encrypted_transport(kernel_config, kind):
     """jupyter_client's CurveZMQ transport encryption works end to end with our images."""
-    km = AsyncKernelManager(kernel_name="dss-local", transport_encryption="required")
+    km = AsyncKernelManager(
+        kernel_name="dss-local" + TRANSPORTS[kind], transport_encryption="required"
+    )
     await km.start_kernel()
     info = km.get_connection_info()
+    assert info["transport"] == kind
     assert info.get("curve_publickey") and info.get("curve_secretkey")
     kc = km.client()
     kc.start_channels()

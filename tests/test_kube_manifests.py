@@ -377,3 +377,183 @@ def test_started_and_status_of_a_pod():
     metrics = {"containers": [{"name": "kernel", "usage": {"cpu": "250m", "memory": "64Mi"}}]}
     assert podstate.container_usage(metrics) == (25.0, 64 * 1024**2)
     assert podstate.container_usage({}) == (None, None)
+
+
+# --------------------------------------------------------------------------- precise rules
+# The tests below pin each rule of the builders exactly (boundaries, words, copies): they are
+# what the mutation score of manifests.py rests on (benchmarks/mutation.sh).
+
+
+def test_label_values_keep_valid_ones_and_clean_the_rest():
+    """Guards label values at their limits: 63 characters kept, 64 cut, capitals kept,
+    other characters become '-', and the ends are trimmed to alphanumerics."""
+    assert manifests.label_value("a" * 63) == "a" * 63
+    assert manifests.label_value("a" * 64) == "a" * 63
+    assert manifests.label_value("@" + "a" * 63) == "a" * 62  # cut to 63, then trimmed
+    assert manifests.label_value("Alice Smith") == "Alice-Smith"
+    assert manifests.label_value("@Alice@") == "Alice"
+    assert manifests.label_value("-a-") == "a"
+    assert manifests.label_value("a.b_c-D") == "a.b_c-D"
+    assert manifests.label_value("") == ""
+    assert manifests.label_values({"k": "x y", "j": "ok"}) == {"k": "x-y", "j": "ok"}
+
+
+def test_images_go_onto_the_registry_unless_they_name_one():
+    """Guards the registry rewrite: a first part with a dot, a port or ``localhost`` names
+    a registry host (left alone); anything else, a bare ``name:tag`` too, is prefixed, with
+    the registry's trailing slashes dropped."""
+    reg = "reg.example.com/team"
+    assert manifests.on_registry("dss-containers/base:1", reg) == f"{reg}/dss-containers/base:1"
+    assert manifests.on_registry("python:3.12", reg) == f"{reg}/python:3.12"
+    assert manifests.on_registry("team/v1.2/img:1", reg) == f"{reg}/team/v1.2/img:1"
+    for named in ("quay.io/x/y:1", "localhost:5000/x:1", "localhost/team/img:1", "a.b/c"):
+        assert manifests.on_registry(named, reg) == named
+    assert manifests.on_registry("img:1", "reg.example.com/BOX//") == "reg.example.com/BOX/img:1"
+    assert manifests.on_registry("img:1", " reg.example.com/t/") == " reg.example.com/t/img:1"
+    assert manifests.on_registry("img:1", None) == "img:1"
+    assert manifests.on_registry("img:1", "") == "img:1"
+
+
+def test_workload_env_home_and_shared_memory_mounts():
+    """Guards the env entries' shape, HOME taken from the workload before the config (the
+    writable home of a read-only root), and the /dev/shm mount."""
+    spec = kernel_spec(env={"HOME": "/work/me", "A": "1"})
+    pod = valid(manifests.pod_manifest(config(read_only=True, shm_size="64Mi"), spec, "ns"))
+    (container,) = pod["spec"]["containers"]
+    assert container["env"] == [{"name": "HOME", "value": "/work/me"}, {"name": "A", "value": "1"}]
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["home"] == {"name": "home", "mountPath": "/work/me"}
+    assert mounts["tmp"] == {"name": "tmp", "mountPath": "/tmp"}
+    assert mounts["dshm"] == {"name": "dshm", "mountPath": "/dev/shm"}
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "dshm")
+    assert volume["emptyDir"] == {"medium": "Memory", "sizeLimit": "64Mi"}
+    no_home = manifests.pod_manifest(config(read_only=True), kernel_spec(), "ns")
+    paths = {m["name"]: m["mountPath"] for m in no_home["spec"]["containers"][0]["volumeMounts"]}
+    assert paths["home"] == "/home/analyst"  # the config's HOME
+
+
+def test_pod_patch_replaces_scalars_and_unnamed_lists():
+    """Guards ``merge_patch`` beyond mappings: a scalar or an unnamed list (tolerations)
+    is replaced, a mapping may replace a scalar and a scalar a mapping, named lists merge."""
+    patch = {
+        "spec": {
+            "terminationGracePeriodSeconds": 60,
+            "tolerations": [{"key": "other", "operator": "Exists"}],
+            "containers": [
+                {"name": "kernel", "args": ["--debug"]},
+                {"name": "side", "image": "s:1"},
+            ],
+        }
+    }
+    pod = valid(manifests.pod_manifest(config(**RICH, pod_patch=patch), kernel_spec(), "ns"))
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 60
+    assert pod["spec"]["tolerations"] == [{"key": "other", "operator": "Exists"}]
+    kernel, side = pod["spec"]["containers"]
+    assert kernel["args"] == ["--debug"] and kernel["command"][0] == "python"
+    assert side == {"name": "side", "image": "s:1"}
+    assert manifests.merge_patch({"a": "x"}, {"a": {"b": 1}}) == {"a": {"b": 1}}
+    assert manifests.merge_patch({"a": {"b": 1}}, {"a": "y"}) == {"a": "y"}
+    assert manifests.merge_patch({"a": ["x"]}, {"a": "y"}) == {"a": "y"}
+    assert manifests.merge_patch({"a": 1, "b": 2}, {"b": 3, "c": 4}) == {"a": 1, "b": 3, "c": 4}
+    assert manifests.merge_patch(["--name"], ["--name", "x"]) == ["--name", "x"]
+    base = [{"name": "a", "v": 1}, {"name": "b", "v": 2}]
+    assert manifests.merge_patch(base, [{"name": "b", "v": 3}, {"name": "c"}]) == [
+        {"name": "a", "v": 1},
+        {"name": "b", "v": 3},
+        {"name": "c"},
+    ]
+
+
+def test_pod_patch_of_the_wrong_shape_is_refused_with_every_problem():
+    """Guards ``check_model`` at each kind of field: a list, a mapping of strings, a bool,
+    a string; all problems named, joined by '; ', each with its path."""
+    patch = {
+        "spec": {
+            "volumes": "none",
+            "nodeSelector": {"zone": {"a": 1}},
+            "hostNetwork": "yes",
+            "priorityClassName": {"a": 1},
+        }
+    }
+    with pytest.raises(BackendError) as refused:
+        manifests.pod_manifest(config(pod_patch=patch), kernel_spec(), "ns")
+    assert str(refused.value) == (
+        "execution config 'k': kubernetes.pod_patch makes an invalid pod: "
+        "pod.spec.volumes: expected a list; "
+        "pod.spec.nodeSelector.zone: expected a string; "
+        "pod.spec.hostNetwork: expected bool, got str; "
+        "pod.spec.priorityClassName: expected a string"
+    )
+    assert manifests.check_model({"a": 1}, "Dict[str, str]", "x") == []
+    assert manifests.check_model([1], "List[str]", "x") == []
+    assert manifests.check_model({}, "object", "x") == []
+    assert manifests.check_model(True, "int", "x") == []
+
+
+def test_built_objects_share_nothing_with_the_settings():
+    """Guards every deep copy: changing a built pod's placement, patch-provided parts, a
+    policy's peers or a limit range does not change what the next build makes."""
+    hub = {"podSelector": {"matchLabels": {"component": "hub"}}}
+    patch = {"spec": {"hostAliases": [{"ip": "10.0.0.1", "hostnames": ["db"]}]}}
+    cfg = config(**RICH, pod_patch=patch, network_policy={"allow_from": [hub]})
+    pod = manifests.pod_manifest(cfg, kernel_spec(), "ns")
+    expected = json.loads(json.dumps(pod))
+    pod["spec"]["tolerations"][0]["key"] = "changed"
+    pod["spec"]["affinity"]["nodeAffinity"].clear()
+    pod["spec"]["hostAliases"][0]["ip"] = "changed"
+    assert manifests.pod_manifest(cfg, kernel_spec(), "ns") == expected
+    peers = manifests.policy_peers(cfg.kubernetes.allow_from, None)
+    peers[0]["podSelector"]["matchLabels"]["component"] = "changed"
+    fresh = manifests.policy_peers(cfg.kubernetes.allow_from, None)
+    assert fresh == [{"podSelector": {"matchLabels": {"component": "hub"}}}]
+    limits = manifests.namespace_manifests(cfg.kubernetes, "ns")[2]
+    limits["spec"]["limits"][0]["max"]["memory"] = "1Ti"
+    again = manifests.namespace_manifests(cfg.kubernetes, "ns")[2]
+    assert again["spec"]["limits"][0]["max"] == {"memory": "16Gi"}
+
+
+def test_secret_quota_and_owner_details():
+    """Guards the names and types the cluster sees: an Opaque Secret, the quota and limit
+    range named ``dss-containers`` in the namespace, the owner reference the garbage
+    collector follows, and the refusal of a policy with no peer."""
+    assert manifests.secret_manifest(kernel_spec(), "ns")["type"] == "Opaque"
+    _, quota, limits = manifests.namespace_manifests(config(**RICH).kubernetes, "dss-bob")
+    assert (
+        quota["metadata"]
+        == limits["metadata"]
+        == {"name": "dss-containers", "namespace": "dss-bob"}
+    )
+    owner = manifests.owned_by("dss-kernel-abc", "uid-1")
+    assert owner == {
+        "metadata": {
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "Pod", "name": "dss-kernel-abc", "uid": "uid-1"}
+            ]
+        }
+    }
+    assert manifests.check_model(owner["metadata"], "V1ObjectMeta", "meta") == []
+    with pytest.raises(ValueError) as refused:
+        manifests.policy_peers((), None)
+    assert str(refused.value) == (
+        "no allow_from and no server address: the policy would admit no one"
+    )
+
+
+@pytest.mark.parametrize(
+    "kube",
+    [{}, RICH, {"shm_size": "1Gi", "service_account": "kernels"}],
+    ids=["plain", "rich", "shm"],
+)
+@pytest.mark.parametrize("read_only", [False, True])
+def test_every_pod_we_build_passes_pod_security_restricted(kube, read_only):
+    """Guards the pods' hardening against Pod Security Admission's ``restricted`` checks
+    (the fake API server's copy of the plugin): no violation for any config variant."""
+    from fake_kube import podsecurity
+
+    pod = manifests.pod_manifest(config(read_only=read_only, **kube), kernel_spec(), "ns")
+    assert podsecurity.violations("restricted", pod["spec"]) == []
+    job = WorkloadSpec(name="dss-job-x", image="i:1", command=["true"], labels={})
+    assert (
+        podsecurity.violations("restricted", manifests.pod_manifest(config(), job, "ns")["spec"])
+        == []
+    )

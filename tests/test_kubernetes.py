@@ -36,7 +36,7 @@ from jupyter_dss_containers.backends import BackendError, backend_for
 from jupyter_dss_containers.backends.base import WorkloadSpec
 from jupyter_dss_containers.backends.kubernetes import POD_LABEL, label_value, on_registry
 from jupyter_dss_containers.config import load_config
-from jupyter_dss_containers.jobs import JobError, JobRequest, JobService
+from jupyter_dss_containers.jobs import JobError, JobRequest, JobService, python_result
 from jupyter_dss_containers.permissions import process_identity
 from jupyter_dss_containers.provisioner import KernelStartError, reattach
 
@@ -61,14 +61,9 @@ class Clusters:
             [f"{ownership.MANAGED}=true"]
             + [f"{ownership.PREFIX}{k.replace('_', '-')}={v}" for k, v in labels.items()]
         )
-        core = self.core(context)
-        try:
-            pods = core.list_namespaced_pod(namespace, label_selector=selector).items
-            secrets = core.list_namespaced_secret(namespace, label_selector=selector).items
-        except kubernetes.client.ApiException as exc:
-            if exc.status == 404:
-                return [], []
-            raise
+        core = self.core(context)  # a namespace not there lists empty, as on a real cluster
+        pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+        secrets = core.list_namespaced_secret(namespace, label_selector=selector).items
         return pods, secrets
 
     def policies(self, context: str, namespace: str, **labels: str) -> list:
@@ -134,7 +129,24 @@ def kube_config(clusters, workspace, base_image):
         "k8s-gpu-node": {**small, "node_selector": {"accelerator": "nvidia-a100"}},
         "k8s-missing": small,
         "k8s-read-only": small,
+        # Pod Security Admission: a namespace the admin labelled restricted
+        "k8s-restricted": {**common, "namespace": RESTRICTED_NS},
+        "k8s-restricted-caps": {
+            **common,
+            "namespace": RESTRICTED_NS,
+            "pod_patch": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "kernel",
+                            "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}},
+                        }
+                    ]
+                }
+            },
+        },
     }
+    restricted_namespace(clusters)
     data = {
         "execution_configs": {
             name: {
@@ -149,6 +161,22 @@ def kube_config(clusters, workspace, base_image):
     }
     with config_in_use(workspace / "kube-kernels.yaml", yaml.safe_dump(data)) as config_file:
         yield config_file
+
+
+RESTRICTED_NS = "dss-restricted"
+PSA_RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
+
+
+def restricted_namespace(clusters) -> None:
+    """The namespace the k8s-restricted configs use, labelled to enforce Pod Security
+    ``restricted`` (made once; on a real cluster too)."""
+    core = clusters.core(clusters.a)
+    try:
+        core.create_namespace({"metadata": {"name": RESTRICTED_NS, "labels": PSA_RESTRICTED}})
+    except kubernetes.client.ApiException as exc:
+        if exc.status != 409:
+            raise
+        core.patch_namespace(RESTRICTED_NS, {"metadata": {"labels": PSA_RESTRICTED}})
 
 
 def namespace_of(config_file, name: str) -> str:
@@ -188,6 +216,8 @@ async def test_kernel_runs_in_a_pod_with_the_config_limits(kube_config, clusters
     assert pod.spec.automount_service_account_token is False
     assert not pod.spec.host_network and not any(v.host_path for v in pod.spec.volumes or [])
     assert km.provisioner.connection_info["ip"] == pod.status.pod_ip
+    # TCP, so CurveZMQ on by default (the kernel reads a private copy of its Secret's file)
+    assert km.transport == "tcp" and km.curve_publickey and km.curve_secretkey
     _, printed = await run(kc, CGROUP_PROBE)
     uid, memory, quota = printed.split()
     assert uid != "0"
@@ -232,6 +262,12 @@ async def test_two_contexts_reach_two_clusters(kube_config, clusters):
         ),
         ("dss-k8s-gpu-node", "Unschedulable: 0/1 nodes are available"),
         ("dss-k8s-missing", "dss-containers/no-such-image:1"),
+        (
+            "dss-k8s-restricted-caps",
+            'is forbidden: violates PodSecurity "restricted:latest": unrestricted capabilities '
+            '(container "kernel" must not include "SYS_ADMIN" in '
+            "securityContext.capabilities.add)",
+        ),
     ],
 )
 async def test_cluster_refusals_reach_the_user_fast(kube_config, clusters, kernel, expected):
@@ -262,6 +298,41 @@ async def test_cluster_refusals_reach_the_user_fast(kube_config, clusters, kerne
         ]
         (limits,) = core.list_namespaced_limit_range(ns).items
         assert limits.spec.limits[0].max == {"memory": "16Gi"}
+
+
+async def test_kernel_pod_passes_pod_security_restricted(kube_config, clusters):
+    """Guards our pods' hardening against the cluster's own judge: in a namespace that
+    enforces Pod Security ``restricted``, the kernel pod (non-root, no privilege escalation,
+    all capabilities dropped, RuntimeDefault seccomp, Secret and emptyDir volumes only) is
+    admitted and runs; a pod_patch adding a capability is refused (see the refusals test)."""
+    labels = clusters.core(clusters.a).read_namespace(RESTRICTED_NS).metadata.labels
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    km, kc = await start("dss-k8s-restricted")
+    assert km.provisioner.workload_id.startswith(f"{RESTRICTED_NS}/")
+    (pod,), _ = clusters.ours(clusters.a, RESTRICTED_NS, kernel_id=km.kernel_id)
+    assert pod.status.phase == "Running"
+    assert (await run(kc, "import os; print(os.getuid())"))[1].strip() == "1000"
+    await stop(km, kc)
+    assert await gone(clusters, clusters.a, RESTRICTED_NS, kernel_id=km.kernel_id)
+
+
+async def test_a_pod_deleted_behind_our_back_takes_its_secret_and_policy(kube_config, clusters):
+    """Guards the ownership hand-over (``_hand_to_pod``): the cluster's garbage collector
+    removes a kernel's Secret and NetworkPolicy once its pod is deleted by someone else (an
+    admin, an eviction), with no call from us; a wrong owner uid would have them collected
+    at once, a missing one would leave them behind."""
+    ns = namespace_of(kube_config, "k8s-small")
+    km, kc = await start("dss-k8s-small")
+    (pod,), (secret,) = clusters.ours(clusters.a, ns, kernel_id=km.kernel_id)
+    (policy,) = clusters.policies(clusters.a, ns, kernel_id=km.kernel_id)
+    for owned in (secret, policy):
+        assert [(r.kind, r.name, r.uid) for r in owned.metadata.owner_references] == [
+            ("Pod", pod.metadata.name, pod.metadata.uid)
+        ]
+    clusters.core(clusters.a).delete_namespaced_pod(pod.metadata.name, ns, grace_period_seconds=0)
+    assert await gone(clusters, clusters.a, ns, kernel_id=km.kernel_id)
+    kc.stop_channels()
+    await km.shutdown_kernel(now=True)
 
 
 async def test_restart_gives_a_new_pod(kube_config, clusters):
@@ -579,7 +650,7 @@ async def test_python_job_runs_in_a_pod_and_returns_its_result(kube_jobs, cluste
     ns = backend_for(load_config(kube_jobs).get("k8s-jobs")).namespace
     request = JobRequest("k8s-jobs", "python", JOB_CODE, {"numbers": [1, 2, 3]}, ("total",))
     job = await asyncio.wait_for(service.wait((await service.submit(request)).id), 60)
-    assert (await service.result(job.id))["outputs"] == {"total": 6}
+    assert (await python_result(service, job.id))["outputs"] == {"total": 6}
     printed = "".join(text for _, text in job.output)
     # followed from the pod's log (stdout and stderr merged, their order is the runtime's)
     assert "hello from the pod\n" in printed and "to stderr\n" in printed
@@ -616,7 +687,7 @@ async def test_plugin_recipe_with_a_package_runs_in_a_pod(
     request = recipe_request("k8s-jobs", "scaled", {"values": [1, 2], "factor": 3})
     assert any("/lib/dss_demo_recipes/" in path for path in request.files)
     job = await asyncio.wait_for(service.wait((await service.submit(request)).id), 60)
-    assert (await service.result(job.id))["value"]["values"] == [3, 6], job.message
+    assert (await python_result(service, job.id))["value"]["values"] == [3, 6], job.message
     ns = backend_for(load_config(kube_jobs).get("k8s-jobs")).namespace
     assert await gone(clusters, clusters.a, ns, job_id=job.id)
 
@@ -662,7 +733,7 @@ async def test_r_job_runs_in_a_pod_and_returns_its_data_frames(kube_r_jobs, clus
     ok_job, bad_job = await asyncio.wait_for(
         asyncio.gather(*(service.wait(j.id) for j in jobs)), 90
     )
-    result = await service.result(ok_job.id)
+    result = await python_result(service, ok_job.id)
     assert result["outputs"]["out"].to_dict("list") == {
         "name": ["a", "b", "c"],
         "double": [3.0, 4.0, 6.0],

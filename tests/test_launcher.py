@@ -11,6 +11,7 @@ import asyncio
 import base64
 import os
 import secrets
+from pathlib import Path
 
 import pytest
 from conftest import leftover_containers
@@ -91,6 +92,9 @@ def test_a_request_may_not_name_mounts_users_foreign_labels_or_files_outside_tmp
         ({"files": {"/tmp/../etc/shadow": ""}}, "under /tmp/"),
         ({"labels": {ownership.KIND: "kernel", "traefik.enable": "true"}}, "labels a caller"),
         ({"labels": {ownership.KIND: "service"}}, "labels"),
+        ({"workspace": {"root": "/", "source": "/", "user": "0:0"}}, "'workspace' may not be"),
+        ({"host_folder": "/var/run"}, "'host_folder' may not be set"),
+        ({"working_dir": "/home/a\x00/x"}, "working_dir"),
     ):
         with pytest.raises(Refused, match=words) as info:
             parse_request(_request(**extra))
@@ -243,6 +247,8 @@ def test_a_kernel_starts_through_the_launcher_and_leaves_nothing(through_launche
 
     content, workload_id = asyncio.run(scenario())
     assert content["status"] == "ok"
+    # the launcher mounts no folder a caller names: its callers' kernels talk tcp
+    assert config_file.get("open").transport == "tcp"
     assert not leftover_containers(docker_client, launcher=through_launcher.launcher_id)
     assert workload_id  # it ran in a container, now removed
 
@@ -378,3 +384,154 @@ def test_a_local_reaper_leaves_a_launchers_workloads_to_it(launcher, docker_clie
         assert docker_client.containers.get(body["id"]).status == "running"
     finally:
         launcher.call("DELETE", f"configs/small/workloads/{body['id']}", user="bob")
+
+
+# --------------------------------------------------------------------------- workspaces
+
+
+def _home_of(name: str):
+    """An OS user with a folder ``work`` (and a private marker in it) in their home."""
+    from osusers import os_user, owned_by
+
+    user = os_user(name)
+    work = owned_by(Path(user.pw_dir) / "work", user)
+    marker = work / "marker"
+    marker.write_text(f"{name}'s own\n")
+    marker.chmod(0o600)
+    os.chown(marker, user.pw_uid, user.pw_gid)
+    return user, work
+
+
+def _run_through(config_name: str, owner: str, command: str, plan) -> str:
+    """Run ``command`` for ``owner`` through RemoteBackend and return its output."""
+    from jupyter_dss_containers.backends.base import WorkloadSpec
+    from jupyter_dss_containers.backends.remote import RemoteBackend
+    from jupyter_dss_containers.config import load_config
+
+    config_file = load_config()
+    config = config_file.get(config_name)
+    spec = WorkloadSpec(
+        name=f"dss-kernel-{secrets.token_hex(4)}",
+        image=images.resolve_image(config_file, config),
+        command=["/bin/sh", "-c", command],
+        labels={ownership.KIND: "kernel", ownership.OWNER: owner},
+        workspace=plan,
+    )
+
+    async def scenario() -> str:
+        backend = RemoteBackend(config)
+        workload = await backend.create(spec)
+        try:
+            for _ in range(600):
+                if (await backend.status(workload.id)).state != "running":
+                    break
+                await asyncio.sleep(0.1)
+            return await backend.logs(workload.id, tail=50)
+        finally:
+            await backend.remove(workload.id)
+
+    return asyncio.run(scenario())
+
+
+def test_a_workload_through_the_launcher_runs_in_the_users_own_workspace(through_launcher):
+    """Guards the launcher mounting the authenticated user's home (found by the launcher,
+    not the caller's plan: the caller asks for / as root here), at the same path, with the
+    asked folder as working directory, as the user's uid:gid (files written are theirs)."""
+    from jupyter_dss_containers.workspace import WorkspacePlan
+
+    alice, work = _home_of("alice")
+    _home_of("bob")
+    forged = WorkspacePlan(root="/", source="/", working_dir=str(work), user="0:0")
+    out = _run_through(
+        "small",
+        "alice",
+        "pwd; id -u; id -g; cat marker; echo x > written; ls /home/bob 2>&1 | head -1",
+        forged,
+    )
+    lines = out.splitlines()
+    assert lines[:4] == [str(work), str(alice.pw_uid), str(alice.pw_gid), "alice's own"], out
+    assert "No such file" in lines[4], out  # only her home is mounted, not /home
+    written = (work / "written").stat()
+    assert (written.st_uid, written.st_gid) == (alice.pw_uid, alice.pw_gid)
+
+
+def test_a_working_dir_outside_the_users_root_gets_one_uniform_refusal(launcher):
+    """Guards a caller choosing what is mounted or where it starts: another user's home,
+    a system folder, a symlink in the user's home pointing out, ``..`` and a missing folder
+    are all refused with the same 403 (no oracle about what exists elsewhere)."""
+    from jupyter_dss_containers.config import read_document
+
+    alice, work = _home_of("alice")
+    bob, bob_work = _home_of("bob")
+    link = Path(alice.pw_dir) / "to-bob"
+    if not link.is_symlink():
+        link.symlink_to(bob_work)
+    config_file = parse_config(*read_document(launcher.config))
+    image = images.resolve_image(config_file, config_file.get("small"))
+    messages = set()
+    for path in (
+        str(bob_work),
+        "/etc",
+        str(link),
+        f"{work}/../../bob/work",
+        f"{alice.pw_dir}/no-such-folder",
+        "/",
+    ):
+        body = {**_request(f"dss-kernel-{secrets.token_hex(4)}"), "image": image}
+        body["working_dir"] = path
+        status, answer = launcher.call("POST", "configs/small/workloads", body, user="alice")
+        assert status == 403, (path, answer)
+        messages.add(answer["message"].replace(repr(path), "P"))
+    assert len(messages) == 1, messages
+    body = {**_request(f"dss-kernel-{secrets.token_hex(4)}"), "image": image}
+    body["working_dir"] = str(work)  # her own folder is fine
+    status, answer = launcher.call("POST", "configs/small/workloads", body, user="alice")
+    assert status == 201, answer
+    launcher.call("DELETE", f"configs/small/workloads/{answer['id']}", user="alice")
+
+
+def test_a_workspace_root_template_is_checked_and_mounts_only_a_folder_of_the_user(
+    workspace, base_image, docker_client
+):
+    """Guards ``LauncherApp.workspace_root``: a template without ${user} (every user's one
+    folder) or with ${root_dir} is refused; a user's folder that another uid owns is not
+    mounted; the user's own is, at the same path, as their uid:gid."""
+    from osusers import os_user, owned_by
+
+    from jupyter_dss_containers.launcherd.policy import Caller
+    from jupyter_dss_containers.launcherd.scope import root_template_problem
+    from jupyter_dss_containers.launcherd.service import Launcher
+
+    assert root_template_problem("/srv/work") and root_template_problem("${root_dir}/${user}")
+    assert root_template_problem("") is None and root_template_problem("/srv/${user}") is None
+    alice, bob = os_user("alice"), os_user("bob")
+    base = workspace / f"roots-{secrets.token_hex(3)}"
+    (base / "alice" / "sub").mkdir(parents=True)
+    owned_by(base / "alice", alice)
+    owned_by(base / "bob", alice)  # bob's folder is not bob's: nothing is mounted for him
+    base.chmod(0o755)
+    config = base / "site.yaml"
+    config.write_text(CONFIG)
+    template = f"{base}/${{user}}"
+    launcher = Launcher(str(config), f"t-{secrets.token_hex(3)}", workspace_root=template)
+    loaded = asyncio.run(launcher.load())
+    image = images.resolve_image(loaded.config_file, loaded.config_file.get("small"))
+
+    def start(owner: str, working_dir: str | None) -> dict:
+        body = {**_request(f"dss-kernel-{secrets.token_hex(4)}"), "image": image}
+        body["labels"][ownership.OWNER] = owner
+        body["working_dir"] = working_dir
+        workload = asyncio.run(launcher.create(Caller(None, trusted_server=True), "small", body))
+        try:
+            return docker_client.containers.get(workload.id).attrs
+        finally:
+            docker_client.containers.get(workload.id).remove(force=True)
+
+    attrs = start("alice", str(base / "alice" / "sub"))
+    mounts = [(m["Source"], m["Destination"]) for m in attrs["Mounts"] if m["Type"] == "bind"]
+    assert mounts == [(str(base / "alice"), str(base / "alice"))]
+    assert attrs["Config"]["WorkingDir"] == str(base / "alice" / "sub")
+    assert attrs["Config"]["User"] == f"{alice.pw_uid}:{alice.pw_gid}"
+    attrs = start("bob", str(base / "bob"))
+    assert not [m for m in attrs["Mounts"] if m["Type"] == "bind"]
+    assert attrs["Config"]["User"] == f"{bob.pw_uid}:{bob.pw_gid}"

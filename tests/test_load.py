@@ -1,6 +1,6 @@
 """20 kernels and 20 jobs started at once by 4 users on one real server (issue #8).
 
-Every kernel starts, on ports of its own, and answers only with its own state; every job
+Every kernel starts, on sockets of its own, and answers only with its own state; every job
 either runs or waits within the per-user and per-config limits, and all finish with their
 own output. Same server and ``X-Test-User`` identity provider as tests/test_server_api.py.
 """
@@ -98,19 +98,20 @@ async def test_twenty_kernels_and_twenty_jobs_from_four_users(
     owners = {kid: USERS[i // PER_USER] for i, kid in enumerate(kernel_ids)}
     clients = {}
     try:
-        # all 20 kernels answer, each with its own state, on ports no other kernel has
-        ports: list[int] = []
+        # all 20 kernels answer, each with its own state, on sockets no other kernel has
+        # (ipc sockets in each kernel's own folder, the default on a local daemon)
+        sockets: list[str] = []
         for kid in kernel_ids:
             manager = km.get_kernel(kid)
             info = manager.get_connection_info()
-            assert info["ip"] == "127.0.0.1"
-            ports += [
-                info[p]
+            assert info["transport"] == "ipc"
+            sockets += [
+                f"{info['ip']}-{info[p]}"
                 for p in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
             ]
             clients[kid] = manager.client()
             clients[kid].start_channels()
-        assert len(ports) == len(set(ports)) == 5 * len(kernel_ids), "a port is shared"
+        assert len(sockets) == len(set(sockets)) == 5 * len(kernel_ids), "a socket is shared"
         await asyncio.gather(*(c.wait_for_ready(timeout=120) for c in clients.values()))
         await asyncio.gather(
             *(c.execute_interactive(f"mine = {kid!r}", timeout=60) for kid, c in clients.items())

@@ -51,8 +51,11 @@ def test_cut_or_damaged_frames_are_reported_not_returned():
     assert split("plain output\n", "tok", 0)[1].files() == {}
 
 
-def test_runner_frames_its_result_when_told_and_writes_the_file_otherwise(tmp_path):
-    """The runner's own copy of the frame parses; without the token it writes result.pkl."""
+def test_runner_frames_its_result_when_told_and_writes_the_files_otherwise(tmp_path):
+    """The runner's own copy of the frame parses; without the token it writes the files.
+    Either way the result is a JSON document that names the values, and the values file
+    holds them (guards: a result that is a pickle again, or a frame that lacks a file)."""
+    import json
     import pickle
 
     job = tmp_path / "job"
@@ -72,9 +75,26 @@ def test_runner_frames_its_result_when_told_and_writes_the_file_otherwise(tmp_pa
         shown, frames = split(done.stdout, "abc123", 1)
         assert shown == "hi\n"
         if token:
-            assert not (job / "result.pkl").exists()
-            result = pickle.loads(frames.files()[str(job / "result.pkl")])
+            assert not (job / "result.json").exists() and not (job / "values.pkl").exists()
+            files = {Path(k).name: v for k, v in frames.files().items()}
         else:
             assert frames.files() == {}
-            result = pickle.loads((job / "result.pkl").read_bytes())
-        assert result["outputs"] == {"x": 42}
+            files = {name: (job / name).read_bytes() for name in ("result.json", "values.pkl")}
+        assert set(files) == {"result.json", "values.pkl"}
+        assert json.loads(files["result.json"]) == {
+            "ok": True,
+            "displays": [],
+            "values": ["outputs"],
+        }
+        assert pickle.loads(files["values.pkl"]) == {"outputs": {"x": 42}}
+
+
+def test_an_oversized_frame_is_reported_not_kept():
+    """A frame over the reader's limit is dropped as it arrives (guards: a job filling the
+    server's memory through its log frame)."""
+    frames = LogFiles("tok", limit=10_000)
+    shown = frames.feed(frame("tok", {"/tmp/.dss-job/values.pkl": os.urandom(50_000)}).decode())
+    assert shown == "" and frames.complete and frames.too_big
+    assert frames._lines == []
+    with pytest.raises(DamagedFiles, match="over 10000 bytes"):
+        frames.files()

@@ -13,6 +13,8 @@ from job_images import job_image
 from jupyter_client import KernelManager
 from nbclient import NotebookClient
 
+from jupyter_dss_containers import ownership
+
 pytestmark = pytest.mark.docker
 
 
@@ -93,8 +95,11 @@ def test_interrupting_the_kernel_cancels_the_job(magic_config, docker_client):
     before = {c.id for c in leftover_containers(docker_client, kind="job", config="big")}
 
     def ours():
-        jobs = leftover_containers(docker_client, kind="job", config="big")
-        return [c for c in jobs if c.id not in before]
+        """Job containers of config `big` that were not there before (one list call with
+        their labels: one removed meanwhile is not an error)."""
+        label = [f"{ownership.KIND}=job", f"{ownership.CONFIG}=big"]
+        rows = docker_client.api.containers(all=True, filters={"label": label})
+        return [row["Id"] for row in rows if row["Id"] not in before]
 
     km = KernelManager(kernel_name="python3", shutdown_wait_time=20)
     km.start_kernel()

@@ -1,4 +1,8 @@
-"""Warm pools on the real engine: a running kernel handed over once, then refilled."""
+"""Warm pools on the real engine: a running kernel handed over once, then refilled.
+
+The hand-over runs on both transports: ipc (its own socket folder, handed over with it) and
+tcp (its own CurveZMQ keys, adopted by the kernel manager).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from conftest import leftover_containers
 from jupyter_client import AsyncKernelManager
 from kernels import start as start_kernel
 
-from jupyter_dss_containers import ownership
+from jupyter_dss_containers import ownership, transport
 from jupyter_dss_containers.kernelspecs import ContainerKernelSpecManager
 from jupyter_dss_containers.pool import warm_pool
 from jupyter_dss_containers.provisioner import reattach
@@ -22,22 +26,27 @@ execution_configs:
     backend: docker
     image: default
     docker: {resources: {memory: %s}}
+    transport: %s
     warm_pool: {size: 1}
     permissions: {groups: ["*"]}
 """
 
 
-@pytest.fixture
-async def pool(workspace, base_image):
+@pytest.fixture(params=["ipc", "tcp"])
+async def pool(workspace, base_image, request):
     path = workspace / "pool.yaml"
-    path.write_text(CONFIG % "300m")
+    path.write_text(CONFIG % ("300m", request.param))
     os.environ["DSS_CONTAINERS_CONFIG"] = str(path)
     pool = warm_pool()
     pool.config_file = str(path)
-    yield pool, path
+    yield pool, path, request.param
     await pool.stop()
     pool.config_file = None
     os.environ.pop("DSS_CONTAINERS_CONFIG", None)
+
+
+def exists(path: str) -> bool:
+    return os.path.exists(path)
 
 
 def pool_containers(docker_client) -> list:
@@ -51,7 +60,7 @@ async def start() -> tuple[AsyncKernelManager, object]:
 
 
 async def test_pooled_kernel_is_handed_over_once_then_refilled(pool, docker_client):
-    pool, _ = pool
+    pool, _, kind = pool
     await pool.fill_once()
     [pooled] = pool_containers(docker_client)
     assert pool.size("pooled") == 1
@@ -59,10 +68,17 @@ async def test_pooled_kernel_is_handed_over_once_then_refilled(pool, docker_clie
     km, kc = await start()
     assert km.provisioner.workload_id == pooled.id  # the running kernel was taken
     assert pool.size("pooled") == 0
+    assert km.transport == kind
     # the kernel manager adopted the pooled kernel's own key: messages are signed and accepted
     reply = await kc.execute_interactive("x = 1", timeout=10)
     assert reply["content"]["status"] == "ok"
     assert km.session.key == km.provisioner.connection_info["key"]
+    folder = km.provisioner._kernel_folder
+    assert folder == pooled.labels[transport.FOLDER_LABEL]
+    if kind == "tcp":  # and its own CurveZMQ keys
+        assert km.curve_publickey.decode() == km.provisioner.connection_info["curve_publickey"]
+    else:
+        assert km.ip == f"{folder}/k"
 
     # its owner can reattach to it after a "server restart", though its label names nobody
     info = await km.provisioner.get_provisioner_info()
@@ -77,12 +93,13 @@ async def test_pooled_kernel_is_handed_over_once_then_refilled(pool, docker_clie
 
     kc.stop_channels()
     await km.shutdown_kernel()
-    assert not any(c.id == pooled.id for c in leftover_containers(docker_client))
+    assert not any(c.id == pooled.id for c in pool_containers(docker_client))
+    assert not exists(folder), "the pooled kernel's folder outlived it"
     assert pool.size("pooled") == 1
 
 
 async def test_empty_pool_falls_back_to_a_cold_start(pool, docker_client):
-    pool, _ = pool  # never filled
+    pool, _, _ = pool  # never filled
     km, kc = await start()
     container = docker_client.containers.get(km.provisioner.workload_id)
     assert container.labels[ownership.KIND] == "kernel"
@@ -91,19 +108,21 @@ async def test_empty_pool_falls_back_to_a_cold_start(pool, docker_client):
 
 
 async def test_changed_config_drains_stale_pooled_kernels(pool, docker_client):
-    pool, path = pool
+    pool, path, kind = pool
     await pool.fill_once()
     [old] = pool_containers(docker_client)
     assert old.attrs["HostConfig"]["Memory"] == 300 * 1024**2
-    path.write_text(CONFIG % "400m")
+    old_folder = old.labels[transport.FOLDER_LABEL]
+    path.write_text(CONFIG % ("400m", kind))
     await pool.fill_once()
     [new] = pool_containers(docker_client)
     assert new.id != old.id
     assert new.attrs["HostConfig"]["Memory"] == 400 * 1024**2
+    assert not exists(old_folder), "a drained kernel's folder was left behind"
 
 
 async def test_stopping_the_pool_removes_its_containers(pool, docker_client):
-    pool, _ = pool
+    pool, _, _ = pool
     await pool.fill_once()
     assert len(pool_containers(docker_client)) == 1
     await pool.stop()

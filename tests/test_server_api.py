@@ -18,7 +18,8 @@ import pytest
 import tornado.httpclient
 import yaml
 from conftest import leftover_containers
-from jupyter_server.auth import IdentityProvider, User
+from identity_provider import HeaderIdentityProvider
+from jupyter_server.auth import User
 from tornado.httpclient import HTTPClientError
 
 pytest_plugins = ["jupyter_server.pytest_plugin"]
@@ -63,17 +64,6 @@ execution_configs:
       resources: {{requests: {{cpu: "1", memory: 2Gi}}, limits: {{memory: 8Gi}}}}
     permissions: {{groups: [gpu-users]}}
 """
-
-
-class HeaderIdentityProvider(IdentityProvider):
-    """Token auth as usual, then the user named by ``X-Test-User`` (tests only)."""
-
-    async def get_user(self, handler):
-        user = await super().get_user(handler)
-        name = handler.request.headers.get("X-Test-User")
-        if user is None or not name:
-            return user
-        return User(username=name)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from ..config import ExecutionConfig
+from ..workspace import WorkspacePlan
 
 
 class BackendError(RuntimeError):
@@ -23,6 +24,10 @@ class BackendUnavailable(BackendError):
 
 class ImageMissing(BackendError):
     """The image is not where the workload must run."""
+
+
+class FilesTooLarge(BackendError):
+    """A workload left more bytes under a path than the reader would take."""
 
 
 @dataclass
@@ -43,6 +48,15 @@ class WorkloadSpec:
     #: clients connected to it reconnect); the backend picks free ones if these are taken
     host_ports: dict[int, int] = field(default_factory=dict)
     working_dir: str | None = None
+    #: a private folder on the daemon's host (a local daemon only), mounted read-write at
+    #: ``host_folder_target`` and given to the workload's user; the private files under
+    #: that target are written into it instead of being copied in (a kernel's ipc sockets
+    #: and connection file live there)
+    host_folder: str | None = None
+    host_folder_target: str = "/tmp/.dss-kernel"
+    #: the user's files it sees (a mount at the same path as on the server, or nothing)
+    #: and the uid:gid it then runs as (see :mod:`..workspace`)
+    workspace: WorkspacePlan | None = None
 
 
 @dataclass
@@ -80,6 +94,10 @@ class WorkloadStats:
 
 class Backend(ABC):
     """Create, watch, signal, stop and remove workloads for one execution config."""
+
+    #: private files arrive read-only (a Kubernetes Secret volume): a kernel that rewrites
+    #: its connection file (ipykernel does with CurveZMQ keys) needs a writable copy
+    read_only_files = False
 
     def __init__(self, config: ExecutionConfig):
         self.config = config
@@ -132,7 +150,11 @@ class Backend(ABC):
         """Yield ``("stdout" | "stderr", text)`` as the workload writes, until it exits."""
         raise BackendError(f"{type(self).__name__} cannot stream a workload's output")
 
-    async def read_files(self, workload_id: str, path: str) -> dict[str, bytes]:
+    async def read_files(
+        self, workload_id: str, path: str, limit: int | None = None
+    ) -> dict[str, bytes]:
         """Regular files under ``path`` in a (stopped) workload, keyed by their path relative
-        to ``path``'s parent folder (``result.pkl``, ``out/a.csv``); {} when it is absent."""
+        to ``path``'s parent folder (``result.json``, ``out/a.csv``); {} when it is absent.
+        More than ``limit`` bytes there raise :class:`FilesTooLarge` before they are all
+        read (the workload's files are its user's: they must not fill our memory)."""
         raise BackendError(f"{type(self).__name__} cannot read files out of a workload")

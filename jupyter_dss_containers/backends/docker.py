@@ -31,17 +31,20 @@ import docker.tls
 from docker.types import DeviceRequest
 from docker.types import Mount as DockerMount
 
+from .. import transport
 from ..config import DockerSettings, ExecutionConfig, format_size
 from .base import (
     Backend,
     BackendError,
     BackendUnavailable,
+    FilesTooLarge,
     ImageMissing,
     Workload,
     WorkloadSpec,
     WorkloadStats,
     WorkloadStatus,
 )
+from .dockernet import ISOLATED_NETWORK, forget_network, isolated_network
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 DEFAULT_USER = "1000:100"
@@ -256,10 +259,15 @@ class DockerBackend(Backend):
         bind = self.settings.bind_address
         return "127.0.0.1" if bind in ("0.0.0.0", "") else bind
 
-    def _container_user(self, client: docker.DockerClient, image: str) -> str:
-        """The config's user, else the image's numeric non-root user, else 1000:100."""
+    def _container_user(
+        self, client: docker.DockerClient, image: str, wanted: str | None = None
+    ) -> str:
+        """The config's user, else ``wanted`` (the workspace owner's), else the image's
+        numeric non-root user, else 1000:100."""
         if self.settings.user:
             return self.settings.user
+        if wanted:
+            return wanted
         if image not in self._image_users:
             try:
                 attrs = client.images.get(image).attrs
@@ -299,8 +307,13 @@ class DockerBackend(Backend):
         return homes[-1] if homes and homes[-1].startswith("/") else READ_ONLY_HOME
 
     def _host_config(
-        self, spec: WorkloadSpec, user: str | None = None, home: str | None = None
+        self,
+        spec: WorkloadSpec,
+        user: str | None = None,
+        home: str | None = None,
+        network: str | None = None,
     ) -> dict[str, Any]:
+        """Container settings (pure); ``network`` is used when the config names none."""
         s = self.settings
         kwargs: dict[str, Any] = {
             "init": True,
@@ -311,11 +324,10 @@ class DockerBackend(Backend):
             # /tmp is an anonymous volume, not a tmpfs: private files are copied in before
             # the start and job results read after the exit (a tmpfs exists only while the
             # container runs); it is removed with the container (remove(v=True)).
-            uid, _, gid = (user or DEFAULT_USER).partition(":")
             kwargs["read_only"] = True
-            kwargs["tmpfs"] = {
-                home or READ_ONLY_HOME: f"rw,nosuid,nodev,uid={uid},gid={gid or uid},mode=0700"
-            }
+        if home:  # a read-only root, or a user other than the image's: HOME of its own
+            uid, _, gid = (user or DEFAULT_USER).partition(":")
+            kwargs["tmpfs"] = {home: f"rw,nosuid,nodev,uid={uid},gid={gid or uid},mode=0700"}
         if s.memory:
             kwargs["mem_limit"] = s.memory
             kwargs["memswap_limit"] = s.memory  # no swap: the limit is the limit
@@ -329,8 +341,8 @@ class DockerBackend(Backend):
             kwargs["runtime"] = s.runtime
         if s.gpus is not None:
             kwargs["device_requests"] = [gpu_request(s.gpus)]
-        if s.network:
-            kwargs["network_mode"] = s.network
+        if s.network or network:
+            kwargs["network_mode"] = s.network or network
         if spec.ports and s.network != "host":
             kwargs["ports"] = {
                 f"{p}/tcp": (s.bind_address, spec.host_ports.get(p)) for p in spec.ports
@@ -342,6 +354,22 @@ class DockerBackend(Backend):
             ]
         if self.config.read_only_root:
             kwargs.setdefault("mounts", []).append(DockerMount(target="/tmp", source=None))
+        plan = spec.workspace
+        if plan is not None and plan.mounted and plan.source:
+            kwargs.setdefault("mounts", []).append(
+                DockerMount(
+                    target=plan.root, source=plan.source, type="bind", read_only=plan.read_only
+                )
+            )
+        if spec.host_folder:
+            kwargs.setdefault("mounts", []).append(
+                DockerMount(
+                    target=spec.host_folder_target,
+                    source=spec.host_folder,
+                    type="bind",
+                    read_only=False,
+                )
+            )
         return kwargs
 
     # ------------------------------------------------------------------ interface
@@ -374,6 +402,11 @@ class DockerBackend(Backend):
     def _create_sync(self, spec: WorkloadSpec) -> Workload:
         try:
             return self._create_once(spec)
+        except docker.errors.NotFound as exc:
+            if ISOLATED_NETWORK not in str(exc):
+                raise
+            forget_network(self.url)  # removed by hand meanwhile: make it again
+            return self._create_once(spec)
         except docker.errors.APIError as exc:
             if not spec.host_ports or "port is already allocated" not in str(exc):
                 raise
@@ -384,15 +417,36 @@ class DockerBackend(Backend):
     def _create_once(self, spec: WorkloadSpec) -> Workload:
         client = self.client()
         self._pull_if_registry_has_it(client, spec.image)
-        user = self._container_user(client, spec.image)
+        plan = spec.workspace if spec.workspace and spec.workspace.mounted else None
+        user = self._container_user(client, spec.image, plan.user if plan else None)
         env = dict(spec.env)
         read_only = self.config.read_only_root
-        home = self._image_home(client, spec.image) if read_only else None
-        if read_only and any(not p.startswith("/tmp/") for p in spec.files):
+        # a user other than the image's has no HOME of its own there: give it a private one
+        own_home = read_only or (plan is not None and user == plan.user)
+        home = self._image_home(client, spec.image) if own_home else None
+        if home and plan and (home + "/").startswith(plan.root.rstrip("/") + "/"):
+            home = None  # HOME lies in the mounted workspace: it is the user's already
+        if home and not read_only:
+            env.setdefault("HOME", home)
+        files, in_folder = dict(spec.files), {}
+        if spec.host_folder:
+            inside = spec.host_folder_target.rstrip("/") + "/"
+            in_folder = {
+                p[len(inside) :]: files.pop(p)
+                for p in list(files)
+                if p.startswith(inside) and "/" not in p[len(inside) :]
+            }
+        if read_only and any(not p.startswith("/tmp/") for p in files):
             raise BackendError(
                 f"execution config {self.config.name!r}: with read_only_root, private files "
-                f"must be under /tmp/, not {sorted(spec.files)}"
+                f"must be under /tmp/, not {sorted(files)}"
             )
+        if spec.host_folder:
+            try:
+                transport.prepare_folder(spec.host_folder, user, in_folder)
+            except OSError as exc:
+                raise BackendError(f"execution config {self.config.name!r}: {exc}") from None
+        network = None if self.settings.network else isolated_network(client, self.url)
         try:
             container = client.containers.create(
                 spec.image,
@@ -401,9 +455,9 @@ class DockerBackend(Backend):
                 labels=spec.labels,
                 environment=env,
                 user=user,
-                working_dir=spec.working_dir,
+                working_dir=spec.working_dir or (plan.working_dir if plan else None),
                 detach=True,
-                **self._host_config(spec, user, home),
+                **self._host_config(spec, user, home, network),
             )
         except docker.errors.ImageNotFound:
             raise ImageMissing(
@@ -419,9 +473,9 @@ class DockerBackend(Backend):
                     f"{self.settings.gpus}); Podman's Docker API does not pass GPUs through, "
                     "use a Docker engine with the NVIDIA runtime for this config"
                 )
-            if spec.files:
+            if files:
                 root = "/tmp" if read_only else "/"  # a read-only root takes files in /tmp only
-                _put_archive(container, root, _private_tar(spec.files, user, root))
+                _put_archive(container, root, _private_tar(files, user, root))
             container.start()
         except BaseException:
             container.remove(force=True)
@@ -570,17 +624,31 @@ class DockerBackend(Backend):
             else:
                 yield item
 
-    async def read_files(self, workload_id: str, path: str) -> dict[str, bytes]:
+    async def read_files(
+        self, workload_id: str, path: str, limit: int | None = None
+    ) -> dict[str, bytes]:
         def read() -> dict[str, bytes]:
             try:
-                stream, _ = self.client().api.get_archive(workload_id, path)
+                stream, stat = self.client().api.get_archive(workload_id, path)
             except docker.errors.NotFound:
                 return {}
             except docker.errors.APIError:
                 if self._being_removed(workload_id):  # e.g. cancelled by another process
                     return {}
                 raise
-            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+            too_big = f"{path} in container {workload_id[:12]} is over {limit} bytes"
+            cap = None if limit is None else limit + limit // 8 + 1024 * 1024  # tar headers
+            data = bytearray()
+            try:
+                if limit is not None and (stat or {}).get("size", 0) > limit:
+                    raise FilesTooLarge(too_big)
+                for chunk in stream:  # never more than the cap in memory
+                    data += chunk
+                    if cap is not None and len(data) > cap:
+                        raise FilesTooLarge(too_big)
+            finally:  # lets go of the response (the daemon holds the container until then)
+                stream.close()
+            with tarfile.open(fileobj=io.BytesIO(bytes(data))) as tar:
                 return {
                     m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
                     for m in tar.getmembers()

@@ -7,7 +7,10 @@ gave the workload (in a private file next to its other ones, which
 ``DSS_FILES_TO_LOG_FILE`` names; the Secret carries it as an annotation). Output the job
 prints cannot end or start a frame by accident, and each file carries its size and
 SHA-256, so a damaged copy (a log cut by the kubelet's rotation, a stray line from a
-thread) is reported, never unpickled.
+thread) is reported. The files are a job's result document (JSON) and its opaque values
+(``jobs/results.py``): nothing framed is ever unpickled by the process that reads the log.
+A frame over ``LogFiles.limit`` bytes is not kept (it is reported as too big), so a job
+cannot fill the reader's memory through it.
 
 The frame (the runner, which imports nothing from this package, writes the same, for a
 Python job's result and, in its ``--frame`` mode after ``Rscript``, for an R job's files)::
@@ -31,6 +34,8 @@ import urllib.parse
 TOKEN_FILE_ENV = "DSS_FILES_TO_LOG_FILE"
 #: the token file's name, next to the workload's other private files
 TOKEN_FILE = ".dss-files-token"
+#: the largest frame kept (base64 text), by default
+FRAME_LIMIT = 1024 * 1024 * 1024
 
 
 class DamagedFiles(ValueError):
@@ -40,11 +45,14 @@ class DamagedFiles(ValueError):
 class LogFiles:
     """Splits a log, fed in chunks, into the text the workload printed and its framed files."""
 
-    def __init__(self, token: str):
+    def __init__(self, token: str, limit: int = FRAME_LIMIT):
         self.begin = f"<<dss-files:{token}>>"
         self.end = f"<<dss-files-end:{token}>>"
+        self.limit = limit
         self.started = False
         self.complete = False
+        self.too_big = False
+        self._size = 0
         self._pending = ""  # printed text held back: it may be the start of the frame
         self._partial = ""  # an unfinished line inside the frame
         self._lines: list[str] = []
@@ -58,13 +66,19 @@ class LogFiles:
             if self.started and not self.complete:
                 lines = (self._partial + buf).split("\n")
                 self._partial, buf = lines.pop(), ""
+                if len(self._partial) > self.limit:  # one endless line: not a frame's
+                    self._partial, self.too_big = "", True
                 for i, line in enumerate(lines):
                     if line.strip() == self.end:
                         self.complete = True
                         buf = "\n".join([*lines[i + 1 :], self._partial])
                         self._partial = ""
                         break
-                    self._lines.append(line)
+                    self._size += len(line) + 1
+                    if self._size > self.limit:
+                        self.too_big, self._lines = True, []
+                    if not self.too_big:
+                        self._lines.append(line)
                 continue
             at = buf.find(self.begin)
             if at >= 0 and not self.complete:
@@ -91,6 +105,8 @@ class LogFiles:
         """The framed files by their path in the workload; {} when the log had no frame."""
         if not self.started:
             return {}
+        if self.too_big:
+            raise DamagedFiles(f"the files frame in the log is over {self.limit} bytes")
         if not self.complete:
             raise DamagedFiles("the log ends inside the files frame (the log was cut short)")
         found: dict[str, bytes] = {}

@@ -11,6 +11,7 @@ the server to the kernel's ports.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import threading
@@ -26,10 +27,12 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from ..config import ConfigError, ConfigFile, ExecutionConfig, parse_config
 from ..launcherd import wire
 from ..ownership import OWNER
+from ..transport import FOLDER_LABEL
 from .base import (
     Backend,
     BackendError,
     BackendUnavailable,
+    FilesTooLarge,
     Workload,
     WorkloadSpec,
     WorkloadStats,
@@ -168,6 +171,16 @@ class RemoteBackend(Backend):
     # ------------------------------------------------------------------ interface
 
     async def create(self, spec: WorkloadSpec) -> Workload:
+        if spec.host_folder:
+            if not spec.ports:
+                raise BackendError(
+                    f"execution config {self.config.name!r}: a kernel on ipc sockets cannot "
+                    "start through the launcher (it mounts no folder a caller names); give "
+                    "this config a network so that its kernels use tcp"
+                )
+            # a tcp kernel on a daemon of this host: its folder stays the server's, unused
+            labels = {k: v for k, v in spec.labels.items() if k != FOLDER_LABEL}
+            spec = dataclasses.replace(spec, host_folder=None, labels=labels)
         data = await self._ok(
             "POST", "workloads", wire.spec_to_json(spec), user=spec.labels.get(OWNER), timeout=600
         )
@@ -212,9 +225,16 @@ class RemoteBackend(Backend):
     async def check(self) -> dict[str, str]:
         return {**(await self._ok("GET", "check")), "launcher": self.url}
 
-    async def read_files(self, workload_id: str, path: str) -> dict[str, bytes]:
-        query = urlencode({"path": path})
-        data = await self._or_missing("GET", f"{self._w(workload_id, 'files')}?{query}")
+    async def read_files(
+        self, workload_id: str, path: str, limit: int | None = None
+    ) -> dict[str, bytes]:
+        query = urlencode({"path": path, **({} if limit is None else {"limit": limit})})
+        try:
+            data = await self._or_missing("GET", f"{self._w(workload_id, 'files')}?{query}")
+        except BackendError as exc:
+            if getattr(exc, "status", None) == 413:  # the launcher's own refusal of the size
+                raise FilesTooLarge(str(exc)) from None
+            raise
         return {} if data is None else wire.files_from_json(data["files"])
 
     async def follow_logs(self, workload_id: str) -> AsyncIterator[tuple[str, str]]:

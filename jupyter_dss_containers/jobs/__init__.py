@@ -1,7 +1,9 @@
 """Jobs: Python/R code, plugin recipes and model jobs run to completion in containers.
 
 The blocking API below is what scripts and the ``%%container`` magics use; the
-:class:`JobService` underneath is async and also serves the Jupyter server.
+:class:`JobService` underneath is async and also serves the Jupyter server. The service
+holds results as data only (:mod:`.results`); :func:`python_result` loads a job's Python
+values in the process that submitted it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from .api import (
     evaluate,
     jobs,
     logs,
+    python_result,
     result,
     retrain,
     run,
@@ -41,6 +44,7 @@ __all__ = [
     "evaluate",
     "jobs",
     "logs",
+    "python_result",
     "result",
     "retrain",
     "run",

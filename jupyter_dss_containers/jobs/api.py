@@ -4,6 +4,11 @@ A :class:`JobService` runs on an event loop in a background thread, so the calle
 thread (a kernel executing a cell) only waits: it prints the job's output as it
 arrives, and a KeyboardInterrupt (the kernel's interrupt) cancels the job and removes
 its container before it propagates.
+
+This is the one place where a job's Python values (its cloudpickled ``values.pkl``) are
+loaded, and R output tables become DataFrames: in the caller's own process (their kernel),
+for jobs this process's service submitted, never for a job taken over from a store. The
+service, and so the Jupyter server, only holds those bytes.
 """
 
 from __future__ import annotations
@@ -13,13 +18,15 @@ import atexit
 import base64
 import concurrent.futures
 import contextlib
+import io
+import pickle
 import sys
 import threading
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .model import Job, JobRequest
+from .model import Job, JobError, JobRequest
 from .recipes import recipe_request
 from .service import JobService
 
@@ -176,13 +183,13 @@ def wait(job_id: str, stream: bool = True) -> Job:
 
 
 def _echo(job: Job, seen: int) -> int:
-    chunks = job.output[seen:]
+    chunks, upto = job.output_since(seen)
     for stream, text in chunks:
         (sys.stderr if stream == "stderr" else sys.stdout).write(text)
     if chunks:
         sys.stdout.flush()
         sys.stderr.flush()
-    return seen + len(chunks)
+    return upto
 
 
 def run(config: str, code: str, **kwargs: Any) -> dict[str, Any]:
@@ -193,8 +200,36 @@ def run(config: str, code: str, **kwargs: Any) -> dict[str, Any]:
 
 
 def result(job_id: str) -> Any:
-    """A finished job's result (raises the job's error, remote traceback included)."""
-    return _call(service().result(job_id))
+    """A finished job's result with its Python values (raises the job's error, remote
+    traceback included)."""
+    return _call(python_result(service(), job_id))
+
+
+async def python_result(jobs_service: JobService, job_id: str) -> dict[str, Any]:
+    """The finished job's result as a dict: its document's fields, ``displays``, and its
+    Python values loaded (``outputs``, ``model``, ...; an R job's ``outputs`` as
+    DataFrames). Only for a job ``jobs_service`` submitted, in the submitter's process:
+    loading values runs code from the job's image."""
+    found = await jobs_service.result(job_id)
+    if not jobs_service.submitted_here(job_id):
+        raise JobError(
+            f"job {job_id} was not submitted by this process: its Python values are "
+            "loaded only in the kernel that submitted it"
+        )
+    if found is None:
+        raise JobError(f"job {job_id}: its result was not kept")
+    out: dict[str, Any] = dict(found.document)
+    out.setdefault("displays", [])
+    if found.values is not None:
+        values = pickle.loads(found.values)  # the caller's own job, in the caller's process
+        if not isinstance(values, dict):
+            raise JobError(f"job {job_id}: its values file holds no dict of values")
+        out.update(values)
+    if "tables" in found.document:  # an R job: its --out data frames (maybe none)
+        import pandas as pd
+
+        out["outputs"] = {n: pd.read_csv(io.BytesIO(data)) for n, data in found.tables.items()}
+    return out
 
 
 def cancel(job_id: str) -> Job:
@@ -282,6 +317,7 @@ def evaluate(
     env: str | None = None,
 ) -> Evaluation:
     """A metrics table, classification or regression by ``task`` (default: the model's)."""
+    import numpy as np
     import pandas as pd
 
     op = {"action": "evaluate", "model": model, "X": X, "y": y, "task": task}
@@ -289,10 +325,11 @@ def evaluate(
     out, job_id = _model_job(config, env, op)
     table = pd.DataFrame(list(out["metrics"].items()), columns=["metric", "value"])
     png = out.get("confusion_matrix_png")
+    matrix = out.get("confusion_matrix")
     return Evaluation(
         out["task"],
         table,
-        out.get("confusion_matrix"),
+        None if matrix is None else np.asarray(matrix),
         out.get("labels", []),
         base64.b64decode(png) if png else None,
         job_id,

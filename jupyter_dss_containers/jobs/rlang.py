@@ -3,7 +3,8 @@
 The image needs only R (``Rscript``): no Python, no cloudpickle. Inputs become R
 variables (data frames read from CSV, scalars as literals), the cell runs with its
 top-level values printed as in the R console, and each ``--out`` name is written back
-as CSV and read on the host as a pandas DataFrame.
+as CSV, kept as bytes by the service and read as a pandas DataFrame in the submitting
+kernel only.
 
 Where the job folder is read-only (a Secret volume on Kubernetes), the outputs and the
 error go to a writable folder under /tmp instead (an emptyDir with ``read_only_root``), and
@@ -13,13 +14,13 @@ log as if they were in the job folder; such images need ``python3`` too.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
 from typing import Any
 
 from .model import JobError, RemoteError
+from .results import JobResult
 
 JOB_DIR = "/tmp/.dss-job"
 #: where R writes its outputs and error when the job folder is read-only
@@ -84,20 +85,20 @@ def r_command() -> list[str]:
     return ["Rscript", "--vanilla", f"{JOB_DIR}/main.R"]
 
 
-def r_result(files: dict[str, bytes], outputs: tuple[str, ...], job_id: str) -> dict[str, Any]:
-    """Outputs as DataFrames, or the R error as a :class:`RemoteError`."""
-    import pandas as pd
-
-    if ".dss-job/error.txt" in files:
-        message, _, where = files[".dss-job/error.txt"].decode(errors="replace").partition("\n")
+def r_outcome(files: dict[str, bytes], outputs: tuple[str, ...], job_id: str) -> JobResult:
+    """The R job's result from the files it left (``error.txt``, ``out/NAME.csv``, keyed
+    relative to the job folder), or its R error as a :class:`RemoteError`. The CSV files
+    stay bytes: they become DataFrames in the submitting kernel only (``jobs.api``)."""
+    if "error.txt" in files:
+        message, _, where = files["error.txt"].decode(errors="replace").partition("\n")
         raise RemoteError("R error", message, f"Error {where.strip()}: {message}\n", job_id)
-    found = {}
+    tables = {}
     for name in outputs:
-        data = files.get(f".dss-job/out/{name}.csv")
+        data = files.get(f"out/{name}.csv")
         if data is None:
             raise JobError(f"R job {job_id}: output {name!r} was not written")
-        found[name] = pd.read_csv(io.BytesIO(data))
-    return {"ok": True, "outputs": found, "displays": []}
+        tables[name] = data
+    return JobResult({"ok": True, "displays": [], "tables": list(outputs)}, tables=tables)
 
 
 def _r_literal(name: str, value: Any) -> str:

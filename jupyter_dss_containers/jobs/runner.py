@@ -3,11 +3,14 @@
 This file is copied into the container next to the payload and run by the image's
 Python, so it imports nothing from this package: the image needs only Python, plus
 cloudpickle and the libraries the job itself uses. Output goes to stdout/stderr as the
-job prints it; the result (outputs, displays, or the error with its traceback) is
-pickled to ``result.pkl`` in the job folder, which the service reads back. Where the
-backend cannot copy files out of a stopped workload (Kubernetes), it sets
-``DSS_FILES_TO_LOG_FILE`` to a private file holding a random token, and the result goes to
-stdout instead, framed as ``backends/logfiles.py`` describes.
+job prints it. The result is two files in the job folder (``jobs/results.py`` says why):
+``result.json``, the outcome as plain data (ok, the error with its traceback, displays as
+MIME bundles of strings, metrics and other plain fields), which the service checks and
+reads; and ``values.pkl``, the Python values (``--out`` variables, the fitted model,
+predictions, a recipe's return value) cloudpickled, which only the submitting kernel
+loads. Where the backend cannot copy files out of a stopped workload (Kubernetes), it sets
+``DSS_FILES_TO_LOG_FILE`` to a private file holding a random token, and the same two files
+go to stdout instead, framed as ``backends/logfiles.py`` describes.
 
 ``runner.py --frame DIR -- COMMAND...`` is the same framing for another language's job (R
 on Kubernetes): it runs COMMAND without the token in its environment, then frames the
@@ -22,6 +25,7 @@ import base64
 import contextlib
 import hashlib
 import io
+import json
 import linecache
 import os
 import pickle
@@ -35,7 +39,8 @@ import warnings
 
 JOB_DIR = os.path.dirname(os.path.abspath(__file__))
 PAYLOAD = os.path.join(JOB_DIR, "payload.pkl")
-RESULT = os.path.join(JOB_DIR, "result.pkl")
+RESULT = os.path.join(JOB_DIR, "result.json")
+VALUES = os.path.join(JOB_DIR, "values.pkl")
 LIBS = os.path.join(JOB_DIR, "lib")
 CELL = "<container-cell>"
 
@@ -77,11 +82,11 @@ def main() -> int:
     displays: list[dict] = []
     try:
         if kind == "python":
-            result = _run_code(payload, displays)
+            fields, values = _run_code(payload, displays)
         elif kind == "model":
-            result = _run_model(payload["operation"], displays)
+            fields, values = _run_model(payload["operation"], displays)
         elif kind == "recipe":
-            result = _run_recipe(payload)
+            fields, values = _run_recipe(payload)
         else:
             raise ValueError(f"unknown job kind {kind!r}")
     except ModuleNotFoundError as exc:
@@ -89,15 +94,13 @@ def main() -> int:
     except BaseException as exc:  # the user's code may raise anything, SystemExit included
         return _write(_error(exc, exc.__traceback__))
     _collect_figures(displays)
-    result["displays"] = displays
-    result["ok"] = True
-    return _write(result)
+    return _write({"ok": True, **fields, "displays": displays}, values)
 
 
 # --------------------------------------------------------------------------- code
 
 
-def _run_code(payload: dict, displays: list) -> dict:
+def _run_code(payload: dict, displays: list) -> tuple[dict, dict]:
     namespace = {"__name__": "__main__", "display": lambda *objs: _display(objs, displays)}
     namespace.update(payload.get("inputs") or {})
     code = payload["code"]
@@ -114,7 +117,7 @@ def _run_code(payload: dict, displays: list) -> dict:
     missing = [n for n in payload.get("outputs") or () if n not in namespace]
     if missing:
         raise NameError(f"--out names not defined by the cell: {', '.join(missing)}")
-    return {"outputs": {n: namespace[n] for n in payload.get("outputs") or ()}}
+    return {}, {"outputs": {n: namespace[n] for n in payload.get("outputs") or ()}}
 
 
 def _display(objs: tuple, displays: list) -> None:
@@ -123,7 +126,8 @@ def _display(objs: tuple, displays: list) -> None:
 
 
 def _bundle(obj: object) -> dict:
-    """A MIME bundle like IPython's formatters make (the common rich representations)."""
+    """A MIME bundle like IPython's formatters make (the common rich representations);
+    its values are strings (binary ones base64), as the result document requires."""
     if hasattr(obj, "savefig") and hasattr(obj, "canvas"):  # a matplotlib figure
         return {"text/plain": repr(obj), "image/png": _figure_png(obj)}
     bundle = {"text/plain": repr(obj)}
@@ -142,7 +146,7 @@ def _bundle(obj: object) -> dict:
             continue
         if isinstance(value, bytes):
             value = base64.b64encode(value).decode()
-        if value:
+        if value and isinstance(value, str):
             bundle[mime] = value
     return bundle
 
@@ -167,20 +171,21 @@ def _collect_figures(displays: list) -> None:
 # --------------------------------------------------------------------------- recipes
 
 
-def _run_recipe(payload: dict) -> dict:
+def _run_recipe(payload: dict) -> tuple[dict, dict]:
     import importlib
 
     op = payload["operation"]
     target = importlib.import_module(op["module"])
     for part in filter(None, op.get("attr", "").split(".")):
         target = getattr(target, part)
-    return {"value": target(**(op.get("params") or {}))}
+    return {}, {"value": target(**(op.get("params") or {}))}
 
 
 # --------------------------------------------------------------------------- models
 
 
-def _run_model(op: dict, displays: list) -> dict:
+def _run_model(op: dict, displays: list) -> tuple[dict, dict]:
+    """(plain fields for the result document, Python values for the values file)."""
     action = op["action"]
     if action in ("train", "retrain"):
         model = op["model"]
@@ -189,22 +194,19 @@ def _run_model(op: dict, displays: list) -> dict:
         seconds = time.perf_counter() - started
         task = _task(model, op.get("task"))
         pred, proba = _predict(model, op["X"], op.get("chunk_size"))
-        return {
-            "model": model,
-            "train_seconds": seconds,
-            "task": task,
-            "metrics": _metrics(task, op["y"], pred, proba),
-        }
+        fields = {"train_seconds": seconds, "task": task}
+        fields["metrics"] = _metrics(task, op["y"], pred, proba)
+        return fields, {"model": model}
     model = op["model"]
     pred, proba = _predict(model, op["X"], op.get("chunk_size"))
     if action == "score":
-        return {"predictions": pred, "probabilities": proba}
+        return {}, {"predictions": pred, "probabilities": proba}
     if action == "evaluate":
         task = _task(model, op.get("task"))
-        result = {"task": task, "metrics": _metrics(task, op["y"], pred, proba)}
+        fields = {"task": task, "metrics": _metrics(task, op["y"], pred, proba)}
         if task == "classification":
-            result.update(_confusion(model, op["y"], pred, displays))
-        return result
+            fields.update(_confusion(model, op["y"], pred, displays))
+        return fields, {}
     raise ValueError(f"unknown model action {action!r}")
 
 
@@ -273,7 +275,11 @@ def _confusion(model: object, y: object, pred: object, displays: list) -> dict:
     if labels is None:
         labels = np.unique(np.concatenate([np.asarray(y), np.asarray(pred)]))
     matrix = confusion_matrix(y, pred, labels=labels)
-    out = {"labels": list(np.asarray(labels).tolist()), "confusion_matrix": matrix}
+    plain = [
+        v if isinstance(v, (str, int, float, bool)) else str(v)  # as JSON: plain scalars
+        for v in np.asarray(labels).tolist()
+    ]
+    out = {"labels": plain, "confusion_matrix": [[int(n) for n in row] for row in matrix.tolist()]}
     try:
         from sklearn.metrics import ConfusionMatrixDisplay
 
@@ -316,22 +322,34 @@ def _error(exc: BaseException, tb: object) -> dict:
     }
 
 
-def _write(result: dict) -> int:
+def _write(document: dict, values: dict | None = None) -> int:
+    """Write the result document (JSON) and, for a job that returns Python values, the
+    values file (cloudpickle); exit status 0 when the job succeeded."""
     sys.stdout.flush()
     sys.stderr.flush()
+    files = {}
+    if values:
+        try:
+            files[VALUES] = _pickler.dumps(values)
+        except Exception as exc:  # an output that cannot travel
+            document = _error(TypeError(f"the job's result cannot be pickled: {exc}"), None)
+        else:
+            document["values"] = sorted(values)
     try:
-        data = _pickler.dumps(result)
-    except Exception as exc:  # an output that cannot travel
-        data = pickle.dumps(_error(TypeError(f"the job's result cannot be pickled: {exc}"), None))
-        result = {"ok": False}
+        files[RESULT] = json.dumps(document, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as exc:  # a field that is not plain data
+        files.pop(VALUES, None)
+        document = _error(TypeError(f"the job's result cannot be written as JSON: {exc}"), None)
+        files[RESULT] = json.dumps(document).encode()
     if _LOG_TOKEN:  # the job folder is read-only (a Secret volume): frame it into the log
-        _to_log({RESULT: data})
-        return 0 if result.get("ok") else 1
-    tmp = RESULT + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, RESULT)
-    return 0 if result.get("ok") else 1
+        _to_log(files)
+        return 0 if document.get("ok") else 1
+    for path in sorted(files, key=lambda p: p == RESULT):  # the document last: it says "done"
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.write(files[path])
+        os.replace(tmp, path)
+    return 0 if document.get("ok") else 1
 
 
 def _to_log(files: dict) -> None:

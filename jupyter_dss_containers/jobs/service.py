@@ -1,20 +1,23 @@
-"""The job service: submit, queue within per-user and per-config limits, run, collect, clean up.
+"""The job service: submit, queue fairly within per-user and per-config limits, run,
+collect, clean up.
 
 One service lives in each process that runs jobs (the kernel using the Python API or the
 magics, or the Jupyter server). It speaks only the :class:`~..backends.Backend`
 interface, checks permission with the same call as the kernel provisioner, and labels
 every job container like a kernel's, so ``cleanup`` reaps what a dead process left.
+
+It never deserializes what a job hands back (see :mod:`.results`): a result is a checked
+JSON document plus opaque bytes, so a job cannot run code in the process of the service,
+which may be the Jupyter server of many users.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import pickle
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from traitlets import Float, Integer, Unicode
@@ -23,9 +26,10 @@ from traitlets.config import LoggingConfigurable
 from .. import images, ownership
 from ..backends import Backend, BackendError, BackendUnavailable, ImageMissing, backend_for
 from ..backends.base import WorkloadSpec, WorkloadStatus
-from ..config import ConfigFile, ExecutionConfig, format_size, load_config
+from ..config import ConfigFile, ExecutionConfig, load_config
 from ..permissions import Identity, check_permission, current_identity
-from . import rlang
+from . import queueing, rlang
+from .collect import read_result
 from .model import (
     ACTIVE_STATES,
     CANCELLED,
@@ -38,13 +42,14 @@ from .model import (
     Job,
     JobError,
     JobNotFound,
+    JobQueueFull,
     JobRequest,
-    RemoteError,
 )
+from .payload import job_files
+from .results import JobResult
 from .store import JobStore
 
 JOB_DIR = rlang.JOB_DIR
-RUNNER = Path(__file__).with_name("runner.py")
 
 
 class JobService(LoggingConfigurable):
@@ -59,8 +64,29 @@ class JobService(LoggingConfigurable):
     max_jobs_per_config = Integer(
         8, config=True, help="Jobs one execution config may run at once; more wait."
     )
+    max_queued_jobs_per_user = Integer(
+        50, config=True, help="Jobs one user may have waiting in the queue; more are refused."
+    )
     max_payload_bytes = Integer(
         512 * 1024 * 1024, config=True, help="Largest payload (code and inputs) sent to a job."
+    )
+    max_result_bytes = Integer(
+        32 * 1024 * 1024,
+        config=True,
+        help="Largest result document (JSON: displays, metrics, the error) a job may hand "
+        "back; a bigger one fails the job.",
+    )
+    max_values_bytes = Integer(
+        512 * 1024 * 1024,
+        config=True,
+        help="Largest Python values (cloudpickled --out variables, model, predictions) or R "
+        "output tables a job may hand back; they are kept as bytes, never loaded here.",
+    )
+    max_output_bytes = Integer(
+        8 * 1024 * 1024,
+        config=True,
+        help="Bytes of a job's output (its log) kept in memory and in the job store: past "
+        "it, the head is dropped and a marker line says how much.",
     )
     keep_finished = Integer(200, config=True, help="Finished jobs remembered for listings.")
     stop_grace_seconds = Float(2.0, config=True, help="Seconds between SIGTERM and removal.")
@@ -88,6 +114,8 @@ class JobService(LoggingConfigurable):
         self._backends: dict[str, Backend] = {}
         self._changed: asyncio.Condition | None = None
         self._store: JobStore | None = None
+        self._submitted: set[str] = set()  # jobs submitted here (not taken over)
+        self._logged: dict[str, int] = {}  # bytes of each job's output in the store
 
     # ------------------------------------------------------------------ public
 
@@ -100,18 +128,28 @@ class JobService(LoggingConfigurable):
             raise JobError(exc.args[0]) from None
         identity = identity or current_identity(config_file)
         check_permission(identity, config)  # before anything is built, sent or started
+        self._check_queue(identity.username)
         image = await asyncio.to_thread(_image_for, config_file, config, request.code_env)
         # a pod's job folder is a read-only Secret, and its files come back in its log
         framed = config.backend == "kubernetes"
-        files, command = await asyncio.to_thread(self._prepare, request, framed)
+        files, command = await asyncio.to_thread(
+            job_files, request, framed, self.python, self.max_payload_bytes
+        )
+        self._check_queue(identity.username)  # again: others may have queued meanwhile
         job = Job(id=uuid.uuid4().hex[:12], request=request, owner=identity.username, image=image)
         job.message = self._wait_reason(job) or ""
         self._jobs[job.id] = job
+        self._submitted.add(job.id)
         self._backends[job.id] = backend_for(config)
         self._save(job)
         self._tasks[job.id] = asyncio.create_task(self._run(job, config, files, command))
         self._forget_old()
         return job
+
+    def submitted_here(self, job_id: str) -> bool:
+        """Whether this service submitted the job (rather than took it over from a store):
+        only such jobs' Python values may be loaded, by the kernel that submitted them."""
+        return job_id in self._submitted
 
     def get(self, job_id: str) -> Job:
         try:
@@ -130,16 +168,20 @@ class JobService(LoggingConfigurable):
             await asyncio.shield(task)
         return job
 
-    async def result(self, job_id: str) -> Any:
-        """The finished job's result; raises its error, or says it is not done."""
+    async def result(self, job_id: str, values: bool = True) -> JobResult | None:
+        """The finished job's result as data (its Python values stay opaque bytes: see
+        ``jobs.api`` to load them; ``values=False``: the document only, e.g. for the REST
+        API, without reading the values from the store); raises its error, or says it is
+        not done."""
         job = self.get(job_id)
         if not job.done:
             raise JobError(f"job {job_id} is {job.state}: no result yet")
         if job.error is not None:
             raise job.error
-        if job.result is None and self.store is not None:  # a job from before a restart
-            data = await asyncio.to_thread(self.store.load_result, job.id)
-            job.result = pickle.loads(data) if data else None  # our own store's bytes
+        if job.result is None and self.store is not None:  # kept in the store only
+            return await asyncio.to_thread(
+                self.store.load_result, job.id, self.max_result_bytes, values
+            )
         return job.result
 
     async def cancel(self, job_id: str) -> Job:
@@ -175,71 +217,23 @@ class JobService(LoggingConfigurable):
         await asyncio.gather(*removals, return_exceptions=True)
         await self._notify()
 
-    # ------------------------------------------------------------------ preparing
-
-    def _prepare(
-        self, request: JobRequest, framed: bool = False
-    ) -> tuple[dict[str, bytes], list[str]]:
-        if request.kind == "r" and framed:  # R writes elsewhere; the runner frames it to stdout
-            out = rlang.WRITABLE_DIR
-            files = rlang.r_files(request.code, request.inputs, request.outputs, out)
-            files[f"{JOB_DIR}/runner.py"] = RUNNER.read_bytes()
-            runner = [self.python, "-u", f"{JOB_DIR}/runner.py", "--frame", out, "--"]
-            command = [*runner, *rlang.r_command()]
-        elif request.kind == "r":
-            files = rlang.r_files(request.code, request.inputs, request.outputs)
-            command = rlang.r_command()
-        else:
-            import cloudpickle
-
-            payload = {
-                "kind": request.kind,
-                "code": request.code,
-                "inputs": request.inputs,
-                "outputs": list(request.outputs),
-                "operation": request.operation,
-            }
-            try:
-                data = cloudpickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
-            except Exception as exc:
-                raise JobError(f"the job's inputs cannot be pickled: {exc}") from None
-            files = {f"{JOB_DIR}/payload.pkl": data, f"{JOB_DIR}/runner.py": RUNNER.read_bytes()}
-            command = [self.python, "-u", f"{JOB_DIR}/runner.py"]
-        files.update(request.files)
-        size = sum(len(v) for v in files.values())
-        if size > self.max_payload_bytes:
-            raise JobError(
-                f"the job's payload is {format_size(size)}, over the limit of "
-                f"{format_size(self.max_payload_bytes)} (JobService.max_payload_bytes)"
-            )
-        return files, command
-
     # ------------------------------------------------------------------ queueing
 
+    def _check_queue(self, owner: str) -> None:
+        queued = sum(1 for j in self._jobs.values() if j.owner == owner and j.state == QUEUED)
+        if queued >= self.max_queued_jobs_per_user:
+            raise JobQueueFull(
+                f"{owner} already has {queued} jobs queued (limit "
+                f"{self.max_queued_jobs_per_user} per user, "
+                "JobService.max_queued_jobs_per_user): wait for some to start, or cancel some"
+            )
+
     def _wait_reason(self, job: Job) -> str | None:
-        """Why the job must wait for a slot, or None when it may start now."""
-        running = [
-            j for j in self._jobs.values() if j.state in (STARTING, RUNNING) and j is not job
-        ]
-        mine = sum(1 for j in running if j.owner == job.owner)
-        if mine >= self.max_jobs_per_user:
-            return (
-                f"queued: {job.owner} already runs {mine} jobs "
-                f"(limit {self.max_jobs_per_user} per user)"
-            )
-        here = sum(1 for j in running if j.config == job.config)
-        if here >= self.max_jobs_per_config:
-            return (
-                f"queued: config {job.config!r} already runs {here} jobs "
-                f"(limit {self.max_jobs_per_config} per config)"
-            )
-        # first come, first served: earlier queued jobs of the same user or config go first
-        for other in self._jobs.values():
-            if other is job:
-                break
-            if other.state == QUEUED and (other.owner == job.owner or other.config == job.config):
-                return f"queued: behind job {other.id}"
-        return None
+        """Why the job must wait for a slot, or None when it may start now (see
+        :func:`.queueing.wait_reason`)."""
+        return queueing.wait_reason(
+            job, list(self._jobs.values()), self.max_jobs_per_user, self.max_jobs_per_config
+        )
 
     async def _acquire(self, job: Job) -> bool:
         if self._changed is None:
@@ -250,6 +244,7 @@ class JobService(LoggingConfigurable):
                 if reason is None:
                     job.state, job.message, job.started = STARTING, "", time.time()
                     self._save(job)
+                    self._changed.notify_all()  # the owner's next job may now be first
                     return True
                 job.message = reason
                 await self._changed.wait()
@@ -319,34 +314,40 @@ class JobService(LoggingConfigurable):
         await self._collect(job, backend, workload.id)
 
     async def _collect(self, job: Job, backend: Backend, workload_id: str) -> None:
-        """Follow the container's log to its end, then read the result it left."""
-        req = job.request
-        async for chunk in backend.follow_logs(workload_id):
-            job.output.append(chunk)
-            self._persist(job, "log", lambda store, c=chunk: store.append_output(job.id, [c]))
+        """Follow the container's log to its end, then read the result it left (as data:
+        nothing the job wrote is deserialized or run here)."""
+        async for stream, text in backend.follow_logs(workload_id):
+            self._add_output(job, stream, text)
         status = await self._exited(backend, workload_id)
         job.exit_code = status.exit_code
         if job.state == CANCELLED:
             return
-        if req.kind == "r":
-            found = await backend.read_files(workload_id, JOB_DIR)
-            if status.exit_code == 0 or ".dss-job/error.txt" in found:
-                job.result = rlang.r_result(found, req.outputs, job.id)
-                self._keep_result(job, pickle.dumps(job.result))
-                self._finish(job, SUCCEEDED)
-                return
-        else:
-            found = await backend.read_files(workload_id, f"{JOB_DIR}/result.pkl")
-            if "result.pkl" in found:
-                result = pickle.loads(found["result.pkl"])  # the user's own job's output
-                if result.get("ok"):
-                    job.result = result
-                    self._keep_result(job, found["result.pkl"])
-                    self._finish(job, SUCCEEDED)
-                else:
-                    self._finish(job, FAILED, self._remote_error(job, result))
-                return
-        raise JobError(await self._death_message(job, backend, status))
+        limits = {"max_result_bytes": self.max_result_bytes}
+        limits["max_values_bytes"] = self.max_values_bytes
+        try:
+            result = await read_result(backend, workload_id, job, status.exit_code, limits)
+        finally:  # gone before the job says it ended: a finished job has nothing left
+            with contextlib.suppress(BackendError):
+                await backend.remove(workload_id)
+        if result is None:
+            raise JobError(await self._death_message(job, backend, status))
+        await self._succeeded(job, result)
+
+    def _add_output(self, job: Job, stream: str, text: str) -> None:
+        """Keep a chunk of output (the tail, within ``max_output_bytes``); the store keeps
+        the head up to the same bound while the job runs, and the kept tail once it ends."""
+        job.add_output(stream, text, self.max_output_bytes)
+        logged = self._logged.get(job.id, 0)
+        if logged <= self.max_output_bytes:
+            self._logged[job.id] = logged + len(text.encode("utf-8", "replace"))
+            chunk = (stream, text)
+            self._persist(job, "log", lambda store: store.append_output(job.id, [chunk]))
+
+    async def _succeeded(self, job: Job, result: JobResult) -> None:
+        job.result = result
+        if await self._keep_result(job, result):  # in the store: no copy stays in memory
+            job.result = None
+        self._finish(job, SUCCEEDED)
 
     async def _exited(self, backend: Backend, workload_id: str) -> WorkloadStatus:
         """The final status (the log stream ends when the container exits, or just before)."""
@@ -357,15 +358,9 @@ class JobService(LoggingConfigurable):
             await asyncio.sleep(0.05)
         return status
 
-    def _remote_error(self, job: Job, result: dict[str, Any]) -> RemoteError:
-        evalue = result["evalue"]
-        if result.get("missing_module"):
-            evalue += f" (image {job.image}, execution config {job.config!r})"
-        return RemoteError(result["ename"], evalue, result["traceback"], job.id)
-
     async def _death_message(self, job: Job, backend: Backend, status: WorkloadStatus) -> str:
         message = f"job {job.id} (config {job.config!r}) {status.reason or status.state}"
-        tail = "".join(t for _, t in job.output).splitlines()[-self.log_tail_lines :]
+        tail = job.logs().splitlines()[-self.log_tail_lines :]
         if tail:
             message += "; last log lines:\n" + "\n".join(tail)
         return message
@@ -388,6 +383,9 @@ class JobService(LoggingConfigurable):
         elif state == SUCCEEDED:
             job.message = ""
         self._save(job)
+        if self._logged.pop(job.id, 0) > self.max_output_bytes or job.dropped_bytes:
+            kept = list(job.output)  # the store kept the head: keep the tail, as in memory
+            self._persist(job, "log", lambda store: store.replace_output(job.id, kept))
 
     def _forget_old(self) -> None:
         finished = [j for j in self._jobs.values() if j.state in FINAL_STATES]
@@ -395,6 +393,7 @@ class JobService(LoggingConfigurable):
             self._jobs.pop(job.id, None)
             self._tasks.pop(job.id, None)
             self._backends.pop(job.id, None)
+            self._submitted.discard(job.id)
             if self.store is not None:
                 self.store.remove(job.id)
 
@@ -420,8 +419,17 @@ class JobService(LoggingConfigurable):
         server_id = ownership.this_process().server_id
         self._persist(job, "record", lambda store: store.save(job, server_id))
 
-    def _keep_result(self, job: Job, data: bytes) -> None:
-        self._persist(job, "result", lambda store: store.save_result(job.id, data))
+    async def _keep_result(self, job: Job, result: JobResult) -> bool:
+        """Write the result to the store (in a thread: values may be large); True when it
+        is there."""
+        if self.store is None:
+            return False
+        try:
+            await asyncio.to_thread(self.store.save_result, job.id, result)
+        except OSError as exc:
+            self.log.warning("dss-containers: could not keep job %s's result: %s", job.id, exc)
+            return False
+        return True
 
     async def recover(self) -> list[Job]:
         """Load the stored jobs; take over the running jobs of processes that are gone.
@@ -475,8 +483,9 @@ class JobService(LoggingConfigurable):
             return True
         workload = found[0]
         ownership.this_process().adopt(workload.id)
-        job.workload_id, job.state, job.output = workload.id, RUNNING, []
-        # the container's log is read again in full
+        job.workload_id, job.state = workload.id, RUNNING
+        job.reset_output()  # the container's log is read again in full
+        self._logged[job.id] = 0
         self._persist(job, "log", lambda store: store.replace_output(job.id, []))
         self._save(job)
         self._backends[job.id] = backend

@@ -2,9 +2,13 @@
 
 One folder per job under the store's root (mode 0700): ``job.json`` (the record: state,
 times, container, error; not the inputs, which may be large or private), ``output.jsonl``
-(the log chunks, appended as they arrive) and ``result.pkl`` (the result exactly as the
-container wrote it). A record also names the process that ran the job, so a restarted
-server takes over only the jobs of processes that are gone.
+(the log chunks, appended as they arrive, bounded like the log in memory) and a succeeded
+job's result as data (``jobs/results.py``): ``result.json`` (the checked document, checked
+again when read), ``values.pkl`` (the Python values as the container wrote them: opaque
+bytes, never deserialized by the store or the server) and an R job's ``table.N.csv``. A
+record also names the process that ran the job, so a restarted server takes over only
+the jobs of processes that are gone. Nothing here is ever unpickled; a ``result.pkl`` left
+by an older version is ignored.
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from .model import Job, JobError, JobRequest, RemoteError
+from .results import RESULT_FILE, VALUES_FILE, BadResult, JobResult, dump_document, parse_document
 
 log = logging.getLogger(__name__)
 
-RECORD, OUTPUT, RESULT = "job.json", "output.jsonl", "result.pkl"
+RECORD, OUTPUT = "job.json", "output.jsonl"
 
 
 class JobStore:
@@ -52,8 +57,14 @@ class JobStore:
         data = "".join(json.dumps(chunk) + "\n" for chunk in chunks)
         _write_atomic(self.folder(job_id) / OUTPUT, data.encode())
 
-    def save_result(self, job_id: str, data: bytes) -> None:
-        _write_atomic(self.folder(job_id) / RESULT, data)
+    def save_result(self, job_id: str, result: JobResult) -> None:
+        """Write the result's bytes; the document last, as it marks the result complete."""
+        folder = self.folder(job_id)
+        if result.values is not None:
+            _write_atomic(folder / VALUES_FILE, result.values)
+        for i, name in enumerate(result.document.get("tables", [])):
+            _write_atomic(folder / f"table.{i}.csv", result.tables[name])
+        _write_atomic(folder / RESULT_FILE, dump_document(result.document))
 
     def remove(self, job_id: str) -> None:
         shutil.rmtree(self.folder(job_id), ignore_errors=True)
@@ -88,9 +99,30 @@ class JobStore:
                 chunks.append((stream, text))
         return chunks
 
-    def load_result(self, job_id: str) -> bytes | None:
-        path = self.folder(job_id) / RESULT
-        return path.read_bytes() if path.exists() else None
+    def load_result(self, job_id: str, limit: int, values: bool = True) -> JobResult | None:
+        """The stored result (its document checked again, at most ``limit`` bytes; with
+        ``values``, its values and tables as bytes), or None when there is none or it does
+        not check."""
+        folder = self.folder(job_id)
+        try:
+            path = folder / RESULT_FILE
+            if path.stat().st_size > limit:  # not even read
+                raise BadResult(f"it is {path.stat().st_size} bytes, over the limit of {limit}")
+            document = parse_document(path.read_bytes(), limit)
+            if not values:
+                return JobResult(document)
+            values_file = folder / VALUES_FILE
+            tables = {
+                name: (folder / f"table.{i}.csv").read_bytes()
+                for i, name in enumerate(document.get("tables", []))
+            }
+            kept = values_file.read_bytes() if values_file.exists() else None
+            return JobResult(document, kept, tables)
+        except FileNotFoundError:
+            return None
+        except (OSError, BadResult) as exc:
+            log.warning("dss-containers: unreadable result of job %s: %s", job_id, exc)
+            return None
 
 
 def _record(job: Job, server_id: str) -> dict[str, Any]:

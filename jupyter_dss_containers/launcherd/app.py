@@ -12,11 +12,12 @@ import asyncio
 import os
 import signal
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from tornado.httpserver import HTTPServer
 from tornado.web import Application as WebApplication
-from traitlets import Bool, Float, Integer, Unicode, default
+from traitlets import Bool, Float, Integer, TraitError, Unicode, default, validate
 from traitlets.config import Application
 
 from .._version import __version__
@@ -26,6 +27,7 @@ from .auth import Authenticator, HubAuthenticator, SecretAuthenticator
 from .handlers import handlers
 from .hub import HubClient
 from .lifecycle import reap_forever
+from .scope import HOME, root_template_problem
 from .service import Launcher, log
 
 
@@ -77,6 +79,16 @@ class LauncherApp(Application):
         "here (with uid >= min_uid); else as the image's non-root user.",
     )
     min_uid = Integer(1000, config=True, help="The lowest uid a hub user is mapped to.")
+    workspace_root = Unicode(
+        HOME,
+        config=True,
+        help="Each user's workspace root, mounted at the same path in their kernels and "
+        "jobs (which then run as their OS uid:gid): empty for the user's home directory "
+        "from the password database, or an absolute path template with ${user} (say "
+        "/srv/work/${user}). It must be a folder owned by that user's OS account, else "
+        "nothing is mounted. A caller names only the working directory, which must lie "
+        "inside it (symlinks resolved).",
+    )
 
     aliases = {
         "config": "LauncherApp.dss_config",
@@ -86,7 +98,15 @@ class LauncherApp(Application):
         "id": "LauncherApp.launcher_id",
         "secret-file": "LauncherApp.secret_file",
         "poll-interval": "LauncherApp.poll_interval",
+        "workspace-root": "LauncherApp.workspace_root",
     }
+
+    @validate("workspace_root")
+    def _check_workspace_root(self, proposal: Any) -> str:
+        problem = root_template_problem(proposal["value"])
+        if problem:
+            raise TraitError(f"workspace_root {proposal['value']!r}: {problem}")
+        return proposal["value"]
 
     @default("ip")
     def _ip(self) -> str:
@@ -141,6 +161,7 @@ class LauncherApp(Application):
             hub_bound=hub is not None,
             map_os_users=self.map_os_users,
             min_uid=self.min_uid,
+            workspace_root=self.workspace_root,
         )
         loaded = await launcher.load()  # a broken file fails here, not on the first call
         app = WebApplication(handlers(self.base_url, launcher, authenticator))

@@ -13,7 +13,7 @@ from typing import Any
 from tornado.iostream import StreamClosedError
 from tornado.web import HTTPError, RequestHandler
 
-from ..backends.base import BackendError, BackendUnavailable, ImageMissing
+from ..backends.base import BackendError, BackendUnavailable, FilesTooLarge, ImageMissing
 from ..config import ConfigError
 from ..errors import ReportedError
 from ..permissions import PermissionDenied, check_permission
@@ -176,9 +176,12 @@ class WorkloadActionHandler(LauncherHandler):
             path = self.get_query_argument("path", "")
             if not path.startswith("/") or "\0" in path:
                 raise Refused(f"path must be absolute, not {path!r}", 400)
-            files = await backend.read_files(workload_id, path)
-            if sum(len(c) for c in files.values()) > wire.MAX_BODY_BYTES:
-                raise Refused(f"the files under {path} exceed what the launcher hands back", 413)
+            # the caller's limit, never more than one answer of the launcher carries
+            limit = min(self.int_arg("limit", wire.MAX_BODY_BYTES, 0, 2**62), wire.MAX_BODY_BYTES)
+            try:
+                files = await backend.read_files(workload_id, path, limit=limit)
+            except FilesTooLarge as exc:
+                raise Refused(str(exc), 413) from None
             self.send({"files": wire.files_to_json(files)})
         else:
             raise Refused(f"no such action: {action}", 404)

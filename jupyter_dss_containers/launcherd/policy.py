@@ -34,7 +34,15 @@ from .wire import spec_from_json
 LAUNCHER = ownership.LAUNCHER
 HUB_BOUND = ownership.PREFIX + "hub-bound"
 #: top-level keys of the config file that a caller's copy keeps (others stay private)
-SHARED_KEYS = ("execution_configs", "base_images", "code_envs", "defaults", "groups")
+SHARED_KEYS = (
+    "execution_configs",
+    "base_images",
+    "code_envs",
+    "defaults",
+    "groups",
+    "host_kernels",
+    "terminals",
+)
 
 
 class Refused(ReportedError):
@@ -207,6 +215,11 @@ def restricted_document(
 
 def _without_credentials(cfg: dict[str, Any], username: str | None) -> dict[str, Any]:
     cfg = copy.deepcopy(cfg)
+    # the caller's kernels talk TCP (CurveZMQ where the image can): the launcher mounts no
+    # folder a caller names, so ipc sockets would be out of the caller's reach (a config
+    # without a network keeps its transport, and its kernels are refused a clear error)
+    if cfg.get("docker", {}).get("network") != "none":
+        cfg["transport"] = "tcp"
     cfg.get("docker", {}).pop("tls", None)
     for key in ("kubeconfig", "context"):
         cfg.get("kubernetes", {}).pop(key, None)

@@ -8,6 +8,7 @@ uniform "no such workload" (no oracle telling "not yours" from "missing").
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from .policy import (
     restricted_document,
     trusted_spec,
 )
+from .scope import HOME, scope_workspace
 
 log = logging.getLogger("dss_containers.launcher")
 
@@ -66,6 +68,8 @@ class Launcher:
     hub_bound: bool = False
     map_os_users: bool = True
     min_uid: int = 1000
+    #: a user's workspace root: their home directory (""), or a template with ${user}
+    workspace_root: str = HOME
     _loaded: Loaded | None = None
     _backends: dict[tuple[str, str | None], Backend] = field(default_factory=dict)
     _owners: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -162,11 +166,16 @@ class Launcher:
         spec.host_ports = {
             p: h for p, h in spec.host_ports.items() if self._port_owners.get(h) == owner
         }
+        user = os_user(owner, self.min_uid) if self.map_os_users else None
+        # the user's own workspace, found here; the caller names only where to start in it
+        plan = await asyncio.to_thread(
+            scope_workspace, config, owner, user, self.workspace_root, spec.working_dir
+        )
+        spec = dataclasses.replace(spec, workspace=plan, working_dir=plan.working_dir)
         reservation = await self._admit(loaded, owner, groups, demand, spec.name, config.name)
         try:
             extra.update(reservation.labels)
             spec = trusted_spec(spec, config, owner, self.launcher_id, extra)
-            user = os_user(owner, self.min_uid) if self.map_os_users else None
             workload = await self.backend(config, user).create(spec)
         finally:
             self._reserved.remove(reservation)

@@ -73,8 +73,15 @@ def spec_to_json(spec: WorkloadSpec) -> dict[str, Any]:
         "files": {p: base64.b64encode(c).decode() for p, c in spec.files.items()},
         "ports": list(spec.ports),
         "host_ports": {str(k): v for k, v in spec.host_ports.items()},
-        "working_dir": spec.working_dir,
+        # the folder the caller would like to start in; the launcher mounts the user's own
+        # workspace root itself, and refuses a folder outside it
+        "working_dir": spec.working_dir or _planned_dir(spec),
     }
+
+
+def _planned_dir(spec: WorkloadSpec) -> str | None:
+    plan = spec.workspace
+    return plan.working_dir if plan is not None and plan.mounted else None
 
 
 def spec_from_json(data: dict[str, Any]) -> WorkloadSpec:

@@ -20,8 +20,12 @@ from ..kernelspecs import ContainerKernelSpecManager
 from ..launcherd.wire import URL_ENV as LAUNCHER_URL_ENV
 from ..permissions import register_identity_resolver
 from ..pool import warm_pool
-from .identity import call_context_identity
-from .kernels import CORE_ROUTE_FIXES, OwnedKernelManager, OwnedSessionManager
+from ..workspace import DEFAULT_USER_ROOT
+from .contents import UserContentsManager
+from .identity import call_context_identity, is_multi_user
+from .kernels import OwnedKernelManager, OwnedSessionManager
+from .policy import SharedPartsAuthorizer, unsafe_parts
+from .routes import CORE_ROUTE_FIXES
 
 
 class DSSContainersExtension(ExtensionApp):
@@ -66,23 +70,44 @@ class DSSContainersExtension(ExtensionApp):
         "managers.",
     )
 
+    per_user_contents = Bool(
+        True,
+        config=True,
+        help="Under a multi-user identity provider, root each user's contents API at their "
+        "own folder (the config file's defaults.user_root, default ${root_dir}/${user}), by "
+        "using UserContentsManager where the server would use the stock contents manager.",
+    )
+
+    trust_site_managers = Bool(
+        False,
+        config=True,
+        help="Start a server whose identity provider names several users although its "
+        "kernel, session or contents manager (or a gateway) is shared by all users: only "
+        "for a site whose own managers keep users apart. Otherwise such a server refuses "
+        "to start, saying which part is shared.",
+    )
+
     def _link_jupyter_server_extension(self, serverapp) -> None:
         super()._link_jupyter_server_extension(serverapp)
-        # before the server builds its kernel manager (init_configurables comes later), and
-        # only where it would build the stock one: not a site's own, nor a gateway's
-        if not self.owned_kernels or GatewayClient.instance(parent=serverapp).gateway_enabled:
-            return
-        for trait, ours in (
-            ("kernel_manager_class", OwnedKernelManager),
-            ("session_manager_class", OwnedSessionManager),
-        ):
+        # before the server builds its managers (init_configurables comes later), and only
+        # where it would build the stock ones: not a site's own, nor a gateway's
+        ours = []
+        if self.owned_kernels and not GatewayClient.instance(parent=serverapp).gateway_enabled:
+            ours += [
+                ("kernel_manager_class", OwnedKernelManager),
+                ("session_manager_class", OwnedSessionManager),
+            ]
+        if self.per_user_contents:
+            ours.append(("contents_manager_class", UserContentsManager))
+        for trait, manager in ours:
             if not serverapp.trait_has_value(trait):
-                setattr(serverapp, trait, ours)
+                setattr(serverapp, trait, manager)
 
     def initialize_settings(self) -> None:
         if self.launcher_url:
             os.environ[LAUNCHER_URL_ENV] = self.launcher_url
         register_identity_resolver(call_context_identity)
+        self._share_nothing_between_users()
         if self.live_kernelspecs:
             self._use_container_kernelspecs()
         ksm = self.serverapp.kernel_spec_manager
@@ -92,6 +117,49 @@ class DSSContainersExtension(ExtensionApp):
         if self.job_service.store_dir is None:  # a server's jobs outlive it (issue #8)
             self.job_service.store_dir = str(Path(jupyter_data_dir()) / "dss_containers" / "jobs")
         self.settings["dss_containers"] = self
+
+    def _share_nothing_between_users(self) -> None:
+        """Per-user managers and the shared-parts authorizer; refuse a multi-user server
+        whose shared parts cannot be made per user."""
+        serverapp = self.serverapp
+        try:
+            defaults = load_config(self.config_file).defaults
+        except Exception as exc:  # a broken file must not stop a server; its users get less
+            self.log.warning("dss-containers: config file not read at start-up: %s", exc)
+            defaults = {}
+        if isinstance(serverapp.contents_manager, UserContentsManager):
+            serverapp.contents_manager.user_root_template = defaults.get(
+                "user_root", DEFAULT_USER_ROOT
+            )
+        if isinstance(serverapp.kernel_manager, OwnedKernelManager):
+            serverapp.kernel_manager.dss_config_file = self.config_file
+        authorizer = SharedPartsAuthorizer(
+            parent=serverapp,
+            log=self.log,
+            identity_provider=serverapp.identity_provider,
+            inner=serverapp.authorizer,
+            extension=self,
+        )
+        serverapp.authorizer = authorizer
+        self.settings["authorizer"] = authorizer
+        if not is_multi_user(serverapp.identity_provider):
+            return
+        problems = unsafe_parts(serverapp)
+        if problems and self.trust_site_managers:
+            for problem in problems:
+                self.log.warning("dss-containers: trusted by trust_site_managers: %s", problem)
+        elif problems:
+            kind = type(serverapp.identity_provider)
+            for problem in problems:
+                self.log.critical(
+                    "dss-containers: refusing to start: the identity provider %s.%s names "
+                    "several users, but %s (set DSSContainersExtension.trust_site_managers "
+                    "= True only if it keeps users apart)",
+                    kind.__module__,
+                    kind.__qualname__,
+                    problem,
+                )
+            raise SystemExit(1)
 
     def _use_container_kernelspecs(self) -> None:
         serverapp = self.serverapp
@@ -124,9 +192,15 @@ class DSSContainersExtension(ExtensionApp):
         pool.start()
 
     async def stop_extension(self) -> None:
-        await warm_pool().stop()
-        # jobs die with the server that runs them: cancel them, leave no container
-        await self.job_service.shutdown()
+        # nothing raised here may escape: a failed stop leaves the server running on SIGTERM
+        try:
+            await warm_pool().stop()
+        except Exception as exc:
+            self.log.warning("dss-containers: warm pools not stopped: %s", exc)
+        try:  # jobs die with the server that runs them: cancel them, leave no container
+            await self.job_service.shutdown()
+        except Exception as exc:
+            self.log.warning("dss-containers: jobs not all cancelled: %s", exc)
 
     async def _reap(self) -> None:
         try:

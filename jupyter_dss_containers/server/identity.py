@@ -16,7 +16,7 @@ from typing import Any
 from tornado.web import HTTPError
 
 from ..config import ConfigFile
-from ..permissions import Identity, identity_for, process_identity
+from ..permissions import Identity, identity_for, is_server_owner, process_identity
 
 HUB_ENV_VAR = "JUPYTERHUB_API_URL"
 
@@ -87,6 +87,43 @@ def _call_context_user() -> Any:
         return None
 
 
+def request_username() -> str | None:
+    """The user of the request being served, for the parts that must fail closed (files).
+
+    None for the server's own calls (outside any request), under the stock identity
+    providers and for the owner of a JupyterHub single-user server; a request of a
+    multi-user server whose user is not known is refused (403) rather than served as the
+    server's.
+    """
+    try:
+        from jupyter_server import CallContext
+    except ImportError:
+        return None
+    handler = CallContext.get(CallContext.JUPYTER_HANDLER)
+    if handler is None or serves_its_owner_only(handler):
+        return None
+    try:
+        user = handler.current_user
+    except RuntimeError:
+        user = None
+    name = getattr(user, "username", None) if user else None
+    if not name:
+        raise HTTPError(403, "not authenticated")
+    return None if is_server_owner(name) else name
+
+
+def is_multi_user(provider: Any) -> bool:
+    """True for an identity provider (instance or class) that names several users."""
+    from jupyter_server.auth.identity import (
+        IdentityProvider,
+        LegacyIdentityProvider,
+        PasswordIdentityProvider,
+    )
+
+    kind = provider if isinstance(provider, type) else type(provider)
+    return kind not in (IdentityProvider, PasswordIdentityProvider, LegacyIdentityProvider)
+
+
 def serves_its_owner_only(handler: Any) -> bool:
     """True for jupyter_server's stock token/password identity providers.
 
@@ -95,11 +132,4 @@ def serves_its_owner_only(handler: Any) -> bool:
     ``JUPYTERHUB_USER`` name. Any other identity provider (JupyterHub's, a site's) names
     real users, and each request then counts as its user's.
     """
-    from jupyter_server.auth.identity import (
-        IdentityProvider,
-        LegacyIdentityProvider,
-        PasswordIdentityProvider,
-    )
-
-    provider = getattr(handler, "identity_provider", None)
-    return type(provider) in (IdentityProvider, PasswordIdentityProvider, LegacyIdentityProvider)
+    return not is_multi_user(getattr(handler, "identity_provider", None))

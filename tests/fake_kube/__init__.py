@@ -1,16 +1,26 @@
 """A small Kubernetes API server over real HTTP, with a kubelet on the local Docker engine.
 
-It speaks enough of the core/v1 API for the official client: namespaces, pods, secrets,
-resource quotas, limit ranges, self-subject access reviews, list with label and field
-selectors, watches (chunked JSON lines from a resourceVersion), pod logs (followed too,
-until the container exits), PodMetrics and graceful deletes. Secrets over 1 MiB are
-refused, as the real API server refuses them. Quota and LimitRange refusals use the real
-API server's wording. NetworkPolicies (networking.k8s.io/v1) are stored, listed and
-deleted, not enforced.
+It speaks enough of the core/v1 API for the official client, and answers as a real API
+server does (the Kubernetes API reference and the apiserver's own behaviour): namespaces,
+pods, secrets, resource quotas, limit ranges, self-subject access reviews; lists and
+watches with set-based label selectors and field selectors (400 for unsupported fields),
+an empty list in a namespace that does not exist; watches from a resourceVersion; JSON
+Patch, JSON Merge Patch and strategic merge patch; owner-reference garbage collection;
+pod logs (followed too; 400 while the container waits to start), PodMetrics and graceful
+deletes. Admission refuses in the real plugins' words: LimitRange, Pod Security Admission
+on labelled namespaces, ResourceQuota, Secrets over 1 MiB, invalid names and labels.
+NetworkPolicies (networking.k8s.io/v1) are stored, listed, patched and deleted, not
+enforced. What it does not do is listed in the README's Kubernetes section.
 
-- :mod:`.api`: the HTTP routes and their answers;
+- :mod:`.api`: the HTTP routes and their answers, with the armed faults on every route;
 - :mod:`.store`: objects, namespaces and the event log watches replay;
+- :mod:`.selectors`: label and field selectors, name and label validation;
+- :mod:`.patch`: the three patch formats;
+- :mod:`.validation`: what an update or a delete may not do;
 - :mod:`.admission`: LimitRange, ResourceQuota and Secret-size refusals;
+- :mod:`.podsecurity`: Pod Security Admission (baseline, restricted);
+- :mod:`.garbage`: owner-reference garbage collection;
+- :mod:`.podoutput`: pod logs and metrics;
 - :mod:`.kubelet`: pods run on Docker, their status as a real kubelet reports it;
 - :mod:`.faults`: HTTP errors, dropped watches and 410 Gone a test can arm;
 - :mod:`.server`: :class:`~.server.FakeCluster` (the whole) and ``write_kubeconfig``.

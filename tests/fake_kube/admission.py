@@ -1,5 +1,7 @@
 """What the fake API server refuses at create time, in the real server's words: LimitRange
-defaults and maxima, ResourceQuota, and Secrets over 1 MiB. Pure functions of the store."""
+defaults and maxima, Pod Security Admission (:mod:`.podsecurity`), ResourceQuota, and
+Secrets over 1 MiB. Pure functions of the store, in the real plugins' order (LimitRanger,
+PodSecurity, ResourceQuota)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
+from . import podsecurity
 from .store import Store
 
 MAX_SECRET_SIZE = 1024 * 1024  # the real API server's limit on a Secret's data
@@ -23,8 +26,13 @@ def secret_refusal(name: str, secret: dict[str, Any]) -> str | None:
 
 
 def admit_pod(store: Store, ns: str, pod: dict[str, Any]) -> str | None:
-    """Apply LimitRange defaults (to ``pod``, in place) and check maxima, then quotas."""
-    return _limit_ranges(store, ns, pod) or _quotas(store, ns, pod)
+    """Apply LimitRange defaults (to ``pod``, in place) and check maxima, then the
+    namespace's Pod Security level, then quotas."""
+    return (
+        _limit_ranges(store, ns, pod)
+        or podsecurity.refusal(store.namespaces[ns], pod)
+        or _quotas(store, ns, pod)
+    )
 
 
 def _limit_ranges(store: Store, ns: str, pod: dict[str, Any]) -> str | None:

@@ -1,5 +1,6 @@
 """The fake API server's HTTP side: the routes the official client calls, answered from the
-store (with admission at create time and the armed faults) in the real server's shapes."""
+store (with admission at create time, the armed faults on every route, owner-reference
+garbage collection after deletes) in the real server's shapes and words."""
 
 from __future__ import annotations
 
@@ -7,19 +8,21 @@ import asyncio
 import contextlib
 import copy
 import json
-import threading
-import time
+import random
 import uuid
 from typing import Any
 
-import docker
-import docker.errors
 from aiohttp import web
 
+from . import patch as patches
 from .admission import admit_pod, secret_refusal
 from .faults import Faults
+from .garbage import GarbageCollector
 from .kubelet import Kubelet
-from .store import API_VERSIONS, KINDS, Store, matches, now
+from .podoutput import PodOutput, bad_request, status
+from .selectors import SelectorError, field_matcher, label_matcher, labels_problem, name_problem
+from .store import API_VERSIONS, KINDS, RESOURCE_NAMES, Store, now
+from .validation import invalid, precondition_conflict, update_refusal
 
 VERSION = {
     "major": "1",
@@ -33,32 +36,56 @@ VERSION = {
     "platform": "linux/amd64",
 }
 _TRUE = ("true", "True", "1")
+#: fault/RBAC resource -> (resource, API group) as RBAC names them
+_GROUPS = {
+    "networkpolicies": ("networkpolicies", "networking.k8s.io"),
+    "selfsubjectaccessreviews": ("selfsubjectaccessreviews", "authorization.k8s.io"),
+    "podmetrics": ("pods", "metrics.k8s.io"),
+}
+#: handler -> the resource its faults are armed on (namespaced kinds: the URL's kind)
+_ROUTES = {
+    "version": ("version", "get"),
+    "list_namespaces": ("namespaces", "list"),
+    "create_namespace": ("namespaces", "create"),
+    "read_namespace": ("namespaces", "get"),
+    "patch_namespace": ("namespaces", "patch"),
+    "access_review": ("selfsubjectaccessreviews", "create"),
+    "pod_log": ("pods/log", "get"),
+    "pod_metrics": ("podmetrics", "get"),
+}
+_VERBS = {"read": "get", "create": "create", "patch": "patch", "delete": "delete"}
 
 
-def status(code: int, reason: str, message: str) -> web.Response:
-    """A ``Status`` failure answer, as the API server gives them."""
-    body = {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
-    return web.json_response(body, status=code)
-
-
-def forbidden(kind: str, verb: str, ns: str) -> web.Response:
+def forbidden(resource: str, verb: str, ns: str | None, name: str | None = None) -> web.Response:
     """RBAC's refusal, worded as a real API server words it."""
-    group = API_VERSIONS.get(kind, "v1").rpartition("/")[0]
-    resource = f"{kind}.{group}" if group else kind
+    if resource == "version":
+        message = f'forbidden: User "fake-user" cannot {verb} path "/version"'
+        return status(403, "Forbidden", message)
+    rbac, group = _GROUPS.get(resource, (resource, ""))
+    who = f"{rbac}.{group}" if group else rbac
+    if name:
+        who += f' "{name}"'
+    where = f'in the namespace "{ns}"' if ns else "at the cluster scope"
     return status(
         403,
         "Forbidden",
-        f'{resource} is forbidden: User "fake-user" cannot {verb} resource "{kind}" '
-        f'in API group "{group}" in the namespace "{ns}"',
+        f'{who} is forbidden: User "fake-user" cannot {verb} resource "{rbac}" '
+        f'in API group "{group}" {where}',
     )
+
+
+def route_of(request: web.Request) -> tuple[str, str, str | None, str | None]:
+    """(resource, verb, namespace, name) a request is for, as faults and RBAC see it."""
+    info = request.match_info
+    handler = getattr(info.handler, "__name__", "")
+    ns, name = info.get("ns"), info.get("name")
+    if handler in _ROUTES:
+        resource, verb = _ROUTES[handler]
+        return resource, verb, ns if resource not in ("namespaces", "version") else None, name
+    if handler == "list_or_watch":
+        verb = "watch" if request.query.get("watch") in _TRUE else "list"
+        return info.get("kind", ""), verb, ns, None
+    return info.get("kind", ""), _VERBS.get(handler, handler), ns, name
 
 
 class Api:
@@ -75,18 +102,23 @@ class Api:
         self.store, self.faults, self.kubelet = store, faults, kubelet
         self.denied = denied  # (verb, resource) SSARs answer "no" to
         self.reported = reported
+        self.output = PodOutput(store, kubelet)
+        self.collector = GarbageCollector(store, self._collect)
+        store.on_change.append(self._changed)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=3 * 1024 * 1024)  # the real server's limit
+        app = web.Application(client_max_size=3 * 1024 * 1024, middlewares=[self._faults])
         r = app.router
         r.add_get("/version", self.version)
         r.add_get("/version/", self.version)
         r.add_get("/api/v1/namespaces", self.list_namespaces)
         r.add_post("/api/v1/namespaces", self.create_namespace)
         r.add_get("/api/v1/namespaces/{ns}", self.read_namespace)
+        r.add_patch("/api/v1/namespaces/{ns}", self.patch_namespace)
         r.add_post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", self.access_review)
-        r.add_get("/api/v1/namespaces/{ns}/pods/{name}/log", self.pod_log)
-        r.add_get("/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods/{name}", self.pod_metrics)
+        r.add_get("/api/v1/namespaces/{ns}/pods/{name}/log", self.output.pod_log)
+        metrics = "/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods/{name}"
+        r.add_get(metrics, self.output.pod_metrics)
         for base in (
             "/api/v1/namespaces/{ns}/{kind}",
             "/apis/networking.k8s.io/v1/namespaces/{ns}/{kind}",
@@ -98,18 +130,44 @@ class Api:
             r.add_delete(base + "/{name}", self.delete)
         return app
 
+    @web.middleware
+    async def _faults(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """The faults a test armed, on every route, before the route answers."""
+        resource, verb, ns, name = route_of(request)
+        failure = self.faults.failure(resource, verb)
+        if failure == 403:
+            return forbidden(resource, verb, ns, name)
+        if failure is not None:
+            message = "Internal error occurred: injected by the fake cluster"
+            return status(failure, "InternalError", message)
+        return await handler(request)
+
+    def _changed(self, kind: str, event: str, obj: dict[str, Any]) -> None:
+        if event == "DELETED" or obj["metadata"].get("ownerReferences"):
+            self.collector.schedule()
+
     # ------------------------------------------------------------------ cluster-wide
 
     async def version(self, request: web.Request) -> web.Response:
         return web.json_response(VERSION)
 
     async def list_namespaces(self, request: web.Request) -> web.Response:
+        try:
+            labels = label_matcher(request.query.get("labelSelector"))
+            fields = field_matcher("namespaces", request.query.get("fieldSelector"))
+        except SelectorError as exc:
+            return bad_request(str(exc))
+        items = [
+            n
+            for n in self.store.namespaces.values()
+            if labels(n["metadata"].get("labels") or {}) and fields(n)
+        ]
         return web.json_response(
             {
                 "apiVersion": "v1",
                 "kind": "NamespaceList",
                 "metadata": {"resourceVersion": str(self.store.rv)},
-                "items": list(self.store.namespaces.values()),
+                "items": items,
             }
         )
 
@@ -121,12 +179,33 @@ class Api:
 
     async def create_namespace(self, request: web.Request) -> web.Response:
         body = await request.json()
-        name = body["metadata"]["name"]
+        meta = body.get("metadata") or {}
+        name = meta.get("name", "")
+        problem = name_problem(name, dns_label=True) or labels_problem(meta.get("labels") or {})
+        if problem:
+            return invalid("namespaces", name, problem)
         if name in self.store.namespaces:
             return status(409, "AlreadyExists", f'namespaces "{name}" already exists')
         ns = self.store.add_namespace(name)
-        ns["metadata"]["labels"].update(body["metadata"].get("labels") or {})
+        ns["metadata"]["labels"].update(meta.get("labels") or {})
+        if meta.get("annotations"):
+            ns["metadata"]["annotations"] = dict(meta["annotations"])
         return web.json_response(ns, status=201)
+
+    async def patch_namespace(self, request: web.Request) -> web.Response:
+        """Labels and annotations of a namespace (its Pod Security level, say)."""
+        name = request.match_info["ns"]
+        ns = self.store.namespaces.get(name)
+        if ns is None:
+            return status(404, "NotFound", f'namespaces "{name}" not found')
+        patched = await self._patched(request, "namespaces", ns)
+        if isinstance(patched, web.Response):
+            return patched
+        self.store.rv += 1
+        patched["metadata"]["resourceVersion"] = str(self.store.rv)
+        patched["metadata"]["labels"]["kubernetes.io/metadata.name"] = name
+        self.store.namespaces[name] = patched
+        return web.json_response(patched)
 
     async def access_review(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -140,50 +219,48 @@ class Api:
 
     # ------------------------------------------------------------------ namespaced
 
-    def _check(self, request: web.Request, verb: str) -> tuple[str, str] | web.Response:
-        """(namespace, kind) of the request, or the answer that refuses it."""
+    def _kind(self, request: web.Request) -> tuple[str, str] | web.Response:
+        """(namespace, kind) of the request, or the 404 of an unknown resource.
+
+        The namespace need not exist: a list answers an empty list there, a read 404 for
+        the object, as a real API server does; only a create needs the namespace.
+        """
         ns, kind = request.match_info["ns"], request.match_info["kind"]
         if kind not in KINDS or request.path.startswith("/apis/") != (kind in API_VERSIONS):
-            return status(404, "NotFound", f"the server could not find the resource {kind}")
-        failure = self.faults.failure(kind, verb)
-        if failure == 403:
-            return forbidden(kind, verb, ns)
-        if failure is not None:
-            return status(
-                failure, "InternalError", "Internal error occurred: injected by the fake cluster"
-            )
-        if ns not in self.store.namespaces:
-            return status(404, "NotFound", f'namespaces "{ns}" not found')
+            return status(404, "NotFound", "the server could not find the requested resource")
         return ns, kind
 
-    def _existing(self, request: web.Request, verb: str) -> web.Response | tuple:
+    def _existing(self, request: web.Request) -> web.Response | tuple:
         """(namespace, kind, name, object) the request names, or the error answer."""
-        checked = self._check(request, verb)
+        checked = self._kind(request)
         if isinstance(checked, web.Response):
             return checked
         ns, kind = checked
         name = request.match_info["name"]
         obj = self.store.objects[kind].get((ns, name))
         if obj is None:
-            return status(404, "NotFound", f'{kind} "{name}" not found')
+            return status(404, "NotFound", f'{RESOURCE_NAMES[kind]} "{name}" not found')
         return ns, kind, name, obj
 
     async def list_or_watch(self, request: web.Request) -> web.StreamResponse:
-        watching = request.query.get("watch") in _TRUE
-        checked = self._check(request, "watch" if watching else "list")
+        checked = self._kind(request)
         if isinstance(checked, web.Response):
             return checked
         ns, kind = checked
         q = request.query
-        labels, fields = q.get("labelSelector"), q.get("fieldSelector")
+        try:
+            labels = label_matcher(q.get("labelSelector"))
+            fields = field_matcher(kind, q.get("fieldSelector"))
+        except SelectorError as exc:
+            return bad_request(str(exc))
 
-        def wanted(obj: dict[str, Any]) -> bool:
-            meta = obj["metadata"]
-            if meta["namespace"] != ns or not matches(meta.get("labels") or {}, labels):
+        def wanted(obj: dict[str, Any] | None) -> bool:
+            if obj is None:
                 return False
-            return not fields or fields == f"metadata.name={meta['name']}"
+            meta = obj["metadata"]
+            return meta["namespace"] == ns and labels(meta.get("labels") or {}) and fields(obj)
 
-        if not watching:
+        if q.get("watch") not in _TRUE:
             return web.json_response(
                 {
                     "apiVersion": API_VERSIONS.get(kind, "v1"),
@@ -229,6 +306,8 @@ class Api:
         timeout: float,
         drop_after: int | None = None,
     ) -> None:
+        """Events from ``since``; an object that comes to match the selectors is ADDED, one
+        that stops matching is DELETED, as the API server's watch filter does."""
         sent = 0
         store = self.store
         if not since:  # a watch from "now" starts with the current objects
@@ -240,13 +319,17 @@ class Api:
             since = store.rv
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
-            for rv, k, event, obj in [e for e in store.events if e[0] > since]:
-                if k == kind and wanted(obj):
-                    if sent == drop_after:
-                        return
-                    await _send(response, event, obj)
-                    sent += 1
+            for rv, k, event, obj, before in [e for e in store.events if e[0] > since]:
                 since = rv
+                if k != kind:
+                    continue
+                seen = _filtered(event, wanted(obj), wanted(before))
+                if seen is None:
+                    continue
+                if sent == drop_after:
+                    return
+                await _send(response, seen, obj)
+                sent += 1
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 break
@@ -258,31 +341,75 @@ class Api:
         await response.write_eof()
 
     async def read(self, request: web.Request) -> web.Response:
-        found = self._existing(request, "get")
+        found = self._existing(request)
         if isinstance(found, web.Response):
             return found
         return web.json_response(found[3])
 
+    async def _patched(
+        self, request: web.Request, kind: str, obj: dict[str, Any]
+    ) -> dict[str, Any] | web.Response:
+        """``obj`` with the request's patch applied (in its content type), or the refusal."""
+        content_type = request.content_type
+        if content_type == patches.APPLY_PATCH:
+            message = "the fake API server does not implement server-side apply"
+            return status(415, "UnsupportedMediaType", message)
+        if content_type not in (
+            patches.JSON_PATCH,
+            patches.MERGE_PATCH,
+            patches.STRATEGIC_MERGE_PATCH,
+        ):
+            return status(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types "
+                "include: application/json-patch+json, application/merge-patch+json, "
+                "application/apply-patch+yaml, application/strategic-merge-patch+json",
+            )
+        try:
+            body = json.loads(await request.read())
+        except ValueError as exc:
+            return bad_request(f"error decoding patch: {exc}")
+        try:
+            new = patches.apply(content_type, obj, body)
+        except patches.PatchError as exc:
+            return status(exc.status, "BadRequest" if exc.status == 400 else "Invalid", str(exc))
+        return update_refusal(kind, obj, new) or new
+
     async def patch(self, request: web.Request) -> web.Response:
-        found = self._existing(request, "patch")
+        found = self._existing(request)
         if isinstance(found, web.Response):
             return found
         ns, kind, name, obj = found
-        patch = await request.json()
-        obj = copy.deepcopy(obj)
-        obj["metadata"].update(patch.get("metadata", {}))
-        return web.json_response(await self.store.put(kind, obj, "MODIFIED"))
+        patched = await self._patched(request, kind, obj)
+        if isinstance(patched, web.Response):
+            return patched
+        return web.json_response(await self.store.put(kind, patched, "MODIFIED"))
 
     async def create(self, request: web.Request) -> web.Response:
-        checked = self._check(request, "create")
+        checked = self._kind(request)
         if isinstance(checked, web.Response):
             return checked
         ns, kind = checked
+        if ns not in self.store.namespaces:
+            return status(404, "NotFound", f'namespaces "{ns}" not found')
         obj = await request.json()
         meta = obj.setdefault("metadata", {})
+        if meta.get("namespace", ns) != ns:
+            return bad_request(
+                "the namespace of the provided object does not match the namespace sent on "
+                "the request"
+            )
+        if not meta.get("name") and meta.get("generateName"):
+            suffix = "".join(random.choices("bcdfghjklmnpqrstvwxz2456789", k=5))
+            meta["name"] = meta["generateName"] + suffix
         name = meta.get("name", "")
+        problem = name_problem(name) or labels_problem(meta.get("labels") or {})
+        if problem:
+            return invalid(kind, name, problem)
         if (ns, name) in self.store.objects[kind]:
-            return status(409, "AlreadyExists", f'{kind} "{name}" already exists')
+            return status(409, "AlreadyExists", f'{RESOURCE_NAMES[kind]} "{name}" already exists')
+        meta.pop("resourceVersion", None)
         meta.update(namespace=ns, uid=str(uuid.uuid4()), creationTimestamp=now())
         if kind == "secrets" and (refused := secret_refusal(name, obj)):
             return status(422, "Invalid", refused)
@@ -298,114 +425,72 @@ class Api:
         return web.json_response(stored, status=201)
 
     async def delete(self, request: web.Request) -> web.Response:
-        found = self._existing(request, "delete")
+        found = self._existing(request)
         if isinstance(found, web.Response):
             return found
         ns, kind, name, obj = found
+        raw = await request.read()
+        try:
+            options = json.loads(raw) if raw else {}
+        except ValueError as exc:
+            return bad_request(f"error decoding DeleteOptions: {exc}")
+        options = options or {}
+        q = request.query
+        conflict = precondition_conflict(kind, name, obj, options.get("preconditions") or {})
+        if conflict:
+            return status(409, "Conflict", conflict)
+        propagation = q.get("propagationPolicy") or options.get("propagationPolicy")
+        uid = obj["metadata"]["uid"]
+        if propagation == "Orphan":
+            await self.collector.orphan(ns, uid)
+        elif propagation == "Foreground":
+            await self.collector.delete_dependents(ns, uid)
+        grace = q.get("gracePeriodSeconds", options.get("gracePeriodSeconds"))
+        return web.json_response(
+            await self._delete_object(kind, ns, name, obj, None if grace is None else int(grace))
+        )
+
+    async def _delete_object(
+        self, kind: str, ns: str, name: str, obj: dict[str, Any], grace: int | None = None
+    ) -> dict[str, Any]:
+        """Delete as the API does: at once (a Status answers), or for a pod gracefully (the
+        pod, marked, answers; the kubelet stops it and then it goes)."""
         if kind != "pods":
             await self.store.put(kind, obj, "DELETED")
-            return web.json_response(
-                {"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Success"}
-            )
-        grace = int(
-            request.query.get("gracePeriodSeconds")
-            or obj["spec"].get("terminationGracePeriodSeconds", 30)
-        )
+            details = {"name": name, "kind": kind, "uid": obj["metadata"]["uid"]}
+            if kind in API_VERSIONS:
+                details["group"] = API_VERSIONS[kind].rpartition("/")[0]
+            return {
+                "apiVersion": "v1",
+                "kind": "Status",
+                "metadata": {},
+                "status": "Success",
+                "details": details,
+            }
+        if grace is None:
+            grace = int(obj["spec"].get("terminationGracePeriodSeconds", 30))
         obj = copy.deepcopy(obj)
         if not obj["metadata"].get("deletionTimestamp"):
             obj["metadata"]["deletionTimestamp"] = now()
             obj["metadata"]["deletionGracePeriodSeconds"] = grace
             await self.store.put("pods", obj, "MODIFIED")
             self.kubelet.spawn(self.kubelet.terminate(ns, name, grace))
-        return web.json_response(obj)
+        return obj
 
-    # ------------------------------------------------------------------ pods' output
-
-    async def pod_metrics(self, request: web.Request) -> web.Response:
-        """metrics-server's PodMetrics, from the engine's stats of the pod's container (CPU
-        over the engine's own sampling interval, memory without the page cache)."""
-        ns, name = request.match_info["ns"], request.match_info["name"]
-        missing = status(404, "NotFound", f'podmetrics.metrics.k8s.io "{name}" not found')
-        if (ns, name) not in self.store.objects["pods"]:
-            return missing
-        try:
-            container = await asyncio.to_thread(self.kubelet.container, ns, name)
-            raw = await asyncio.to_thread(container.stats, stream=False)
-        except docker.errors.NotFound:
-            return missing
-        return web.json_response(
-            {
-                "kind": "PodMetrics",
-                "apiVersion": "metrics.k8s.io/v1beta1",
-                "metadata": {"name": name, "namespace": ns},
-                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "window": "10s",
-                "containers": [{"name": "kernel", "usage": usage_of(raw)}],
-            }
-        )
-
-    async def pod_log(self, request: web.Request) -> web.StreamResponse:
-        ns, name = request.match_info["ns"], request.match_info["name"]
-        if (ns, name) not in self.store.objects["pods"]:
-            return status(404, "NotFound", f'pods "{name}" not found')
-        tail = int(request.query["tailLines"]) if "tailLines" in request.query else "all"
-        follow = request.query.get("follow") in _TRUE
-        try:
-            container = await asyncio.to_thread(self.kubelet.container, ns, name)
-        except docker.errors.NotFound:
-            if follow:
-                return status(
-                    400,
-                    "BadRequest",
-                    f'container "kernel" in pod "{name}" is waiting to start: ContainerCreating',
-                )
-            return web.Response(text="", content_type="text/plain")
-        if not follow:
-            text = (await asyncio.to_thread(container.logs, tail=tail)).decode(errors="replace")
-            return web.Response(text=text, content_type="text/plain")
-        return await _follow_log(request, container, name, tail)
+    async def _collect(self, kind: str, ns: str, name: str, obj: dict[str, Any]) -> None:
+        await self._delete_object(kind, ns, name, obj)
 
 
-def usage_of(raw: dict[str, Any]) -> dict[str, str]:
-    """A container's CPU (cores over the engine's sampling interval) and memory (without
-    the page cache) from the engine's stats, as PodMetrics quantities."""
-    cpu, pre = raw.get("cpu_stats") or {}, raw.get("precpu_stats") or {}
-    used = (cpu.get("cpu_usage") or {}).get("total_usage", 0)
-    before = (pre.get("cpu_usage") or {}).get("total_usage", used)
-    system = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
-    cores = (used - before) / system * (cpu.get("online_cpus") or 1) if system > 0 else 0.0
-    mem = raw.get("memory_stats") or {}
-    memory = mem.get("usage", 0) - (mem.get("stats") or {}).get("total_inactive_file", 0)
-    return {"cpu": f"{int(cores * 1e9)}n", "memory": f"{max(memory, 0) // 1024}Ki"}
+def _filtered(event: str, now_wanted: bool, before_wanted: bool) -> str | None:
+    """The event a watch with selectors sends for a change (None: none)."""
+    if event != "MODIFIED":
+        return event if now_wanted else None
+    if now_wanted and before_wanted:
+        return "MODIFIED"
+    if now_wanted:
+        return "ADDED"
+    return "DELETED" if before_wanted else None
 
 
 async def _send(response: web.StreamResponse, event: str, obj: dict[str, Any]) -> None:
     await response.write(json.dumps({"type": event, "object": obj}).encode() + b"\n")
-
-
-async def _follow_log(
-    request: web.Request, container: Any, name: str, tail: int | str
-) -> web.StreamResponse:
-    """The docker log stream (stdout and stderr merged) until the container exits."""
-    response = web.StreamResponse(headers={"Content-Type": "text/plain"})
-    response.enable_chunked_encoding()
-    await response.prepare(request)
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-
-    def pump() -> None:
-        try:
-            for chunk in container.logs(stream=True, follow=True, tail=tail):
-                loop.call_soon_threadsafe(queue.put_nowait, chunk)
-        except (docker.errors.APIError, OSError):
-            pass  # removed meanwhile: the log ends there
-        finally:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(queue.put_nowait, None)
-
-    threading.Thread(target=pump, name=f"fake-log-{name}", daemon=True).start()
-    with contextlib.suppress(ConnectionError):  # the client stopped following
-        while (chunk := await queue.get()) is not None:
-            await response.write(chunk)
-        await response.write_eof()
-    return response

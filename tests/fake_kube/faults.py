@@ -1,6 +1,12 @@
 """Faults a test arms on a fake cluster (``cluster.faults``): answer an HTTP error to the
-next N requests of a kind and verb, drop a watch connection after N events, answer a watch
-with 410 Gone (an ERROR event in the stream, as a real API server does, or the HTTP status).
+next N requests of a resource and verb, drop a watch connection after N events, answer a
+watch with 410 Gone (an ERROR event in the stream, as a real API server does, or the HTTP
+status).
+
+Every route can fail: the namespaced kinds (``pods``, ``secrets``, ...: get, list, watch,
+create, patch, delete), ``namespaces`` (get, list, create, patch), ``version`` (get),
+``selfsubjectaccessreviews`` (create), ``pods/log`` (get) and ``podmetrics`` (get). A 403
+is worded as RBAC words it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,13 @@
 """The fake cluster's one node: it runs each pod's one container on the local Docker engine
-with the pod's limits and reports what a real kubelet reports: Unschedulable (node
-selector), ErrImageNeverPull / ErrImagePull, Running with a podIP, and termination
-(OOMKilled, exit codes). Each pod gets its own loopback address as podIP and publishes its
-container ports there, so nothing leaves 127/8."""
+with the pod's limits and security context and reports what a real kubelet reports:
+Unschedulable (node selector), the binding (``spec.nodeName``, the container waiting in
+ContainerCreating), ErrImageNeverPull / ErrImagePull, CreateContainerConfigError (a pod
+that must run as non-root whose user would be root), Running with a podIP, and termination
+(OOMKilled, exit codes). The security context is applied as the runtime would: user and
+group (container over pod over image), capabilities dropped and added, privileged,
+no-new-privileges, read-only root, an Unconfined seccomp profile. Each pod gets its own
+loopback address as podIP and publishes its container ports there, so nothing leaves 127/8
+(``hostNetwork`` is not honoured)."""
 
 from __future__ import annotations
 
@@ -93,17 +98,27 @@ class Kubelet:
             await self._unschedulable(ns, name)
             return
         scheduled = [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now()}]
-        await self.store.update_status(ns, name, conditions=scheduled, hostIP="127.0.0.1")
+        creating = container_status(c, {"waiting": {"reason": "ContainerCreating"}})
+        node = self.node_labels["kubernetes.io/hostname"]
+        await self.store.bind(
+            ns, name, node, conditions=scheduled, hostIP="127.0.0.1", containerStatuses=creating
+        )
         try:
-            await asyncio.to_thread(self.docker.images.get, c["image"])
+            image = await asyncio.to_thread(self.docker.images.get, c["image"])
         except docker.errors.ImageNotFound:
             statuses = container_status(c, image_failure(c))
             await self.store.update_status(ns, name, containerStatuses=statuses)
             self.report(name)
             return
+        security = effective_security(pod, c, (image.attrs.get("Config") or {}).get("User") or "")
+        if isinstance(security, str):
+            waiting = {"waiting": {"reason": "CreateContainerConfigError", "message": security}}
+            await self.store.update_status(ns, name, containerStatuses=container_status(c, waiting))
+            self.report(name)
+            return
         ip = next(self._ips)
         try:
-            container = await asyncio.to_thread(self._run_container, ns, name, pod, ip)
+            container = await asyncio.to_thread(self._run_container, ns, name, pod, ip, security)
         except docker.errors.APIError as exc:
             waiting = {"waiting": {"reason": "CreateContainerError", "message": str(exc)}}
             statuses = container_status(c, waiting)
@@ -201,11 +216,13 @@ class Kubelet:
 
     # ------------------------------------------------------------------ the container
 
-    def _run_container(self, ns: str, name: str, pod: dict[str, Any], ip: str) -> Any:
+    def _run_container(
+        self, ns: str, name: str, pod: dict[str, Any], ip: str, security: dict[str, Any]
+    ) -> Any:
         spec = pod["spec"]
         c = spec["containers"][0]
         sec = spec.get("securityContext") or {}
-        uid, gid = sec.get("runAsUser", 0), sec.get("runAsGroup", 0)
+        uid, gid = security["uid"], security["gid"]
         fs_group = sec.get("fsGroup")
         kwargs = _limits(c)
         binds: dict[str, dict[str, str]] = {}
@@ -221,14 +238,19 @@ class Kubelet:
                 kwargs["shm_size"] = int(parse_quantity(volume["emptyDir"]["sizeLimit"]))
             elif "emptyDir" in volume:  # a real emptyDir is world-writable (0777); the
                 # engine ignores the mode over some image folders: the pod's user owns it
-                owner = f"uid={uid},gid={fs_group if fs_group is not None else gid}"
+                group = fs_group if fs_group is not None else gid
+                owner = f"uid={uid if isinstance(uid, int) else 0},"
+                owner += f"gid={group if isinstance(group, int) else 0}"
                 kwargs.setdefault("tmpfs", {})[m["mountPath"]] = (
                     f"rw,nosuid,nodev,{owner},mode=1777"
                 )
         csec = c.get("securityContext") or {}
         if csec.get("readOnlyRootFilesystem"):
             kwargs["read_only"] = True
-        drop = (csec.get("capabilities") or {}).get("drop") or []
+        capabilities = csec.get("capabilities") or {}
+        options = ["no-new-privileges"] if csec.get("allowPrivilegeEscalation") is False else []
+        if security["seccomp"] == "Unconfined":
+            options.append("seccomp=unconfined")
         return self.docker.containers.run(
             c["image"],
             entrypoint=c.get("command"),
@@ -236,15 +258,15 @@ class Kubelet:
             name=container_name(ns, name),
             hostname=name[:63],
             environment={e["name"]: e.get("value", "") for e in c.get("env") or []},
-            user=f"{uid}:{gid}",
+            user=f"{uid}:{gid}" if gid is not None else str(uid),
             group_add=[str(fs_group)] if fs_group is not None else None,
             working_dir=c.get("workingDir"),
             ports={f"{p['containerPort']}/tcp": (ip, p["containerPort"]) for p in c["ports"]},
             volumes=binds,
-            cap_drop=drop or None,
-            security_opt=["no-new-privileges"]
-            if csec.get("allowPrivilegeEscalation") is False
-            else None,
+            cap_drop=capabilities.get("drop") or None,
+            cap_add=capabilities.get("add") or None,
+            privileged=csec.get("privileged") is True,
+            security_opt=options or None,
             labels={
                 FAKE_LABEL: pod["metadata"]["uid"],
                 f"{FAKE_LABEL}-cluster": self.instance,
@@ -270,6 +292,39 @@ class Kubelet:
             os.chmod(path, mode)
         os.chmod(folder, 0o755)
         return folder
+
+
+def effective_security(pod: dict[str, Any], c: dict[str, Any], image_user: str) -> dict | str:
+    """{uid, gid, seccomp} the container runs with (container settings over the pod's over
+    the image's user), or the kubelet's refusal when runAsNonRoot cannot hold."""
+    pod_sc, c_sc = pod["spec"].get("securityContext") or {}, c.get("securityContext") or {}
+
+    def pick(field: str) -> Any:
+        return c_sc.get(field, pod_sc.get(field))
+
+    user, _, group = image_user.partition(":")
+    uid = pick("runAsUser")
+    gid = pick("runAsGroup")
+    where = f'(pod: "{pod["metadata"]["name"]}_{pod["metadata"]["namespace"]}'
+    where += f'({pod["metadata"]["uid"]})", container: {c["name"]})'
+    if uid is None:
+        if user and not user.isdigit():
+            if pick("runAsNonRoot"):
+                return (
+                    f"container has runAsNonRoot and image has non-numeric user ({user}), "
+                    f"cannot verify user is non-root {where}"
+                )
+            uid = user
+        else:
+            uid = int(user or 0)
+        if gid is None and group:
+            gid = int(group) if group.isdigit() else group
+    if pick("runAsNonRoot") and uid in (0, "root"):
+        if pick("runAsUser") is not None:
+            return f"container's runAsUser breaks non-root policy {where}"
+        return f"container has runAsNonRoot and image will run as root {where}"
+    seccomp = (pick("seccompProfile") or {}).get("type", "RuntimeDefault")
+    return {"uid": uid, "gid": gid, "seccomp": seccomp}
 
 
 def _limits(c: dict[str, Any]) -> dict[str, Any]:

@@ -24,13 +24,8 @@ def now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def matches(labels: dict[str, str], selector: str | None) -> bool:
-    """``a=1,b=2`` label selectors (equality terms only)."""
-    for term in filter(None, (selector or "").split(",")):
-        key, _, value = term.partition("=")
-        if labels.get(key) != value:
-            return False
-    return True
+#: kind -> the resource's name in messages (``pods "x" not found``)
+RESOURCE_NAMES = {k: k for k in KINDS} | {"networkpolicies": "networkpolicies.networking.k8s.io"}
 
 
 class Store:
@@ -39,9 +34,11 @@ class Store:
     def __init__(self) -> None:
         self.objects: dict[str, dict[tuple[str, str], dict[str, Any]]] = {k: {} for k in KINDS}
         self.namespaces: dict[str, dict[str, Any]] = {}
-        self.events: list[tuple[int, str, str, dict[str, Any]]] = []  # (rv, kind, type, obj)
+        #: (rv, kind, type, object, the object before: None for ADDED)
+        self.events: list[tuple[int, str, str, dict[str, Any], dict[str, Any] | None]] = []
         self.rv = 0
         self.changed: asyncio.Condition | None = None  # made on the cluster's loop
+        self.on_change: list[Any] = []  # callables (kind, event, obj): the garbage collector
 
     def add_namespace(self, name: str) -> dict[str, Any]:
         self.rv += 1
@@ -67,13 +64,16 @@ class Store:
         meta = obj["metadata"]
         meta["resourceVersion"] = str(self.rv)
         key = (meta["namespace"], meta["name"])
+        before = self.objects[kind].get(key)
         if event == "DELETED":
             self.objects[kind].pop(key, None)
         else:
             self.objects[kind][key] = obj
-        self.events.append((self.rv, kind, event, copy.deepcopy(obj)))
+        self.events.append((self.rv, kind, event, copy.deepcopy(obj), before))
         async with self.changed:
             self.changed.notify_all()
+        for hook in self.on_change:
+            hook(kind, event, obj)
         return obj
 
     def pods(self, namespace: str) -> list[dict[str, Any]]:
@@ -82,6 +82,16 @@ class Store:
     def in_namespace(self, kind: str, namespace: str) -> list[tuple[str, dict[str, Any]]]:
         """(name, object) of a kind in one namespace."""
         return [(n, o) for (ns, n), o in self.objects[kind].items() if ns == namespace]
+
+    async def bind(self, ns: str, name: str, node: str, **status: Any) -> None:
+        """The scheduler's binding: ``spec.nodeName`` set (and the kubelet's first status)."""
+        obj = self.objects["pods"].get((ns, name))
+        if obj is None:
+            return
+        obj = copy.deepcopy(obj)
+        obj["spec"]["nodeName"] = node
+        obj["status"].update(status)
+        await self.put("pods", obj, "MODIFIED")
 
     async def update_status(self, ns: str, name: str, **status: Any) -> None:
         """A pod's status changed by the kubelet (nothing if the pod is gone)."""

@@ -35,7 +35,15 @@ import kubernetes.client
 from kubernetes.client.rest import ApiException
 
 from ...config import ExecutionConfig, format_size
-from ..base import Backend, BackendError, Workload, WorkloadSpec, WorkloadStats, WorkloadStatus
+from ..base import (
+    Backend,
+    BackendError,
+    FilesTooLarge,
+    Workload,
+    WorkloadSpec,
+    WorkloadStats,
+    WorkloadStatus,
+)
 from ..logfiles import TOKEN_FILE_ENV, DamagedFiles, LogFiles, under
 from ..pump import pumped
 from . import client as kube
@@ -48,6 +56,8 @@ from .watch import wait_running
 
 class KubernetesBackend(Backend):
     """Pods in the cluster and namespace a config names."""
+
+    read_only_files = True  # files come from a Secret volume
 
     def __init__(self, config: ExecutionConfig):
         super().__init__(config)
@@ -353,8 +363,11 @@ class KubernetesBackend(Backend):
             yield "stdout", rest
         self._followed[workload_id] = frames
 
-    async def read_files(self, workload_id: str, path: str) -> dict[str, bytes]:
-        """The files the workload framed into its log (followed, or read now) under ``path``."""
+    async def read_files(
+        self, workload_id: str, path: str, limit: int | None = None
+    ) -> dict[str, bytes]:
+        """The files the workload framed into its log (followed, or read now) under ``path``
+        (the frame itself is bounded by ``LogFiles.limit``)."""
         frames = self._followed.get(workload_id)
         if frames is None or not frames.complete:
             namespace, name = workload_id.split("/", 1)
@@ -368,12 +381,15 @@ class KubernetesBackend(Backend):
                 return {}
             frames.feed(text or "")
         try:
-            return under(frames.files(), path)
+            found = under(frames.files(), path)
         except DamagedFiles as exc:
             raise BackendError(
                 f"pod {workload_id}: {exc}; results over the kubelet's log size limit "
                 "(containerLogMaxSize, 10 MiB by default) do not come back on Kubernetes"
             ) from None
+        if limit is not None and sum(len(data) for data in found.values()) > limit:
+            raise FilesTooLarge(f"{path} in pod {workload_id} is over {limit} bytes")
+        return found
 
     async def stats(self, workload_id: str) -> WorkloadStats:
         """Usage from the metrics API (metrics-server; none without it), the limit from the

@@ -1,0 +1,107 @@
+"""The pure parts of a multi-user server: user roots and input bounds (no server needed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jupyter_dss_containers.config import ConfigError, parse_config
+from jupyter_dss_containers.server.limits import BadInput, parse_json, too_deep, whole_number
+from jupyter_dss_containers.workspace import (
+    DEFAULT_USER_ROOT,
+    folder_name,
+    is_inside,
+    template_problem,
+    user_root,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=1, max_size=200), st.text(min_size=1, max_size=200))
+def test_two_user_names_never_share_a_folder(a, b):
+    """Guards against a lossy escape (case folding, dropping characters, truncation) that
+    would give two users one folder, or a name that climbs out (``..``, ``/``, NUL)."""
+    fa, fb = folder_name(a), folder_name(b)
+    assert (fa == fb) == (a == b)
+    assert "/" not in fa and "\0" not in fa and not fa.startswith(".") and 0 < len(fa) <= 96
+
+
+def test_a_user_root_is_one_folder_under_the_template():
+    assert folder_name("alice") == "alice"
+    assert folder_name("Alice") == "-41lice"
+    assert folder_name("../bob") == "-2e-2e-2fbob"
+    assert user_root("alice", "/srv/nb", DEFAULT_USER_ROOT).as_posix() == "/srv/nb/alice"
+    assert user_root("../bob", "/srv/nb", DEFAULT_USER_ROOT).parent.as_posix() == "/srv/nb"
+    assert user_root("bob", "/x", "/home/${user}/work").as_posix() == "/home/bob/work"
+    with pytest.raises(ValueError, match=r"\$\{user\}"):
+        user_root("bob", "/x", "/shared")
+
+
+@pytest.mark.parametrize(
+    ("template", "why"),
+    [
+        ("/shared", "${user}"),
+        ("home/${user}", "absolute"),
+        ("${root_dir}/../${user}", "'..'"),
+        ("/srv/${USER}/${user}", "only the placeholders"),
+    ],
+)
+def test_a_bad_user_root_template_is_refused_with_its_place(template, why):
+    assert why in template_problem(template)
+    with pytest.raises(ConfigError) as refused:
+        parse_config({"defaults": {"user_root": template}}, "site.yaml")
+    assert str(refused.value).startswith("site.yaml: defaults.user_root: ")
+
+
+def test_host_kernels_and_terminals_are_closed_unless_the_file_opens_them():
+    closed = parse_config({}, "t")
+    assert closed.host_kernels.groups == closed.host_kernels.users == ()
+    opened = parse_config(
+        {"host_kernels": {"groups": ["admins"]}, "terminals": {"users": ["bob"]}}, "t"
+    )
+    assert opened.host_kernels.groups == ("admins",) and opened.terminals.users == ("bob",)
+    with pytest.raises(ConfigError, match=r"terminals\.groups"):
+        parse_config({"terminals": {"groups": "admins"}}, "t")
+
+
+def test_a_symlink_out_of_a_root_is_outside_it(tmp_path):
+    root, other = tmp_path / "eve", tmp_path / "bob"
+    root.mkdir()
+    other.mkdir()
+    (root / "out").symlink_to(other)
+    (root / "in").symlink_to(root)
+    assert is_inside(root / "in" / "x", root) and is_inside(root, root)
+    assert not is_inside(root / "out" / "x", root)
+    assert not is_inside(tmp_path / "eve-2", root)  # a sibling with the same prefix
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"[" * 200000, b"{" * 100 + b"}" * 100, b'{"a": ' + b"1" * 5000 + b"}", b"NaN", b"\xff"],
+)
+def test_malformed_bodies_are_bad_input_before_parsing(raw):
+    with pytest.raises(BadInput) as refused:
+        parse_json(raw)
+    assert refused.value.status == 400
+
+
+def test_the_depth_check_skips_brackets_in_strings():
+    body = json.dumps({"code": "[" * 1000, "x": [[1]]}).encode()
+    assert not too_deep(body) and parse_json(body)["x"] == [[1]]
+    assert too_deep(b'["\\"", ' + b"[" * 65 + b"]" * 65 + b"]")
+
+
+def test_an_oversized_body_is_413():
+    with pytest.raises(BadInput) as refused:
+        parse_json(b" " * (1024**2 + 1))
+    assert refused.value.status == 413
+
+
+@pytest.mark.parametrize("text", ["²", "٣", "-1", "1e3", " 1", "1" * 31, ""])
+def test_only_ascii_whole_numbers_are_whole_numbers(text):
+    with pytest.raises(BadInput, match="'tail' must be a whole number"):
+        whole_number(text, "tail", 1, 5000)
+    assert whole_number("5000", "tail", 1, 5000) == 5000
