@@ -300,6 +300,10 @@ class BuildEnvCommand(DSSCommand):
             state = "built" if result.built else "up to date"
             pushed = f" (pushed {result.push.pinned})" if result.push else ""
             console.print(f"[green]{state}[/] {env_name} for {config_name}: {result.tag}{pushed}")
+            if result.not_mirrored:
+                console.print(
+                    f"  {len(result.not_mirrored)} not mirrored: jupyter dss-containers images"
+                )
 
 
 def _configs_of(config_file: ConfigFile, env: CodeEnvSpec) -> list[str]:
@@ -334,6 +338,32 @@ class ImagesCommand(DSSCommand):
                 format_age(s["age_seconds"]),
             )
         console.print(table)
+        for s in states:
+            if s["mirror"] is not None and s["state"] != "stale":
+                _print_not_mirrored(s)
+
+
+#: how ``images`` names the reasons a mirror leaves a package out
+MIRROR_REASONS = {
+    "editable": "editable/local",
+    "local": "editable/local",
+    "no-wheel": "no wheel",
+    "download-failed": "download failed",
+}
+
+
+def _print_not_mirrored(state: dict[str, Any]) -> None:
+    """What a mirroring env could not mirror, one line each, after the images table."""
+    from rich.markup import escape
+
+    mirror = state["mirror"]
+    left_out = mirror["not_mirrored"]
+    head = f"{state['name']} ({state['config']}) mirrors {mirror['source']}"
+    checked = "" if mirror["wheels_checked"] else "; wheels are checked when it is built"
+    console.print(escape(f"{head}: {len(left_out)} not mirrored{checked}"))
+    for entry in left_out:
+        reason = MIRROR_REASONS.get(entry["reason"], entry["reason"])
+        console.print(escape(f"  {entry['requirement']}  [{reason}] {entry['detail']}"))
 
 
 class KernelspecsInstallCommand(DSSCommand):

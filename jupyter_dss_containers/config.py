@@ -287,14 +287,48 @@ class BaseImageSpec:
 
 @dataclass(frozen=True)
 class CodeEnvSpec:
+    """A code env: pinned packages layered on a config's base image, and optionally the
+    pins of a Python environment it mirrors (:mod:`.images.mirror`)."""
+
     name: str
     packages: tuple[str, ...] = ()
     r_packages: tuple[str, ...] = ()
     available_for: str | tuple[str, ...] = ()
     description: str = ""
+    #: ``True``: the server's own environment; a str: the absolute path of a requirements /
+    #: ``pip freeze`` file; None: no mirror
+    mirror: bool | str | None = None
+    #: names left out of a mirror, on top of the built-in list (``images.mirror.EXCLUDED``)
+    exclude: tuple[str, ...] = ()
 
     def is_available_for(self, config_name: str) -> bool:
         return self.available_for == "all" or config_name in self.available_for
+
+    @classmethod
+    def from_dict(cls, name: str, data: dict[str, Any], source: str) -> CodeEnvSpec:
+        available = data.get("available_for", "all")
+        return cls(
+            name=name,
+            packages=tuple(data.get("packages", ())),
+            r_packages=tuple(data.get("r_packages", ())),
+            available_for=available if available == "all" else tuple(available),
+            description=data.get("description", ""),
+            mirror=_mirror_source(data.get("mirror"), source),
+            exclude=tuple(data.get("exclude", ())),
+        )
+
+
+def _mirror_source(mirror: bool | str | None, source: str) -> bool | str | None:
+    """``mirror: PATH`` relative to the config file's folder (``~`` expanded); ``false``
+    is no mirror."""
+    if mirror is None or mirror is False:
+        return None
+    if mirror is True:
+        return True
+    path = os.path.expanduser(mirror)
+    if not os.path.isabs(path):
+        path = os.path.join(os.path.dirname(os.path.abspath(source)), path)
+    return os.path.normpath(path)
 
 
 @dataclass(frozen=True)
@@ -580,16 +614,7 @@ def parse_config(data: Any, source: str) -> ConfigFile:
             for n, b in data.get("base_images", {}).items()
         },
         code_envs={
-            n: CodeEnvSpec(
-                name=n,
-                packages=tuple(e.get("packages", ())),
-                r_packages=tuple(e.get("r_packages", ())),
-                available_for=e.get("available_for", "all")
-                if e.get("available_for", "all") == "all"
-                else tuple(e["available_for"]),
-                description=e.get("description", ""),
-            )
-            for n, e in data.get("code_envs", {}).items()
+            n: CodeEnvSpec.from_dict(n, e, source) for n, e in data.get("code_envs", {}).items()
         },
         groups={u: tuple(g) for u, g in data.get("groups", {}).items()},
         defaults=defaults,
@@ -654,6 +679,14 @@ def _cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
                     )
                 )
     for env_name, env in data.get("code_envs", {}).items():
+        if env.get("exclude") and env.get("mirror") in (None, False):
+            problems.append(
+                (
+                    f"code_envs.{env_name}.exclude",
+                    "expected only with mirror (true, or a requirements file): "
+                    "it names packages a mirror leaves out",
+                )
+            )
         available = env.get("available_for", "all")
         for i, config_name in enumerate([] if available == "all" else available):
             if config_name not in configs:

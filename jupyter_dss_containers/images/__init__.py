@@ -10,6 +10,8 @@ a config's base image, their registries, and the inventory of what is built or s
 - :mod:`.daemon`: the daemon calls of a build (classic build, tags, errors in words);
 - :mod:`.build`: :func:`build_base_image`;
 - :mod:`.envrecipe` and :mod:`.codeenv`: a code env's recipe and its build;
+- :mod:`.mirror` and :mod:`.mirrorwheels`: the pins of a Python environment a code env
+  mirrors, what it leaves out, and the wheels that fit the image;
 - :mod:`.resolve`: which image a config (and code env) runs, with no daemon;
 - :mod:`.registry`: push and pull;
 - :mod:`.inventory`: built, stale or missing, and pruning;

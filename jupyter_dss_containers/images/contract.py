@@ -28,6 +28,8 @@ LABEL_ROOTFS = LABEL_PREFIX + "rootfs"
 LABEL_CODE_ENV = LABEL_PREFIX + "code-env"
 LABEL_EXEC_CONFIG = LABEL_PREFIX + "execution-config"
 LABEL_BASE_REF = LABEL_PREFIX + "base-ref"
+#: a mirroring env's image: JSON list of what it could not mirror (see images.mirror)
+LABEL_NOT_MIRRORED = LABEL_PREFIX + "not-mirrored"
 
 __all__ = [
     "ENV_REPO_PREFIX",
@@ -43,6 +45,7 @@ __all__ = [
     "LABEL_CODE_ENV",
     "LABEL_CONTENT_HASH",
     "LABEL_EXEC_CONFIG",
+    "LABEL_NOT_MIRRORED",
     "LABEL_PREFIX",
     "LABEL_ROOTFS",
     "LABEL_WITH_R",

@@ -4,16 +4,22 @@ A code env is layered on the base image of one execution config: one image per
 (env, config), tagged ``dss-containers/env-<env>:<config>-<hash12>`` where the hash covers
 the env's packages, the base image's own content tag and the install script. An
 unchanged env is therefore never rebuilt, and a changed base image (new tag) makes every
-env on it stale. Pure functions only: naming an image needs no daemon, so
-:func:`.resolve.resolve_image` can use it on the kernel start path.
+env on it stale. An env that mirrors a Python environment (:mod:`.mirror`) also hashes the
+pins it read, so an unchanged environment is a no-op rebuild and a changed pin rebuilds.
+Naming an image needs no daemon (only a mirror's file or installed metadata is read, cached
+by modification time), so :func:`.resolve.resolve_image` can use it on the kernel start
+path.
 """
 
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ..config import ConfigFile, ExecutionConfig
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from ..config import CodeEnvSpec, ConfigFile, ExecutionConfig
 from ..errors import ReportedError
 from .contract import (
     ENV_REPO_PREFIX,
@@ -24,11 +30,14 @@ from .contract import (
     LABEL_PREFIX,
     VENV,
 )
+from .mirror import MirrorFileError, MirrorPlan, Unmirrored, read_mirror
 from .wheels import sha256_of
 
 #: bump when the build changes images in a way the hashed install script does not show
 ENV_BUILDER_VERSION = "1"
 WHEELHOUSE_DIR = "/tmp/dss-wheelhouse"
+#: the file of a mirroring build's wheelhouse that lists the wheel files it installs as they are
+MIRROR_FILE = f"{WHEELHOUSE_DIR}/dss-mirror.txt"
 
 __all__ = [
     "ENV_BUILDER_VERSION",
@@ -38,6 +47,7 @@ __all__ = [
     "LABEL_CONTENT_HASH",
     "LABEL_EXEC_CONFIG",
     "LABEL_PREFIX",
+    "MIRROR_FILE",
     "VENV",
     "WHEELHOUSE_DIR",
     "CodeEnvError",
@@ -62,6 +72,17 @@ class EnvRecipe:
     base_ref: str
     packages: tuple[str, ...]
     r_packages: tuple[str, ...]
+    #: the pins of the environment the env mirrors (``name==version``), before the build
+    #: learns which have wheels; empty without a mirror
+    mirror: tuple[str, ...] = ()
+    #: where those pins come from (a file, or the server's environment); None: no mirror
+    mirror_source: str | None = None
+    #: what the mirror leaves out before any wheel is looked for
+    not_mirrored: tuple[Unmirrored, ...] = field(default=(), compare=False)
+
+    @property
+    def mirrors(self) -> bool:
+        return self.mirror_source is not None
 
     @property
     def repository(self) -> str:
@@ -81,6 +102,8 @@ class EnvRecipe:
             "r_packages": list(self.r_packages),
             "script": self.install_script(offline=True),
         }
+        if self.mirrors:  # only then: the tags of envs without a mirror stay as they were
+            data["mirror"] = list(self.mirror)
         return sha256_of(data)
 
     def labels(self) -> dict[str, str]:
@@ -99,7 +122,9 @@ class EnvRecipe:
         needs the image's apt sources to answer.
         """
         lines = ["set -eu"]
-        if self.packages:
+        if self.mirrors:
+            lines += self._mirror_lines()
+        elif self.packages:
             source = f"--no-index --find-links {WHEELHOUSE_DIR} " if offline else ""
             requirements = " ".join(shlex.quote(p) for p in self.packages)
             lines += [
@@ -118,6 +143,24 @@ class EnvRecipe:
             ]
         lines.append(f"rm -rf {WHEELHOUSE_DIR}")
         return "\n".join(lines) + "\n"
+
+    def _mirror_lines(self) -> list[str]:
+        """Install the wheels the build chose for the mirror (listed in :data:`MIRROR_FILE`:
+        the pins' and their dependencies', exactly, nothing resolved), then the env's own
+        packages (resolved, so they win), offline; ``pip check`` says what conflicts (as in
+        the source environment), and the kernel must still import."""
+        pip = (
+            '"$py" -m pip install --no-cache-dir --disable-pip-version-check --progress-bar off '
+            "--no-index"
+        )
+        lines = [
+            f'py={VENV}/bin/python; [ -x "$py" ] || py=python3',
+            f"[ ! -s {MIRROR_FILE} ] || {pip} --no-deps -r {MIRROR_FILE}",
+        ]
+        if self.packages:
+            explicit = " ".join(shlex.quote(p) for p in self.packages)
+            lines.append(f"{pip} --find-links {WHEELHOUSE_DIR} {explicit}")
+        return [*lines, '"$py" -m pip check || true', '"$py" -c "import ipykernel"']
 
 
 def debian_r_package(name: str) -> str:
@@ -147,4 +190,40 @@ def recipe_for(
             f"code environment {env_name!r} has r_packages but the base image {base.name!r} "
             f"of execution configuration {config.name!r} has no R (set with_r: true)"
         )
-    return EnvRecipe(env_name, config.name, base_ref, env.packages, env.r_packages)
+    if env.mirror is None:
+        return EnvRecipe(env_name, config.name, base_ref, env.packages, env.r_packages)
+    plan = _mirror_plan(env)
+    own = {n: p for p in env.packages if (n := _name_of(p))}
+    pins, skipped = [], list(plan.skipped)
+    for pin in plan.pins:
+        name = canonicalize_name(Requirement(pin).name)
+        if name in own:
+            skipped.append(
+                Unmirrored(pin, "overridden", f"the env's packages pin {own[name]}", name)
+            )
+        else:
+            pins.append(pin)
+    return EnvRecipe(
+        env_name,
+        config.name,
+        base_ref,
+        env.packages,
+        env.r_packages,
+        mirror=tuple(pins),
+        mirror_source=plan.source,
+        not_mirrored=tuple(skipped),
+    )
+
+
+def _name_of(requirement: str) -> str | None:
+    try:
+        return canonicalize_name(Requirement(requirement).name)
+    except InvalidRequirement:
+        return None
+
+
+def _mirror_plan(env: CodeEnvSpec) -> MirrorPlan:
+    try:
+        return read_mirror(env.mirror, env.exclude)  # type: ignore[arg-type]
+    except MirrorFileError as exc:
+        raise CodeEnvError(f"code_envs.{env.name}.mirror: {exc}") from None

@@ -1,10 +1,13 @@
 """Which images the config file implies, which are built, stale or missing, and the
 pruning of older builds (never the current ones, nor images of names the file does not
-define, nor one a container still uses)."""
+define, nor one a container still uses). An env that mirrors a Python environment also
+says what it could not mirror: a built image from its label (wheels checked), a missing one
+from its recipe (what the source leaves out; wheels are checked when it is built)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -12,8 +15,8 @@ import docker
 import docker.errors
 
 from ..config import ConfigFile
-from .contract import LABEL_CODE_ENV, LABEL_EXEC_CONFIG
-from .envrecipe import CodeEnvError
+from .contract import LABEL_CODE_ENV, LABEL_EXEC_CONFIG, LABEL_NOT_MIRRORED
+from .envrecipe import CodeEnvError, EnvRecipe
 from .recipe import base_image_tag
 from .resolve import env_recipe
 
@@ -29,6 +32,9 @@ class ImageState:
     state: str  # "built", "stale" or "missing"
     size: int | None = None
     created: datetime | None = None
+    #: a mirroring env's: ``source``, ``pins`` (how many it read), ``wheels_checked`` and
+    #: ``not_mirrored`` (requirement, name, reason, detail); None for other images
+    mirror: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +46,7 @@ class ImageState:
             "size": self.size,
             "created": self.created.isoformat() if self.created else None,
             "age_seconds": _age(self.created),
+            "mirror": self.mirror,
         }
 
 
@@ -64,8 +71,31 @@ def image_states(config_file: ConfigFile, client: docker.DockerClient) -> list[I
             found = [
                 i for i in found if (i.get("Labels") or {}).get(LABEL_EXEC_CONFIG) == config.name
             ]
-            out += classify("env", env.name, config.name, recipe.tag, found)
+            states = classify("env", env.name, config.name, recipe.tag, found)
+            if recipe.mirrors:
+                states = [_with_mirror(s, recipe, found) for s in states]
+            out += states
     return out
+
+
+def _with_mirror(state: ImageState, recipe: EnvRecipe, found: list[dict[str, Any]]) -> ImageState:
+    """The state with what its mirror left out: the image's label when it has one."""
+    labels = next((i.get("Labels") or {} for i in found if state.ref in short_tags(i)), {})
+    left_out = [u.as_dict() for u in recipe.not_mirrored]
+    checked = False
+    if state.state != "missing" and LABEL_NOT_MIRRORED in labels:
+        try:
+            left_out = [dict(u) for u in json.loads(labels[LABEL_NOT_MIRRORED])]
+            checked = True
+        except (TypeError, ValueError):
+            pass  # a label we did not write: show what the recipe knows
+    mirror = {
+        "source": recipe.mirror_source,
+        "pins": len(recipe.mirror) if state.state != "stale" else None,
+        "wheels_checked": checked,
+        "not_mirrored": left_out,
+    }
+    return replace(state, mirror=mirror)
 
 
 def prune_stale_images(

@@ -74,13 +74,19 @@ def platform_tags(arch: str, glibc: str) -> list[str]:
 
 
 def pip_download_command(
-    requirements_: list[str], dest: Path, python: str, glibc: str, arch: str
+    requirements_: list[str],
+    dest: Path,
+    python: str,
+    glibc: str,
+    arch: str,
+    options: tuple[str, ...] = (),
 ) -> list[str]:
-    """The host's ``pip download`` of binary wheels for another Python and platform."""
+    """The host's ``pip download`` of binary wheels for another Python and platform
+    (``options``: more of pip's, e.g. ``--no-deps`` or ``--no-index --find-links DIR``)."""
     cmd = [sys.executable, "-m", "pip", "download", *_PIP_DOWNLOAD, "--python-version", python]
     for tag in platform_tags(arch, glibc):
         cmd += ["--platform", tag]
-    return [*cmd, "-d", str(dest), *requirements_]
+    return [*cmd, *options, "-d", str(dest), *requirements_]
 
 
 def cache_dir() -> Path:
@@ -106,20 +112,48 @@ def cached_wheels(
     The folder is filled aside and renamed into place, so a half-done download is never
     used.
     """
+    folder, output = try_cached_wheels(kind, requirements_, python, glibc, run)
+    if folder is None:
+        raise run.fail(output[-1])
+    return folder
+
+
+def try_cached_wheels(
+    kind: str,
+    requirements_: list[str],
+    python: str,
+    glibc: str,
+    run: BuildRun,
+    options: tuple[str, ...] = (),
+    options_key: Any = None,
+) -> tuple[Path | None, list[str]]:
+    """:func:`cached_wheels` that does not raise: ``(folder, [])`` once downloaded (now or
+    before), ``(None, pip's output lines)`` when pip failed. Failures are not cached.
+    ``options`` go to pip; ``options_key`` stands for them in the cache key (e.g. with a
+    wheelhouse's listing)."""
     arch = platform.machine()
-    key = sha256_of({"req": requirements_, "python": python, "glibc": glibc, "arch": arch})
-    folder = cache_dir() / f"{kind}-{key[:16]}"
+    key_data: dict[str, Any] = {"req": requirements_, "python": python, "glibc": glibc}
+    key_data["arch"] = arch
+    if options:
+        key_data["options"] = options_key if options_key is not None else list(options)
+    folder = cache_dir() / f"{kind}-{sha256_of(key_data)[:16]}"
     if (folder / ".complete").exists():
         run.emit("wheelhouse", f"using cached wheels {folder}")
-        return folder
+        return folder, []
     run.emit("wheelhouse", f"downloading wheels for Python {python} into {folder}")
     folder.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    output: list[str] = []
+
+    def keep(line: str) -> None:
+        output.append(line.rstrip("\n"))
+
     try:
-        command = pip_download_command(requirements_, partial, python, glibc, arch)
-        code = stream_process(command, run, "wheelhouse")
+        command = pip_download_command(requirements_, partial, python, glibc, arch, options)
+        code = stream_process(command, run, "wheelhouse", keep)
         if code != 0:
-            raise run.fail(f"pip download exited with code {code}")
+            output.append(f"pip download exited with code {code}")
+            return None, output
         (partial / ".complete").touch()
         try:
             partial.rename(folder)
@@ -128,7 +162,7 @@ def cached_wheels(
                 raise
     finally:
         shutil.rmtree(partial, ignore_errors=True)
-    return folder
+    return folder, []
 
 
 def bootstrap_wheelhouse(spec: BaseImageSpec, run: BuildRun, tmp: Path) -> Path:
