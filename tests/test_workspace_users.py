@@ -229,11 +229,6 @@ async def test_a_notebook_path_through_a_symlink_out_of_her_root_starts_nothing(
     assert containers_of(docker_client, server, "alice") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jupyter_server's session POST wraps the contents manager's 404 (the path leaves "
-    "her root) into a 500; needs a core route fix in jupyter_dss_containers/server",
-)
 async def test_a_notebook_path_through_a_symlink_out_of_her_root_is_a_404(server, roots):
     """Guards the uniform refusal: a path through a link out of her root gets the answer a
     missing path gets (404), not a server error."""

@@ -71,10 +71,12 @@ def _with_true_status(handler: type) -> type:
             try:
                 await super().post(*args, **kwargs)
             except HTTPError as exc:
-                if exc.status_code == 500 and isinstance(
-                    exc.__cause__, ReportedError | KernelNotFound
+                cause = exc.__cause__
+                if exc.status_code == 500 and (
+                    isinstance(cause, ReportedError | KernelNotFound)
+                    or (isinstance(cause, HTTPError) and 400 <= cause.status_code < 500)
                 ):
-                    raise exc.__cause__ from None
+                    raise cause from None
                 raise
 
     TrueStatus.__name__ = TrueStatus.__qualname__ = handler.__name__
