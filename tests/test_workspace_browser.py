@@ -100,7 +100,13 @@ def test_a_notebook_sees_its_folder_reads_with_pandas_plots_and_writes_as_the_us
             page.wait_for_function("window.jupyterapp !== undefined")
             page.evaluate("window.jupyterapp.restored.then(() => true)")
             page.locator(".jp-Notebook").wait_for()
-            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()
+            # the notebook's kernel answered: its status is idle (JupyterLab's own session)
+            page.wait_for_function(
+                "(() => { const w = window.jupyterapp.shell.currentWidget;"
+                " const k = w && w.sessionContext && w.sessionContext.session"
+                " && w.sessionContext.session.kernel;"
+                " return !!k && k.status === 'idle'; })()"
+            )
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
             outputs = page.locator(".jp-OutputArea-output")
             page.locator(".jp-OutputArea-output", has_text="written").wait_for()
