@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from traitlets import Float, Integer, Unicode
+from traitlets import Bool, Float, Integer, Unicode
 from traitlets.config import LoggingConfigurable
 
 from .. import images, ownership
@@ -28,6 +29,7 @@ from ..backends import Backend, BackendError, BackendUnavailable, ImageMissing, 
 from ..backends.base import WorkloadSpec, WorkloadStatus
 from ..config import ConfigFile, ExecutionConfig, load_config
 from ..permissions import Identity, check_permission, current_identity
+from ..workspace import WorkspaceError, WorkspacePlan, resolve_plan
 from . import queueing, rlang
 from .collect import read_result
 from .model import (
@@ -92,6 +94,13 @@ class JobService(LoggingConfigurable):
     stop_grace_seconds = Float(2.0, config=True, help="Seconds between SIGTERM and removal.")
     log_tail_lines = Integer(20, config=True, help="Log lines quoted when a job dies.")
     python = Unicode("python3", config=True, help="The Python that runs jobs in the image.")
+    mount_cwd = Bool(
+        True,
+        config=True,
+        help="Jobs see the submitting process's working folder (the notebook's, when a "
+        "kernel submits them) at the same path, and start there (the config's workspace "
+        "section applies). The server's own service turns it off: its REST jobs mount nothing.",
+    )
     take_over_interval = Float(
         5.0,
         config=True,
@@ -115,6 +124,7 @@ class JobService(LoggingConfigurable):
         self._changed: asyncio.Condition | None = None
         self._store: JobStore | None = None
         self._submitted: set[str] = set()  # jobs submitted here (not taken over)
+        self._plans: dict[str, WorkspacePlan] = {}  # until each job's workload is made
         self._logged: dict[str, int] = {}  # bytes of each job's output in the store
 
     # ------------------------------------------------------------------ public
@@ -135,16 +145,39 @@ class JobService(LoggingConfigurable):
         files, command = await asyncio.to_thread(
             job_files, request, framed, self.python, self.max_payload_bytes
         )
+        plan = await self._workspace(config, identity.username)
         self._check_queue(identity.username)  # again: others may have queued meanwhile
         job = Job(id=uuid.uuid4().hex[:12], request=request, owner=identity.username, image=image)
         job.message = self._wait_reason(job) or ""
         self._jobs[job.id] = job
         self._submitted.add(job.id)
         self._backends[job.id] = backend_for(config)
+        self._plans[job.id] = plan
+        if plan.notice:
+            job.output.append(("stderr", plan.notice + "\n"))
         self._save(job)
         self._tasks[job.id] = asyncio.create_task(self._run(job, config, files, command))
         self._forget_old()
         return job
+
+    async def _workspace(self, config: ExecutionConfig, user: str) -> WorkspacePlan:
+        """The submitting process's working folder at the same path in the job (the
+        notebook's, when a kernel submits), or nothing (``mount_cwd`` off: the server)."""
+        if not self.mount_cwd:
+            return WorkspacePlan()
+        try:
+            return await asyncio.to_thread(
+                resolve_plan,
+                config.workspace,
+                backend=config.backend,
+                remote=config.backend == "docker" and config.docker.is_remote,
+                server_root=None,
+                cwd=os.getcwd(),
+                user=user,
+                config_name=config.name,
+            )
+        except (WorkspaceError, OSError) as exc:
+            raise JobError(f"execution config {config.name!r}: {exc}") from None
 
     def submitted_here(self, job_id: str) -> bool:
         """Whether this service submitted the job (rather than took it over from a store):
@@ -302,6 +335,7 @@ class JobService(LoggingConfigurable):
             ),
             env=env,
             files=files,
+            workspace=self._plans.pop(job.id, None),
         )
         workload = await backend.create(spec)
         job.workload_id = workload.id

@@ -113,7 +113,8 @@ class DSSContainersExtension(ExtensionApp):
         ksm = self.serverapp.kernel_spec_manager
         if isinstance(ksm, ContainerKernelSpecManager) and self.config_file:
             ksm.dss_config_file = self.config_file
-        self.job_service = JobService(parent=self, config_file=self.config_file)
+        # REST jobs run for users whose folders the server does not mount: no cwd mount
+        self.job_service = JobService(parent=self, config_file=self.config_file, mount_cwd=False)
         if self.job_service.store_dir is None:  # a server's jobs outlive it (issue #8)
             self.job_service.store_dir = str(Path(jupyter_data_dir()) / "dss_containers" / "jobs")
         self.settings["dss_containers"] = self
