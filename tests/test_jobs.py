@@ -80,10 +80,11 @@ def test_forbidden_config_is_refused_before_anything_starts(job_config, docker_c
 
 
 def test_missing_library_is_named(job_config):
-    from sklearn.linear_model import LogisticRegression
+    """The default image has the scientific stack but not XGBoost: the job names it."""
+    from xgboost import XGBClassifier
 
-    with pytest.raises(JobError, match="lacks the Python library 'sklearn'"):
-        jobs.train("bare", LogisticRegression(), np.zeros((4, 2)), np.array([0, 1, 0, 1]))
+    with pytest.raises(JobError, match="lacks the Python library 'xgboost'"):
+        jobs.train("bare", XGBClassifier(n_estimators=2), np.zeros((4, 2)), np.array([0, 1, 0, 1]))
 
 
 def test_sklearn_pipeline_train_retrain_score_evaluate(job_config):
