@@ -206,6 +206,37 @@ def plan_workspace(
     return WorkspacePlan(source=root, **common)
 
 
+#: folders of the workload itself (the system, our venv, the kernel's and job's private
+#: folders): a workspace mounted at one of them, or at a folder above one, would hide it
+IMAGE_FOLDERS = (
+    "/bin",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/opt/dss/venv",
+    "/proc",
+    "/sbin",
+    "/sys",
+    "/tmp/.dss-job",
+    "/tmp/.dss-kernel",
+    "/usr",
+)
+
+
+def hides_the_image(path: str) -> bool:
+    """True for a mount point that is one of :data:`IMAGE_FOLDERS` or lies above one."""
+    base = path.rstrip("/") + "/"
+    return any((f + "/").startswith(base) for f in IMAGE_FOLDERS)
+
+
+def _not_mountable(config: str, root: str) -> str:
+    return (
+        f"dss-containers: the notebook's files are not visible in this container: their "
+        f"folder {root} would hide the container's own system folders (execution config "
+        f"{config!r}); start the server or the notebook in a folder of its own."
+    )
+
+
 def _not_shared(config: str, key: str, what: str) -> str:
     return (
         f"dss-containers: the notebook's files are not visible in this container: execution "
@@ -259,10 +290,10 @@ def resolve_plan(
         return WorkspacePlan()
     here = cwd or os.getcwd()
     root = server_root or here
-    if os.path.realpath(root) == "/":  # never the host's whole tree: the folder alone
+    if hides_the_image(os.path.realpath(root)):  # never over the image's own folders
         root = here
-    if os.path.realpath(root) == "/":
-        return WorkspacePlan()
+    if hides_the_image(os.path.realpath(root)):
+        return WorkspacePlan(notice=_not_mountable(config_name, root))
     real_root, real_cwd = resolve_inside(root, here)
     plan = plan_workspace(
         settings,

@@ -105,3 +105,79 @@ def test_only_ascii_whole_numbers_are_whole_numbers(text):
     with pytest.raises(BadInput, match="'tail' must be a whole number"):
         whole_number(text, "tail", 1, 5000)
     assert whole_number("5000", "tail", 1, 5000) == 5000
+
+
+# --------------------------------------------------------------------------- workload plans
+
+
+def _plan(tmp_path, **settings):
+    from jupyter_dss_containers.workspace import WorkspaceSettings, resolve_plan
+
+    return lambda cwd, backend="docker", remote=False, root=None: resolve_plan(
+        WorkspaceSettings.from_dict(settings),
+        backend=backend,
+        remote=remote,
+        server_root=str(root or tmp_path),
+        cwd=str(cwd),
+        user="alice",
+        config_name="c",
+    )
+
+
+def test_a_local_daemon_mounts_the_root_at_its_own_path_and_starts_in_the_folder(tmp_path):
+    """Guards: mounting only the folder, another target path, or the server's cwd."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    plan = _plan(tmp_path)(tmp_path / "a" / "b")
+    root = str(tmp_path.resolve())
+    assert (plan.root, plan.source, plan.working_dir) == (root, root, f"{root}/a/b")
+    assert plan.notice is None and not plan.read_only
+
+
+def test_a_folder_outside_the_root_or_through_a_link_out_is_refused(tmp_path):
+    """Guards: ``..`` or a planted symlink reaching past the root at mount time."""
+    import pytest
+
+    from jupyter_dss_containers.workspace import WorkspaceError
+
+    root = tmp_path / "alice"
+    (root / "work").mkdir(parents=True)
+    (tmp_path / "bob").mkdir()
+    (root / "escape").symlink_to(tmp_path / "bob")
+    plan = _plan(tmp_path, read_only=True)
+    for cwd in (root / ".." / "bob", root / "escape", tmp_path / "bob"):
+        with pytest.raises(WorkspaceError, match="outside the workspace"):
+            plan(cwd, root=root)
+    assert plan(root / "work", root=root).read_only
+
+
+def test_remote_daemons_mount_host_path_or_say_why_nothing_is_there(tmp_path):
+    """Guards: a remote daemon bind-mounting the server's path (not its own tree), or
+    starting with an empty folder and no word about it."""
+    shared = _plan(tmp_path, host_path="/srv/home/${user}")(tmp_path, remote=True)
+    assert shared.source == "/srv/home/alice" and shared.root == str(tmp_path.resolve())
+    alone = _plan(tmp_path)(tmp_path, remote=True)
+    assert not alone.mounted and "workspace.host_path" in alone.notice
+    pod = _plan(tmp_path, volume="home-${user}", sub_path="nb")(tmp_path, backend="kubernetes")
+    assert pod.volume == {"claim": "home-alice"} and pod.sub_path == "nb"
+    assert "workspace.volume" in _plan(tmp_path)(tmp_path, backend="kubernetes").notice
+    assert not _plan(tmp_path, mount="none")(tmp_path).mounted
+
+
+def test_the_workload_runs_as_the_server_user_or_the_workspace_owner_never_root():
+    """Guards: a root server running workloads as root on the user's files."""
+    from jupyter_dss_containers.workspace import IMAGE_UID_GID, workload_user
+
+    assert workload_user(1001, 1001, (1234, 100)) == "1001:1001"
+    assert workload_user(0, 0, (1234, 100)) == "1234:100"
+    assert workload_user(0, 0, (0, 0)) == "{}:{}".format(*IMAGE_UID_GID)
+
+
+def test_a_root_that_would_hide_the_images_folders_is_not_mounted(tmp_path):
+    """Guards: a server started in / or /tmp mounting the host's tree over the container's
+    system, venv or private job folder."""
+    from jupyter_dss_containers.workspace import hides_the_image
+
+    assert all(hides_the_image(p) for p in ("/", "/tmp", "/opt", "/usr", "/etc", "/opt/dss"))
+    assert not any(hides_the_image(p) for p in ("/tmp/x", "/home/alice", "/opt/data"))
+    plan = _plan(tmp_path)(tmp_path, root="/")
+    assert plan.mounted and plan.root == str(tmp_path.resolve())  # the folder alone
