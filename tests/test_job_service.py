@@ -158,7 +158,10 @@ def test_every_job_service_trait_is_read():
 
 @pytest.mark.parametrize("trait", sorted(JobService.class_trait_names(config=True)))
 def test_every_job_service_trait_has_help_and_is_in_the_readme(trait):
-    """A trait a site may set is described (guards: an undocumented knob)."""
+    """A trait a site may set has a help text and a row in the README's Jobs section
+    (guards: an undocumented knob)."""
     assert JobService.class_traits()[trait].help
     readme = (JOBS_PACKAGE.parent.parent / "README.md").read_text()
-    assert trait in readme, f"JobService.{trait} is not in the README"
+    jobs_section = readme.split("\n## Jobs", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in jobs_section.splitlines() if line.startswith("| `")]
+    assert any(f"`{trait}`" in row for row in rows), f"JobService.{trait} is not in the README"
