@@ -94,6 +94,7 @@ class Report:
     listed_jobs: int = 0
     keep_finished: int = 0
     fd_growth: int = 0  # the largest sample's fds after the warm-up sample, minus that one's
+    runtime_growth: int = 0  # runtime dir entries at the end, minus at the warm-up sample
     rss_growth_mib: float = 0.0
     latency_ratio: float = float("nan")  # last sample's start median / first sample's
     seconds: float = 0.0
@@ -303,14 +304,13 @@ def our_containers(docker_client: Any, kernel_ids: set[str], job_ids: set[str]) 
     """Names of the containers of these kernels and jobs still present (running or not)."""
     from jupyter_dss_containers import ownership
 
-    found = docker_client.containers.list(
-        all=True, filters={"label": [f"{ownership.MANAGED}=true"]}
-    )
+    # the list call alone (one snapshot): inspecting each would race with removals
+    found = docker_client.api.containers(all=True, filters={"label": f"{ownership.MANAGED}=true"})
     return [
-        c.name
+        c["Names"][0].lstrip("/") if c.get("Names") else c["Id"]
         for c in found
-        if c.labels.get(ownership.KERNEL_ID) in kernel_ids
-        or c.labels.get(ownership.JOB_ID) in job_ids
+        if (c.get("Labels") or {}).get(ownership.KERNEL_ID) in kernel_ids
+        or (c.get("Labels") or {}).get(ownership.JOB_ID) in job_ids
     ]
 
 
@@ -330,6 +330,17 @@ def store_entries(server: Server) -> int:
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear interpolation between the closest ranks (as numpy's default)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = q / 100 * (len(ordered) - 1)
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 # --------------------------------------------------------------------------- the soak
@@ -375,13 +386,18 @@ async def soak(
                 if state != "succeeded":
                     report.failed_jobs.append(job_id)
             if n % every == 0 or n == max(cycles, jobs):
-                sample = await _sample(server, client, n, kernel_ids, job_ids)
-                sample.start_median_s, sample.job_median_s = median(since_start), median(since_job)
+                sample = Sample(
+                    **await _sample(server, client, kernel_ids, job_ids),
+                    round=n,
+                    kernels=min(n, cycles),
+                    jobs=min(n, jobs),
+                    start_median_s=median(since_start),
+                    job_median_s=median(since_job),
+                )
+                report.samples.append(sample)
                 report.start_seconds += since_start
                 report.job_seconds += since_job
                 since_start, since_job = [], []
-                sample.kernels, sample.jobs = min(n, cycles), min(n, jobs)
-                report.samples.append(sample)
                 if progress:
                     print(row(sample), flush=True)
         await _final_checks(server, client, report, kernel_ids, job_ids, settle_seconds)
@@ -403,23 +419,19 @@ def _tear_down(server: Server, client: Any, kernel_ids: set[str], job_ids: set[s
 
 
 async def _sample(
-    server: Server, client: Any, n: int, kernel_ids: set[str], job_ids: set[str]
-) -> Sample:
+    server: Server, client: Any, kernel_ids: set[str], job_ids: set[str]
+) -> dict[str, Any]:
+    """What the server holds now (the fields of a :class:`Sample` that it tells)."""
     rss, fds, threads = process_sample(server.pid)
     containers = await asyncio.to_thread(our_containers, client, kernel_ids, job_ids)
-    return Sample(
-        round=n,
-        kernels=0,
-        jobs=0,
-        rss_mib=round(rss, 1),
-        fds=fds,
-        threads=threads,
-        start_median_s=float("nan"),
-        job_median_s=float("nan"),
-        containers=len(containers),
-        runtime_entries=len(runtime_entries(server)),
-        store_entries=store_entries(server),
-    )
+    return {
+        "rss_mib": round(rss, 1),
+        "fds": fds,
+        "threads": threads,
+        "containers": len(containers),
+        "runtime_entries": len(runtime_entries(server)),
+        "store_entries": store_entries(server),
+    }
 
 
 async def _final_checks(
@@ -440,7 +452,11 @@ async def _final_checks(
         report.store_entries = store_entries(server)
         status, body = await server.request("GET", f"{API}jobs")
         report.listed_jobs = len(body["jobs"]) if status == 200 else -1
+        if report.samples:
+            now = len(runtime_entries(server))
+            report.runtime_growth = now - report.samples[0].runtime_entries
         clean = not report.leaked_containers and not report.leaked_runtime_entries
+        clean = clean and report.runtime_growth <= 0
         if (clean and report.store_bounded) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.5)
@@ -490,8 +506,9 @@ def verdicts(report: Report) -> list[tuple[str, bool, str]]:
         ),
         (
             "no kernel file or socket folder left in the runtime dir",
-            not report.leaked_runtime_entries,
-            ", ".join(report.leaked_runtime_entries) or "none",
+            not report.leaked_runtime_entries and report.runtime_growth <= 0,
+            f"{', '.join(report.leaked_runtime_entries) or 'none'} naming a kernel; "
+            f"{report.runtime_growth:+d} entries since the warm-up",
         ),
         (
             "job store within keep_finished",
@@ -521,6 +538,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", default="default", help="its image (with no --config-file)")
     parser.add_argument("--folder", type=Path, help="keep the server's files here")
     args = parser.parse_args(argv)
+    # stopped by SIGINT or SIGTERM (also when started in the background): clean up first
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     folder = args.folder or Path(tempfile.mkdtemp(prefix="dss-soak-"))
     folder.mkdir(parents=True, exist_ok=True)
     print(f"soak: {args.cycles} kernel cycles, {args.jobs} jobs, a sample every {args.every}")
@@ -539,13 +559,15 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     print(f"load average at end: {os.getloadavg()}; {report.seconds:.0f} s in all")
-    starts = sorted(report.start_seconds)
-    if starts:
-        print(
-            f"kernel start: n={len(starts)} median {median(starts):.3f} s, "
-            f"p95 {starts[int(0.95 * (len(starts) - 1))]:.3f} s; "
-            f"rss {report.samples[0].rss_mib} -> {report.samples[-1].rss_mib} MiB"
-        )
+    for what, seconds in (("kernel start", report.start_seconds), ("job", report.job_seconds)):
+        if seconds:
+            print(
+                f"{what}: n={len(seconds)} median {median(seconds):.3f} s, "
+                f"p95 {percentile(seconds, 95):.3f} s, max {max(seconds):.3f} s"
+            )
+    if report.samples:
+        first, last = report.samples[0], report.samples[-1]
+        print(f"server rss {first.rss_mib} -> {last.rss_mib} MiB, fds {first.fds} -> {last.fds}")
     for check, passed, detail in verdicts(report):
         print(f"  [{'ok' if passed else 'NO'}] {check}: {detail}")
     write_csv(report, args.csv)

@@ -165,3 +165,20 @@ def test_every_job_service_trait_has_help_and_is_in_the_readme(trait):
     jobs_section = readme.split("\n## Jobs", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in jobs_section.splitlines() if line.startswith("| `")]
     assert any(f"`{trait}`" in row for row in rows), f"JobService.{trait} is not in the README"
+
+
+async def test_the_store_keeps_the_jobs_that_finished_last(tmp_path):
+    """Past ``keep_finished``, the jobs that finished first are forgotten, in memory and on
+    disk, whatever their submission order (guards: a long job forgotten the moment it ends
+    because it was submitted first, or a store that grows with every job)."""
+    store = JobStore(tmp_path / "jobs")
+    ends = {"old1": 50.0, "old2": 10.0, "old3": 40.0, "old4": 20.0, "old5": 30.0}
+    for created, (job_id, finished) in enumerate(ends.items()):
+        job = make_job(job_id, "succeeded")
+        job.created, job.finished = float(created), finished
+        store.save(job, "gone-server")
+    service = JobService(store_dir=str(store.root), keep_finished=2)
+    assert await service.recover() == []  # nothing active to take over
+    await service.writer.flush()
+    assert sorted(j.id for j in service.list()) == ["old1", "old3"]
+    assert sorted(job.id for job, _ in store.load_all()) == ["old1", "old3"]

@@ -432,7 +432,10 @@ class JobService(Recovery, LoggingConfigurable):
             self.writer.replace(job.id, list(job.output))
 
     def _forget_old(self) -> None:
+        """Forget (in memory and in the store) the jobs that finished first, past
+        ``keep_finished``: a long job that just ended is not the first to go."""
         finished = [j for j in self._jobs.values() if j.state in FINAL_STATES]
+        finished.sort(key=lambda j: j.finished or j.created)
         for job in finished[: max(0, len(finished) - self.keep_finished)]:
             self._jobs.pop(job.id, None)
             self._tasks.pop(job.id, None)
