@@ -63,6 +63,8 @@ execution_configs:
 """
 JOB_CODE = "x = 41 + 1\nx"
 REQUEST_TIMEOUT = 120.0
+# a cycle that fails so is counted and the soak goes on (a dead server ends it)
+CYCLE_ERRORS = (RuntimeError, OSError, HTTPClientError, asyncio.TimeoutError)
 
 
 @dataclass
@@ -87,6 +89,7 @@ class Report:
     samples: list[Sample] = field(default_factory=list)
     start_seconds: list[float] = field(default_factory=list)
     job_seconds: list[float] = field(default_factory=list)
+    failed_kernels: list[str] = field(default_factory=list)  # why each failed cycle failed
     failed_jobs: list[str] = field(default_factory=list)
     leaked_containers: list[str] = field(default_factory=list)
     leaked_runtime_entries: list[str] = field(default_factory=list)
@@ -174,6 +177,10 @@ class Server:
                 start_new_session=True,
             )  # fmt: skip
 
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"the server exited ({self.proc.returncode}):\n{self.tail()}")
+
     def tail(self, chars: int = 3000) -> str:
         return self.log.read_text(errors="replace")[-chars:]
 
@@ -192,6 +199,7 @@ class Server:
             headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
             body=None if body is None else json.dumps(body),
             allow_nonstandard_methods=True,
+            connect_timeout=timeout,
             request_timeout=timeout,
         )
         response = await self.http.fetch(request, raise_error=False)
@@ -217,19 +225,28 @@ class Server:
 # --------------------------------------------------------------------------- one round
 
 
-async def kernel_cycle(server: Server, kernel_name: str) -> tuple[str, float]:
-    """Start a kernel, wait for its first kernel_info reply on the websocket, delete it."""
+async def kernel_cycle(server: Server, kernel_name: str, ids: set[str]) -> float:
+    """Start a kernel, wait for its first kernel_info reply on the websocket, delete it;
+    its id goes into ``ids`` at once (a failed cycle is checked for leaks too)."""
     began = time.perf_counter()
     status, kernel = await server.request("POST", "api/kernels", {"name": kernel_name})
     if status != 201:
         raise RuntimeError(f"POST api/kernels: {status} {kernel}")
     kernel_id = kernel["id"]
+    ids.add(kernel_id)
     try:
         session = uuid.uuid4().hex
         ws_url = server.url.replace("http://", "ws://")
         ws_url += f"api/kernels/{kernel_id}/channels?session_id={session}"
         headers = {"Authorization": f"token {server.token}"}
-        conn = await websocket_connect(HTTPRequest(ws_url, headers=headers))
+        conn = await websocket_connect(
+            HTTPRequest(
+                ws_url,
+                headers=headers,
+                connect_timeout=REQUEST_TIMEOUT,
+                request_timeout=REQUEST_TIMEOUT,
+            )
+        )
         try:
             msg_id = uuid.uuid4().hex
             await conn.write_message(json.dumps(_kernel_info_request(msg_id, session)))
@@ -250,7 +267,7 @@ async def kernel_cycle(server: Server, kernel_name: str) -> tuple[str, float]:
         status, body = await server.request("DELETE", f"api/kernels/{kernel_id}")
         if status != 204:
             raise RuntimeError(f"DELETE api/kernels/{kernel_id}: {status} {body}")
-    return kernel_id, ready
+    return ready
 
 
 def _kernel_info_request(msg_id: str, session: str) -> dict[str, Any]:
@@ -272,20 +289,25 @@ def _kernel_info_request(msg_id: str, session: str) -> dict[str, Any]:
     }
 
 
-async def job_cycle(server: Server, config: str) -> tuple[str, float, str]:
-    """Submit a trivial cell as a job and poll it to its end: (id, seconds, final state)."""
+async def job_cycle(server: Server, config: str, ids: set[str]) -> float:
+    """Submit a trivial cell as a job and poll it to its end (its id into ``ids`` at once);
+    raises unless it succeeded."""
     began = time.perf_counter()
     status, body = await server.request("POST", f"{API}jobs", {"config": config, "code": JOB_CODE})
     if status != 201:
         raise RuntimeError(f"POST jobs: {status} {body}")
     job_id = body["id"]
+    ids.add(job_id)
     while True:
         status, body = await server.request("GET", f"{API}jobs/{job_id}")
         if status != 200:
             raise RuntimeError(f"GET jobs/{job_id}: {status} {body}")
         if body["state"] in FINAL:
-            return job_id, time.perf_counter() - began, body["state"]
+            break
         await asyncio.sleep(0.05)
+    if body["state"] != "succeeded":
+        raise RuntimeError(f"job {job_id} {body['state']}: {body.get('message')}")
+    return time.perf_counter() - began
 
 
 # --------------------------------------------------------------------------- measuring
@@ -376,15 +398,17 @@ async def soak(
         since_job: list[float] = []
         for n in range(1, max(cycles, jobs) + 1):
             if n <= cycles:
-                kernel_id, seconds = await kernel_cycle(server, f"dss-{config}")
-                kernel_ids.add(kernel_id)
-                since_start.append(seconds)
+                try:
+                    since_start.append(await kernel_cycle(server, f"dss-{config}", kernel_ids))
+                except CYCLE_ERRORS as exc:
+                    server.check_alive()
+                    report.failed_kernels.append(f"round {n}: {type(exc).__name__}: {exc}")
             if n <= jobs:
-                job_id, seconds, state = await job_cycle(server, config)
-                job_ids.add(job_id)
-                since_job.append(seconds)
-                if state != "succeeded":
-                    report.failed_jobs.append(job_id)
+                try:
+                    since_job.append(await job_cycle(server, config, job_ids))
+                except CYCLE_ERRORS as exc:
+                    server.check_alive()
+                    report.failed_jobs.append(f"round {n}: {type(exc).__name__}: {exc}")
             if n % every == 0 or n == max(cycles, jobs):
                 sample = Sample(
                     **await _sample(server, client, kernel_ids, job_ids),
@@ -498,7 +522,18 @@ def write_csv(report: Report, path: Path) -> None:
 def verdicts(report: Report) -> list[tuple[str, bool, str]]:
     """(check, passed, detail) for what the soak promises."""
     return [
-        ("every job succeeded", not report.failed_jobs, f"{len(report.failed_jobs)} failed"),
+        (
+            "every kernel cycle succeeded",
+            not report.failed_kernels,
+            f"{len(report.failed_kernels)} failed"
+            + "".join(f"\n      {why}" for why in report.failed_kernels[:5]),
+        ),
+        (
+            "every job succeeded",
+            not report.failed_jobs,
+            f"{len(report.failed_jobs)} failed"
+            + "".join(f"\n      {why}" for why in report.failed_jobs[:5]),
+        ),
         (
             "no container left",
             not report.leaked_containers,

@@ -39,7 +39,7 @@ async def test_a_short_soak_leaks_nothing(tmp_path, base_image) -> None:
         print(f"  [{'ok' if passed else 'NO'}] {check}: {detail}")
     assert len(report.samples) == ROUNDS // EVERY
     assert len(report.start_seconds) == ROUNDS and len(report.job_seconds) == ROUNDS
-    assert report.failed_jobs == []
+    assert report.failed_kernels == [] and report.failed_jobs == []
     assert report.leaked_containers == []
     assert report.leaked_runtime_entries == [] and report.runtime_growth <= 0
     assert report.store_entries <= KEEP_FINISHED and report.listed_jobs <= KEEP_FINISHED
