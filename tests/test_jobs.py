@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -18,6 +19,7 @@ from job_images import job_image
 from jupyter_dss_containers import jobs
 from jupyter_dss_containers.config import BaseImageSpec
 from jupyter_dss_containers.jobs import JobError, JobRequest, JobService, RemoteError
+from jupyter_dss_containers.jobs.store import JobStore
 from jupyter_dss_containers.permissions import PermissionDenied
 
 pytestmark = pytest.mark.docker
@@ -226,6 +228,77 @@ def test_jobs_over_the_user_limit_queue_and_say_so(job_config, docker_client):
     assert first.state == "cancelled"
     assert second.state == "succeeded" and "second" in second.logs()
     assert not leftover_containers(docker_client, job_id=first.id)
+
+
+CLEANS_UP = """
+import time
+try:
+    print('working', flush=True)
+    time.sleep(120)
+finally:
+    print('cleaned up', flush=True)
+"""
+
+
+def test_a_cancelled_job_gets_sigterm_and_its_grace_to_clean_up(job_config, docker_client):
+    """Cancel sends SIGTERM and waits up to ``stop_grace_seconds``: the job's ``finally``
+    runs and its last output is kept; with a grace of 0 it is killed at once (guards: the
+    trait read by nothing, a cancel that kills before the job can clean up, or one that
+    returns before the output written during the grace is collected)."""
+
+    async def cancel_with(grace: float):
+        service = JobService(stop_grace_seconds=grace)
+        job = await service.submit(JobRequest("jobs", "python", CLEANS_UP))
+        for _ in range(1200):
+            if "working" in job.logs():
+                break
+            await asyncio.sleep(0.05)
+        assert "working" in job.logs(), job.message
+        await service.cancel(job.id)
+        return job
+
+    graceful = asyncio.run(cancel_with(30.0))
+    assert graceful.state == "cancelled" and "cleaned up" in graceful.logs()
+    abrupt = asyncio.run(cancel_with(0.0))
+    assert abrupt.state == "cancelled" and "cleaned up" not in abrupt.logs()
+    for job in (graceful, abrupt):
+        assert not leftover_containers(docker_client, job_id=job.id)
+
+
+class ThreadNotingStore(JobStore):
+    """The real store; notes which thread each record or log write runs on."""
+
+    threads: set[int] = set()
+
+    def save_record(self, job_id, record):
+        ThreadNotingStore.threads.add(threading.get_ident())
+        super().save_record(job_id, record)
+
+    def append_output(self, job_id, chunks):
+        ThreadNotingStore.threads.add(threading.get_ident())
+        super().append_output(job_id, chunks)
+
+
+def test_a_chatty_job_is_stored_without_file_io_on_the_event_loop(job_config, tmp_path):
+    """A job printing 3000 lines: its record and log reach the store, and not one write
+    ran on the event loop's thread (guards: store writes on the loop, issue 13)."""
+    code = "for i in range(3000):\n    print('line', i, flush=True)\n"
+
+    async def go():
+        service = JobService(store_dir=str(tmp_path / "store"), store_class=ThreadNotingStore)
+        job = await service.submit(JobRequest("jobs", "python", code))
+        await service.wait(job.id)
+        await service.writer.flush()
+        return job, threading.get_ident(), service.writer.batches
+
+    ThreadNotingStore.threads = set()
+    job, loop_thread, batches = asyncio.run(go())
+    assert job.state == "succeeded", job.message
+    assert ThreadNotingStore.threads and loop_thread not in ThreadNotingStore.threads
+    ((stored, _),) = ThreadNotingStore(tmp_path / "store").load_all()
+    assert stored.state == "succeeded" and stored.logs() == job.logs()
+    assert stored.logs().count("\n") == 3000
+    print(f"\n{len(job.output)} chunks written in {batches} batches")
 
 
 def test_values_load_only_in_the_process_that_submitted_the_job(job_config, tmp_path):

@@ -28,7 +28,13 @@ execution_configs:
 """
 API = "dss-containers/api/"
 SHORT = "import time\nprint('A started', flush=True)\ntime.sleep(4)\nprint('A finished')\n6 * 7\n"
-LONG = "import time\nprint('B started', flush=True)\ntime.sleep(15)\nprint('B finished')\n'bee'\n"
+# runs until the test lets it end (a file made by `docker exec`): no race with a slow start
+GO = "/tmp/dss-test-go"
+LONG = (
+    "import os, time\nprint('B started', flush=True)\n"
+    f"while not os.path.exists({GO!r}):\n    time.sleep(0.2)\n"
+    "print('B finished')\n'bee'\n"
+)
 
 
 @pytest.fixture
@@ -111,6 +117,8 @@ def test_sigkilled_server_comes_back_to_its_jobs(
 
     # still running: taken over, then finished under the new server
     assert job(second, ids["long"])["state"] == "running"
+    (long_box,) = leftover_containers(docker_client, job_id=ids["long"])
+    assert long_box.exec_run(["touch", GO]).exit_code == 0
     long = wait_for(
         "the long job finished",
         lambda: (j := job(second, ids["long"]))["state"] == "succeeded" and j,

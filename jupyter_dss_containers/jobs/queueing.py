@@ -9,7 +9,19 @@ one more, those with fewer jobs already running on that config first (then the e
 
 from __future__ import annotations
 
-from .model import QUEUED, RUNNING, STARTING, Job
+from collections.abc import Iterable
+
+from .model import QUEUED, RUNNING, STARTING, Job, JobQueueFull
+
+
+def check_queue(owner: str, jobs: Iterable[Job], limit: int) -> None:
+    """Refuse one more queued job of ``owner`` past ``limit``, naming the limit."""
+    queued = sum(1 for j in jobs if j.owner == owner and j.state == QUEUED)
+    if queued >= limit:
+        raise JobQueueFull(
+            f"{owner} already has {queued} jobs queued (limit {limit} per user, "
+            "JobService.max_queued_jobs_per_user): wait for some to start, or cancel some"
+        )
 
 
 def wait_reason(job: Job, jobs: list[Job], max_per_user: int, max_per_config: int) -> str | None:

@@ -67,7 +67,15 @@ class _Missing(Exception):
     """A library the job needs is not in the image."""
 
 
+def _cancelled(signum: int, _frame: object) -> None:
+    """SIGTERM (the job was cancelled) becomes an exception in the job's code, so its
+    ``finally`` blocks and context managers run within the service's grace (as PID 1, as
+    in a pod, this process would otherwise ignore SIGTERM until killed)."""
+    raise SystemExit(f"dss-containers: the job was cancelled (signal {signum})")
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _cancelled)
     warnings.filterwarnings("ignore", message=".*non-interactive.*")
     os.environ.setdefault("MPLBACKEND", "Agg")
     sys.path.insert(0, LIBS)

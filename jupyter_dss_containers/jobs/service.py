@@ -8,7 +8,10 @@ every job container like a kernel's, so ``cleanup`` reaps what a dead process le
 
 It never deserializes what a job hands back (see :mod:`.results`): a result is a checked
 JSON document plus opaque bytes, so a job cannot run code in the process of the service,
-which may be the Jupyter server of many users.
+which may be the Jupyter server of many users. It does no file I/O on the event loop: the
+job store is written by one :class:`.writer.StoreWriter` in a worker thread, and results
+are written and read in threads. Taking over the jobs of a process that is gone lives in
+:mod:`.recovery`.
 """
 
 from __future__ import annotations
@@ -18,14 +21,14 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable
 from typing import Any
 
-from traitlets import Bool, Float, Integer, Unicode
+from traitlets import Bool, Float, Integer, Type, Unicode
 from traitlets.config import LoggingConfigurable
 
 from .. import images, ownership
-from ..backends import Backend, BackendError, BackendUnavailable, ImageMissing, backend_for
+from ..backends import Backend, BackendError, ImageMissing, backend_for
 from ..backends.base import WorkloadSpec, WorkloadStatus
 from ..config import ConfigFile, ExecutionConfig, load_config
 from ..permissions import Identity, check_permission, current_identity
@@ -44,17 +47,18 @@ from .model import (
     Job,
     JobError,
     JobNotFound,
-    JobQueueFull,
     JobRequest,
 )
 from .payload import job_files
+from .recovery import Recovery
 from .results import JobResult
-from .store import JobStore
+from .store import JobStore, job_record
+from .writer import StoreWriter
 
 JOB_DIR = rlang.JOB_DIR
 
 
-class JobService(LoggingConfigurable):
+class JobService(Recovery, LoggingConfigurable):
     """Runs jobs in containers from execution configs, a few at a time per user and config."""
 
     config_file = Unicode(
@@ -91,7 +95,13 @@ class JobService(LoggingConfigurable):
         "it, the head is dropped and a marker line says how much.",
     )
     keep_finished = Integer(200, config=True, help="Finished jobs remembered for listings.")
-    stop_grace_seconds = Float(2.0, config=True, help="Seconds between SIGTERM and removal.")
+    stop_grace_seconds = Float(
+        2.0,
+        config=True,
+        help="Seconds a cancelled job (on request, or because this process stops) has "
+        "between SIGTERM and being killed and removed, to run its cleanup (finally "
+        "blocks); 0: killed and removed at once.",
+    )
     log_tail_lines = Integer(20, config=True, help="Log lines quoted when a job dies.")
     python = Unicode("python3", config=True, help="The Python that runs jobs in the image.")
     mount_cwd = Bool(
@@ -115,6 +125,13 @@ class JobService(LoggingConfigurable):
         "process lists its jobs, takes over those still running and collects those that "
         "finished meanwhile (None: memory only).",
     )
+    store_class = Type(
+        JobStore,
+        klass=JobStore,
+        config=True,
+        help="The job store's class, built with store_dir (a JobStore subclass: records "
+        "kept elsewhere, or writes observed).",
+    )
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
@@ -123,6 +140,7 @@ class JobService(LoggingConfigurable):
         self._backends: dict[str, Backend] = {}
         self._changed: asyncio.Condition | None = None
         self._store: JobStore | None = None
+        self._writer: StoreWriter | None = None
         self._submitted: set[str] = set()  # jobs submitted here (not taken over)
         self._plans: dict[str, WorkspacePlan] = {}  # until each job's workload is made
         self._logged: dict[str, int] = {}  # bytes of each job's output in the store
@@ -218,48 +236,64 @@ class JobService(LoggingConfigurable):
         return job.result
 
     async def cancel(self, job_id: str) -> Job:
-        """Stop the job and remove its container; returns once nothing of it is left."""
+        """Stop the job (SIGTERM, then after ``stop_grace_seconds`` kill) and remove its
+        container; returns once nothing of it is left, its last output collected."""
         job = self.get(job_id)
         if job.done:
             return job
         job.state, job.message, job.finished = CANCELLED, "cancelled on request", time.time()
         job.error = JobError(f"job {job_id} was cancelled")
         self._save(job)
-        if job.workload_id and job_id in self._backends:
-            await self._backends[job_id].remove(job.workload_id)
-        await self._notify()
+        await self._notify()  # a queued job leaves the queue
+        backend = self._backends.get(job_id)
+        if job.workload_id and backend is not None:
+            stopped = False
+            if self.stop_grace_seconds > 0:
+                with contextlib.suppress(BackendError):  # then removed at once, below
+                    await backend.stop(job.workload_id, self.stop_grace_seconds)
+                    stopped = True
+            if not stopped:
+                await backend.remove(job.workload_id)
         task = self._tasks.get(job_id)
-        if task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
+        if task is not None:  # it reads the output written during the grace, then removes
+            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(task), timeout=30)
+        if job.workload_id and backend is not None:
+            await backend.remove(job.workload_id)
         return job
 
     async def shutdown(self) -> None:
-        """Cancel every active job at once (the process is going away: no waiting on tasks)."""
+        """Cancel every active job at once (the process is going away: no waiting on
+        tasks; each job gets the same grace at the same time), then flush the store."""
         active = [j for j in self._jobs.values() if not j.done]
         for job in active:
             job.state, job.finished = CANCELLED, time.time()
             job.message = "cancelled: the process that ran it stopped"
             job.error = JobError(f"job {job.id} was cancelled: the process that ran it stopped")
             self._save(job)
-        removals = [
-            self._backends[j.id].remove(j.workload_id)
+        stops = [
+            self._stop(self._backends[j.id], j.workload_id)
             for j in active
             if j.workload_id and j.id in self._backends  # not one still waiting for a daemon
         ]
-        await asyncio.gather(*removals, return_exceptions=True)
+        await asyncio.gather(*stops, return_exceptions=True)
         await self._notify()
+        if self.writer is not None:
+            await self.writer.flush()
+
+    async def _stop(self, backend: Backend, workload_id: str) -> None:
+        """SIGTERM, at most ``stop_grace_seconds`` for the job to clean up, then removal
+        (a grace of 0: removed at once, SIGKILL)."""
+        try:
+            if self.stop_grace_seconds > 0:
+                await backend.stop(workload_id, self.stop_grace_seconds)
+        finally:
+            await backend.remove(workload_id)
 
     # ------------------------------------------------------------------ queueing
 
     def _check_queue(self, owner: str) -> None:
-        queued = sum(1 for j in self._jobs.values() if j.owner == owner and j.state == QUEUED)
-        if queued >= self.max_queued_jobs_per_user:
-            raise JobQueueFull(
-                f"{owner} already has {queued} jobs queued (limit "
-                f"{self.max_queued_jobs_per_user} per user, "
-                "JobService.max_queued_jobs_per_user): wait for some to start, or cancel some"
-            )
+        queueing.check_queue(owner, self._jobs.values(), self.max_queued_jobs_per_user)
 
     def _wait_reason(self, job: Job) -> str | None:
         """Why the job must wait for a slot, or None when it may start now (see
@@ -295,10 +329,18 @@ class JobService(LoggingConfigurable):
         self, job: Job, config: ExecutionConfig, files: dict[str, bytes], command: list[str]
     ) -> None:
         backend = self._backends[job.id]
+
+        async def start_and_follow() -> None:
+            if await self._acquire(job):
+                await self._execute(job, backend, config, files, command)
+
+        await self._guarded(job, backend, start_and_follow())
+
+    async def _guarded(self, job: Job, backend: Backend, work: Awaitable[None]) -> None:
+        """Run a job's ``work`` (start and follow it, or follow a taken-over one) so that
+        however it ends, the job is settled and its container gone."""
         try:
-            if not await self._acquire(job):
-                return
-            await self._execute(job, backend, config, files, command)
+            await work
         except JobError as exc:
             self._finish(job, FAILED, exc)
         except BackendError as exc:
@@ -314,6 +356,7 @@ class JobService(LoggingConfigurable):
             if not job.done:  # cancelled while starting
                 self._finish(job, CANCELLED, JobError(f"job {job.id} was cancelled"))
             await self._notify()
+            self._forget_old()  # the store stays within keep_finished as jobs end
 
     async def _execute(
         self,
@@ -326,6 +369,8 @@ class JobService(LoggingConfigurable):
         req = job.request
         env = {**config.env, "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg"}
         ownership.this_process().register()
+        if self.writer is not None:  # no container before its job's record is on disk
+            await self.writer.flush()
         spec = WorkloadSpec(
             name=f"dss-job-{job.id}",
             image=job.image,
@@ -372,10 +417,9 @@ class JobService(LoggingConfigurable):
         the head up to the same bound while the job runs, and the kept tail once it ends."""
         job.add_output(stream, text, self.max_output_bytes)
         logged = self._logged.get(job.id, 0)
-        if logged <= self.max_output_bytes:
+        if logged <= self.max_output_bytes and self.writer is not None:
             self._logged[job.id] = logged + len(text.encode("utf-8", "replace"))
-            chunk = (stream, text)
-            self._persist(job, "log", lambda store: store.append_output(job.id, [chunk]))
+            self.writer.append(job.id, [(stream, text)])
 
     async def _succeeded(self, job: Job, result: JobResult) -> None:
         job.result = result
@@ -417,137 +461,57 @@ class JobService(LoggingConfigurable):
         elif state == SUCCEEDED:
             job.message = ""
         self._save(job)
-        if self._logged.pop(job.id, 0) > self.max_output_bytes or job.dropped_bytes:
-            kept = list(job.output)  # the store kept the head: keep the tail, as in memory
-            self._persist(job, "log", lambda store: store.replace_output(job.id, kept))
+        over = self._logged.pop(job.id, 0) > self.max_output_bytes or job.dropped_bytes
+        if over and self.writer is not None:  # the store kept the head: keep the tail
+            self.writer.replace(job.id, list(job.output))
 
     def _forget_old(self) -> None:
+        """Forget (in memory and in the store) the jobs that finished first, past
+        ``keep_finished``: a long job that just ended is not the first to go."""
         finished = [j for j in self._jobs.values() if j.state in FINAL_STATES]
+        finished.sort(key=lambda j: j.finished or j.created)
         for job in finished[: max(0, len(finished) - self.keep_finished)]:
             self._jobs.pop(job.id, None)
             self._tasks.pop(job.id, None)
             self._backends.pop(job.id, None)
             self._submitted.discard(job.id)
-            if self.store is not None:
-                self.store.remove(job.id)
+            if self.writer is not None:
+                self.writer.remove(job.id)
 
     # ------------------------------------------------------------------ persistence
 
     @property
     def store(self) -> JobStore | None:
+        """The job store under ``store_dir`` (None: jobs are kept in memory only)."""
         if self._store is None and self.store_dir:
-            self._store = JobStore(self.store_dir)
+            self._store = self.store_class(self.store_dir)
         return self._store
 
-    def _persist(self, job: Job, what: str, write: Callable[[JobStore], None]) -> None:
-        """Write to the store, if there is one; a failure (a full disk) is logged, and the
-        job itself goes on."""
-        if self.store is None:
-            return
-        try:
-            write(self.store)
-        except OSError as exc:
-            self.log.warning("dss-containers: could not keep job %s's %s: %s", job.id, what, exc)
+    @property
+    def writer(self) -> StoreWriter | None:
+        """The one writer of the store (records and logs, off the event loop)."""
+        if self._writer is None and self.store is not None:
+            self._writer = StoreWriter(self.store, self.log)
+        return self._writer
 
     def _save(self, job: Job) -> None:
-        server_id = ownership.this_process().server_id
-        self._persist(job, "record", lambda store: store.save(job, server_id))
+        """Have the job's record written as it is now (a full disk is logged, and the job
+        goes on)."""
+        if self.writer is not None:
+            self.writer.save(job.id, job_record(job, ownership.this_process().server_id))
 
     async def _keep_result(self, job: Job, result: JobResult) -> bool:
         """Write the result to the store (in a thread: values may be large); True when it
         is there."""
-        if self.store is None:
+        if self.store is None or self.writer is None:
             return False
+        await self.writer.flush()  # the job's folder and record first
         try:
             await asyncio.to_thread(self.store.save_result, job.id, result)
         except OSError as exc:
             self.log.warning("dss-containers: could not keep job %s's result: %s", job.id, exc)
             return False
         return True
-
-    async def recover(self) -> list[Job]:
-        """Load the stored jobs; take over the running jobs of processes that are gone.
-
-        Call before reaping orphans: a taken-over job's container is adopted by this
-        process, so the reaper leaves it. A job whose container still runs is followed
-        again; one whose container exited while nobody watched is collected (its log and
-        result read, then the container removed); one whose container is gone fails,
-        saying so. Returns the jobs taken over.
-        """
-        if self.store is None:
-            return []
-        live_servers, _ = ownership.this_process().live_claims()
-        config_file = await asyncio.to_thread(load_config, self.config_file)
-        taken = []
-        for job, server_id in await asyncio.to_thread(self.store.load_all):
-            if job.id in self._jobs or (job.state in ACTIVE_STATES and server_id in live_servers):
-                continue  # ours already, or a live process's
-            self._jobs[job.id] = job  # listed at once; the take-overs below ask daemons
-            if job.state in ACTIVE_STATES:
-                taken.append(job)
-        done = await asyncio.gather(*(self._take_over(job, config_file) for job in taken))
-        for job, taken_over in zip(taken, done, strict=True):
-            if not taken_over:  # its daemon is away (a host restarting?): keep asking
-                self._tasks[job.id] = asyncio.create_task(self._take_over_later(job, config_file))
-        self._forget_old()
-        return taken
-
-    async def _take_over(self, job: Job, config_file: ConfigFile) -> bool:
-        """Adopt and follow the job's container, or settle the job; False when its daemon
-        or cluster cannot be asked yet."""
-        lost = "the process that ran it stopped"
-        if job.done:  # cancelled while waiting
-            return True
-        if job.state == QUEUED:
-            self._finish(job, CANCELLED, JobError(f"job {job.id} was cancelled: {lost} first"))
-            return True
-        try:
-            backend = backend_for(config_file.get(job.config))
-            found = await backend.list({ownership.MANAGED: "true", ownership.JOB_ID: job.id})
-        except BackendUnavailable as exc:
-            job.message = f"{lost}; waiting for its daemon to take it over: {exc}"[:300]
-            return False
-        except (KeyError, BackendError) as exc:
-            why = exc.args[0] if isinstance(exc, KeyError) else exc
-            self._finish(job, FAILED, JobError(f"job {job.id}: {lost}, and then: {why}"))
-            return True
-        if not found:
-            message = f"job {job.id}: {lost}, and its container was removed meanwhile"
-            self._finish(job, FAILED, JobError(message))
-            return True
-        workload = found[0]
-        ownership.this_process().adopt(workload.id)
-        job.workload_id, job.state = workload.id, RUNNING
-        job.reset_output()  # the container's log is read again in full
-        self._logged[job.id] = 0
-        self._persist(job, "log", lambda store: store.replace_output(job.id, []))
-        self._save(job)
-        self._backends[job.id] = backend
-        self.log.info("dss-containers: took over job %s (container %s)", job.id, workload.name)
-        job.message = ""
-        self._tasks[job.id] = asyncio.create_task(self._resume(job, backend))
-        return True
-
-    async def _take_over_later(self, job: Job, config_file: ConfigFile) -> None:
-        """Ask the daemon again every ``take_over_interval`` until it answers."""
-        while True:
-            await asyncio.sleep(self.take_over_interval)
-            if await self._take_over(job, config_file):
-                return
-
-    async def _resume(self, job: Job, backend: Backend) -> None:
-        assert job.workload_id is not None
-        try:
-            await self._collect(job, backend, job.workload_id)
-        except JobError as exc:
-            self._finish(job, FAILED, exc)
-        except BackendError as exc:
-            self._finish(job, FAILED, JobError(self._explain(job, exc)))
-        finally:
-            with contextlib.suppress(BackendError):
-                await backend.remove(job.workload_id)
-            ownership.this_process().release(job.workload_id)
-            await self._notify()
 
 
 def _image_for(config_file: ConfigFile, config: ExecutionConfig, code_env: str | None) -> str:

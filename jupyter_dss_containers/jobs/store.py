@@ -44,10 +44,15 @@ class JobStore:
 
     def save(self, job: Job, server_id: str) -> None:
         """Write the job's record (not its output or result)."""
-        folder = self.folder(job.id)
+        self.save_record(job.id, job_record(job, server_id))
+
+    def save_record(self, job_id: str, record: dict[str, Any]) -> None:
+        """Write a record made by :func:`job_record` (taken on the event loop, written in a
+        thread: the job may change meanwhile, the record does not)."""
+        folder = self.folder(job_id)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.root.chmod(0o700)
-        _write_atomic(folder / RECORD, json.dumps(_record(job, server_id)).encode())
+        _write_atomic(folder / RECORD, json.dumps(record).encode())
 
     def append_output(self, job_id: str, chunks: list[tuple[str, str]]) -> None:
         with _private_open(self.folder(job_id) / OUTPUT, "a") as f:
@@ -125,7 +130,8 @@ class JobStore:
             return None
 
 
-def _record(job: Job, server_id: str) -> dict[str, Any]:
+def job_record(job: Job, server_id: str) -> dict[str, Any]:
+    """The job's record as plain data (what ``job.json`` holds; not the inputs)."""
     req = job.request
     error = None
     if job.error is not None:
