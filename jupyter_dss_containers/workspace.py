@@ -288,7 +288,7 @@ def resolve_plan(
     """
     if settings.mount == "none":
         return WorkspacePlan()
-    here = cwd or os.getcwd()
+    here = cwd or server_root or os.getcwd()  # a kernel started with no path: the root
     root = server_root or here
     if hides_the_image(os.path.realpath(root)):  # never over the image's own folders
         root = here
