@@ -302,7 +302,11 @@ class DockerBackend(Backend):
 
     def _image_home(self, client: docker.DockerClient, image: str) -> str:
         """HOME as the image sets it (the base images' home when it sets none)."""
-        env = (client.images.get(image).attrs.get("Config") or {}).get("Env") or []
+        try:
+            attrs = client.images.get(image).attrs
+        except docker.errors.ImageNotFound:
+            raise ImageMissing(f"image {image} is not on the Docker daemon at {self.url}") from None
+        env = (attrs.get("Config") or {}).get("Env") or []
         homes = [e.split("=", 1)[1] for e in env if e.startswith("HOME=")]
         return homes[-1] if homes and homes[-1].startswith("/") else READ_ONLY_HOME
 
@@ -325,7 +329,7 @@ class DockerBackend(Backend):
             # the start and job results read after the exit (a tmpfs exists only while the
             # container runs); it is removed with the container (remove(v=True)).
             kwargs["read_only"] = True
-        if home:  # a read-only root, or a user other than the image's: HOME of its own
+        if home:  # a read-only root: HOME of its own
             uid, _, gid = (user or DEFAULT_USER).partition(":")
             kwargs["tmpfs"] = {home: f"rw,nosuid,nodev,uid={uid},gid={gid or uid},mode=0700"}
         if s.memory:
@@ -421,13 +425,13 @@ class DockerBackend(Backend):
         user = self._container_user(client, spec.image, plan.user if plan else None)
         env = dict(spec.env)
         read_only = self.config.read_only_root
-        # a user other than the image's has no HOME of its own there: give it a private one
-        own_home = read_only or (plan is not None and user == plan.user)
-        home = self._image_home(client, spec.image) if own_home else None
+        home = self._image_home(client, spec.image) if read_only else None
         if home and plan and (home + "/").startswith(plan.root.rstrip("/") + "/"):
-            home = None  # HOME lies in the mounted workspace: it is the user's already
-        if home and not read_only:
-            env.setdefault("HOME", home)
+            home = None  # HOME lies in the mounted workspace: the user's own already
+        if plan is not None and user == plan.user and not read_only:
+            # a user other than the image's owns nothing at the image's HOME: the
+            # container's own /tmp serves (a tmpfs with a uid is not portable: Podman 4)
+            env.setdefault("HOME", "/tmp")
         files, in_folder = dict(spec.files), {}
         if spec.host_folder:
             inside = spec.host_folder_target.rstrip("/") + "/"
