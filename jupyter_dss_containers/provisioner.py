@@ -191,7 +191,13 @@ class ContainerProvisioner(KernelProvisionerBase):
         kwargs["env"] = env
         argv = list(self.kernel_spec.argv) if self.kernel_spec else []
         self._language = (self.kernel_spec.language or "").lower() if self.kernel_spec else ""
-        if self._workspace.notice and self._language == "python" and "ipykernel" in str(argv):
+        said = self._launched  # told once, at the kernel's first start (not after restarts)
+        if (
+            self._workspace.notice
+            and not said
+            and self._language == "python"
+            and "ipykernel" in str(argv)
+        ):
             argv.append(f"--IPKernelApp.exec_lines={notice_script(self._workspace.notice)}")
         kwargs["cmd"] = argv  # the launcher puts the in-container connection file path in
         return kwargs
