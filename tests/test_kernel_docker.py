@@ -272,13 +272,11 @@ async def test_secure_defaults(kernel_config, docker_client, kind):
     assert "no-new-privileges" in host_config["SecurityOpt"]
     assert not any("docker.sock" in (m.get("Source") or "") for m in attrs["Mounts"])
     folder = folder_of(km)
-    [mount] = attrs["Mounts"]  # no mount the config does not name but the kernel's folder
-    assert (mount["Type"], mount["Source"], mount["Destination"], mount["RW"]) == (
-        "bind",
-        folder,
-        transport.KERNEL_FOLDER,
-        True,
-    )
+    # no mount but the kernel's folder and the workspace (here the test's working folder,
+    # the kernel having no notebook path), the latter at its own path
+    mounts = {m["Destination"]: (m["Type"], m["Source"], m["RW"]) for m in attrs["Mounts"]}
+    here = os.path.realpath(os.getcwd())  # noqa: ASYNC240 (a test, once)
+    assert mounts == {transport.KERNEL_FOLDER: ("bind", folder, True), here: ("bind", here, True)}
     info = os.stat(folder)
     assert info.st_mode & 0o777 == 0o700  # (the kernel's jupyter_client may add the sticky bit)
     assert f"{info.st_uid}:{info.st_gid}" == attrs["Config"]["User"]  # the kernel's user

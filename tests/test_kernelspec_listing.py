@@ -64,5 +64,6 @@ async def test_one_listing_reads_the_config_file_and_builds_the_specs_once(manag
     monkeypatch.setattr(kernelspecs, "load_config", counted_load)
     monkeypatch.setattr(kernelspecs, "container_kernel_specs", counted_build)
     listed = await manager.get_all_specs()
-    assert len([n for n in listed if n.startswith("dss-")]) == 10
+    # (other suites' installed dss-* specs may be listed too: this file's 10 at least)
+    assert len([n for n in listed if n.startswith("dss-")]) >= 10
     assert calls == {"load": 1, "build": 1}
