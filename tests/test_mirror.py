@@ -418,5 +418,5 @@ def test_frames_cross_in_and_out_without_version_skew(mirrored, tmp_path):
 
     versions = f"caller {MIRRORED['pandas']} job {MIRRORED['pandas']}"
     assert call("mine") == f"{versions} back ['a', 'b'] [2.0, 4.0]"
-    skewed = call("")
-    assert skewed.startswith("failed "), f"the default image's frame loaded: {skewed}"
+    # (the same job in the default image, pandas 3, may or may not load in this caller:
+    # whether it does depends on what both sides have installed, so it proves nothing)
