@@ -65,12 +65,14 @@ def test_placement_of_docker_and_kubernetes_configs():
     }
     gpu = summary.placement(config_file.get("gpu"), "alice")
     assert gpu.where == "tcp://10.0.0.5:2376"
-    assert gpu.resources == {
+    assert gpu.resources == {  # no memory or pids set: the defaults it runs with
         "cpus": 4,
+        "memory_bytes": 4 * 1024**3,
+        "pids": 1024,
         "gpus": ["0", "1"],
         "shm_size_bytes": 1024**3,
         "runtime": "nvidia",
-        "summary": "4 CPUs, GPUs ['0', '1']",
+        "summary": "4 CPUs, 4 GiB, GPUs ['0', '1']",
     }
     k8s = summary.placement(config_file.get("k8s"), "Bob.Smith")
     assert k8s.where == "kubernetes prod, namespace dss-bob-smith"
