@@ -49,6 +49,9 @@ _SESSION_FIELDS: dict[str, Any] = {
 def _check_session_body(raw: bytes) -> dict[str, Any] | None:
     body = object_body(raw, _SESSION_FIELDS)
     if body is not None:
+        for key in ("kernel", "notebook"):  # the core handler reads into them if present
+            if key in body and body[key] is None:
+                raise BadInput(f"{key!r} must be an object, not null")
         object_body_of(body.get("kernel"), {"id": str, "name": str}, "kernel")
         object_body_of(body.get("notebook"), {"path": str, "name": str}, "notebook")
     return body
