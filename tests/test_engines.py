@@ -209,7 +209,7 @@ async def test_a_dead_daemon_fails_only_its_own_configs(site, podman, tls_endpoi
         began = time.monotonic()
         with pytest.raises(KernelStartError) as failed:
             await start("dss-dead")
-        assert time.monotonic() - began < 5
+        assert time.monotonic() - began < 15  # seconds, not the SDK's 60 s timeout (a loaded host)
         message = str(failed.value)
         assert f"tcp://127.0.0.1:{dead_port}" in message and "connection refused" in message
 
@@ -220,7 +220,7 @@ async def test_a_dead_daemon_fails_only_its_own_configs(site, podman, tls_endpoi
         # doctor checks each daemon on its own: one dead, the others answer with their engine
         began = time.monotonic()
         results = await DoctorCommand()._check_all(load_config(site.path))
-        assert time.monotonic() - began < 5
+        assert time.monotonic() - began < 15  # seconds, not the SDK's 60 s timeout (a loaded host)
         by_name = {r["config"]: r for r in results}
         assert by_name["dead"]["ok"] is False
         assert f"tcp://127.0.0.1:{dead_port}" in by_name["dead"]["error"]
@@ -257,7 +257,7 @@ async def test_wrong_tls_certificates_are_refused_saying_so(
         began = time.monotonic()
         with pytest.raises(KernelStartError) as failed:
             await start(f"dss-{name}")
-        assert time.monotonic() - began < 5
+        assert time.monotonic() - began < 15  # seconds, not the SDK's 60 s timeout (a loaded host)
         assert "TLS certificate rejected" in str(failed.value), failed.value
         assert says in str(failed.value)
         assert tls_endpoint.url in str(failed.value)
@@ -374,7 +374,7 @@ async def test_a_silent_daemon_fails_fast_not_after_the_sdk_timeout(site, scheme
         began = time.monotonic()
         with pytest.raises(KernelStartError, match="connection timed out") as failed:
             await start(f"dss-silent-{scheme}")
-        assert time.monotonic() - began < 5
+        assert time.monotonic() - began < 15  # seconds, not the SDK's 60 s timeout (a loaded host)
         assert url in str(failed.value)
     finally:
         silent.close()
