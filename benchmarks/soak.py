@@ -63,6 +63,10 @@ execution_configs:
 """
 JOB_CODE = "x = 41 + 1\nx"
 REQUEST_TIMEOUT = 120.0
+# a runtime dir longer than this leaves no room for a kernel's socket paths under it
+# (transport.py: <runtime>/dss-kernels/<8>/<32>/k-5 within 107 bytes)
+MAX_RUNTIME_PATH = 48
+KERNEL_FOLDERS = "dss-kernels"
 # a cycle that fails so is counted and the soak goes on (a dead server ends it)
 CYCLE_ERRORS = (RuntimeError, OSError, HTTPClientError, asyncio.TimeoutError)
 
@@ -81,6 +85,7 @@ class Sample:
     job_median_s: float
     containers: int  # of this run's kernels and jobs, still present
     runtime_entries: int
+    kernel_folders: int  # kernels' ipc socket folders under the runtime dir
     store_entries: int
 
 
@@ -93,6 +98,7 @@ class Report:
     failed_jobs: list[str] = field(default_factory=list)
     leaked_containers: list[str] = field(default_factory=list)
     leaked_runtime_entries: list[str] = field(default_factory=list)
+    leaked_kernel_folders: list[str] = field(default_factory=list)
     store_entries: int = 0
     listed_jobs: int = 0
     keep_finished: int = 0
@@ -132,6 +138,10 @@ class Server:
             path.mkdir(parents=True, exist_ok=True)
             self.env[var] = str(path)
         self.runtime_dir = Path(self.env["JUPYTER_RUNTIME_DIR"])
+        self.own_runtime_dir = len(os.fsencode(self.runtime_dir)) > MAX_RUNTIME_PATH
+        if self.own_runtime_dir:  # kernel sockets must fit there (else they go to /tmp)
+            self.runtime_dir = Path(tempfile.mkdtemp(prefix="dss-soak-rt-"))
+            self.env["JUPYTER_RUNTIME_DIR"] = str(self.runtime_dir)
         self.store_dir = Path(self.env["JUPYTER_DATA_DIR"]) / "dss_containers" / "jobs"
         self.keep_finished = keep_finished
         self.proc: subprocess.Popen[bytes] | None = None
@@ -209,6 +219,13 @@ class Server:
         return response.code, json.loads(raw) if raw else None
 
     def stop(self) -> None:
+        try:
+            self._stop()
+        finally:
+            if self.own_runtime_dir:
+                shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+    def _stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
         for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
@@ -344,6 +361,12 @@ def runtime_entries(server: Server, kernel_ids: set[str] | None = None) -> list[
     return [n for n in names if any(k in n for k in kernel_ids)]
 
 
+def kernel_folders(server: Server) -> list[str]:
+    """The kernels' private socket folders (``<runtime>/dss-kernels/<server>/<kernel>``)."""
+    parent = server.runtime_dir / KERNEL_FOLDERS
+    return sorted(str(p) for p in parent.glob("*/*")) if parent.is_dir() else []
+
+
 def store_entries(server: Server) -> int:
     if not server.store_dir.is_dir():
         return 0
@@ -454,6 +477,7 @@ async def _sample(
         "threads": threads,
         "containers": len(containers),
         "runtime_entries": len(runtime_entries(server)),
+        "kernel_folders": len(kernel_folders(server)),
         "store_entries": store_entries(server),
     }
 
@@ -473,6 +497,7 @@ async def _final_checks(
             our_containers, client, kernel_ids, job_ids
         )
         report.leaked_runtime_entries = runtime_entries(server, kernel_ids)
+        report.leaked_kernel_folders = kernel_folders(server)
         report.store_entries = store_entries(server)
         status, body = await server.request("GET", f"{API}jobs")
         report.listed_jobs = len(body["jobs"]) if status == 200 else -1
@@ -480,6 +505,7 @@ async def _final_checks(
             now = len(runtime_entries(server))
             report.runtime_growth = now - report.samples[0].runtime_entries
         clean = not report.leaked_containers and not report.leaked_runtime_entries
+        clean = clean and not report.leaked_kernel_folders
         clean = clean and report.runtime_growth <= 0
         if (clean and report.store_bounded) or time.monotonic() > deadline:
             break
@@ -541,8 +567,10 @@ def verdicts(report: Report) -> list[tuple[str, bool, str]]:
         ),
         (
             "no kernel file or socket folder left in the runtime dir",
-            not report.leaked_runtime_entries and report.runtime_growth <= 0,
-            f"{', '.join(report.leaked_runtime_entries) or 'none'} naming a kernel; "
+            not (report.leaked_runtime_entries or report.leaked_kernel_folders)
+            and report.runtime_growth <= 0,
+            f"{', '.join(report.leaked_runtime_entries) or 'none'} naming a kernel, "
+            f"{len(report.leaked_kernel_folders)} socket folders; "
             f"{report.runtime_growth:+d} entries since the warm-up",
         ),
         (

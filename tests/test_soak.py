@@ -42,6 +42,8 @@ async def test_a_short_soak_leaks_nothing(tmp_path, base_image) -> None:
     assert report.failed_kernels == [] and report.failed_jobs == []
     assert report.leaked_containers == []
     assert report.leaked_runtime_entries == [] and report.runtime_growth <= 0
+    assert report.leaked_kernel_folders == []
+    assert max(s.kernel_folders for s in report.samples) == 0
     assert report.store_entries <= KEEP_FINISHED and report.listed_jobs <= KEEP_FINISHED
     assert report.store_entries == KEEP_FINISHED  # the store is in use, and trimmed
     assert report.fd_growth <= FD_SLACK, [s.fds for s in report.samples]

@@ -8,10 +8,11 @@ here deserializes a pickle or runs anything the job wrote.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
-from ..backends import Backend
-from ..backends.base import FilesTooLarge
+from ..backends import Backend, BackendError, ImageMissing
+from ..backends.base import FilesTooLarge, WorkloadStatus
 from ..config import format_size
 from . import results, rlang
 from .model import Job, JobError, RemoteError
@@ -71,3 +72,32 @@ async def _read(
     if found is None or sum(len(data) for data in found.values()) > limit:
         raise JobError(over)
     return found
+
+
+async def final_status(backend: Backend, workload_id: str) -> WorkloadStatus:
+    """The final status (the log stream ends when the container exits, or just before)."""
+    for _ in range(100):
+        status = await backend.status(workload_id)
+        if not status.running:
+            return status
+        await asyncio.sleep(0.05)
+    return status
+
+
+def death_message(job: Job, status: WorkloadStatus, tail_lines: int) -> str:
+    """Why a job that left no result ended, with its last ``tail_lines`` log lines."""
+    message = f"job {job.id} (config {job.config!r}) {status.reason or status.state}"
+    tail = job.logs().splitlines()[-tail_lines:] if tail_lines > 0 else []
+    if tail:
+        message += "; last log lines:\n" + "\n".join(tail)
+    return message
+
+
+def backend_failure(job: Job, exc: BackendError) -> str:
+    """A backend's refusal as the job's error (a missing image says how to build it)."""
+    message = f"job {job.id}: execution config {job.config!r}: {exc}"
+    if isinstance(exc, ImageMissing):
+        env = job.request.code_env
+        what = f"build-env {env} --config {job.config}" if env else "build-base-image"
+        message += f"; build it with: jupyter dss-containers {what}"
+    return message

@@ -1,17 +1,27 @@
-"""What goes into a job's container: the runner, the pickled payload (or an R job's
-files) and the command that runs them. Pure, apart from reading the runner's source."""
+"""What goes into a job's container: its image, the runner, the pickled payload (or an R
+job's files) and the command that runs them. Pure, apart from reading the runner's source
+and the image recipes."""
 
 from __future__ import annotations
 
 import pickle
 from pathlib import Path
 
-from ..config import format_size
+from .. import images
+from ..config import ConfigFile, ExecutionConfig, format_size
 from . import rlang
 from .model import JobError, JobRequest
 
 JOB_DIR = rlang.JOB_DIR
 RUNNER = Path(__file__).with_name("runner.py")
+
+
+def image_for(config_file: ConfigFile, config: ExecutionConfig, code_env: str | None) -> str:
+    """The config's image, or the image of a code environment layered on it."""
+    try:
+        return images.resolve_image(config_file, config, code_env)
+    except ValueError as exc:  # an unknown env, or one not available for the config
+        raise JobError(str(exc)) from None
 
 
 def job_files(

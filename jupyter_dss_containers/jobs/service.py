@@ -27,14 +27,14 @@ from typing import Any
 from traitlets import Bool, Float, Integer, Type, Unicode
 from traitlets.config import LoggingConfigurable
 
-from .. import images, ownership
-from ..backends import Backend, BackendError, ImageMissing, backend_for
-from ..backends.base import WorkloadSpec, WorkloadStatus
-from ..config import ConfigFile, ExecutionConfig, load_config
+from .. import ownership
+from ..backends import Backend, BackendError, backend_for
+from ..backends.base import WorkloadSpec
+from ..config import ExecutionConfig, load_config
 from ..permissions import Identity, check_permission, current_identity
 from ..workspace import WorkspaceError, WorkspacePlan, resolve_plan
 from . import queueing, rlang
-from .collect import read_result
+from .collect import backend_failure, death_message, final_status, read_result
 from .model import (
     ACTIVE_STATES,
     CANCELLED,
@@ -49,7 +49,7 @@ from .model import (
     JobNotFound,
     JobRequest,
 )
-from .payload import job_files
+from .payload import image_for, job_files
 from .recovery import Recovery
 from .results import JobResult
 from .store import JobStore, job_record
@@ -157,7 +157,7 @@ class JobService(Recovery, LoggingConfigurable):
         identity = identity or current_identity(config_file)
         check_permission(identity, config)  # before anything is built, sent or started
         self._check_queue(identity.username)
-        image = await asyncio.to_thread(_image_for, config_file, config, request.code_env)
+        image = await asyncio.to_thread(image_for, config_file, config, request.code_env)
         # a pod's job folder is a read-only Secret, and its files come back in its log
         framed = config.backend == "kubernetes"
         files, command = await asyncio.to_thread(
@@ -344,7 +344,7 @@ class JobService(Recovery, LoggingConfigurable):
         except JobError as exc:
             self._finish(job, FAILED, exc)
         except BackendError as exc:
-            self._finish(job, FAILED, JobError(self._explain(job, exc)))
+            self._finish(job, FAILED, JobError(backend_failure(job, exc)))
         except Exception as exc:  # never lose a job silently
             self.log.exception("job %s failed unexpectedly", job.id)
             self._finish(job, FAILED, JobError(f"job {job.id}: {type(exc).__name__}: {exc}"))
@@ -397,7 +397,7 @@ class JobService(Recovery, LoggingConfigurable):
         nothing the job wrote is deserialized or run here)."""
         async for stream, text in backend.follow_logs(workload_id):
             self._add_output(job, stream, text)
-        status = await self._exited(backend, workload_id)
+        status = await final_status(backend, workload_id)
         job.exit_code = status.exit_code
         if job.state == CANCELLED:
             return
@@ -409,7 +409,7 @@ class JobService(Recovery, LoggingConfigurable):
             with contextlib.suppress(BackendError):
                 await backend.remove(workload_id)
         if result is None:
-            raise JobError(await self._death_message(job, backend, status))
+            raise JobError(death_message(job, status, self.log_tail_lines))
         await self._succeeded(job, result)
 
     def _add_output(self, job: Job, stream: str, text: str) -> None:
@@ -426,30 +426,6 @@ class JobService(Recovery, LoggingConfigurable):
         if await self._keep_result(job, result):  # in the store: no copy stays in memory
             job.result = None
         self._finish(job, SUCCEEDED)
-
-    async def _exited(self, backend: Backend, workload_id: str) -> WorkloadStatus:
-        """The final status (the log stream ends when the container exits, or just before)."""
-        for _ in range(100):
-            status = await backend.status(workload_id)
-            if not status.running:
-                return status
-            await asyncio.sleep(0.05)
-        return status
-
-    async def _death_message(self, job: Job, backend: Backend, status: WorkloadStatus) -> str:
-        message = f"job {job.id} (config {job.config!r}) {status.reason or status.state}"
-        tail = job.logs().splitlines()[-self.log_tail_lines :]
-        if tail:
-            message += "; last log lines:\n" + "\n".join(tail)
-        return message
-
-    def _explain(self, job: Job, exc: BackendError) -> str:
-        message = f"job {job.id}: execution config {job.config!r}: {exc}"
-        if isinstance(exc, ImageMissing):
-            env = job.request.code_env
-            what = f"build-env {env} --config {job.config}" if env else "build-base-image"
-            message += f"; build it with: jupyter dss-containers {what}"
-        return message
 
     def _finish(self, job: Job, state: str, error: JobError | None = None) -> None:
         if job.done and state != CANCELLED and job.state == CANCELLED:
@@ -512,14 +488,6 @@ class JobService(Recovery, LoggingConfigurable):
             self.log.warning("dss-containers: could not keep job %s's result: %s", job.id, exc)
             return False
         return True
-
-
-def _image_for(config_file: ConfigFile, config: ExecutionConfig, code_env: str | None) -> str:
-    """The config's image, or the image of a code environment layered on it."""
-    try:
-        return images.resolve_image(config_file, config, code_env)
-    except ValueError as exc:  # an unknown env, or one not available for the config
-        raise JobError(str(exc)) from None
 
 
 __all__ = ["ACTIVE_STATES", "JobService"]
