@@ -568,6 +568,10 @@ class DSSContainersApp(DSSCommand):
         "doctor": (DoctorCommand, DoctorCommand.description),
         "build-base-image": (BuildBaseImageCommand, BuildBaseImageCommand.description),
         "build-env": (BuildEnvCommand, BuildEnvCommand.description),
+        "build-server-image": (
+            "jupyter_dss_containers.cli_server_image.BuildServerImageCommand",
+            "Build the Jupyter server image (JupyterLab with this extension), offline.",
+        ),
         "images": (ImagesCommand, ImagesCommand.description),
         "kernelspecs": (KernelspecsCommand, KernelspecsCommand.description),
         "cleanup": (CleanupCommand, CleanupCommand.description),
