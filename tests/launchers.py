@@ -38,8 +38,8 @@ def http(
 class LauncherProcess:
     """``jupyter dss-containers launcher`` in shared-secret mode on 127.0.0.1."""
 
-    def __init__(self, folder: Path, config: Path):
-        self.folder, self.config = folder, config
+    def __init__(self, folder: Path, config: Path, extra_args: tuple[str, ...] = ()):
+        self.folder, self.config, self.extra_args = folder, config, extra_args
         self.secret = secrets.token_hex(24)
         self.launcher_id = f"test-launcher-{secrets.token_hex(4)}"
         self.port = free_port()
@@ -61,6 +61,7 @@ class LauncherProcess:
             f"--secret-file={secret_file}",
             f"--port={self.port}",
             f"--id={self.launcher_id}",
+            *self.extra_args,
         ]
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
