@@ -23,6 +23,7 @@ import uuid
 from typing import Any
 
 import pytest
+import zmq
 from conftest import leftover_containers, need
 from launchers import LauncherProcess
 from servers import free_port
@@ -143,8 +144,9 @@ def test_the_server_in_a_container_runs_kernels_and_jobs_in_sibling_containers(
 ):
     """Guards the whole deployment: the server container holds no daemon socket and still
     starts a kernel (REST) that runs in a labelled sibling container as the user's uid, is
-    driven over the server's websocket (loopback shared through --network host), writes a
-    file into the workspace at the same absolute path the server sees; a job runs too; and
+    driven over the server's websocket (loopback shared through --network host) with its
+    ports on 127.0.0.1 encrypted (a local subscriber without keys reads none of its output),
+    writes a file into the workspace at the same absolute path the server sees; a job runs too; and
     stopping the server container leaves no kernel container behind."""
     from osusers import os_user, owned_by
 
@@ -198,13 +200,28 @@ def test_the_server_in_a_container_runs_kernels_and_jobs_in_sibling_containers(
         binds = [(m["Source"], m["Destination"]) for m in container.attrs["Mounts"]]
         assert (str(notebooks), str(notebooks)) in binds
 
+        ports = container.attrs["NetworkSettings"]["Ports"]
+        assert {b["HostIp"] for bound in ports.values() for b in bound} == {"127.0.0.1"}
+        eavesdropper = zmq.Context.instance().socket(zmq.SUB)
+        eavesdropper.setsockopt(zmq.SUBSCRIBE, b"")
+        eavesdropper.connect(f"tcp://127.0.0.1:{ports['41001/tcp'][0]['HostPort']}")
+
         code = (
-            "import os, socket\n"
+            "import os, socket, time\n"
+            "for i in range(10):\n"
+            "    print('srv-secret', i, end=' ')\n"
+            "    time.sleep(0.2)\n"
             "open('from-kernel.txt', 'w').write('written in ' + socket.gethostname())\n"
             "print(os.getcwd(), os.getuid())"
         )
         out = asyncio.run(_execute(port, token, kernel["id"], code))
-        assert out.split() == [str(notebooks / "sub"), str(user.pw_uid)], out
+        assert out.split()[-2:] == [str(notebooks / "sub"), str(user.pw_uid)], out
+        assert "srv-secret 9" in out
+        heard = b""
+        while eavesdropper.poll(500):
+            heard += b"".join(eavesdropper.recv_multipart())
+        eavesdropper.close()
+        assert b"srv-secret" not in heard  # CurveZMQ: a local subscriber without keys reads nothing
         written = f"written in {container.attrs['Config']['Hostname']}"
         seen = _docker("exec", name, "cat", str(notebooks / "sub" / "from-kernel.txt")).stdout
         assert seen == written  # the server container sees the kernel's file at that path

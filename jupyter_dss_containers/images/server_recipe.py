@@ -167,8 +167,9 @@ def docker_run_command(
     """The one ``docker run`` line of the server container.
 
     - ``--network host``: the server, the launcher (``launcher_url`` on 127.0.0.1) and the
-      kernels' ports (published on the host's 127.0.0.1, CurveZMQ-encrypted) share one
-      loopback; the server itself listens on 127.0.0.1 only.
+      kernels' ports (published on the host's 127.0.0.1) share one loopback; the server
+      itself listens on 127.0.0.1 only. Any local user can connect to a kernel's ports, so
+      CurveZMQ is required (``transport_encryption``): none reads a kernel's iopub.
     - ``-v notebooks:notebooks``: the same absolute path as on the host, where the launcher
       scopes the user's workspace and mounts it into the kernel containers, so a notebook's
       folder means the same in all three (no translation).
@@ -205,4 +206,5 @@ def docker_run_command(
         f"--ServerApp.port={port}",
         f"--ServerApp.root_dir={notebooks}",
         f"--DSSContainersExtension.launcher_url={launcher_url}",
+        "--KernelManager.transport_encryption=required",
     ]
