@@ -146,7 +146,8 @@ def test_the_server_in_a_container_runs_kernels_and_jobs_in_sibling_containers(
     starts a kernel (REST) that runs in a labelled sibling container as the user's uid, is
     driven over the server's websocket (loopback shared through --network host) with its
     ports on 127.0.0.1 encrypted (a local subscriber without keys reads none of its output),
-    writes a file into the workspace at the same absolute path the server sees; a job runs too; and
+    writes a file into the workspace at the same absolute path the server sees; a job runs
+    too; the kernel of a server killed hard is reaped by the next server's start-up; and
     stopping the server container leaves no kernel container behind."""
     from osusers import os_user, owned_by
 
@@ -242,6 +243,19 @@ def test_the_server_in_a_container_runs_kernels_and_jobs_in_sibling_containers(
         logs = _call(port, token, "GET", f"dss-containers/api/jobs/{job['id']}/logs")[1]
         assert f"job as {user.pw_uid}" in json.dumps(logs)
 
+        # killed hard, the server leaves its kernel; the next one's start-up reaper takes it
+        _docker("kill", name)
+        assert [c.id for c in leftover_containers(docker_client, launcher=launcher.launcher_id)]
+        _docker("rm", name)
+        _docker(*argv[1:], env={**os.environ, "JUPYTER_TOKEN": token})
+        _wait_for_server(name, port, token)
+        deadline = time.monotonic() + 120
+        while leftover_containers(docker_client, launcher=launcher.launcher_id):
+            assert time.monotonic() < deadline, "the orphaned kernel was not reaped"
+            time.sleep(0.5)
+        status, kernel = _call(port, token, "POST", "api/kernels", {"name": "dss-small"})
+        assert status == 201, kernel
+        assert leftover_containers(docker_client, launcher=launcher.launcher_id)
         _docker("stop", "-t", "60", name)  # SIGTERM: the server shuts its kernels down
         assert not leftover_containers(docker_client, launcher=launcher.launcher_id)
         launcher.stop()
