@@ -15,6 +15,8 @@ a config's base image, their registries, and the inventory of what is built or s
 - :mod:`.resolve`: which image a config (and code env) runs, with no daemon;
 - :mod:`.registry`: push and pull;
 - :mod:`.inventory`: built, stale or missing, and pruning;
+- :mod:`.server_recipe` and :mod:`.server_image`: the Jupyter server's own image
+  (JupyterLab with this extension on a base image, offline) and its ``docker run`` line;
 - :mod:`.progress`: build events and the log tail of failures (the console rendering is
   :mod:`jupyter_dss_containers.cli_progress`).
 
