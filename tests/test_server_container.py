@@ -188,6 +188,12 @@ def test_the_server_in_a_container_runs_kernels_and_jobs_in_sibling_containers(
         probe = "test -e /var/run/docker.sock && echo present || echo absent"
         assert _docker("exec", name, "sh", "-c", probe).stdout.strip() == "absent"
 
+        listed = _docker("exec", name, "jupyter", "labextension", "list")
+        assert "jupyter-dss-containers" in listed.stdout + listed.stderr  # the sidebar is in
+        status, configs = _call(port, token, "GET", "dss-containers/api/configs")
+        assert status == 200 and [c["name"] for c in configs["configs"]] == ["small"], configs
+        assert configs["user"] == USER  # the name the launcher maps to the OS user
+        assert configs["source"] == f"launcher {launcher.url}"  # the server holds no config
         status, specs = _call(port, token, "GET", "api/kernelspecs")
         assert status == 200 and "dss-small" in specs["kernelspecs"], specs
         status, kernel = _call(

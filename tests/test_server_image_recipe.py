@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import subprocess
 import zipfile
+from pathlib import Path
 
 from jupyter_dss_containers.images.server_image import split_tag, wheel_digest
 from jupyter_dss_containers.images.server_recipe import (
@@ -138,3 +140,20 @@ def test_extra_names_split_into_repository_and_tag():
     assert split_tag("myorg/jupyter") == ("myorg/jupyter", "latest")
     assert split_tag("registry:5000/team/jupyter") == ("registry:5000/team/jupyter", "latest")
     assert split_tag("registry:5000/team/jupyter:v2") == ("registry:5000/team/jupyter", "v2")
+
+
+def test_the_readmes_docker_run_line_is_the_one_the_test_runs():
+    """Guards the documentation drifting from the line ``test_server_container.py`` runs."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## The Jupyter server in a container", 1)[1]
+    block = section.split("$ docker run", 1)[1].split("```", 1)[0]
+    documented = shlex.split("docker run" + block.replace("\\\n", " "))
+    expected = docker_run_command(
+        "dss-containers/server:latest",
+        notebooks="/srv/notebooks/alice",
+        launcher_url="http://127.0.0.1:8790/",
+        secret_file="/srv/dss/alice.secret",
+        user="alice",
+        uid_gid="$(id -u alice):$(id -g alice)",
+    )
+    assert documented == expected
