@@ -203,6 +203,7 @@ def test_the_server_in_a_container_runs_kernels_and_jobs_in_sibling_containers(
         (container,) = leftover_containers(docker_client, launcher=launcher.launcher_id)
         assert container.labels[ownership.OWNER] == USER
         assert container.labels[ownership.KIND] == "kernel"
+        assert container.labels[ownership.HOST] == name  # the container's own host name
         assert container.attrs["Config"]["User"] == f"{user.pw_uid}:{user.pw_gid}"
         binds = [(m["Source"], m["Destination"]) for m in container.attrs["Mounts"]]
         assert (str(notebooks), str(notebooks)) in binds

@@ -90,6 +90,7 @@ def test_the_run_line_shares_loopback_and_the_workspace_path_and_holds_no_socket
     )
     line = " ".join(argv)
     assert "--network host" in line and "--cap-drop ALL" in line
+    assert "--name jupyter --hostname jupyter" in line  # its own host label for the reaper
     assert "-v /srv/notebooks/alice:/srv/notebooks/alice" in line
     assert "--ServerApp.root_dir=/srv/notebooks/alice" in line
     assert "--ServerApp.ip=127.0.0.1" in line

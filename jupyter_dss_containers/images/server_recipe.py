@@ -173,6 +173,10 @@ def docker_run_command(
     - ``-v notebooks:notebooks``: the same absolute path as on the host, where the launcher
       scopes the user's workspace and mounts it into the kernel containers, so a notebook's
       folder means the same in all three (no translation).
+    - ``--hostname``: its own (the host network would lend it the host's), which its
+      kernels' labels carry: the start-up reaper of a server removes the orphans of an
+      earlier server of that name only, never the kernels of a server of the same user on
+      the host or in another container (whose processes it cannot see).
     - no daemon socket, all capabilities dropped, no new privileges; the host user's
       ``uid:gid`` and name (the launcher maps the name to that OS user); the launcher's
       secret as a read-only file; the server's token from ``$JUPYTER_TOKEN`` of the caller.
@@ -182,6 +186,8 @@ def docker_run_command(
         "run",
         "-d",
         "--name",
+        name,
+        "--hostname",
         name,
         "--network",
         "host",
