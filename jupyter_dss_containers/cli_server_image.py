@@ -70,18 +70,19 @@ class BuildServerImageCommand(DSSCommand):
         except ImageBuildError as exc:
             raise CommandError(str(exc)) from None
         console.print(f"[green]{'built' if built else 'up to date'}[/] server image: {tag}")
-        home = os.path.expanduser("~")
+        # root's kernels get no workspace from the launcher (uid < 1000): show a user's line
+        user = getpass.getuser() if os.getuid() != 0 else "alice"
         example = docker_run_command(
             tag,
-            notebooks=os.path.join(home, "notebooks"),
+            notebooks=f"/srv/notebooks/{user}",
             launcher_url="http://127.0.0.1:8790/",
-            secret_file=os.path.join(home, ".dss-launcher.secret"),
-            user=getpass.getuser(),
-            uid_gid=f"{os.getuid()}:{os.getgid()}",
+            secret_file=f"/srv/dss/{user}.secret",
+            user=user,
+            uid_gid=f"$(id -u {user}):$(id -g {user})",
         )
         console.print(
             "run it next to a launcher on this host (see the README), e.g.:\n"
-            + " ".join(shlex.quote(a) for a in example),
+            + " ".join(a if a.startswith("$(") else shlex.quote(a) for a in example),
             highlight=False,
             markup=False,
         )
