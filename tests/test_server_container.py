@@ -33,7 +33,9 @@ from jupyter_dss_containers.config import load_config
 from jupyter_dss_containers.images.server_image import build_server_image
 from jupyter_dss_containers.images.server_recipe import LABEL_SERVER, docker_run_command
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+#: the first build of the image (about 3 minutes here, more on a busier host) is in the
+#: first test's setup: pytest's 300 s default would cut it
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
 
 USER = "srvnb"
 LAUNCHER_CONFIG = """
