@@ -19,6 +19,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
@@ -103,9 +104,12 @@ def build_server_image(
             if source is None:
                 raise run.fail("not a source checkout: give the package's wheel (--wheel)")
             wheel = build_package_wheel(source, Path(tmp), run)
-        elif not wheel.is_file():
-            raise run.fail(f"no wheel file {wheel}")
-        requirements = server_requirements(wheel_metadata(wheel))
+        elif not wheel.is_file() or not wheel.name.startswith("jupyter_dss_containers-"):
+            raise run.fail(f"{wheel} is not a wheel file of jupyter-dss-containers")
+        try:
+            requirements = server_requirements(wheel_metadata(wheel))
+        except (zipfile.BadZipFile, StopIteration, OSError, UnicodeDecodeError):
+            raise run.fail(f"{wheel} is not a readable wheel (no METADATA)") from None
         python, glibc = _target(spec, client, base_ref, run)
         deps = cached_wheels("server-wheels", list(requirements), python, glibc, run)
         files = tuple(sorted(p for p in deps.iterdir() if p.name.endswith(".whl")))
@@ -171,7 +175,7 @@ def _docker_build(
         raise run.fail("docker build finished without producing the image")
 
 
-def _write_context(fileobj: io.IOBase, recipe: ServerRecipe, deps: tuple[Path, ...], wheel: Path):
+def _write_context(fileobj: Any, recipe: ServerRecipe, deps: tuple[Path, ...], wheel: Path) -> None:
     """The build context: Dockerfile, entrypoint.sh, deps/*.whl and package/<wheel>."""
     with tarfile.open(fileobj=fileobj, mode="w") as tar:
         for name, text, mode in (
