@@ -155,6 +155,91 @@ def test_a_budget_refuses_naming_what_is_used_and_by_what():
         check_budget(budgets, "carol", ["analysts"], Demand(MiB, 1, 0, "kernel"), charged)
 
 
+def test_a_queueing_budget_waits_only_for_what_could_fit():
+    """Guards ``on_exceed``: a start over a queueing budget may wait, one over a refusing
+    budget (the default) or one that could never fit (it alone asks more, or its use cannot
+    be counted) is refused at once, and a refusing group budget wins over a queueing one."""
+    budgets = Budgets.from_dict(
+        {
+            "default": {"on_exceed": "queue"},
+            "users": {"alice": {"memory": "1g"}, "bob": {"memory": "1g", "on_exceed": "refuse"}},
+            "groups": {"analysts": {"kernels": 2}},
+        }
+    )
+    kernel = Demand(512 * MiB, 1, 0, "kernel")
+    full = holdings([_live(f"k{i}", "alice", "small", 512 * MiB) for i in range(2)])
+    with pytest.raises(BudgetExceeded, match="budget of user alice exceeded") as info:
+        check_budget(budgets, "alice", [], kernel, full)
+    assert info.value.queue  # the default's on_exceed applies under alice's own limits
+    bobs = holdings([_live(f"b{i}", "bob", "small", 512 * MiB) for i in range(2)])
+    with pytest.raises(BudgetExceeded) as info:
+        check_budget(budgets, "bob", [], kernel, bobs)
+    assert not info.value.queue
+    with pytest.raises(BudgetExceeded, match="asks 2 GiB") as info:
+        check_budget(budgets, "alice", [], Demand(2 * 1024 * MiB, 1, 0, "kernel"), [])
+    assert not info.value.queue  # waiting would never help
+    with pytest.raises(BudgetExceeded, match="sets no memory limit") as info:
+        check_budget(budgets, "alice", [], Demand(None, None, 0, "kernel"), [])
+    assert not info.value.queue
+    group = holdings([_live(n, "carol", "small", MiB, groups=["analysts"]) for n in "ab"])
+    with pytest.raises(BudgetExceeded, match="group analysts exceeded") as info:
+        check_budget(budgets, "alice", ["analysts"], Demand(MiB, 1, 0, "kernel"), group)
+    assert not info.value.queue  # the group's budget refuses (no on_exceed: refuse)
+    with pytest.raises(ValueError, match="on_exceed is one of refuse, queue"):
+        Budgets.from_dict({"users": {"alice": {"on_exceed": "wait"}}})
+
+
+def test_a_queued_start_goes_in_order_when_room_is_freed_and_times_out_naming_the_budget():
+    """Guards the queue: a start waits while over budget, is admitted when a workload ends
+    (woken by ``freed``), a user's starts are admitted in order, the wait is bounded (the
+    refusal names the budget), and a caller that hung up gives up its place."""
+    from jupyter_dss_containers.launcherd.admission import Admission, QueueAbandoned
+
+    budgets = Budgets.from_dict({"users": {"alice": {"memory": "1g", "on_exceed": "queue"}}})
+    live = holdings([_live(f"k{i}", "alice", "small", 512 * MiB) for i in range(2)])
+
+    async def census():
+        return list(live)
+
+    async def scenario():
+        admission = Admission(timeout=60, poll=60)  # only ``freed`` can wake it in time
+        kernel = Demand(512 * MiB, 1, 0, "kernel")
+
+        def start(name):
+            return asyncio.ensure_future(
+                admission.admit(budgets, "alice", frozenset(), kernel, name, "small", census)
+            )
+
+        first, second = start("third"), start("fourth")
+        while admission.queued("alice") < 2:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert not first.done() and not second.done()
+        live.pop()  # k1 ends ...
+        admission.freed()  # ... and the launcher says so
+        held = await first
+        assert held.name == "third" and not second.done()
+        admission.release(held)
+        live.append(holdings([_live("third", "alice", "small", 512 * MiB)])[0])
+        live.pop(0)
+        admission.freed()
+        assert (await second).name == "fourth"
+        live.append(holdings([_live("fourth", "alice", "small", 512 * MiB)])[0])
+
+        short = Admission(timeout=0.2, poll=0.05)
+        with pytest.raises(BudgetExceeded) as info:
+            await short.admit(budgets, "alice", frozenset(), kernel, "x", "small", census)
+        assert "waited 0.2 s in the queue" in str(info.value)
+        assert "budget of user alice exceeded: memory 1 GiB of 1 GiB" in str(info.value)
+        with pytest.raises(QueueAbandoned, match="went away"):
+            await admission.admit(
+                budgets, "alice", frozenset(), kernel, "y", "small", census, gone=lambda: True
+            )
+        assert admission.queued() == 0
+
+    asyncio.run(scenario())
+
+
 def test_the_config_document_a_caller_sees_is_theirs_only():
     """Guards GET /config leaking configs, other users' groups, credentials or budgets."""
     import yaml

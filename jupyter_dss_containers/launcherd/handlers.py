@@ -134,9 +134,16 @@ class WorkloadsHandler(LauncherHandler):
         rows = await self.launcher.list(caller, config_name, labels)
         self.send({"workloads": [wire.workload_to_json(w) for w in rows]})
 
+    _hung_up = False
+
+    def on_connection_close(self) -> None:
+        self._hung_up = True  # a start waiting in the budget queue gives up its place
+
     async def post(self, config_name: str) -> None:
         caller = await self.caller()
-        workload = await self.launcher.create(caller, config_name, self.body())
+        workload = await self.launcher.create(
+            caller, config_name, self.body(), gone=lambda: self._hung_up
+        )
         self.send(wire.workload_to_json(workload), 201)
 
 
@@ -201,6 +208,7 @@ class WorkloadActionHandler(LauncherHandler):
             if not isinstance(grace, int | float) or not 0 <= grace <= 600:
                 raise Refused("grace_seconds must be a number from 0 to 600", 400)
             await backend.stop(workload_id, float(grace))
+            self.launcher.admission.freed()  # a stopped workload holds nothing
             self.send({"stopped": workload_id})
         else:
             raise Refused(f"no such action: {action}", 404)

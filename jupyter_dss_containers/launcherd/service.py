@@ -11,23 +11,17 @@ import asyncio
 import dataclasses
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import images, ownership
 from ..backends import Backend, BackendError, local_backend_for
 from ..backends.base import Workload
-from ..budgets import (
-    Budgets,
-    Demand,
-    Holding,
-    check_budget,
-    demand_labels,
-    demand_of,
-    holdings,
-)
+from ..budgets import Budgets, Holding, demand_of, holdings
 from ..config import ConfigError, ConfigFile, ExecutionConfig, parse_config, read_document
 from ..permissions import Identity, PermissionDenied, check_permission, permitted_configs
+from .admission import Admission
 from .policy import (
     HUB_BOUND,
     LAUNCHER,
@@ -74,8 +68,16 @@ class Launcher:
     _backends: dict[tuple[str, str | None], Backend] = field(default_factory=dict)
     _owners: dict[tuple[str, str], str] = field(default_factory=dict)
     _port_owners: dict[int, str] = field(default_factory=dict)
-    _reserved: list[Holding] = field(default_factory=list)
-    _admission: asyncio.Lock | None = None
+    #: budgets' queue: seconds a start over a queueing budget waits, and between two looks
+    queue_timeout: float = 300.0
+    queue_poll: float = 2.0
+    _admission: Admission | None = None
+
+    @property
+    def admission(self) -> Admission:
+        if self._admission is None:
+            self._admission = Admission(self.queue_timeout, self.queue_poll)
+        return self._admission
 
     # ------------------------------------------------------------------ config
 
@@ -129,7 +131,14 @@ class Launcher:
 
     # ------------------------------------------------------------------ create
 
-    async def create(self, caller: Caller, config_name: str, body: Any) -> Workload:
+    async def create(
+        self,
+        caller: Caller,
+        config_name: str,
+        body: Any,
+        gone: Callable[[], bool] | None = None,
+    ) -> Workload:
+        """Start a workload for the caller; ``gone`` says the caller hung up (while queued)."""
         loaded = await self.load()
         config = self.config(loaded, config_name)
         spec = parse_request(body)
@@ -172,40 +181,28 @@ class Launcher:
             scope_workspace, config, owner, user, self.workspace_root, spec.working_dir
         )
         spec = dataclasses.replace(spec, workspace=plan, working_dir=plan.working_dir)
-        reservation = await self._admit(loaded, owner, groups, demand, spec.name, config.name)
+        reservation = await self.admission.admit(
+            loaded.budgets,
+            owner,
+            groups,
+            demand,
+            spec.name,
+            config.name,
+            lambda: self._census(loaded),
+            gone,
+        )
         try:
             extra.update(reservation.labels)
             spec = trusted_spec(spec, config, owner, self.launcher_id, extra)
             workload = await self.backend(config, user).create(spec)
         finally:
-            self._reserved.remove(reservation)
+            self.admission.release(reservation)
         self._owners[(config.name, workload.id)] = owner
         log.info("started %s %s for %s (config %s)", kind, workload.name, owner, config.name)
         return workload
 
-    async def _admit(
-        self,
-        loaded: Loaded,
-        owner: str,
-        groups: frozenset[str],
-        demand: Demand,
-        name: str,
-        config_name: str,
-    ) -> Holding:
-        """Check the budgets against every live workload plus starts in flight, and hold a
-        place for this one; its labels are the demand labels the workload will carry."""
-        if self._admission is None:
-            self._admission = asyncio.Lock()
-        async with self._admission:
-            charged: list[str] = []
-            budgets = loaded.budgets
-            if budgets.users or budgets.groups or not budgets.default.empty:
-                live = holdings(await self.all_workloads(loaded)) + self._reserved
-                charged = check_budget(budgets, owner, groups, demand, live)
-            labels = demand_labels(demand, charged)
-            reservation = Holding(name, demand.kind, config_name, owner, demand, labels)
-            self._reserved.append(reservation)
-            return reservation
+    async def _census(self, loaded: Loaded) -> list[Holding]:
+        return holdings(await self.all_workloads(loaded))
 
     async def all_workloads(self, loaded: Loaded | None = None) -> list[Workload]:
         """This launcher's workloads on every daemon and cluster of the file (each once, even
@@ -257,7 +254,9 @@ class Launcher:
         return backend
 
     def forget(self, config_name: str, workload_id: str) -> None:
+        """The workload was removed: forget its owner and let queued starts look again."""
         self._owners.pop((config_name, workload_id), None)
+        self.admission.freed()
 
     def note_ports(self, config_name: str, workload_id: str, ports: dict[int, int]) -> None:
         """Remember whose these host ports are: only that user may ask for them again."""
