@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import os
 import secrets
+import time
 from pathlib import Path
 
 import pytest
@@ -39,9 +41,9 @@ from jupyter_dss_containers.launcherd.policy import (
 )
 
 CONFIG = """
-groups: {alice: [analysts], bob: [analysts]}
+groups: {alice: [analysts], bob: [analysts], carol: [analysts]}
 budgets:
-  users: {alice: {memory: 1g, kernels: 5}}
+  users: {alice: {memory: 1g, kernels: 5}, carol: {memory: 1g, on_exceed: queue}}
 execution_configs:
   small:
     backend: docker
@@ -432,6 +434,51 @@ def test_a_budget_refuses_the_third_512m_kernel_across_two_configs(launcher):
             owner = workload["labels"][ownership.OWNER]
             launcher.call("DELETE", f"configs/{config}/workloads/{workload['id']}", user=owner)
     assert os.environ.get("DSS_CONTAINERS_LAUNCHER_URL") is None
+
+
+def _queued_start(launcher, user: str, config: str) -> tuple[concurrent.futures.Future, str]:
+    """Start a workload in a thread; return once the launcher says it waits in the queue."""
+    name = f"dss-kernel-{secrets.token_hex(4)}"
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    started = pool.submit(_create, launcher, user, config, name)
+    pool.shutdown(wait=False)
+    for _ in range(600):
+        if started.done():
+            pytest.fail(f"the start did not wait in the queue: {started.result()}")
+        if launcher.call("GET", "usage", user=user)[1]["queued"] == 1:
+            return started, name
+        time.sleep(0.1)
+    pytest.fail("the start never showed in the queue")
+
+
+def test_a_queueing_budget_holds_the_third_512m_kernel_until_one_is_deleted(
+    launcher, docker_client
+):
+    """Guards ``on_exceed: queue`` on the real engine: carol's third 512 MiB kernel over her
+    1 GiB budget waits (no container is created meanwhile) instead of failing, and starts
+    as soon as one of her first two kernels is deleted through the launcher."""
+    made = []
+    try:
+        for config in ("small", "other"):
+            status, body = _create(launcher, "carol", config)
+            assert status == 201, body
+            made.append((config, body))
+        started, name = _queued_start(launcher, "carol", "small")
+        assert not docker_client.containers.list(all=True, filters={"name": name})
+        config, first = made.pop(0)
+        assert (
+            launcher.call("DELETE", f"configs/{config}/workloads/{first['id']}", user="carol")[0]
+            == 200
+        )
+        status, body = started.result(timeout=120)
+        assert status == 201, body
+        made.append(("small", body))
+        assert body["name"] == name
+        assert docker_client.containers.get(body["id"]).status == "running"
+        assert launcher.call("GET", "usage", user="carol")[1]["queued"] == 0
+    finally:
+        for config, workload in made:
+            launcher.call("DELETE", f"configs/{config}/workloads/{workload['id']}", user="carol")
 
 
 def test_a_broken_edit_of_the_config_file_keeps_the_last_good_one(tmp_path):

@@ -287,6 +287,7 @@ class Launcher:
         return {
             "user": caller.username,
             "limits": {k: v for k, v in vars(limits).items() if v is not None},
+            "queued": self.admission.queued(caller.username or ""),
             "workloads": [
                 {"name": h.name, "kind": h.kind, "config": h.config, **vars(h.demand)} for h in mine
             ],
