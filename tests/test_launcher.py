@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import concurrent.futures
 import os
 import secrets
-import time
 from pathlib import Path
 
 import pytest
 from conftest import leftover_containers
-from launchers import LauncherProcess
+from launchers import LauncherProcess, create_workload, queued_start
 
 from jupyter_dss_containers import images, ownership
 from jupyter_dss_containers.backends.base import Workload
@@ -297,13 +295,7 @@ def through_launcher(launcher, monkeypatch):
     return launcher
 
 
-def _create(launcher, user: str, config: str, name: str | None = None) -> tuple[int, dict]:
-    from jupyter_dss_containers.config import read_document
-
-    config_file = parse_config(*read_document(launcher.config))
-    body = _request(name or f"dss-kernel-{secrets.token_hex(4)}")
-    body["image"] = images.resolve_image(config_file, config_file.get(config))
-    return launcher.call("POST", f"configs/{config}/workloads", body, user=user)
+_create = create_workload
 
 
 def test_a_kernel_starts_through_the_launcher_and_leaves_nothing(through_launcher, docker_client):
@@ -436,21 +428,6 @@ def test_a_budget_refuses_the_third_512m_kernel_across_two_configs(launcher):
     assert os.environ.get("DSS_CONTAINERS_LAUNCHER_URL") is None
 
 
-def _queued_start(launcher, user: str, config: str) -> tuple[concurrent.futures.Future, str]:
-    """Start a workload in a thread; return once the launcher says it waits in the queue."""
-    name = f"dss-kernel-{secrets.token_hex(4)}"
-    pool = concurrent.futures.ThreadPoolExecutor(1)
-    started = pool.submit(_create, launcher, user, config, name)
-    pool.shutdown(wait=False)
-    for _ in range(600):
-        if started.done():
-            pytest.fail(f"the start did not wait in the queue: {started.result()}")
-        if launcher.call("GET", "usage", user=user)[1]["queued"] == 1:
-            return started, name
-        time.sleep(0.1)
-    pytest.fail("the start never showed in the queue")
-
-
 def test_a_queueing_budget_holds_the_third_512m_kernel_until_one_is_deleted(
     launcher, docker_client
 ):
@@ -463,7 +440,7 @@ def test_a_queueing_budget_holds_the_third_512m_kernel_until_one_is_deleted(
             status, body = _create(launcher, "carol", config)
             assert status == 201, body
             made.append((config, body))
-        started, name = _queued_start(launcher, "carol", "small")
+        started, name = queued_start(launcher, "carol", "small")
         assert not docker_client.containers.list(all=True, filters={"name": name})
         config, first = made.pop(0)
         assert (
