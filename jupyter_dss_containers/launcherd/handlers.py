@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from typing import Any
 
 from tornado.iostream import StreamClosedError
@@ -23,7 +24,10 @@ from .policy import Caller, Refused
 from .service import Launcher, log
 
 NAME = r"([a-z][a-z0-9-]{0,39})"
-WORKLOAD = r"([A-Za-z0-9][A-Za-z0-9_.-]{0,252})"
+#: a workload id in the URL, percent-encoded: a Kubernetes one is ``<namespace>/<pod>``
+WORKLOAD = r"([A-Za-z0-9][A-Za-z0-9_.%-]{0,520})"
+#: what a decoded workload id may be: a container's id or name, or namespace/pod
+WORKLOAD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}(/[a-z0-9][a-z0-9.-]{0,252})?")
 MAX_TAIL = 100000
 
 
@@ -40,6 +44,11 @@ class LauncherHandler(RequestHandler):
 
     def check_xsrf_cookie(self) -> None:
         """Token-authenticated API (no cookies): nothing to check."""
+
+    def prepare(self) -> None:
+        """A workload id, once decoded, is a container's or namespace/pod, nothing else."""
+        if len(self.path_args) > 1 and not WORKLOAD_ID.fullmatch(self.path_args[1]):
+            raise Refused(f"not a workload id: {self.path_args[1]!r}", 400)
 
     def send(self, data: Any, status: int = 200) -> None:
         self.set_status(status)

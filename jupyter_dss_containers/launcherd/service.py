@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ from ..budgets import Budgets, Holding, demand_of, holdings
 from ..config import ConfigError, ConfigFile, ExecutionConfig, parse_config, read_document
 from ..permissions import Identity, PermissionDenied, check_permission, permitted_configs
 from .admission import Admission
+from .namespaces import managed_namespaces, namespace_of_id, per_user, users_namespaces
 from .policy import (
     HUB_BOUND,
     LAUNCHER,
@@ -188,7 +189,7 @@ class Launcher:
             demand,
             spec.name,
             config.name,
-            lambda: self._census(loaded),
+            lambda: self._census(loaded, owner),
             gone,
         )
         try:
@@ -201,20 +202,65 @@ class Launcher:
         log.info("started %s %s for %s (config %s)", kind, workload.name, owner, config.name)
         return workload
 
-    async def _census(self, loaded: Loaded) -> list[Holding]:
-        return holdings(await self.all_workloads(loaded))
+    async def _census(self, loaded: Loaded, owner: str) -> list[Holding]:
+        return holdings(await self.all_workloads(loaded, also=[owner]))
 
-    async def all_workloads(self, loaded: Loaded | None = None) -> list[Workload]:
-        """This launcher's workloads on every daemon and cluster of the file (each once, even
-        when two addresses name one engine); an unreachable one is logged and skipped."""
-        loaded = loaded or await self.load()
+    def backend_in(self, config: ExecutionConfig, namespace: str) -> Backend:
+        """The config's Kubernetes backend looking in ``namespace`` (a user's)."""
+        key = (config.name, f"namespace:{namespace}")
+        if key not in self._backends:
+            backend = local_backend_for(config)
+            backend.namespace = namespace  # type: ignore[attr-defined]
+            self._backends[key] = backend
+        return self._backends[key]
+
+    def known_users(self, loaded: Loaded) -> set[str]:
+        """Every user this launcher knows by name: its callers and the file's."""
+        users = set(self._owners.values()) | set(loaded.config_file.groups)
+        return users | set(loaded.budgets.users)
+
+    async def backends_of(
+        self,
+        loaded: Loaded,
+        config: ExecutionConfig,
+        users: Iterable[str] | None = None,
+        also: Iterable[str] = (),
+    ) -> list[Backend]:
+        """Where the config's workloads are: its backend, or with a namespace per user, one
+        per namespace (``users``' own, else every namespace this launcher can find, and
+        those of the users ``also`` names)."""
+        if not per_user(config):
+            return [self.backend(config)]
+        if users is None:
+            found = await managed_namespaces(config)
+            known = self.known_users(loaded) | set(also)
+            namespaces = found | users_namespaces(config, known)
+        else:
+            namespaces = users_namespaces(config, users)
+        return [self.backend_in(config, ns) for ns in sorted(namespaces)]
+
+    async def listing_backends(
+        self, loaded: Loaded, also: Iterable[str] = ()
+    ) -> list[tuple[ExecutionConfig, Backend]]:
+        """Every daemon, cluster and namespace of the file, each once (even when two
+        addresses name one engine)."""
         seen: set[Any] = set()
-        found: dict[str, Workload] = {}
+        out = []
         for config in loaded.config_file.execution_configs.values():
-            backend = self.backend(config)
-            if backend.target_key() in seen:
-                continue
-            seen.add(backend.target_key())
+            for backend in await self.backends_of(loaded, config, also=also):
+                if backend.target_key() not in seen:
+                    seen.add(backend.target_key())
+                    out.append((config, backend))
+        return out
+
+    async def all_workloads(
+        self, loaded: Loaded | None = None, also: Iterable[str] = ()
+    ) -> list[Workload]:
+        """This launcher's workloads on every daemon and cluster of the file; an unreachable
+        one is logged and skipped."""
+        loaded = loaded or await self.load()
+        found: dict[str, Workload] = {}
+        for config, backend in await self.listing_backends(loaded, also):
             try:
                 rows = await backend.list({LAUNCHER: self.launcher_id})
             except BackendError as exc:
@@ -234,7 +280,13 @@ class Launcher:
         config = loaded.config_file.execution_configs.get(config_name)
         if config is None:
             raise NoSuchWorkload(workload_id)
-        backend = self.backend(config)
+        if per_user(config):  # a pod's id names its namespace: look there
+            namespace = namespace_of_id(workload_id)
+            if namespace is None:
+                raise NoSuchWorkload(workload_id)
+            backend = self.backend_in(config, namespace)
+        else:
+            backend = self.backend(config)
         owner = self._owners.get((config_name, workload_id))
         if owner is None:
             labels = {LAUNCHER: self.launcher_id}
@@ -270,7 +322,10 @@ class Launcher:
     async def list(self, caller: Caller, config_name: str, labels: dict[str, str]) -> list:
         loaded = await self.load()
         config = self.config(loaded, config_name)
-        rows = await self.backend(config).list(labels)
+        users = None if caller.trusted_server else [caller.username or ""]
+        rows = []
+        for backend in await self.backends_of(loaded, config, users):
+            rows += await backend.list(labels)
         return [
             w
             for w in rows
@@ -282,7 +337,8 @@ class Launcher:
     async def usage(self, caller: Caller) -> dict[str, Any]:
         """What the caller holds and may hold (the budget that applies to them)."""
         loaded = await self.load()
-        mine = [h for h in holdings(await self.all_workloads(loaded)) if h.owner == caller.username]
+        live = await self.all_workloads(loaded, also=[caller.username or ""])
+        mine = [h for h in holdings(live) if h.owner == caller.username]
         limits = loaded.budgets.for_user(caller.username or "")
         return {
             "user": caller.username,
