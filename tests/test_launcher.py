@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import secrets
+import time
 from pathlib import Path
 
 import pytest
@@ -231,11 +233,18 @@ def test_a_queued_start_goes_in_order_when_room_is_freed_and_times_out_naming_th
             await short.admit(budgets, "alice", frozenset(), kernel, "x", "small", census)
         assert "waited 0.2 s in the queue" in str(info.value)
         assert "budget of user alice exceeded: memory 1 GiB of 1 GiB" in str(info.value)
-        with pytest.raises(QueueAbandoned, match="went away"):
-            await admission.admit(
-                budgets, "alice", frozenset(), kernel, "y", "small", census, gone=lambda: True
+        looks: list[int] = []
+
+        def gone() -> bool:  # the caller hangs up after the first look
+            looks.append(1)
+            return len(looks) > 1
+
+        patient = Admission(timeout=60, poll=0.05)
+        with pytest.raises(QueueAbandoned, match="went away while queued: budget of user alice"):
+            await patient.admit(
+                budgets, "alice", frozenset(), kernel, "y", "small", census, gone=gone
             )
-        assert admission.queued() == 0
+        assert patient.queued() == 0 and admission.queued() == 0
 
     asyncio.run(scenario())
 
@@ -296,6 +305,10 @@ def through_launcher(launcher, monkeypatch):
 
 
 _create = create_workload
+
+
+def _delete(launcher, config: str, workload: dict, user: str) -> int:
+    return launcher.call("DELETE", f"configs/{config}/workloads/{workload['id']}", user=user)[0]
 
 
 def test_a_kernel_starts_through_the_launcher_and_leaves_nothing(through_launcher, docker_client):
@@ -456,6 +469,54 @@ def test_a_queueing_budget_holds_the_third_512m_kernel_until_one_is_deleted(
     finally:
         for config, workload in made:
             launcher.call("DELETE", f"configs/{config}/workloads/{workload['id']}", user="carol")
+
+
+def test_a_queued_start_whose_caller_hangs_up_never_starts(launcher, docker_client):
+    """Guards an abandoned request starting a container nobody will use (or remove): the
+    caller of carol's queued third kernel hangs up, the queue lets it go, and once room is
+    freed no container of that name is created."""
+    import urllib.request
+
+    from jupyter_dss_containers.config import read_document
+
+    made = []
+    try:
+        for config in ("small", "other"):
+            status, body = _create(launcher, "carol", config)
+            assert status == 201, body
+            made.append((config, body))
+        config_file = parse_config(*read_document(launcher.config))
+        name = f"dss-kernel-{secrets.token_hex(4)}"
+        body = {
+            **_request(name),
+            "image": images.resolve_image(config_file, config_file.get("small")),
+        }
+        request = urllib.request.Request(
+            launcher.url + "api/configs/small/workloads",
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={
+                "Authorization": f"Bearer {launcher.secret}",
+                "X-DSS-Containers-User": "carol",
+            },
+        )
+        with pytest.raises(OSError):  # the client gives up (a timeout) and hangs up
+            urllib.request.urlopen(request, timeout=1)
+        for _ in range(600):
+            if launcher.call("GET", "usage", user="carol")[1]["queued"] == 0:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the abandoned start stayed in the queue")
+        config, first = made.pop(0)
+        assert _delete(launcher, config, first, "carol") == 200
+        status, body = _create(launcher, "carol", "small")  # the room is there, for a new start
+        assert status == 201, body
+        made.append(("small", body))
+        assert not docker_client.containers.list(all=True, filters={"name": name})
+    finally:
+        for config, workload in made:
+            _delete(launcher, config, workload, "carol")
 
 
 def test_a_broken_edit_of_the_config_file_keeps_the_last_good_one(tmp_path):

@@ -85,6 +85,8 @@ class Admission:
             while True:
                 assert self._freed is not None
                 wake = self._freed
+                if gone is not None and gone():  # before trying: nobody would get it
+                    raise QueueAbandoned(f"the caller went away while queued: {why}")
                 if line[0] == ticket:
                     async with self._lock:
                         try:
@@ -95,8 +97,6 @@ class Admission:
                             if not exc.queue or self.timeout <= 0:
                                 raise
                             why = str(exc)
-                if gone is not None and gone():
-                    raise QueueAbandoned(f"the caller went away while queued: {why}")
                 left = deadline - loop.time()
                 if left <= 0:
                     raise BudgetExceeded(
