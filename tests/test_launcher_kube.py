@@ -8,6 +8,7 @@ Docker containers of a user together.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from urllib.parse import quote
@@ -193,3 +194,43 @@ def test_a_budget_sums_pods_and_containers_refused_or_queued(kube_launcher, fake
     finally:
         for config, workload, user in made:
             _delete(kube_launcher, config, workload, user)
+
+
+class _NoServers:
+    """The hub's answer for users none of whose servers run (``HubClient.user``'s shape);
+    the real hub's answers are tested in ``test_hub.py``."""
+
+    async def user(self, name: str, fresh: bool = False):
+        return None
+
+
+def test_a_restarted_launcher_finds_and_reaps_pods_in_every_users_namespace(kube_launcher, fake):
+    """Guards the reaper (and budgets) looking only in the launcher's own namespace: a
+    launcher that starts afresh, knowing no owner, finds alice's pod in ``dss-alice`` (a
+    namespace the backend labelled as its own) and reaps it when she has no live server."""
+    from jupyter_dss_containers import images
+    from jupyter_dss_containers.launcherd.lifecycle import reap_once
+    from jupyter_dss_containers.launcherd.namespaces import managed_namespaces
+    from jupyter_dss_containers.launcherd.policy import Caller
+    from jupyter_dss_containers.launcherd.service import Launcher
+
+    launcher_id = f"t-reap-{secrets.token_hex(3)}"
+    first = Launcher(str(kube_launcher.config), launcher_id)
+    loaded = asyncio.run(first.load())
+    config = loaded.config_file.get("k8s")
+    body = {
+        "name": f"dss-kernel-{secrets.token_hex(4)}",
+        "image": images.resolve_image(loaded.config_file, config),
+        "command": ["sleep", "600"],
+        "labels": {ownership.KIND: "kernel", ownership.OWNER: "alice"},
+    }
+    workload = asyncio.run(first.create(Caller(None, trusted_server=True), "k8s", body))
+    assert workload.id == f"dss-alice/{body['name']}"
+    assert "dss-alice" in asyncio.run(managed_namespaces(config))
+    restarted = Launcher(str(kube_launcher.config), launcher_id)
+    assert workload.id in [w.id for w in asyncio.run(restarted.all_workloads())]
+    removed = asyncio.run(reap_once(restarted, _NoServers()))
+    assert [w.id for w in removed] == [workload.id]
+    assert _pod(fake, body["name"]) is None or _pod(fake, body["name"])["metadata"].get(
+        "deletionTimestamp"
+    )
