@@ -189,6 +189,16 @@ def test_a_queueing_budget_waits_only_for_what_could_fit():
     assert not info.value.queue  # the group's budget refuses (no on_exceed: refuse)
     with pytest.raises(ValueError, match="on_exceed is one of refuse, queue"):
         Budgets.from_dict({"users": {"alice": {"on_exceed": "wait"}}})
+    from jupyter_dss_containers.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"budgets\.users\.alice\.on_exceed: expected one of"):
+        parse_config(
+            {
+                "budgets": {"users": {"alice": {"on_exceed": "wait"}}},
+                "execution_configs": {"a": {"backend": "docker", "image": "x:1"}},
+            },
+            "t",
+        )
 
 
 def test_a_queued_start_goes_in_order_when_room_is_freed_and_times_out_naming_the_budget():
