@@ -39,6 +39,8 @@ class Admission:
     _freed: asyncio.Event | None = None
     _reserved: list[Holding] = field(default_factory=list)
     _waiting: dict[str, list[int]] = field(default_factory=dict)
+    #: the tickets that found no room at least once (a start being checked is not queued)
+    _held_back: set[int] = field(default_factory=set)
     _tickets: itertools.count = field(default_factory=itertools.count)
 
     def freed(self) -> None:
@@ -55,9 +57,8 @@ class Admission:
 
     def queued(self, owner: str | None = None) -> int:
         """How many starts wait (of ``owner``, or of everyone)."""
-        if owner is not None:
-            return len(self._waiting.get(owner, ()))
-        return sum(len(v) for v in self._waiting.values())
+        lines = [self._waiting.get(owner, [])] if owner is not None else self._waiting.values()
+        return sum(1 for line in lines for t in line if t in self._held_back)
 
     async def admit(
         self,
@@ -103,10 +104,12 @@ class Admission:
                         f"waited {self.timeout:g} s in the queue and the start still does "
                         f"not fit: {why}"
                     )
+                self._held_back.add(ticket)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(wake.wait(), min(left, self.poll))
         finally:
             line.remove(ticket)
+            self._held_back.discard(ticket)
             if not line:
                 self._waiting.pop(owner, None)
             self.freed()  # the next start of this user in line may go now

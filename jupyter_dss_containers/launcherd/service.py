@@ -182,6 +182,7 @@ class Launcher:
             scope_workspace, config, owner, user, self.workspace_root, spec.working_dir
         )
         spec = dataclasses.replace(spec, workspace=plan, working_dir=plan.working_dir)
+        trusted_spec(spec, config, owner, self.launcher_id, extra)  # a bad request never queues
         reservation = await self.admission.admit(
             loaded.budgets,
             owner,
