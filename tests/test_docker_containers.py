@@ -26,6 +26,7 @@ from jupyter_dss_containers.backends.docker import (
     READ_ONLY_HOME,
     container_user,
     create_args,
+    files_root,
     gpu_request,
     host_config_args,
     image_home,
@@ -33,7 +34,6 @@ from jupyter_dss_containers.backends.docker import (
     private_tar,
     split_files,
 )
-from jupyter_dss_containers.backends.docker.files import files_root
 from jupyter_dss_containers.config import DEFAULT_MEMORY, DEFAULT_PIDS, parse_config, parse_size
 from jupyter_dss_containers.launcher import CONNECTION_FILE, KernelLaunch, plan_launch
 from jupyter_dss_containers.workspace import WorkspacePlan, WorkspaceSettings, resolve_plan

@@ -30,20 +30,23 @@ from .containers import (
     host_config_args,
     image_home,
     image_user,
+    mounted_plan,
     mounts,
+    needs_image_user,
     published_ports,
     writable_home,
 )
-from .files import private_tar, regular_files, split_files
+from .files import files_root, private_tar, regular_files, split_files
 from .network import (
     ICC_OPTION,
     ISOLATED_NETWORK,
     check_binding,
     connect_address,
     forget_network,
+    is_loopback,
     isolated_network,
 )
-from .state import workload_status
+from .state import engine_info, host_ports, workload_status, workloads
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -60,19 +63,26 @@ __all__ = [
     "create_args",
     "daemon_url",
     "docker_client",
+    "engine_info",
+    "files_root",
     "forget_client",
     "forget_network",
     "gpu_request",
     "host_config_args",
+    "host_ports",
     "image_home",
     "image_user",
+    "is_loopback",
     "isolated_network",
+    "mounted_plan",
     "mounts",
+    "needs_image_user",
     "private_tar",
     "published_ports",
     "regular_files",
     "root_cause",
     "split_files",
     "workload_status",
+    "workloads",
     "writable_home",
 ]
