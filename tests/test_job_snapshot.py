@@ -1,7 +1,8 @@
 """The working-folder snapshot for jobs where nothing is shared (jobs/snapshot.py), on real
 files: what goes in (regular files only, bounded, the limit named), and what comes back
 (written only where the host still has what the snapshot saw; conflicts and paths out of
-the folder refused). The wiring (JobService, the runner) is proved in tests/test_kube_snapshot.py."""
+the folder refused). The wiring (JobService, the runner) is proved in
+tests/test_kube_snapshot.py."""
 
 from __future__ import annotations
 
