@@ -1,0 +1,152 @@
+"""What the workspace mount costs a kernel start: the same config with and without it.
+
+    python benchmarks/workspace_start.py [--runs 5] [--warmup 1] [--json out.json]
+
+Two configs on the local daemon and the base image ``default``, one with the workspace
+mounted (``mount: auto``, the default: the working folder bind-mounted at its own path,
+the kernel run as the folder's owner and started there) and one with ``mount: none``. Each
+start is timed by kernel_start.py's variant (``AsyncKernelManager.start_kernel()`` to the
+first kernel_info reply), interleaved, in a working folder of its own holding a few files.
+It prints the medians, their ratio and their difference (the goal: the mount adds no more
+than 0.05 s to the median); a benchmark, it never asserts on a duration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).parent))
+import kernel_start as ks  # the sibling benchmark's helpers
+
+from jupyter_dss_containers.kernelspecs import ContainerKernelSpecManager
+
+MOUNTED, BARE = "ws-mounted", "ws-none"
+GOAL_SECONDS = 0.05
+
+
+def use_config(folder: Path) -> None:
+    path = folder / "dss_containers.yaml"
+    path.write_text(
+        "execution_configs:\n"
+        f"  {BARE}: {{backend: docker, image: default, workspace: {{mount: none}}, "
+        "permissions: {groups: ['*']}}\n"
+        f"  {MOUNTED}: {{backend: docker, image: default, permissions: {{groups: ['*']}}}}\n"
+    )
+    os.environ["DSS_CONTAINERS_CONFIG"] = str(path)
+
+
+def make_top() -> Path:
+    top = Path(tempfile.mkdtemp(prefix="dss-bench-ws-"))
+    top.chmod(0o755)
+    return top
+
+
+def write_json(path: str, data: dict) -> None:
+    Path(path).write_text(json.dumps(data, indent=2))
+
+
+def notebook_folder(top: Path) -> Path:
+    """A notebook's folder with some files, owned by the base images' user (as a user's
+    folder on a root server would be): the mounted kernel runs as that owner."""
+    folder = top / "project" / "analysis"
+    folder.mkdir(parents=True)
+    for i in range(20):
+        (folder / f"data-{i}.csv").write_text("x,y\n" + "1,2\n" * 1000)
+    for path in (top / "project", folder, *folder.iterdir()):
+        os.chown(path, 1000, 100)
+    return folder
+
+
+async def files_seen(kernel: str) -> str:
+    """What a kernel of the config lists in its working folder (not timed): the mounted one
+    must see the 20 files, the other none of them."""
+    from jupyter_client import AsyncKernelManager
+
+    km = AsyncKernelManager(kernel_name=kernel, kernel_spec_manager=ContainerKernelSpecManager())
+    await km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    printed: list[str] = []
+
+    def hook(msg: dict) -> None:
+        if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
+            printed.append(msg["content"]["text"])
+
+    try:
+        await kc.wait_for_ready(timeout=ks.READY_TIMEOUT)
+        code = "import os; print(os.getcwd(), sum(n.endswith('.csv') for n in os.listdir()))"
+        await kc.execute_interactive(code, output_hook=hook, timeout=60)
+    finally:
+        kc.stop_channels()
+        await km.shutdown_kernel(now=True)
+    return "".join(printed).strip()
+
+
+def ratio_table(stats: dict) -> Table:
+    table = Table(title="Kernel start with and without the workspace mount (to ready, s)")
+    for column in ("variant", "n", "median", "p95", "min", "max", "x no mount", "+ s (median)"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    base = stats[f"dss-{BARE}"]["ready"]["median"]
+    for name, stages in stats.items():
+        s = stages["ready"]
+        table.add_row(
+            name,
+            str(s["n"]),
+            *(f"{s[k]:.3f}" for k in ("median", "p95", "min", "max")),
+            f"{s['median'] / base:.3f}",
+            f"{s['median'] - base:+.3f}",
+        )
+    return table
+
+
+async def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--json", dest="json_path")
+    args = parser.parse_args(argv)
+    console = Console()
+    top = make_top()
+    here = os.getcwd()
+    try:
+        use_config(top)
+        os.chdir(notebook_folder(top))  # the kernels' cwd (no path given: the process's)
+        info = ks.machine_info()
+        for name in (BARE, MOUNTED):
+            console.print(f"{name}: cwd and csv files seen: {await files_seen(f'dss-{name}')}")
+        variants = [
+            ks.KernelManagerVariant(
+                f"dss-{name}", f"dss-{name}", spec_manager=ContainerKernelSpecManager
+            )
+            for name in (BARE, MOUNTED)
+        ]
+        samples = await ks.measure(variants, args.runs, args.warmup, console)
+    finally:
+        os.chdir(here)
+        shutil.rmtree(top, ignore_errors=True)
+    stats = ks.summary(samples)
+    console.print(ratio_table(stats))
+    added = stats[f"dss-{MOUNTED}"]["ready"]["median"] - stats[f"dss-{BARE}"]["ready"]["median"]
+    verdict = "within" if added <= GOAL_SECONDS else "over"
+    console.print(
+        f"the mount adds {added:+.3f} s to the median: {verdict} the {GOAL_SECONDS} s goal"
+    )
+    info["load avg (1 min, at end)"] = f"{os.getloadavg()[0]:.2f}"
+    console.print(info)
+    if args.json_path:
+        write_json(args.json_path, {"machine": info, "stats": stats})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
