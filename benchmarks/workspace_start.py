@@ -9,8 +9,9 @@ start is timed by kernel_start.py's variant (``AsyncKernelManager.start_kernel()
 first kernel_info reply), interleaved, in a working folder of its own holding a few files.
 It prints the medians to ready, their ratio and their difference, and the medians of the
 two phases where the mount's own work happens (pre-start: the provisioner plans it, with
-symlinks resolved; launch_kernel: the daemon creates the container with the bind mount) (the goal: the mount adds no more
-than 0.05 s to the median); a benchmark, it never asserts on a duration.
+symlinks resolved; launch_kernel: the daemon creates the container with the bind mount).
+The goal: the mount adds no more than 0.05 s to the median. A benchmark: it never asserts
+on a duration.
 """
 
 from __future__ import annotations
