@@ -115,17 +115,13 @@ class JobService(Recovery, LoggingConfigurable):
     snapshot_limit = Integer(
         SNAPSHOT_LIMIT,
         config=True,
-        help="Where the config shares no workspace (Kubernetes without workspace.volume, "
-        "a remote daemon without workspace.host_path), a job takes a copy of the working "
-        "folder's regular files, at most this many bytes (more: the job is refused, saying "
-        "so; on Kubernetes the packed copy must also fit in the job's 1 MiB Secret); "
-        "0: no copy, the job is told its files are not visible.",
+        help="Where the config shares no workspace, the most bytes of the working folder a "
+        "job takes a copy of (more: refused; see jobs/workdir.py); 0: no copy.",
     )
     snapshot_return_limit = Integer(
         16 * 1024 * 1024,
         config=True,
-        help="Most bytes of files a job created or changed in its copy of the working "
-        "folder that are copied back when it ends (more: none is, and its output says so).",
+        help="Most bytes of files created or changed in that copy written back at the end.",
     )
     take_over_interval = Float(
         5.0,
@@ -181,12 +177,8 @@ class JobService(Recovery, LoggingConfigurable):
             job_files, request, framed, self.python, self.max_payload_bytes
         )
         plan = await self._workspace(config, identity.username)
-        snap = None
-        if plan.snapshot_dir and self.snapshot_limit > 0 and request.kind != "r":
-            room = SECRET_LIMIT - 1024 if framed else self.max_payload_bytes  # 1 KiB: the token
-            snap = await workdir.prepare(
-                plan.snapshot_dir, config.name, files, self.snapshot_limit, room
-            )
+        room = SECRET_LIMIT - 1024 if framed else self.max_payload_bytes  # 1 KiB: the token
+        snap = await workdir.prepare(plan, request, config.name, files, self.snapshot_limit, room)
         self._check_queue(identity.username)  # again: others may have queued meanwhile
         job = Job(id=uuid.uuid4().hex[:12], request=request, owner=identity.username, image=image)
         job.message = self._wait_reason(job) or ""
@@ -430,11 +422,9 @@ class JobService(Recovery, LoggingConfigurable):
         job.exit_code = status.exit_code
         if job.state == CANCELLED:
             return
-        snap = self._snapshots.pop(job.id, None)
-        if snap is not None:  # its files first: a job that raised may have written some
-            limit = self.snapshot_return_limit
-            for line in await workdir.copy_back(job, backend, workload_id, snap, limit):
-                self._add_output(job, "stderr", line + "\n")
+        snap, limit = self._snapshots.pop(job.id, None), self.snapshot_return_limit
+        for line in await workdir.copy_back(job, backend, workload_id, snap, limit):
+            self._add_output(job, "stderr", line + "\n")  # first: a job that raised wrote some
         limits = {"max_result_bytes": self.max_result_bytes}
         limits["max_values_bytes"] = self.max_values_bytes
         try:

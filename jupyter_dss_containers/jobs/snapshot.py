@@ -1,7 +1,7 @@
 """A bounded copy of the caller's working folder, for a job that runs where nothing is
 shared (a Kubernetes config without a workspace volume, a remote daemon without
-``host_path``), and the files the job wrote under
-it written back next to the notebook, refusing conflicts.
+``host_path``), and the files the job wrote under it written back next to the notebook,
+refusing conflicts.
 
 In: the folder's regular files (symlinks and special files are left out, so nothing
 outside the folder is read), at most ``limit`` bytes, packed as one gzip'd tar that
@@ -12,10 +12,10 @@ against the Secret limit too, each refusal naming its limit.
 
 Back: the job hands back the files it wrote or changed under the folder beside its result
 (framed into its log on Kubernetes, ``backends/logfiles.py``); each comes back as
-(relative path, bytes), data only, and is written (atomically) only where the host's file is still what the snapshot held, or still
-absent: a file changed on the host since the snapshot is a conflict, left as it is and
-reported, never overwritten. A path that leaves the folder (absolute, ``..``, through a
-symlink) is refused.
+(relative path, bytes), data only, and is written (atomically) only where the host's file
+is still what the snapshot held, or still absent: a file changed on the host since the
+snapshot is a conflict, left as it is and reported, never overwritten. A path that
+leaves the folder (absolute, ``..``, through a symlink) is refused.
 
 The job service's side (the traits, the copy's notice, the write-back when the job ends)
 is :mod:`.workdir`; the runner unpacks the archive and hands back the changed files.

@@ -17,8 +17,9 @@ import json
 from ..backends import Backend, BackendError
 from ..backends.base import FilesTooLarge
 from ..config import format_size
+from ..workspace import WorkspacePlan
 from . import rlang, snapshot
-from .model import Job, JobError
+from .model import Job, JobError, JobRequest
 
 JOB_DIR = rlang.JOB_DIR
 ARCHIVE = f"{JOB_DIR}/{snapshot.ARCHIVE_NAME}"
@@ -27,11 +28,20 @@ BACK = f"{JOB_DIR}/workdir"
 
 
 async def prepare(
-    folder: str, config_name: str, files: dict[str, bytes], limit: int, room: int
-) -> snapshot.Snapshot:
-    """The folder's snapshot, added to ``files``; :class:`JobError` naming the limit when
-    it holds more than ``limit`` bytes, or packs to more than the ``room`` left beside the
-    job's other files."""
+    plan: WorkspacePlan,
+    request: JobRequest,
+    config_name: str,
+    files: dict[str, bytes],
+    limit: int,
+    room: int,
+) -> snapshot.Snapshot | None:
+    """The snapshot of the plan's folder where nothing is shared (None elsewhere, for an R
+    job, or with a ``limit`` of 0), added to ``files``; :class:`JobError` naming the limit
+    when the folder holds more than ``limit`` bytes, or packs to more than the ``room``
+    left beside the job's other files."""
+    folder = plan.snapshot_dir
+    if not folder or limit <= 0 or request.kind == "r":  # R: Rscript, no runner to unpack
+        return None
     taken = sum(len(data) for data in files.values())
     try:
         snap = await asyncio.to_thread(snapshot.take, folder, limit, max(0, room - taken))
@@ -55,10 +65,12 @@ def notice(snap: snapshot.Snapshot, config_name: str) -> str:
 
 
 async def copy_back(
-    job: Job, backend: Backend, workload_id: str, snap: snapshot.Snapshot, limit: int
+    job: Job, backend: Backend, workload_id: str, snap: snapshot.Snapshot | None, limit: int
 ) -> list[str]:
-    """Write back what the finished job created or changed in its copy; the lines that
-    say what happened (for the job's output)."""
+    """Write back what the finished job created or changed in its copy (if it had one);
+    the lines that say what happened (for the job's output)."""
+    if snap is None:
+        return []
     folder = snap.folder
     try:
         found = await backend.read_files(workload_id, BACK, limit=limit)
