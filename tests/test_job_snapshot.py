@@ -20,6 +20,8 @@ def folder_with_files(tmp_path):
     (folder / "sub").mkdir(parents=True)
     (folder / "data.csv").write_text("a,b\n1,2\n")
     (folder / "sub" / "notes.txt").write_text("n")
+    (folder / ".ipynb_checkpoints").mkdir()
+    (folder / ".ipynb_checkpoints" / "analysis-checkpoint.ipynb").write_text("{}")
     secret = tmp_path / "outside.txt"
     secret.write_text("not yours")
     (folder / "link.txt").symlink_to(secret)
@@ -29,7 +31,8 @@ def folder_with_files(tmp_path):
 
 def test_the_snapshot_holds_the_folders_own_files_and_is_bounded(tmp_path):
     """Guards what a job takes with it: the folder's regular files at their relative paths,
-    never a symlink's target (a link out of the folder reads nothing outside it), and a
+    never a symlink's target (a link out of the folder reads nothing outside it) nor
+    JupyterLab's checkpoints, and a
     folder over the limit refused with the limit named, as is an archive the Secret cannot
     hold."""
     folder = folder_with_files(tmp_path)

@@ -4,8 +4,9 @@ shared (a Kubernetes config without a workspace volume, a remote daemon without
 refusing conflicts.
 
 In: the folder's regular files (symlinks and special files are left out, so nothing
-outside the folder is read), at most ``limit`` bytes, packed as one gzip'd tar that
-travels with the job's other private files. On Kubernetes those go in the job's Secret,
+outside the folder is read; so are :data:`SKIPPED` folders, never a job's input), at
+most ``limit`` bytes, packed as one gzip'd tar that travels with the job's other private
+files. On Kubernetes those go in the job's Secret,
 which holds at most 1 MiB (the API server's limit): the packed archive must fit in it
 beside the payload, so the default limit is half of that and the packed size is checked
 against the Secret limit too, each refusal naming its limit.
@@ -37,6 +38,8 @@ SNAPSHOT_LIMIT = 512 * 1024
 #: what the API server accepts in one Secret's data (the job's files all travel in it)
 SECRET_LIMIT = 1024 * 1024
 ARCHIVE_NAME = "workdir.tar.gz"
+#: folders left out of the copy: version control, JupyterLab's checkpoints, bytecode
+SKIPPED = frozenset({".git", ".hg", ".svn", ".ipynb_checkpoints", "__pycache__"})
 
 
 class SnapshotTooBig(ValueError):
@@ -78,7 +81,7 @@ def take(folder: str, limit: int = SNAPSHOT_LIMIT, packed_limit: int = SECRET_LI
     files: dict[str, bytes] = {}
     size = 0
     for here, dirs, names in os.walk(base):  # does not follow symlinked folders
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED)
         for name in sorted(names):
             path = os.path.join(here, name)
             if not stat.S_ISREG(os.lstat(path).st_mode):
@@ -88,8 +91,9 @@ def take(folder: str, limit: int = SNAPSHOT_LIMIT, packed_limit: int = SECRET_LI
                 raise SnapshotTooBig(
                     f"the working folder {folder} holds more than {limit} bytes of files, the "
                     "most a job takes with it where the config shares no workspace "
-                    "(JobService.snapshot_limit): run it from a smaller folder, or have an "
-                    "administrator set workspace.volume"
+                    "(JobService.snapshot_limit): run it from a smaller folder, have an "
+                    "administrator set workspace.volume (or host_path), or run it without "
+                    "the files: jupyter_dss_containers.jobs.service().snapshot_limit = 0"
                 )
             with open(path, "rb") as f:
                 files[os.path.relpath(path, base)] = f.read()

@@ -43,6 +43,8 @@ async def prepare(
     if not folder or limit <= 0 or request.kind == "r":  # R: Rscript, no runner to unpack
         return None
     taken = sum(len(data) for data in files.values())
+    if taken >= room:  # the inputs alone do not fit: their own limit speaks, not the copy's
+        return None
     try:
         snap = await asyncio.to_thread(snapshot.take, folder, limit, max(0, room - taken))
     except snapshot.SnapshotTooBig as exc:
