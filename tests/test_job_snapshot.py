@@ -53,8 +53,10 @@ def test_files_come_back_unless_the_host_changed_them_or_they_leave_the_folder(t
     """Guards the write-back: a new file and one the job changed are written; one changed on
     the host since the snapshot is a conflict and keeps the host's content; paths with
     ``..``, absolute ones, ones through a symlink out of the folder and onto a symlink are
-    refused, and nothing outside the folder changes."""
+    refused, and nothing outside the folder changes. Run as root (a root server's kernel),
+    what it makes belongs to the folder's owner, not to root."""
     folder = folder_with_files(tmp_path)
+    os.chown(folder, 1234, 100)
     snap = snapshot.take(str(folder))
     (folder / "sub" / "notes.txt").write_text("edited on the host meanwhile")
     result = snapshot.write_back(
@@ -78,6 +80,10 @@ def test_files_come_back_unless_the_host_changed_them_or_they_leave_the_folder(t
     )
     assert (folder / "data.csv").read_text() == "a,b\n3,4\n"
     assert (folder / "new" / "deep" / "out.txt").read_bytes() == b"deep"
+    if os.geteuid() == 0:
+        for made in ("out.csv", "new", "new/deep", "new/deep/out.txt"):
+            info = (folder / made).stat()
+            assert (info.st_uid, info.st_gid) == (1234, 100), made
     assert (folder / "sub" / "notes.txt").read_text() == "edited on the host meanwhile"
     assert (tmp_path / "outside.txt").read_text() == "not yours"
     assert not (tmp_path / "escaped.txt").exists()

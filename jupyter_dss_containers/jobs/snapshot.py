@@ -150,7 +150,7 @@ def write_back(snapshot: Snapshot, outputs: dict[str, bytes]) -> WriteBack:
         elif current != snapshot.digests.get(rel):
             result.conflicts.append(rel)
         else:
-            _write(parent, os.path.basename(target), data)
+            _write(base, parent, os.path.basename(target), data)
             result.written.append(rel)
     return result
 
@@ -167,15 +167,36 @@ def _current(path: str) -> str | bool | None:
         return _digest(f.read())
 
 
-def _write(folder: str, name: str, data: bytes) -> None:
-    os.makedirs(folder, exist_ok=True)
+def _write(base: str, folder: str, name: str, data: bytes) -> None:
+    """Write atomically; a process running as root (a root server's kernel) gives what it
+    makes to the owner of the snapshot's folder, as the uid rule does for mounted ones."""
+    owner = None
+    if os.geteuid() == 0:
+        info = os.stat(base)
+        owner = (info.st_uid, info.st_gid)
+    _makedirs(base, folder, owner)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, 0o644)
+        if owner is not None:
+            os.chown(tmp, *owner)
         os.replace(tmp, os.path.join(folder, name))
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _makedirs(base: str, folder: str, owner: tuple[int, int] | None) -> None:
+    """The folders from ``base`` down to ``folder``, each new one given to ``owner``."""
+    missing = []
+    here = folder
+    while here != base and not os.path.isdir(here):
+        missing.append(here)
+        here = os.path.dirname(here)
+    for path in reversed(missing):
+        os.mkdir(path)
+        if owner is not None:
+            os.chown(path, *owner)
