@@ -96,6 +96,68 @@ async def files_seen(kernel: str) -> str:
     return "".join(printed).strip()
 
 
+def mount_cost(folder: Path, rounds: int, console: Console) -> dict[str, float]:
+    """The mount's own work, without a kernel's boot to drown it: the plan (symlinks
+    resolved, the owner read), timed alone, and a container created and started with
+    and without the bind mount (``true`` as its command), paired per round (which goes
+    first alternates); medians."""
+    import time
+
+    import docker
+    from docker.types import Mount
+
+    from jupyter_dss_containers import images
+    from jupyter_dss_containers.config import load_config
+    from jupyter_dss_containers.workspace import WorkspaceSettings, resolve_plan
+
+    def plan() -> float:
+        began = time.perf_counter()
+        resolve_plan(
+            WorkspaceSettings(),
+            backend="docker",
+            remote=False,
+            server_root=None,
+            cwd=str(folder),
+            user="bench",
+            config_name=MOUNTED,
+        )
+        return time.perf_counter() - began
+
+    config_file = load_config()
+    image = images.resolve_image(config_file, config_file.get(MOUNTED))
+    client = docker.from_env()
+    bind = [Mount(target=str(folder), source=str(folder), type="bind")]
+
+    def run(mounts: list) -> float:
+        began = time.perf_counter()
+        container = client.containers.create(
+            image, ["true"], user="1000:100", network_mode="none", mounts=mounts
+        )
+        try:
+            container.start()
+            return time.perf_counter() - began
+        finally:
+            container.remove(force=True)
+
+    plans = [plan() for _ in range(200)]
+    pairs = []
+    for round_ in range(rounds + 1):
+        if round_ % 2:  # alternate which goes first
+            pair = (run([]), run(bind))
+        else:
+            with_mount = run(bind)
+            pair = (run([]), with_mount)
+        if round_:  # the first warms the daemon up
+            pairs.append(pair)
+    console.print(f"    create+start, {rounds} paired rounds done")
+    return {
+        "plan (resolve_plan)": statistics.median(plans),
+        "create+start, no mount": statistics.median(a for a, _ in pairs),
+        "create+start, bind mount": statistics.median(b for _, b in pairs),
+        "paired difference": statistics.median(b - a for a, b in pairs),
+    }
+
+
 def ratio_table(stats: dict) -> Table:
     table = Table(title="Kernel start with and without the workspace mount (to ready, s)")
     columns = ("variant", "n", "median", "p95", "min", "max", "x no mount", "+ s (median)")
@@ -120,6 +182,7 @@ async def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--create-runs", type=int, default=15, help="paired container starts")
     parser.add_argument("--json", dest="json_path")
     args = parser.parse_args(argv)
     console = Console(width=120)
@@ -138,6 +201,7 @@ async def main(argv: list[str] | None = None) -> int:
             for name in (BARE, MOUNTED)
         ]
         samples = await ks.measure(variants, args.runs, args.warmup, console)
+        own = await asyncio.to_thread(mount_cost, Path.cwd(), args.create_runs, console)
     finally:
         os.chdir(here)
         shutil.rmtree(top, ignore_errors=True)
@@ -159,6 +223,13 @@ async def main(argv: list[str] | None = None) -> int:
         f"launch_kernel {launch:+.3f} s (medians)"
     )
     stats["paired"] = {"ready": {"median": paired}, "launch_kernel": {"median": launch}}
+    table = Table(title="The mount's own work (medians, s)")
+    table.add_column("step")
+    table.add_column("seconds", justify="right")
+    for step, seconds in own.items():
+        table.add_row(step, f"{seconds:+.4f}" if step == "paired difference" else f"{seconds:.4f}")
+    console.print(table)
+    stats["own"] = own
     info["load avg (1 min, at end)"] = f"{os.getloadavg()[0]:.2f}"
     console.print(info)
     if args.json_path:
