@@ -463,7 +463,7 @@ def _one_container_start() -> dict[str, float]:
     import docker
 
     from jupyter_dss_containers import images
-    from jupyter_dss_containers.backends.docker import _private_tar, docker_client
+    from jupyter_dss_containers.backends.docker import docker_client, private_tar
     from jupyter_dss_containers.config import load_config
 
     timings: dict[str, float] = {}
@@ -499,7 +499,7 @@ def _one_container_start() -> dict[str, float]:
     try:
         clock.lap("containers.create")
         container.put_archive(
-            "/", _private_tar({CONNECTION_FILE: json.dumps(connection).encode()}, user)
+            "/", private_tar({CONNECTION_FILE: json.dumps(connection).encode()}, user)
         )
         clock.lap("put_archive (connection file)")
         container.start()

@@ -6,7 +6,8 @@ starts carries labels with what it was granted (memory, CPUs, GPUs) and the grou
 charged to, so the sum over a user's (or a group's) workloads is a listing away, on every
 daemon and cluster of the file. This module is pure: parse the ``budgets:`` section, read
 what a config asks for, add up the labels, and say yes or, naming what is used and by
-what, no. Over budget is refused at once (a queue may come later).
+what, no (or "wait": a budget with ``on_exceed: queue`` holds a start until it fits, in
+the launcher's ``queue`` module).
 """
 
 from __future__ import annotations
@@ -32,10 +33,19 @@ KERNEL_KINDS = ("kernel", "pool")
 DONE_STATES = frozenset({"exited", "dead", "removing", "succeeded", "failed"})
 
 
+#: what a start over a budget does: wait for room (``queue``) or fail at once (``refuse``)
+ON_EXCEED = ("refuse", "queue")
+
+
 class BudgetExceeded(ReportedError):
-    """A start would go over a user's or a group's budget."""
+    """A start would go over a user's or a group's budget. ``queue``: every budget it goes
+    over says to wait, and it could fit once the user's other workloads end."""
 
     status = 429
+
+    def __init__(self, message: str, queue: bool = False):
+        super().__init__(message)
+        self.queue = queue
 
 
 @dataclass(frozen=True)
@@ -47,16 +57,26 @@ class Limits:
     gpus: int | None = None
     kernels: int | None = None
     jobs: int | None = None
+    #: ``queue`` or ``refuse`` (None: as the default budget says, else refuse)
+    on_exceed: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Limits:
+        on_exceed = data.get("on_exceed")
+        if on_exceed is not None and on_exceed not in ON_EXCEED:
+            raise ValueError(f"on_exceed is one of {', '.join(ON_EXCEED)}, not {on_exceed!r}")
         return cls(
             memory=parse_size(data["memory"]) if "memory" in data else None,
             cpus=float(data["cpus"]) if "cpus" in data else None,
             gpus=data.get("gpus"),
             kernels=data.get("kernels"),
             jobs=data.get("jobs"),
+            on_exceed=on_exceed,
         )
+
+    @property
+    def queues(self) -> bool:
+        return self.on_exceed == "queue"
 
     def over(self, other: Limits) -> Limits:
         """These limits, with ``other``'s where these set none."""
@@ -71,7 +91,7 @@ class Limits:
 
     @property
     def empty(self) -> bool:
-        return all(getattr(self, f.name) is None for f in fields(self))
+        return all(getattr(self, f.name) is None for f in fields(self) if f.name != "on_exceed")
 
 
 @dataclass(frozen=True)
@@ -219,7 +239,8 @@ def check_budget(
     live: list[Holding],
 ) -> list[str]:
     """Refuse (:class:`BudgetExceeded`) a start that goes over the user's budget or one of
-    their groups'; else return the groups the start is charged to."""
+    their groups'; else return the groups the start is charged to. The refusal may wait
+    (``queue``) only when every budget it goes over queues and none could never fit it."""
     charged = budgets.charged_groups(groups)
     scopes: list[tuple[str, Limits, list[Holding]]] = [
         (f"user {username}", budgets.for_user(username), [h for h in live if h.owner == username])
@@ -229,22 +250,29 @@ def check_budget(
         scopes.append(
             (f"group {group}", budgets.groups[group], [h for h in live if key in h.labels])
         )
+    problems: list[tuple[str, bool]] = []
     for who, limits, held in scopes:
         problem = _over(limits, demand, held)
         if problem:
-            raise BudgetExceeded(f"budget of {who} exceeded: {problem}")
+            message, may_fit = problem
+            problems.append((f"budget of {who} exceeded: {message}", may_fit and limits.queues))
+    if problems:
+        refused = [m for m, waits in problems if not waits]
+        raise BudgetExceeded("; ".join(refused or [m for m, _ in problems]), queue=not refused)
     return charged
 
 
-def _over(limits: Limits, demand: Demand, held: list[Holding]) -> str | None:
-    """Why ``demand`` does not fit in ``limits`` next to ``held``, or None."""
+def _over(limits: Limits, demand: Demand, held: list[Holding]) -> tuple[str, bool] | None:
+    """Why ``demand`` does not fit in ``limits`` next to ``held``, and whether it could
+    once the workloads held end; None when it fits."""
     kind = "kernel" if demand.kind in KERNEL_KINDS else "job"
     count_limit = limits.kernels if kind == "kernel" else limits.jobs
     same_kind = [h for h in held if (h.kind in KERNEL_KINDS) == (kind == "kernel")]
     if count_limit is not None and len(same_kind) + 1 > count_limit:
         return (
             f"{len(same_kind)} of {count_limit} {kind}s running "
-            f"({_list(same_kind, lambda h: '')}); this one would make {len(same_kind) + 1}"
+            f"({_list(same_kind, lambda h: '')}); this one would make {len(same_kind) + 1}",
+            count_limit >= 1,
         )
     for resource, unit in (("memory", format_size), ("cpus", _cpus), ("gpus", _gpus)):
         limit = getattr(limits, resource)
@@ -254,14 +282,16 @@ def _over(limits: Limits, demand: Demand, held: list[Holding]) -> str | None:
         if asked is None:
             return (
                 f"{resource} is limited to {unit(limit)} but this config sets no {resource} "
-                "limit, so its use cannot be counted: ask for a config with one"
+                "limit, so its use cannot be counted: ask for a config with one",
+                False,
             )
         used = sum(getattr(h.demand, resource) or 0 for h in held)
         if used + asked > limit:
             owner = _list(held, lambda h, r=resource, u=unit: f": {u(getattr(h.demand, r) or 0)}")
             return (
                 f"{resource} {unit(used)} of {unit(limit)} in use "
-                f"({owner or 'nothing running'}); this {demand.kind} asks {unit(asked)}"
+                f"({owner or 'nothing running'}); this {demand.kind} asks {unit(asked)}",
+                asked <= limit,
             )
     return None
 

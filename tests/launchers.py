@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import secrets
@@ -89,3 +90,38 @@ class LauncherProcess:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+def create_workload(
+    launcher: LauncherProcess, user: str, config: str, name: str | None = None
+) -> tuple[int, Any]:
+    """POST a ``sleep 600`` kernel on the config's image for ``user`` (status, answer)."""
+    from jupyter_dss_containers import images, ownership
+    from jupyter_dss_containers.config import parse_config, read_document
+
+    config_file = parse_config(*read_document(launcher.config))
+    body = {
+        "name": name or f"dss-kernel-{secrets.token_hex(4)}",
+        "image": images.resolve_image(config_file, config_file.get(config)),
+        "command": ["sleep", "600"],
+        "labels": {ownership.KIND: "kernel"},
+    }
+    return launcher.call("POST", f"configs/{config}/workloads", body, user=user)
+
+
+def queued_start(
+    launcher: LauncherProcess, user: str, config: str
+) -> tuple[concurrent.futures.Future, str]:
+    """Start a workload in a thread; return once the launcher says it waits in the queue
+    (fail if it is answered first: it did not wait)."""
+    name = f"dss-kernel-{secrets.token_hex(4)}"
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    started = pool.submit(create_workload, launcher, user, config, name)
+    pool.shutdown(wait=False)
+    for _ in range(600):
+        if started.done():
+            pytest.fail(f"the start did not wait in the queue: {started.result()}")
+        if launcher.call("GET", "usage", user=user)[1]["queued"] == 1:
+            return started, name
+        time.sleep(0.1)
+    pytest.fail("the start never showed in the queue")

@@ -26,7 +26,7 @@ from jupyter_client import AsyncKernelManager
 
 from jupyter_dss_containers import codeenvs, images, registry
 from jupyter_dss_containers.backends.base import WorkloadSpec
-from jupyter_dss_containers.backends.docker import DockerBackend
+from jupyter_dss_containers.backends.docker import create_args
 from jupyter_dss_containers.config import (
     DATA_SCIENCE_PACKAGES,
     EMBEDDED_DEFAULT,
@@ -362,22 +362,30 @@ def test_cuda_base_dockerfile_and_create_request(docker_client):
         },
         "gpu.yaml",
     )
-    backend = DockerBackend(config_file.get("gpu"))
-    spec_ = WorkloadSpec(name="x", image="i", command=["true"], labels={})
-    request = backend._host_config(spec_)
-    assert request["runtime"] == "nvidia"
-    [device] = request["device_requests"]
+    spec_ = WorkloadSpec(
+        name=f"dss-test-cuda-{os.getpid()}",
+        image=images.friendly_tag(BaseImageSpec("default")),
+        command=["true"],
+        labels={},
+    )
+
+    def create(name: str) -> dict:
+        return create_args(config_file.get(name), spec_, api_version="1.41", user="1000:100")
+
+    request = create("gpu")
+    assert request["host_config"]["Runtime"] == "nvidia"
+    [device] = request["host_config"]["DeviceRequests"]
     assert device["DeviceIDs"] == ["0", "1"] and device["Capabilities"] == [["gpu"]]
     # a config on a with_cuda base image gets every GPU by default; others get none
-    [device] = DockerBackend(config_file.get("any-gpu"))._host_config(spec_)["device_requests"]
+    [device] = create("any-gpu")["host_config"]["DeviceRequests"]
     assert device["Count"] == -1 and device["Capabilities"] == [["gpu"]]
-    assert "device_requests" not in DockerBackend(config_file.get("cpu"))._host_config(spec_)
+    assert "DeviceRequests" not in create("cpu")["host_config"]
     assert images.render_dockerfile(config_file.base_images["cuda"], False).startswith(
         f"FROM {images.CUDA_DEFAULT_FROM}\n"
     )
     # this engine has no nvidia runtime: the daemon refuses the create, naming it
     with pytest.raises(docker.errors.APIError, match=r"(?i)runtime"):
-        docker_client.containers.create(images.friendly_tag(BaseImageSpec("default")), **request)
+        docker_client.api.create_container(**request)
 
 
 # --------------------------------------------------------------------------- bad input

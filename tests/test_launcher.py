@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import secrets
+import time
 from pathlib import Path
 
 import pytest
 from conftest import leftover_containers
-from launchers import LauncherProcess
+from launchers import LauncherProcess, create_workload, queued_start
 
 from jupyter_dss_containers import images, ownership
 from jupyter_dss_containers.backends.base import Workload
@@ -39,9 +41,9 @@ from jupyter_dss_containers.launcherd.policy import (
 )
 
 CONFIG = """
-groups: {alice: [analysts], bob: [analysts]}
+groups: {alice: [analysts], bob: [analysts], carol: [analysts]}
 budgets:
-  users: {alice: {memory: 1g, kernels: 5}}
+  users: {alice: {memory: 1g, kernels: 5}, carol: {memory: 1g, on_exceed: queue}}
 execution_configs:
   small:
     backend: docker
@@ -155,6 +157,108 @@ def test_a_budget_refuses_naming_what_is_used_and_by_what():
         check_budget(budgets, "carol", ["analysts"], Demand(MiB, 1, 0, "kernel"), charged)
 
 
+def test_a_queueing_budget_waits_only_for_what_could_fit():
+    """Guards ``on_exceed``: a start over a queueing budget may wait, one over a refusing
+    budget (the default) or one that could never fit (it alone asks more, or its use cannot
+    be counted) is refused at once, and a refusing group budget wins over a queueing one."""
+    budgets = Budgets.from_dict(
+        {
+            "default": {"on_exceed": "queue"},
+            "users": {"alice": {"memory": "1g"}, "bob": {"memory": "1g", "on_exceed": "refuse"}},
+            "groups": {"analysts": {"kernels": 2}},
+        }
+    )
+    kernel = Demand(512 * MiB, 1, 0, "kernel")
+    full = holdings([_live(f"k{i}", "alice", "small", 512 * MiB) for i in range(2)])
+    with pytest.raises(BudgetExceeded, match="budget of user alice exceeded") as info:
+        check_budget(budgets, "alice", [], kernel, full)
+    assert info.value.queue  # the default's on_exceed applies under alice's own limits
+    bobs = holdings([_live(f"b{i}", "bob", "small", 512 * MiB) for i in range(2)])
+    with pytest.raises(BudgetExceeded) as info:
+        check_budget(budgets, "bob", [], kernel, bobs)
+    assert not info.value.queue
+    with pytest.raises(BudgetExceeded, match="asks 2 GiB") as info:
+        check_budget(budgets, "alice", [], Demand(2 * 1024 * MiB, 1, 0, "kernel"), [])
+    assert not info.value.queue  # waiting would never help
+    with pytest.raises(BudgetExceeded, match="sets no memory limit") as info:
+        check_budget(budgets, "alice", [], Demand(None, None, 0, "kernel"), [])
+    assert not info.value.queue
+    group = holdings([_live(n, "carol", "small", MiB, groups=["analysts"]) for n in "ab"])
+    with pytest.raises(BudgetExceeded, match="group analysts exceeded") as info:
+        check_budget(budgets, "alice", ["analysts"], Demand(MiB, 1, 0, "kernel"), group)
+    assert not info.value.queue  # the group's budget refuses (no on_exceed: refuse)
+    with pytest.raises(ValueError, match="on_exceed is one of refuse, queue"):
+        Budgets.from_dict({"users": {"alice": {"on_exceed": "wait"}}})
+    from jupyter_dss_containers.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"budgets\.users\.alice\.on_exceed: expected one of"):
+        parse_config(
+            {
+                "budgets": {"users": {"alice": {"on_exceed": "wait"}}},
+                "execution_configs": {"a": {"backend": "docker", "image": "x:1"}},
+            },
+            "t",
+        )
+
+
+def test_a_queued_start_goes_in_order_when_room_is_freed_and_times_out_naming_the_budget():
+    """Guards the queue: a start waits while over budget, is admitted when a workload ends
+    (woken by ``freed``), a user's starts are admitted in order, the wait is bounded (the
+    refusal names the budget), and a caller that hung up gives up its place."""
+    from jupyter_dss_containers.launcherd.admission import Admission, QueueAbandoned
+
+    budgets = Budgets.from_dict({"users": {"alice": {"memory": "1g", "on_exceed": "queue"}}})
+    live = holdings([_live(f"k{i}", "alice", "small", 512 * MiB) for i in range(2)])
+
+    async def census():
+        return list(live)
+
+    async def scenario():
+        admission = Admission(timeout=60, poll=60)  # only ``freed`` can wake it in time
+        kernel = Demand(512 * MiB, 1, 0, "kernel")
+
+        def start(name):
+            return asyncio.ensure_future(
+                admission.admit(budgets, "alice", frozenset(), kernel, name, "small", census)
+            )
+
+        first, second = start("third"), start("fourth")
+        while admission.queued("alice") < 2:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        assert not first.done() and not second.done()
+        live.pop()  # k1 ends ...
+        admission.freed()  # ... and the launcher says so
+        held = await first
+        assert held.name == "third" and not second.done()
+        admission.release(held)
+        live.append(holdings([_live("third", "alice", "small", 512 * MiB)])[0])
+        live.pop(0)
+        admission.freed()
+        assert (await second).name == "fourth"
+        live.append(holdings([_live("fourth", "alice", "small", 512 * MiB)])[0])
+
+        short = Admission(timeout=0.2, poll=0.05)
+        with pytest.raises(BudgetExceeded) as info:
+            await short.admit(budgets, "alice", frozenset(), kernel, "x", "small", census)
+        assert "waited 0.2 s in the queue" in str(info.value)
+        assert "budget of user alice exceeded: memory 1 GiB of 1 GiB" in str(info.value)
+        looks: list[int] = []
+
+        def gone() -> bool:  # the caller hangs up after the first look
+            looks.append(1)
+            return len(looks) > 1
+
+        patient = Admission(timeout=60, poll=0.05)
+        with pytest.raises(QueueAbandoned, match="went away while queued: budget of user alice"):
+            await patient.admit(
+                budgets, "alice", frozenset(), kernel, "y", "small", census, gone=gone
+            )
+        assert patient.queued() == 0 and admission.queued() == 0
+
+    asyncio.run(scenario())
+
+
 def test_the_config_document_a_caller_sees_is_theirs_only():
     """Guards GET /config leaking configs, other users' groups, credentials or budgets."""
     import yaml
@@ -210,13 +314,11 @@ def through_launcher(launcher, monkeypatch):
     return launcher
 
 
-def _create(launcher, user: str, config: str, name: str | None = None) -> tuple[int, dict]:
-    from jupyter_dss_containers.config import read_document
+_create = create_workload
 
-    config_file = parse_config(*read_document(launcher.config))
-    body = _request(name or f"dss-kernel-{secrets.token_hex(4)}")
-    body["image"] = images.resolve_image(config_file, config_file.get(config))
-    return launcher.call("POST", f"configs/{config}/workloads", body, user=user)
+
+def _delete(launcher, config: str, workload: dict, user: str) -> int:
+    return launcher.call("DELETE", f"configs/{config}/workloads/{workload['id']}", user=user)[0]
 
 
 def test_a_kernel_starts_through_the_launcher_and_leaves_nothing(through_launcher, docker_client):
@@ -347,6 +449,84 @@ def test_a_budget_refuses_the_third_512m_kernel_across_two_configs(launcher):
             owner = workload["labels"][ownership.OWNER]
             launcher.call("DELETE", f"configs/{config}/workloads/{workload['id']}", user=owner)
     assert os.environ.get("DSS_CONTAINERS_LAUNCHER_URL") is None
+
+
+def test_a_queueing_budget_holds_the_third_512m_kernel_until_one_is_deleted(
+    launcher, docker_client
+):
+    """Guards ``on_exceed: queue`` on the real engine: carol's third 512 MiB kernel over her
+    1 GiB budget waits (no container is created meanwhile) instead of failing, and starts
+    as soon as one of her first two kernels is deleted through the launcher."""
+    made = []
+    try:
+        for config in ("small", "other"):
+            status, body = _create(launcher, "carol", config)
+            assert status == 201, body
+            made.append((config, body))
+        started, name = queued_start(launcher, "carol", "small")
+        assert not docker_client.containers.list(all=True, filters={"name": name})
+        config, first = made.pop(0)
+        assert (
+            launcher.call("DELETE", f"configs/{config}/workloads/{first['id']}", user="carol")[0]
+            == 200
+        )
+        status, body = started.result(timeout=120)
+        assert status == 201, body
+        made.append(("small", body))
+        assert body["name"] == name
+        assert docker_client.containers.get(body["id"]).status == "running"
+        assert launcher.call("GET", "usage", user="carol")[1]["queued"] == 0
+    finally:
+        for config, workload in made:
+            launcher.call("DELETE", f"configs/{config}/workloads/{workload['id']}", user="carol")
+
+
+def test_a_queued_start_whose_caller_hangs_up_never_starts(launcher, docker_client):
+    """Guards an abandoned request starting a container nobody will use (or remove): the
+    caller of carol's queued third kernel hangs up, the queue lets it go, and once room is
+    freed no container of that name is created."""
+    import urllib.request
+
+    from jupyter_dss_containers.config import read_document
+
+    made = []
+    try:
+        for config in ("small", "other"):
+            status, body = _create(launcher, "carol", config)
+            assert status == 201, body
+            made.append((config, body))
+        config_file = parse_config(*read_document(launcher.config))
+        name = f"dss-kernel-{secrets.token_hex(4)}"
+        body = {
+            **_request(name),
+            "image": images.resolve_image(config_file, config_file.get("small")),
+        }
+        request = urllib.request.Request(
+            launcher.url + "api/configs/small/workloads",
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={
+                "Authorization": f"Bearer {launcher.secret}",
+                "X-DSS-Containers-User": "carol",
+            },
+        )
+        with pytest.raises(OSError):  # the client gives up (a timeout) and hangs up
+            urllib.request.urlopen(request, timeout=1)
+        for _ in range(600):
+            if launcher.call("GET", "usage", user="carol")[1]["queued"] == 0:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the abandoned start stayed in the queue")
+        config, first = made.pop(0)
+        assert _delete(launcher, config, first, "carol") == 200
+        status, body = _create(launcher, "carol", "small")  # the room is there, for a new start
+        assert status == 201, body
+        made.append(("small", body))
+        assert not docker_client.containers.list(all=True, filters={"name": name})
+    finally:
+        for config, workload in made:
+            _delete(launcher, config, workload, "carol")
 
 
 def test_a_broken_edit_of_the_config_file_keeps_the_last_good_one(tmp_path):

@@ -26,7 +26,7 @@ from kernels import CGROUP_PROBE, config_in_use, run, start, stop
 from servers import ServerProcess
 
 from jupyter_dss_containers import ownership, transport
-from jupyter_dss_containers.backends.dockernet import ICC_OPTION, ISOLATED_NETWORK
+from jupyter_dss_containers.backends.docker.network import ICC_OPTION, ISOLATED_NETWORK
 from jupyter_dss_containers.config import (
     DEFAULT_MEMORY,
     DEFAULT_PIDS,

@@ -90,6 +90,20 @@ class LauncherApp(Application):
         "inside it (symlinks resolved).",
     )
 
+    queue_timeout = Float(
+        300.0,
+        config=True,
+        help="Seconds a start over a budget with on_exceed: queue waits for room before it "
+        "is refused naming the budget (keep it under the servers' 600 s create timeout; 0: "
+        "such budgets refuse at once too).",
+    )
+    queue_poll = Float(
+        2.0,
+        config=True,
+        help="Seconds between two looks, for a queued start, at workloads that ended by "
+        "themselves (a removal or stop through the launcher wakes the queue at once).",
+    )
+
     aliases = {
         "config": "LauncherApp.dss_config",
         "ip": "LauncherApp.ip",
@@ -99,6 +113,7 @@ class LauncherApp(Application):
         "secret-file": "LauncherApp.secret_file",
         "poll-interval": "LauncherApp.poll_interval",
         "workspace-root": "LauncherApp.workspace_root",
+        "queue-timeout": "LauncherApp.queue_timeout",
     }
 
     @validate("workspace_root")
@@ -162,6 +177,8 @@ class LauncherApp(Application):
             map_os_users=self.map_os_users,
             min_uid=self.min_uid,
             workspace_root=self.workspace_root,
+            queue_timeout=self.queue_timeout,
+            queue_poll=self.queue_poll,
         )
         loaded = await launcher.load()  # a broken file fails here, not on the first call
         app = WebApplication(handlers(self.base_url, launcher, authenticator))

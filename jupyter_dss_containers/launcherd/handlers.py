@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from typing import Any
 
 from tornado.iostream import StreamClosedError
@@ -23,7 +24,10 @@ from .policy import Caller, Refused
 from .service import Launcher, log
 
 NAME = r"([a-z][a-z0-9-]{0,39})"
-WORKLOAD = r"([A-Za-z0-9][A-Za-z0-9_.-]{0,252})"
+#: a workload id in the URL, percent-encoded: a Kubernetes one is ``<namespace>/<pod>``
+WORKLOAD = r"([A-Za-z0-9][A-Za-z0-9_.%-]{0,520})"
+#: what a decoded workload id may be: a container's id or name, or namespace/pod
+WORKLOAD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}(/[a-z0-9][a-z0-9.-]{0,252})?")
 MAX_TAIL = 100000
 
 
@@ -40,6 +44,11 @@ class LauncherHandler(RequestHandler):
 
     def check_xsrf_cookie(self) -> None:
         """Token-authenticated API (no cookies): nothing to check."""
+
+    def prepare(self) -> None:
+        """A workload id, once decoded, is a container's or namespace/pod, nothing else."""
+        if len(self.path_args) > 1 and not WORKLOAD_ID.fullmatch(self.path_args[1]):
+            raise Refused(f"not a workload id: {self.path_args[1]!r}", 400)
 
     def send(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -134,9 +143,16 @@ class WorkloadsHandler(LauncherHandler):
         rows = await self.launcher.list(caller, config_name, labels)
         self.send({"workloads": [wire.workload_to_json(w) for w in rows]})
 
+    _hung_up = False
+
+    def on_connection_close(self) -> None:
+        self._hung_up = True  # a start waiting in the budget queue gives up its place
+
     async def post(self, config_name: str) -> None:
         caller = await self.caller()
-        workload = await self.launcher.create(caller, config_name, self.body())
+        workload = await self.launcher.create(
+            caller, config_name, self.body(), gone=lambda: self._hung_up
+        )
         self.send(wire.workload_to_json(workload), 201)
 
 
@@ -201,6 +217,7 @@ class WorkloadActionHandler(LauncherHandler):
             if not isinstance(grace, int | float) or not 0 <= grace <= 600:
                 raise Refused("grace_seconds must be a number from 0 to 600", 400)
             await backend.stop(workload_id, float(grace))
+            self.launcher.admission.freed()  # a stopped workload holds nothing
             self.send({"stopped": workload_id})
         else:
             raise Refused(f"no such action: {action}", 404)

@@ -10,7 +10,6 @@ started again between two polls). Model services are not bound to a server and s
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from .. import ownership
 from ..backends.base import BackendError, Workload
@@ -40,13 +39,8 @@ async def reap_once(launcher: Launcher, hub: HubClient) -> list[Workload]:
     """Remove this launcher's kernels and jobs that no live server owns; return them."""
     loaded = await launcher.load()
     removed: list[Workload] = []
-    seen: set[Any] = set()
     users: dict[str, HubUser | None] = {}
-    for config in loaded.config_file.execution_configs.values():
-        backend = launcher.backend(config)
-        if backend.target_key() in seen:
-            continue
-        seen.add(backend.target_key())
+    for config, backend in await launcher.listing_backends(loaded):
         try:
             rows = await backend.list({LAUNCHER: launcher.launcher_id})
         except BackendError as exc:

@@ -11,23 +11,18 @@ import asyncio
 import dataclasses
 import logging
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import images, ownership
 from ..backends import Backend, BackendError, local_backend_for
 from ..backends.base import Workload
-from ..budgets import (
-    Budgets,
-    Demand,
-    Holding,
-    check_budget,
-    demand_labels,
-    demand_of,
-    holdings,
-)
+from ..budgets import Budgets, Holding, demand_of, holdings
 from ..config import ConfigError, ConfigFile, ExecutionConfig, parse_config, read_document
 from ..permissions import Identity, PermissionDenied, check_permission, permitted_configs
+from .admission import Admission
+from .namespaces import managed_namespaces, namespace_of_id, per_user, users_namespaces
 from .policy import (
     HUB_BOUND,
     LAUNCHER,
@@ -74,8 +69,16 @@ class Launcher:
     _backends: dict[tuple[str, str | None], Backend] = field(default_factory=dict)
     _owners: dict[tuple[str, str], str] = field(default_factory=dict)
     _port_owners: dict[int, str] = field(default_factory=dict)
-    _reserved: list[Holding] = field(default_factory=list)
-    _admission: asyncio.Lock | None = None
+    #: budgets' queue: seconds a start over a queueing budget waits, and between two looks
+    queue_timeout: float = 300.0
+    queue_poll: float = 2.0
+    _admission: Admission | None = None
+
+    @property
+    def admission(self) -> Admission:
+        if self._admission is None:
+            self._admission = Admission(self.queue_timeout, self.queue_poll)
+        return self._admission
 
     # ------------------------------------------------------------------ config
 
@@ -129,7 +132,14 @@ class Launcher:
 
     # ------------------------------------------------------------------ create
 
-    async def create(self, caller: Caller, config_name: str, body: Any) -> Workload:
+    async def create(
+        self,
+        caller: Caller,
+        config_name: str,
+        body: Any,
+        gone: Callable[[], bool] | None = None,
+    ) -> Workload:
+        """Start a workload for the caller; ``gone`` says the caller hung up (while queued)."""
         loaded = await self.load()
         config = self.config(loaded, config_name)
         spec = parse_request(body)
@@ -172,52 +182,86 @@ class Launcher:
             scope_workspace, config, owner, user, self.workspace_root, spec.working_dir
         )
         spec = dataclasses.replace(spec, workspace=plan, working_dir=plan.working_dir)
-        reservation = await self._admit(loaded, owner, groups, demand, spec.name, config.name)
+        trusted_spec(spec, config, owner, self.launcher_id, extra)  # a bad request never queues
+        reservation = await self.admission.admit(
+            loaded.budgets,
+            owner,
+            groups,
+            demand,
+            spec.name,
+            config.name,
+            lambda: self._census(loaded, owner),
+            gone,
+        )
         try:
             extra.update(reservation.labels)
             spec = trusted_spec(spec, config, owner, self.launcher_id, extra)
             workload = await self.backend(config, user).create(spec)
         finally:
-            self._reserved.remove(reservation)
+            self.admission.release(reservation)
         self._owners[(config.name, workload.id)] = owner
         log.info("started %s %s for %s (config %s)", kind, workload.name, owner, config.name)
         return workload
 
-    async def _admit(
+    async def _census(self, loaded: Loaded, owner: str) -> list[Holding]:
+        return holdings(await self.all_workloads(loaded, also=[owner]))
+
+    def backend_in(self, config: ExecutionConfig, namespace: str) -> Backend:
+        """The config's Kubernetes backend looking in ``namespace`` (a user's)."""
+        key = (config.name, f"namespace:{namespace}")
+        if key not in self._backends:
+            backend = local_backend_for(config)
+            backend.namespace = namespace  # type: ignore[attr-defined]
+            self._backends[key] = backend
+        return self._backends[key]
+
+    def known_users(self, loaded: Loaded) -> set[str]:
+        """Every user this launcher knows by name: its callers and the file's."""
+        users = set(self._owners.values()) | set(loaded.config_file.groups)
+        return users | set(loaded.budgets.users)
+
+    async def backends_of(
         self,
         loaded: Loaded,
-        owner: str,
-        groups: frozenset[str],
-        demand: Demand,
-        name: str,
-        config_name: str,
-    ) -> Holding:
-        """Check the budgets against every live workload plus starts in flight, and hold a
-        place for this one; its labels are the demand labels the workload will carry."""
-        if self._admission is None:
-            self._admission = asyncio.Lock()
-        async with self._admission:
-            charged: list[str] = []
-            budgets = loaded.budgets
-            if budgets.users or budgets.groups or not budgets.default.empty:
-                live = holdings(await self.all_workloads(loaded)) + self._reserved
-                charged = check_budget(budgets, owner, groups, demand, live)
-            labels = demand_labels(demand, charged)
-            reservation = Holding(name, demand.kind, config_name, owner, demand, labels)
-            self._reserved.append(reservation)
-            return reservation
+        config: ExecutionConfig,
+        users: Iterable[str] | None = None,
+        also: Iterable[str] = (),
+    ) -> list[Backend]:
+        """Where the config's workloads are: its backend, or with a namespace per user, one
+        per namespace (``users``' own, else every namespace this launcher can find, and
+        those of the users ``also`` names)."""
+        if not per_user(config):
+            return [self.backend(config)]
+        if users is None:
+            found = await managed_namespaces(config)
+            known = self.known_users(loaded) | set(also)
+            namespaces = found | users_namespaces(config, known)
+        else:
+            namespaces = users_namespaces(config, users)
+        return [self.backend_in(config, ns) for ns in sorted(namespaces)]
 
-    async def all_workloads(self, loaded: Loaded | None = None) -> list[Workload]:
-        """This launcher's workloads on every daemon and cluster of the file (each once, even
-        when two addresses name one engine); an unreachable one is logged and skipped."""
-        loaded = loaded or await self.load()
+    async def listing_backends(
+        self, loaded: Loaded, also: Iterable[str] = ()
+    ) -> list[tuple[ExecutionConfig, Backend]]:
+        """Every daemon, cluster and namespace of the file, each once (even when two
+        addresses name one engine)."""
         seen: set[Any] = set()
-        found: dict[str, Workload] = {}
+        out = []
         for config in loaded.config_file.execution_configs.values():
-            backend = self.backend(config)
-            if backend.target_key() in seen:
-                continue
-            seen.add(backend.target_key())
+            for backend in await self.backends_of(loaded, config, also=also):
+                if backend.target_key() not in seen:
+                    seen.add(backend.target_key())
+                    out.append((config, backend))
+        return out
+
+    async def all_workloads(
+        self, loaded: Loaded | None = None, also: Iterable[str] = ()
+    ) -> list[Workload]:
+        """This launcher's workloads on every daemon and cluster of the file; an unreachable
+        one is logged and skipped."""
+        loaded = loaded or await self.load()
+        found: dict[str, Workload] = {}
+        for config, backend in await self.listing_backends(loaded, also):
             try:
                 rows = await backend.list({LAUNCHER: self.launcher_id})
             except BackendError as exc:
@@ -237,7 +281,13 @@ class Launcher:
         config = loaded.config_file.execution_configs.get(config_name)
         if config is None:
             raise NoSuchWorkload(workload_id)
-        backend = self.backend(config)
+        if per_user(config):  # a pod's id names its namespace: look there
+            namespace = namespace_of_id(workload_id)
+            if namespace is None:
+                raise NoSuchWorkload(workload_id)
+            backend = self.backend_in(config, namespace)
+        else:
+            backend = self.backend(config)
         owner = self._owners.get((config_name, workload_id))
         if owner is None:
             labels = {LAUNCHER: self.launcher_id}
@@ -257,7 +307,9 @@ class Launcher:
         return backend
 
     def forget(self, config_name: str, workload_id: str) -> None:
+        """The workload was removed: forget its owner and let queued starts look again."""
         self._owners.pop((config_name, workload_id), None)
+        self.admission.freed()
 
     def note_ports(self, config_name: str, workload_id: str, ports: dict[int, int]) -> None:
         """Remember whose these host ports are: only that user may ask for them again."""
@@ -271,7 +323,10 @@ class Launcher:
     async def list(self, caller: Caller, config_name: str, labels: dict[str, str]) -> list:
         loaded = await self.load()
         config = self.config(loaded, config_name)
-        rows = await self.backend(config).list(labels)
+        users = None if caller.trusted_server else [caller.username or ""]
+        rows = []
+        for backend in await self.backends_of(loaded, config, users):
+            rows += await backend.list(labels)
         return [
             w
             for w in rows
@@ -283,11 +338,13 @@ class Launcher:
     async def usage(self, caller: Caller) -> dict[str, Any]:
         """What the caller holds and may hold (the budget that applies to them)."""
         loaded = await self.load()
-        mine = [h for h in holdings(await self.all_workloads(loaded)) if h.owner == caller.username]
+        live = await self.all_workloads(loaded, also=[caller.username or ""])
+        mine = [h for h in holdings(live) if h.owner == caller.username]
         limits = loaded.budgets.for_user(caller.username or "")
         return {
             "user": caller.username,
             "limits": {k: v for k, v in vars(limits).items() if v is not None},
+            "queued": self.admission.queued(caller.username or ""),
             "workloads": [
                 {"name": h.name, "kind": h.kind, "config": h.config, **vars(h.demand)} for h in mine
             ],

@@ -14,6 +14,7 @@ NetworkPolicies (networking.k8s.io/v1) are stored, listed, patched and deleted, 
 enforced. What it does not do is listed in the README's Kubernetes section.
 
 - :mod:`.api`: the HTTP routes and their answers, with the armed faults on every route;
+- :mod:`.authn`: bearer tokens (401 ``Unauthorized`` for one the cluster does not know);
 - :mod:`.store`: objects, namespaces and the event log watches replay;
 - :mod:`.selectors`: label and field selectors, name and label validation;
 - :mod:`.patch`: the three patch formats;

@@ -17,6 +17,7 @@ from aiohttp import web
 from . import claims
 from . import patch as patches
 from .admission import admit_pod, secret_refusal
+from .authn import DEFAULT_TOKEN, authenticator
 from .faults import Faults
 from .garbage import GarbageCollector
 from .kubelet import Kubelet
@@ -99,8 +100,10 @@ class Api:
         kubelet: Kubelet,
         denied: set[tuple[str, str]],
         reported: dict[str, float],
+        tokens: set[str] | None = None,
     ):
         self.store, self.faults, self.kubelet = store, faults, kubelet
+        self.tokens = tokens if tokens is not None else {DEFAULT_TOKEN}  # bearer tokens known
         self.denied = denied  # (verb, resource) SSARs answer "no" to
         self.reported = reported
         self.output = PodOutput(store, kubelet)
@@ -108,7 +111,8 @@ class Api:
         store.on_change.append(self._changed)
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=3 * 1024 * 1024, middlewares=[self._faults])
+        middlewares = [authenticator(self.tokens), self._faults]
+        app = web.Application(client_max_size=3 * 1024 * 1024, middlewares=middlewares)
         r = app.router
         r.add_get("/version", self.version)
         r.add_get("/version/", self.version)

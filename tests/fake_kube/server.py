@@ -17,6 +17,7 @@ import docker
 from aiohttp import web
 
 from .api import Api
+from .authn import DEFAULT_TOKEN
 from .faults import VERBS, Faults
 from .kubelet import FAKE_LABEL, Kubelet
 from .store import API_VERSIONS, KINDS, Store
@@ -39,7 +40,10 @@ class FakeCluster:
         self.kubelet = Kubelet(
             self.store, docker_client, self.instance, ip_base, self.node_labels, self.reported
         )
-        self.api = Api(self.store, self.faults, self.kubelet, self.denied, self.reported)
+        self.tokens = {DEFAULT_TOKEN}  # bearer tokens the API server accepts (else 401)
+        self.api = Api(
+            self.store, self.faults, self.kubelet, self.denied, self.reported, self.tokens
+        )
         self.loop: asyncio.AbstractEventLoop | None = None
         self.port = 0
         self._runner: web.AppRunner | None = None
@@ -104,7 +108,7 @@ def write_kubeconfig(path: str, clusters: dict[str, FakeCluster], current: str) 
         "kind": "Config",
         "current-context": current,
         "clusters": [{"name": n, "cluster": {"server": c.url}} for n, c in clusters.items()],
-        "users": [{"name": "tester", "user": {"token": "fake-token"}}],
+        "users": [{"name": "tester", "user": {"token": DEFAULT_TOKEN}}],
         "contexts": [{"name": n, "context": {"cluster": n, "user": "tester"}} for n in clusters],
     }
     with open(path, "w") as f:
