@@ -99,16 +99,32 @@ async def test_without_host_path_the_first_output_says_why(remote_site, notebook
     assert "not visible" not in second and "two" in second
 
 
-async def test_a_job_without_host_path_runs_on_a_copy(remote_site, notebook, monkeypatch):
-    """Guards the snapshot on a remote Docker daemon: the job reads the caller's file from
-    its copy (unpacked under /tmp/.dss-work where the image's user cannot make the
-    folder's own path) and the file it writes comes back next to the caller's."""
+@pytest.fixture
+def srv_notebook():
+    """A notebook folder outside /tmp (which is anyone's in the image): only the folder the
+    backend makes for the job's user gives the copy its own path there."""
+    top = Path(tempfile.mkdtemp(prefix="dss-remote-nb-", dir="/srv"))
+    (top / "demo").mkdir()
+    (top / "demo" / "data.csv").write_text("x\n1\n2\n")
+    yield top / "demo"
+    shutil.rmtree(top, ignore_errors=True)
+
+
+async def test_a_job_without_host_path_runs_on_a_copy(remote_site, srv_notebook, monkeypatch):
+    """Guards the snapshot on a remote Docker daemon: the job starts at the caller's own
+    path (a folder of the job's user made there), reads the caller's file from its copy,
+    and the file it writes comes back next to the caller's."""
+    notebook = srv_notebook
     monkeypatch.chdir(notebook)
     service = JobService(config_file=str(remote_site[0].path))
-    code = "rows = open('data.csv').read().split()\nopen('n.txt', 'w').write(str(len(rows)))"
+    code = (
+        "import os\nprint('cwd', os.getcwd())\n"
+        "rows = open('data.csv').read().split()\nopen('n.txt', 'w').write(str(len(rows)))"
+    )
     job = await service.submit(JobRequest("tls-bare", "python", code))
     job = await asyncio.wait_for(service.wait(job.id), 90)
     printed = "".join(text for _, text in job.output)
     assert job.state == "succeeded", printed
     assert f"runs on a copy of {notebook}" in printed
+    assert f"cwd {notebook}\n" in printed
     assert (notebook / "n.txt").read_text() == "3"

@@ -58,8 +58,8 @@ class WorkloadSpec:
     #: and the uid:gid it then runs as (see :mod:`..workspace`)
     workspace: WorkspacePlan | None = None
     #: empty folders the workload's user may write, at these absolute paths (a job's
-    #: working-folder snapshot lands in one: an emptyDir on Kubernetes; elsewhere the job
-    #: runner makes the folder, or one under /tmp)
+    #: working-folder snapshot lands in one): an emptyDir on Kubernetes, a folder of the
+    #: user's copied in on Docker (under /tmp only with ``read_only_root``)
     scratch_dirs: tuple[str, ...] = ()
 
 
