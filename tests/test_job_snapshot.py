@@ -89,3 +89,20 @@ def test_files_come_back_unless_the_host_changed_them_or_they_leave_the_folder(t
     assert not (tmp_path / "escaped.txt").exists()
     again = snapshot.write_back(snap, {"out.csv": b"x\n"})
     assert again.unchanged == ["out.csv"] and not again.written
+
+
+def test_docker_makes_the_copys_folder_the_job_users_and_only_under_its_root():
+    """Guards where the copy lands on Docker: the private files' tar holds the scratch
+    folder as the job's user's (0700), so the runner can unpack at the caller's own path;
+    with a read-only root (files unpacked at /tmp) a folder outside /tmp is left out (the
+    runner then falls back to /tmp/.dss-work)."""
+    from jupyter_dss_containers.backends.docker import private_tar
+
+    files = {"/tmp/.dss-job/workdir.tar.gz": b"x"}
+    with tarfile.open(fileobj=io.BytesIO(private_tar(files, "1234:100", "/", ("/srv/a/b",)))) as t:
+        (folder,) = [m for m in t.getmembers() if m.name == "srv/a/b"]
+    assert folder.isdir() and (folder.uid, folder.gid, folder.mode) == (1234, 100, 0o700)
+    scratch = ("/srv/a/b", "/tmp/w")
+    with tarfile.open(fileobj=io.BytesIO(private_tar(files, "1234:100", "/tmp", scratch))) as t:
+        names = t.getnames()
+    assert "w" in names and not any(n.startswith("srv") for n in names)
