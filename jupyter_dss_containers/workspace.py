@@ -200,12 +200,12 @@ def plan_workspace(
             sub = expand(settings.sub_path, user) if settings.sub_path else None
             return WorkspacePlan(volume=volume, sub_path=sub, **common)
         notice = _not_shared(config_name, "workspace.volume", "a volume")
-        return WorkspacePlan(notice=notice, snapshot_dir=cwd)
+        return WorkspacePlan(notice=notice, snapshot_dir=cwd, read_only=settings.read_only)
     if remote:
         if settings.host_path:
             return WorkspacePlan(source=expand(settings.host_path, user), **common)
         notice = _not_shared(config_name, "workspace.host_path", "the same tree on that host")
-        return WorkspacePlan(notice=notice, snapshot_dir=cwd)
+        return WorkspacePlan(notice=notice, snapshot_dir=cwd, read_only=settings.read_only)
     return WorkspacePlan(source=root, **common)
 
 

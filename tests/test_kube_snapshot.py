@@ -54,7 +54,8 @@ def bare_config(cluster, workspace, base_image):
     kube["image_pull_policy"] = "Never"
     entry = {"backend": "kubernetes", "image": "default", "kubernetes": kube}
     entry["permissions"] = {"groups": ["*"]}
-    data = {"execution_configs": {"k8s-bare": entry}}
+    read_only = {**entry, "workspace": {"read_only": True}}
+    data = {"execution_configs": {"k8s-bare": entry, "k8s-bare-ro": read_only}}
     with config_in_use(workspace / "kube-snapshot.yaml", yaml.safe_dump(data)) as config_file:
         yield config_file.source
 
@@ -82,9 +83,10 @@ def folder(tmp_path, monkeypatch) -> Path:
     return demo.resolve()
 
 
-async def run_job(service: JobService, code: str, outputs: tuple[str, ...] = ()) -> tuple:
-    job = await service.submit(JobRequest("k8s-bare", "python", code, {}, outputs))
-    return job
+async def run_job(
+    service: JobService, code: str, outputs: tuple[str, ...] = (), config: str = "k8s-bare"
+):
+    return await service.submit(JobRequest(config, "python", code, {}, outputs))
 
 
 async def finished(service: JobService, job) -> str:
@@ -160,6 +162,17 @@ async def test_a_folder_over_the_limit_is_refused_naming_the_limit(bare_config, 
 
 def absolute_written() -> bool:
     return ABSOLUTE.exists()
+
+
+async def test_a_read_only_workspace_gets_a_copy_and_nothing_back(bare_config, folder):
+    """Guards ``workspace.read_only`` where nothing is shared: the job still reads its
+    copy, but what it writes is not written here, and its output says so."""
+    service = JobService(config_file=bare_config)
+    code = "open('out.csv', 'w').write(open('data.csv').read())"
+    printed = await finished(service, await run_job(service, code, config="k8s-bare-ro"))
+    assert "nothing it writes there is copied back" in printed, printed
+    assert "NOT copied back (the config's workspace is read-only): out.csv" in printed
+    assert not (folder / "out.csv").exists()
 
 
 FORGER = """

@@ -54,6 +54,8 @@ class Snapshot:
     digests: dict[str, str]
     archive: bytes
     size: int
+    #: the config's workspace is read-only: nothing is written back
+    read_only: bool = False
 
 
 @dataclass

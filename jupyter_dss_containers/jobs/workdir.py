@@ -12,6 +12,7 @@ what the copy held; the job's output says what was copied back and what was not,
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
 from ..backends import Backend, BackendError
@@ -53,16 +54,21 @@ async def prepare(
         raise JobError(f"cannot copy the working folder {folder} for the job: {exc}") from None
     files[ARCHIVE] = snap.archive
     files[INFO] = json.dumps({"path": snap.folder}).encode()
-    return snap
+    return dataclasses.replace(snap, archive=b"", read_only=plan.read_only)  # sent: let go
 
 
 def notice(snap: snapshot.Snapshot, config_name: str) -> str:
     """What the job's output says first: it runs on a copy, and what comes back."""
+    back = (
+        "nothing it writes there is copied back (the config's workspace is read-only)"
+        if snap.read_only
+        else "the files it creates or changes there are copied back when it ends, unless "
+        "changed here meanwhile"
+    )
     return (
         f"dss-containers: execution config {config_name!r} shares no workspace with the "
         f"server: the job runs on a copy of {snap.folder} ({len(snap.digests)} files, "
-        f"{format_size(snap.size)}); the files it creates or changes there are copied back "
-        "when it ends, unless changed here meanwhile.\n"
+        f"{format_size(snap.size)}); {back}.\n"
     )
 
 
@@ -89,6 +95,11 @@ async def copy_back(
     outputs = {k[len(prefix) :]: v for k, v in found.items() if k.startswith(prefix)}
     if not outputs:
         return []
+    if snap.read_only:
+        return [
+            f"dss-containers: NOT copied back (the config's workspace is read-only): "
+            f"{', '.join(sorted(outputs))}"
+        ]
     result = await asyncio.to_thread(snapshot.write_back, snap, outputs)
     lines = []
     if result.written:
