@@ -138,6 +138,9 @@ class WorkspacePlan:
     user: str | None = None
     #: said once in the notebook when the files are not visible, else None
     notice: str | None = None
+    #: where nothing is shared: the working folder a job takes a bounded copy of
+    #: (:mod:`.jobs.snapshot`), else None
+    snapshot_dir: str | None = None
 
     @property
     def mounted(self) -> bool:
@@ -196,13 +199,13 @@ def plan_workspace(
             }
             sub = expand(settings.sub_path, user) if settings.sub_path else None
             return WorkspacePlan(volume=volume, sub_path=sub, **common)
-        return WorkspacePlan(notice=_not_shared(config_name, "workspace.volume", "a volume"))
+        notice = _not_shared(config_name, "workspace.volume", "a volume")
+        return WorkspacePlan(notice=notice, snapshot_dir=cwd, read_only=settings.read_only)
     if remote:
         if settings.host_path:
             return WorkspacePlan(source=expand(settings.host_path, user), **common)
-        return WorkspacePlan(
-            notice=_not_shared(config_name, "workspace.host_path", "the same tree on that host")
-        )
+        notice = _not_shared(config_name, "workspace.host_path", "the same tree on that host")
+        return WorkspacePlan(notice=notice, snapshot_dir=cwd, read_only=settings.read_only)
     return WorkspacePlan(source=root, **common)
 
 

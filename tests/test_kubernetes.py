@@ -648,7 +648,10 @@ total = sum(numbers)
 """
 
 
-async def test_python_job_runs_in_a_pod_and_returns_its_result(kube_jobs, clusters):
+async def test_python_job_runs_in_a_pod_and_returns_its_result(
+    kube_jobs, clusters, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # no volume: the job takes a copy of a (small) folder
     service = JobService(config_file=kube_jobs)
     ns = backend_for(load_config(kube_jobs).get("k8s-jobs")).namespace
     request = JobRequest("k8s-jobs", "python", JOB_CODE, {"numbers": [1, 2, 3]}, ("total",))
@@ -682,6 +685,9 @@ async def test_plugin_recipe_with_a_package_runs_in_a_pod(
 ):
     """The package's files sit in a subfolder of the job folder: one Secret mount holds both."""
     from test_jobs import install_demo_recipe
+
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # no volume: the job takes a copy of a (small) folder
 
     from jupyter_dss_containers.jobs.recipes import recipe_request
 

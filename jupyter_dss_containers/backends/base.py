@@ -57,6 +57,10 @@ class WorkloadSpec:
     #: the user's files it sees (a mount at the same path as on the server, or nothing)
     #: and the uid:gid it then runs as (see :mod:`..workspace`)
     workspace: WorkspacePlan | None = None
+    #: empty folders the workload's user may write, at these absolute paths (a job's
+    #: working-folder snapshot lands in one): an emptyDir on Kubernetes, a folder of the
+    #: user's copied in on Docker (under /tmp only with ``read_only_root``)
+    scratch_dirs: tuple[str, ...] = ()
 
 
 @dataclass

@@ -16,6 +16,13 @@ go to stdout instead, framed as ``backends/logfiles.py`` describes.
 on Kubernetes): it runs COMMAND without the token in its environment, then frames the
 files COMMAND wrote under DIR into stdout as if they were in the job folder, and exits
 with COMMAND's exit code. That mode needs only the Python standard library.
+
+Where the config shares no workspace with the server (``jobs/snapshot.py``), the job
+folder holds ``workdir.tar.gz``, a copy of the caller's working folder, and
+``workdir.json``, that folder's path: the runner unpacks the copy there (or, where the
+image's user cannot make that path, at the same path under ``/tmp/.dss-work``), runs the
+job in it, and hands back the regular files it created or changed there as
+``workdir/PATH`` beside the result, for the service to write back.
 """
 
 from __future__ import annotations
@@ -30,8 +37,10 @@ import linecache
 import os
 import pickle
 import signal
+import stat
 import subprocess
 import sys
+import tarfile
 import time
 import traceback
 import urllib.parse
@@ -43,6 +52,13 @@ RESULT = os.path.join(JOB_DIR, "result.json")
 VALUES = os.path.join(JOB_DIR, "values.pkl")
 LIBS = os.path.join(JOB_DIR, "lib")
 CELL = "<container-cell>"
+WORKDIR_ARCHIVE = os.path.join(JOB_DIR, "workdir.tar.gz")
+WORKDIR_INFO = os.path.join(JOB_DIR, "workdir.json")
+WORKDIR_BACK = os.path.join(JOB_DIR, "workdir")
+#: where the copy goes when the image's user cannot make the folder's own path
+SCRATCH = "/tmp/.dss-work"
+#: (the folder the copy was unpacked in, {relative path: SHA-256 as unpacked})
+_WORKDIR: list = []
 
 
 def _log_token() -> str:
@@ -89,6 +105,7 @@ def main() -> int:
     kind = payload["kind"]
     displays: list[dict] = []
     try:
+        _unpack_workdir()
         if kind == "python":
             fields, values = _run_code(payload, displays)
         elif kind == "model":
@@ -335,7 +352,7 @@ def _write(document: dict, values: dict | None = None) -> int:
     values file (cloudpickle); exit status 0 when the job succeeded."""
     sys.stdout.flush()
     sys.stderr.flush()
-    files = {}
+    files = _workdir_changes()
     if values:
         try:
             files[VALUES] = _pickler.dumps(values)
@@ -353,11 +370,71 @@ def _write(document: dict, values: dict | None = None) -> int:
         _to_log(files)
         return 0 if document.get("ok") else 1
     for path in sorted(files, key=lambda p: p == RESULT):  # the document last: it says "done"
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         tmp = path + ".tmp"
         with open(tmp, "wb") as f:
             f.write(files[path])
         os.replace(tmp, path)
     return 0 if document.get("ok") else 1
+
+
+# --------------------------------------------------------------------------- workdir
+
+
+def _unpack_workdir() -> None:
+    """Unpack the copy of the caller's working folder (if the job has one) and go there."""
+    if not os.path.exists(WORKDIR_INFO):
+        return
+    with open(WORKDIR_INFO) as f:
+        path = json.load(f)["path"]
+    target = path
+    try:
+        os.makedirs(target, exist_ok=True)
+        writable = os.access(target, os.W_OK | os.X_OK)
+    except OSError:
+        writable = False
+    if not writable:  # say, /home/alice on an image whose user owns only its own HOME
+        target = SCRATCH + path
+        os.makedirs(target, mode=0o700, exist_ok=True)
+    digests = {}
+    with tarfile.open(WORKDIR_ARCHIVE) as tar:
+        for member in tar:
+            parts = member.name.split("/")
+            if not member.isfile() or member.name.startswith("/") or ".." in parts:
+                continue  # the service packs plain relative files only: nothing else is taken
+            data = tar.extractfile(member).read()
+            dest = os.path.join(target, member.name)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            with open(dest, "wb") as f:
+                f.write(data)
+            digests[member.name] = hashlib.sha256(data).hexdigest()
+    _unlink(WORKDIR_ARCHIVE)
+    os.chdir(target)
+    _WORKDIR[:] = [target, digests]
+
+
+def _workdir_changes() -> dict:
+    """The regular files created or changed under the working folder's copy, by their
+    path under ``workdir/`` in the job folder (symlinks and other files are left out)."""
+    if not _WORKDIR:
+        return {}
+    base, digests = _WORKDIR
+    out = {}
+    for here, dirs, names in os.walk(base):  # does not follow symlinked folders
+        dirs.sort()
+        for name in sorted(names):
+            path = os.path.join(here, name)
+            try:
+                if not stat.S_ISREG(os.lstat(path).st_mode):
+                    continue
+                with open(path, "rb") as f:
+                    data = f.read()
+            except OSError:  # removed meanwhile, or made unreadable by the job
+                continue
+            rel = os.path.relpath(path, base)
+            if digests.get(rel) != hashlib.sha256(data).hexdigest():
+                out[os.path.join(WORKDIR_BACK, rel)] = data
+    return out
 
 
 def _to_log(files: dict) -> None:

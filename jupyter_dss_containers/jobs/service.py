@@ -33,7 +33,7 @@ from ..backends.base import WorkloadSpec
 from ..config import ExecutionConfig, load_config
 from ..permissions import Identity, check_permission, current_identity
 from ..workspace import WorkspaceError, WorkspacePlan, resolve_plan
-from . import queueing, rlang
+from . import queueing, rlang, workdir
 from .collect import backend_failure, death_message, final_status, read_result
 from .model import (
     ACTIVE_STATES,
@@ -52,6 +52,7 @@ from .model import (
 from .payload import image_for, job_files
 from .recovery import Recovery
 from .results import JobResult
+from .snapshot import SECRET_LIMIT, SNAPSHOT_LIMIT, Snapshot
 from .store import JobStore, job_record
 from .writer import StoreWriter
 
@@ -111,6 +112,17 @@ class JobService(Recovery, LoggingConfigurable):
         "kernel submits them) at the same path, and start there (the config's workspace "
         "section applies). The server's own service turns it off: its REST jobs mount nothing.",
     )
+    snapshot_limit = Integer(
+        SNAPSHOT_LIMIT,
+        config=True,
+        help="Where the config shares no workspace, the most bytes of the working folder a "
+        "job takes a copy of (more: refused; see jobs/workdir.py); 0: no copy.",
+    )
+    snapshot_return_limit = Integer(
+        16 * 1024 * 1024,
+        config=True,
+        help="Most bytes of files created or changed in that copy written back at the end.",
+    )
     take_over_interval = Float(
         5.0,
         config=True,
@@ -144,6 +156,7 @@ class JobService(Recovery, LoggingConfigurable):
         self._submitted: set[str] = set()  # jobs submitted here (not taken over)
         self._plans: dict[str, WorkspacePlan] = {}  # until each job's workload is made
         self._logged: dict[str, int] = {}  # bytes of each job's output in the store
+        self._snapshots: dict[str, Snapshot] = {}  # copies of the working folder, by job
 
     # ------------------------------------------------------------------ public
 
@@ -164,6 +177,8 @@ class JobService(Recovery, LoggingConfigurable):
             job_files, request, framed, self.python, self.max_payload_bytes
         )
         plan = await self._workspace(config, identity.username)
+        room = SECRET_LIMIT - 1024 if framed else self.max_payload_bytes  # 1 KiB: the token
+        snap = await workdir.prepare(plan, request, config.name, files, self.snapshot_limit, room)
         self._check_queue(identity.username)  # again: others may have queued meanwhile
         job = Job(id=uuid.uuid4().hex[:12], request=request, owner=identity.username, image=image)
         job.message = self._wait_reason(job) or ""
@@ -171,7 +186,10 @@ class JobService(Recovery, LoggingConfigurable):
         self._submitted.add(job.id)
         self._backends[job.id] = backend_for(config)
         self._plans[job.id] = plan
-        if plan.notice:
+        if snap is not None:
+            self._snapshots[job.id] = snap
+            job.output.append(("stderr", workdir.notice(snap, config.name)))
+        elif plan.notice:
             job.output.append(("stderr", plan.notice + "\n"))
         self._save(job)
         self._tasks[job.id] = asyncio.create_task(self._run(job, config, files, command))
@@ -353,6 +371,7 @@ class JobService(Recovery, LoggingConfigurable):
                 with contextlib.suppress(BackendError):
                     await backend.remove(job.workload_id)
                 ownership.this_process().release(job.workload_id)
+            self._snapshots.pop(job.id, None)
             if not job.done:  # cancelled while starting
                 self._finish(job, CANCELLED, JobError(f"job {job.id} was cancelled"))
             await self._notify()
@@ -371,6 +390,7 @@ class JobService(Recovery, LoggingConfigurable):
         ownership.this_process().register()
         if self.writer is not None:  # no container before its job's record is on disk
             await self.writer.flush()
+        snap = self._snapshots.get(job.id)
         spec = WorkloadSpec(
             name=f"dss-job-{job.id}",
             image=job.image,
@@ -381,6 +401,7 @@ class JobService(Recovery, LoggingConfigurable):
             env=env,
             files=files,
             workspace=self._plans.pop(job.id, None),
+            scratch_dirs=(snap.folder,) if snap is not None else (),
         )
         workload = await backend.create(spec)
         job.workload_id = workload.id
@@ -401,6 +422,9 @@ class JobService(Recovery, LoggingConfigurable):
         job.exit_code = status.exit_code
         if job.state == CANCELLED:
             return
+        snap, limit = self._snapshots.pop(job.id, None), self.snapshot_return_limit
+        for line in await workdir.copy_back(job, backend, workload_id, snap, limit):
+            self._add_output(job, "stderr", line + "\n")  # first: a job that raised wrote some
         limits = {"max_result_bytes": self.max_result_bytes}
         limits["max_values_bytes"] = self.max_values_bytes
         try:

@@ -1,24 +1,25 @@
 """A bounded copy of the caller's working folder, for a job that runs where nothing is
-shared (a Kubernetes config without a workspace volume), and the files the job wrote under
-it written back next to the notebook, refusing conflicts.
+shared (a Kubernetes config without a workspace volume, a remote daemon without
+``host_path``), and the files the job wrote under it written back next to the notebook,
+refusing conflicts.
 
 In: the folder's regular files (symlinks and special files are left out, so nothing
-outside the folder is read), at most ``limit`` bytes, packed as one gzip'd tar that
-travels with the job's other private files. On Kubernetes those go in the job's Secret,
+outside the folder is read; so are :data:`SKIPPED` folders, never a job's input), at
+most ``limit`` bytes, packed as one gzip'd tar that travels with the job's other private
+files. On Kubernetes those go in the job's Secret,
 which holds at most 1 MiB (the API server's limit): the packed archive must fit in it
 beside the payload, so the default limit is half of that and the packed size is checked
 against the Secret limit too, each refusal naming its limit.
 
-Back: the job frames the files it wrote or changed under the folder into its log
-(``backends/logfiles.py``); each comes back as (relative path, bytes), data only, and is
-written (atomically) only where the host's file is still what the snapshot held, or still
-absent: a file changed on the host since the snapshot is a conflict, left as it is and
-reported, never overwritten. A path that leaves the folder (absolute, ``..``, through a
-symlink) is refused.
+Back: the job hands back the files it wrote or changed under the folder beside its result
+(framed into its log on Kubernetes, ``backends/logfiles.py``); each comes back as
+(relative path, bytes), data only, and is written (atomically) only where the host's file
+is still what the snapshot held, or still absent: a file changed on the host since the
+snapshot is a conflict, left as it is and reported, never overwritten. A path that
+leaves the folder (absolute, ``..``, through a symlink) is refused.
 
-Status: the pure core. Wiring it into ``JobService`` (a ``snapshot_limit`` trait, the
-runner unpacking the archive into a writable folder and framing the changed files) is not
-done yet.
+The job service's side (the traits, the copy's notice, the write-back when the job ends)
+is :mod:`.workdir`; the runner unpacks the archive and hands back the changed files.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ SNAPSHOT_LIMIT = 512 * 1024
 #: what the API server accepts in one Secret's data (the job's files all travel in it)
 SECRET_LIMIT = 1024 * 1024
 ARCHIVE_NAME = "workdir.tar.gz"
+#: folders left out of the copy: version control, JupyterLab's checkpoints, bytecode
+SKIPPED = frozenset({".git", ".hg", ".svn", ".ipynb_checkpoints", "__pycache__"})
 
 
 class SnapshotTooBig(ValueError):
@@ -51,6 +54,8 @@ class Snapshot:
     digests: dict[str, str]
     archive: bytes
     size: int
+    #: the config's workspace is read-only: nothing is written back
+    read_only: bool = False
 
 
 @dataclass
@@ -78,7 +83,7 @@ def take(folder: str, limit: int = SNAPSHOT_LIMIT, packed_limit: int = SECRET_LI
     files: dict[str, bytes] = {}
     size = 0
     for here, dirs, names in os.walk(base):  # does not follow symlinked folders
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED)
         for name in sorted(names):
             path = os.path.join(here, name)
             if not stat.S_ISREG(os.lstat(path).st_mode):
@@ -88,8 +93,9 @@ def take(folder: str, limit: int = SNAPSHOT_LIMIT, packed_limit: int = SECRET_LI
                 raise SnapshotTooBig(
                     f"the working folder {folder} holds more than {limit} bytes of files, the "
                     "most a job takes with it where the config shares no workspace "
-                    "(JobService.snapshot_limit): run it from a smaller folder, or have an "
-                    "administrator set workspace.volume"
+                    "(JobService.snapshot_limit): run it from a smaller folder, have an "
+                    "administrator set workspace.volume (or host_path), or run it without "
+                    "the files: jupyter_dss_containers.jobs.service().snapshot_limit = 0"
                 )
             with open(path, "rb") as f:
                 files[os.path.relpath(path, base)] = f.read()
@@ -146,7 +152,7 @@ def write_back(snapshot: Snapshot, outputs: dict[str, bytes]) -> WriteBack:
         elif current != snapshot.digests.get(rel):
             result.conflicts.append(rel)
         else:
-            _write(parent, os.path.basename(target), data)
+            _write(base, parent, os.path.basename(target), data)
             result.written.append(rel)
     return result
 
@@ -163,15 +169,36 @@ def _current(path: str) -> str | bool | None:
         return _digest(f.read())
 
 
-def _write(folder: str, name: str, data: bytes) -> None:
-    os.makedirs(folder, exist_ok=True)
+def _write(base: str, folder: str, name: str, data: bytes) -> None:
+    """Write atomically; a process running as root (a root server's kernel) gives what it
+    makes to the owner of the snapshot's folder, as the uid rule does for mounted ones."""
+    owner = None
+    if os.geteuid() == 0:
+        info = os.stat(base)
+        owner = (info.st_uid, info.st_gid)
+    _makedirs(base, folder, owner)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, 0o644)
+        if owner is not None:
+            os.chown(tmp, *owner)
         os.replace(tmp, os.path.join(folder, name))
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _makedirs(base: str, folder: str, owner: tuple[int, int] | None) -> None:
+    """The folders from ``base`` down to ``folder``, each new one given to ``owner``."""
+    missing = []
+    here = folder
+    while here != base and not os.path.isdir(here):
+        missing.append(here)
+        here = os.path.dirname(here)
+    for path in reversed(missing):
+        os.mkdir(path)
+        if owner is not None:
+            os.chown(path, *owner)

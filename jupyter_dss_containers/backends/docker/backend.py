@@ -123,7 +123,8 @@ class DockerBackend(Backend):
             self._check_gpus(client, container)
             if files:
                 root = files_root(self.config)
-                dc.put_archive(client.api, container, root, private_tar(files, user, root))
+                tar = private_tar(files, user, root, spec.scratch_dirs)
+                dc.put_archive(client.api, container, root, tar)
             client.api.start(container)
         except BaseException:
             client.api.remove_container(container, force=True, v=True)

@@ -49,9 +49,12 @@ def files_root(config: ExecutionConfig) -> str:
     return READ_ONLY_FILES_ROOT if config.read_only_root else "/"
 
 
-def private_tar(files: dict[str, bytes], user: str, root: str = "/") -> bytes:
+def private_tar(
+    files: dict[str, bytes], user: str, root: str = "/", empty: tuple[str, ...] = ()
+) -> bytes:
     """A tar of files (mode 0600) in private folders (0700), owned by the container's user,
-    to unpack at ``root`` (the files' absolute paths are made relative to it)."""
+    to unpack at ``root`` (the files' absolute paths are made relative to it); ``empty``:
+    folders to make too (a job's scratch folders; those outside ``root`` are left out)."""
     uid, _, gid = user.partition(":")
     uid_n, gid_n = int(uid), int(gid or uid)
     files = {str(PurePosixPath("/", p).relative_to(root)): c for p, c in files.items()}
@@ -59,6 +62,8 @@ def private_tar(files: dict[str, bytes], user: str, root: str = "/") -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         folders = {str(PurePosixPath(p).parent).lstrip("/") for p in files}
+        base = root.rstrip("/") + "/"
+        folders |= {str(PurePosixPath(d).relative_to(root)) for d in empty if d.startswith(base)}
         for folder in sorted(f for f in folders if f not in ("", ".", "tmp")):
             info = tarfile.TarInfo(folder)
             info.type, info.mode, info.uid, info.gid = tarfile.DIRTYPE, 0o700, uid_n, gid_n

@@ -149,6 +149,9 @@ def _volumes(
     if plan is not None:
         volumes.append(workspace_volume(config, plan))
         mounts.append(workspace_mount(plan))
+    for i, path in enumerate(spec.scratch_dirs):  # a job's working-folder snapshot
+        volumes.append({"name": f"scratch-{i}", "emptyDir": {}})
+        mounts.append({"name": f"scratch-{i}", "mountPath": path})
     if config.read_only_root:  # writable scratch: /tmp and HOME
         home = spec.env.get("HOME") or config.env.get("HOME") or READ_ONLY_HOME
         scratch = [("tmp", "/tmp")]
