@@ -57,6 +57,9 @@ class WorkloadSpec:
     #: the user's files it sees (a mount at the same path as on the server, or nothing)
     #: and the uid:gid it then runs as (see :mod:`..workspace`)
     workspace: WorkspacePlan | None = None
+    #: seconds the backend may wait for the workload to run, where it waits (a pod being
+    #: scheduled and pulled); None: the backend's default
+    start_timeout: float | None = None
 
 
 @dataclass

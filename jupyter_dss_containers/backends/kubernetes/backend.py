@@ -51,7 +51,7 @@ from . import manifests
 from .access import check_cluster
 from .manifests import CONTAINER, OWNER_LABEL, SECRET_LIMIT, TOKEN_ANNOTATION, label_values
 from .podstate import container_usage, memory_limit, pod_state, workload_status
-from .watch import wait_running
+from .watch import START_TIMEOUT, wait_running
 
 
 class KubernetesBackend(Backend):
@@ -204,6 +204,7 @@ class KubernetesBackend(Backend):
                 spec.name,
                 pod.metadata.resource_version,
                 self._where(),
+                spec.start_timeout or START_TIMEOUT,
             )
         except BaseException:
             await asyncio.shield(self.remove(workload_id))
