@@ -187,7 +187,7 @@ class WarmPool(LoggingConfigurable):
                 kernel.connection_info,
                 self.ready_timeout,
                 lambda: backend.status(kernel.workload_id),
-                "WarmPool.ready_timeout",
+                f"{self.ready_timeout:g} s (WarmPool.ready_timeout)",
             )
         except KernelNotReady as exc:
             await remove_kernel_workload(backend, kernel.workload_id, kernel.folder)

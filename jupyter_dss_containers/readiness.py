@@ -38,8 +38,8 @@ async def until_ready(
     setting: str,
 ) -> None:
     """Return once the kernel answers kernel_info; raise :class:`KernelNotReady` when it
-    has not within ``timeout`` seconds (the message names ``setting``, the trait that set
-    it) or when ``status()`` says its workload stopped."""
+    has not within ``timeout`` seconds (the message says ``within {setting}``: the
+    configured value and its trait) or when ``status()`` says its workload stopped."""
     client = AsyncKernelClient()
     client.load_connection_info(connection_info)
     client.start_channels(hb=False)
@@ -58,9 +58,7 @@ async def until_ready(
         try:
             answered.result()
         except RuntimeError:  # jupyter_client's "Kernel didn't respond in N seconds"
-            raise KernelNotReady(
-                f"the kernel did not answer within {timeout:g} s ({setting})"
-            ) from None
+            raise KernelNotReady(f"the kernel did not answer within {setting}") from None
     finally:
         answered.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

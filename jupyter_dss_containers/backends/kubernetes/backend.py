@@ -9,8 +9,8 @@ port-forward). Kubernetes has no signal API: kernels on this backend interrupt b
 without a grace period.
 
 Jobs: the pod's output is followed through the log API (:mod:`.logstream`; stdout and
-stderr come merged, so all of it is reported as stdout). Files cannot be copied out of a finished pod, so each
-pod gets a random token (a private file with the others, named by
+stderr come merged, so all of it is reported as stdout). Files cannot be copied out of a
+finished pod, so each pod gets a random token (a private file with the others, named by
 ``DSS_FILES_TO_LOG_FILE``; never in the pod spec) and the job runner frames its result into
 the log with it (see :mod:`..logfiles`); the token is not a credential, only a nonce that
 output the job prints cannot match by accident. Private files (a job's payload) travel in
