@@ -85,7 +85,10 @@ class ContainerProvisioner(KernelProvisionerBase):
         "fails, saying so (a pooled kernel has answered already).",
     )
     stop_grace_seconds = Float(
-        5.0, config=True, help="Seconds between SIGTERM and SIGKILL when a kernel is stopped."
+        5.0,
+        config=True,
+        help="Seconds a kernel asked to shut down has before SIGKILL (SIGTERM half way), "
+        "or the kernel manager's shutdown_wait_time if that is longer.",
     )
     log_tail_lines = Integer(20, config=True, help="Log lines quoted when a kernel dies.")
     encrypt_tcp = Bool(
