@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Any
 
-from . import ownership, transport
+from . import ownership
 from .backends import Backend, BackendError, BackendUnavailable, ImageMissing
 from .config import ExecutionConfig
 from .errors import ReportedError
@@ -87,8 +87,9 @@ async def start_cold(
 ) -> LaunchedKernel:
     """A new workload for the kernel, returned once the kernel answered within
     ``timeout`` (``ContainerProvisioner.launch_timeout``), the seconds spent waiting for a
-    daemon that is coming back not counted. On failure nothing is left (its kept folder
-    included) and :class:`KernelStartError` says why, quoting the kernel's last logs."""
+    daemon that is coming back not counted. A kernel that does not answer is removed, and
+    :class:`KernelStartError` says why, quoting its last logs (the caller removes a kept
+    folder)."""
     loop = asyncio.get_running_loop()
     began = loop.time()
     try:
@@ -96,8 +97,6 @@ async def start_cold(
             backend, launch, restart_wait, log, kernel_id
         )
     except BackendError as exc:
-        if launch.folder:
-            await asyncio.to_thread(transport.remove_folder, launch.folder)
         message = explain_start_failure(exc, launch.config.name, code_env, base_image)
         raise KernelStartError(message) from None
     try:
@@ -107,9 +106,11 @@ async def start_cold(
             lambda: backend.status(launched.workload_id),
             f"{timeout:g} s (ContainerProvisioner.launch_timeout)",
         )
-    except KernelNotReady as exc:
+    except BaseException as exc:  # a daemon gone while it boots, a cancelled start too
         tail = await log_tail(backend, launched.workload_id, tail_lines)
         await remove_or_defer(backend, launched.workload_id, launched.folder, log)
+        if not isinstance(exc, KernelNotReady | BackendError):
+            raise
         raise KernelStartError(
             f"execution config {launch.config.name!r}: container {launched.name}: {exc}; "
             f"it was removed{tail}"

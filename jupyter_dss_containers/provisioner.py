@@ -288,7 +288,7 @@ class ContainerProvisioner(KernelProvisionerBase):
                 tail_lines=self.log_tail_lines,
             )
         except KernelStartError:
-            self._kernel_folder = None  # gone with the failed start
+            await self._forget_folder()  # a restart's kept folder goes with its failure
             raise
 
     async def _forget_folder(self) -> None:
