@@ -2,9 +2,10 @@
 Jupyter server's config are the timeouts in force (issue 13: both were once declared and
 never applied: a module constant and a parentless pool had the last word).
 
-The image of these configs never becomes a kernel: its entrypoint sleeps whatever command
-it is given, so no kernel_info reply ever comes. Both timeouts are set far below their
-defaults (120 s); each test observes the configured value in what the server reports.
+The images of these configs never become a kernel: their entrypoint ignores the kernel's
+command and sleeps (no kernel_info reply ever comes) or exits at once. Both timeouts are
+set far below their defaults (120 s); each test observes the configured value in what the
+server reports.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ execution_configs:
     backend: docker
     image: {image}
     permissions: {{groups: ["*"]}}
+  dies-at-boot:
+    backend: docker
+    image: {dying}
+    permissions: {{groups: ["*"]}}
   pooled-never-ready:
     backend: docker
     image: {image}
@@ -43,11 +48,11 @@ execution_configs:
 """
 
 
-@pytest.fixture(scope="module")
-def never_ready_image(docker_client, base_image) -> str:
-    """The base image with an entrypoint that sleeps (its argv, the kernel's, ignored)."""
-    tag = f"dss-containers-test/never-ready:{base_image.rsplit(':', 1)[-1]}"
-    dockerfile = f'FROM {base_image}\nENTRYPOINT ["/bin/sh", "-c", "exec sleep 3600", "--"]\n'
+def image_running(docker_client, base_image: str, name: str, script: str) -> str:
+    """The base image with an entrypoint that runs ``script`` (the kernel's argv ignored)."""
+    tag = f"dss-containers-test/{name}:{base_image.rsplit(':', 1)[-1]}"
+    entrypoint = json.dumps(["/bin/sh", "-c", script, "--"])
+    dockerfile = f"FROM {base_image}\nENTRYPOINT {entrypoint}\n"
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as tar:
         info = tarfile.TarInfo("Dockerfile")
@@ -60,9 +65,20 @@ def never_ready_image(docker_client, base_image) -> str:
     return tag
 
 
+@pytest.fixture(scope="module")
+def never_ready_image(docker_client, base_image) -> str:
+    return image_running(docker_client, base_image, "never-ready", "exec sleep 3600")
+
+
+@pytest.fixture(scope="module")
+def dies_at_boot_image(docker_client, base_image) -> str:
+    return image_running(docker_client, base_image, "dies-at-boot", "echo boot-failed >&2; exit 3")
+
+
 @pytest.fixture
-def jp_server_config(tmp_path, monkeypatch, never_ready_image):
-    path = use_config(tmp_path, monkeypatch, CONFIG.format(image=never_ready_image))
+def jp_server_config(tmp_path, monkeypatch, never_ready_image, dies_at_boot_image):
+    text = CONFIG.format(image=never_ready_image, dying=dies_at_boot_image)
+    path = use_config(tmp_path, monkeypatch, text)
     config = server_config(path)
     config["ContainerProvisioner"] = {"launch_timeout": LAUNCH_TIMEOUT}
     # one refill only: the test looks at what the first one left
@@ -95,6 +111,31 @@ async def test_a_kernel_that_never_answers_fails_within_the_configured_launch_ti
     server_id = ownership.this_process().server_id
     assert not leftover_containers(
         docker_client, kind="kernel", config="never-ready", server_id=server_id
+    )
+
+
+async def test_a_kernel_whose_container_exits_while_booting_fails_the_start_saying_why(
+    jp_fetch, jp_serverapp, docker_client
+):
+    """Guards the container's state as the liveness signal of a start: without it the start
+    would wait out the launch timeout (or return a dead kernel); it fails with the exit code
+    and the container's last log line, and the container is removed."""
+    with pytest.raises(tornado.httpclient.HTTPClientError) as caught:
+        await jp_fetch(
+            "api",
+            "kernels",
+            method="POST",
+            body=json.dumps({"name": "dss-dies-at-boot"}),
+            headers={"X-Test-User": ME},
+            request_timeout=DEFAULT,
+        )
+    assert caught.value.code == 503, caught.value.response.body
+    message = json.loads(caught.value.response.body)["message"]
+    assert "stopped before the kernel answered: exited with code 3" in message, message
+    assert "boot-failed" in message and "launch_timeout" not in message, message
+    server_id = ownership.this_process().server_id
+    assert not leftover_containers(
+        docker_client, kind="kernel", config="dies-at-boot", server_id=server_id
     )
 
 
