@@ -48,11 +48,13 @@ from jupyter_client import AsyncKernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 from rich.console import Console
 from rich.table import Table
+from traitlets import Instance
+from traitlets.config import LoggingConfigurable
 
 from jupyter_dss_containers import ownership
 from jupyter_dss_containers.kernelspecs import ContainerKernelSpecManager
 from jupyter_dss_containers.launcher import CONNECTION_FILE, PORT_NAMES
-from jupyter_dss_containers.pool import warm_pool
+from jupyter_dss_containers.pool import WarmPool
 
 sys.path.insert(0, str(Path(__file__).parent))  # run as a script or imported by a sibling
 import gateway
@@ -146,12 +148,15 @@ class KernelManagerVariant:
     kernel_name: str
     spec_manager: Callable[[], KernelSpecManager] = KernelSpecManager
     env: dict[str, str] | None = None  # None: jupyter_client passes the host's environment
+    parent: Any = None  # the kernel manager's parent (a pooled variant's holds the pool)
     _km: TimedKernelManager | None = field(default=None, init=False, repr=False)
     _kc: Any = field(default=None, init=False, repr=False)
 
     async def start(self) -> Sample:
         km = self._km = TimedKernelManager(
-            kernel_name=self.kernel_name, kernel_spec_manager=self.spec_manager()
+            kernel_name=self.kernel_name,
+            kernel_spec_manager=self.spec_manager(),
+            parent=self.parent,
         )
         started = time.perf_counter()
         await km.start_kernel(**({} if self.env is None else {"env": self.env}))
@@ -176,12 +181,24 @@ class KernelManagerVariant:
             await km.shutdown_kernel(now=True)
 
 
+class PoolHost(LoggingConfigurable):
+    """Holds the benchmark's warm pool as a server's extension holds its own: kernels whose
+    manager it parents take from it (see ``pool.pool_of``)."""
+
+    warm_pool = Instance(WarmPool, args=())
+
+
+POOL_HOST = PoolHost()
+
+
 @dataclass
 class PooledVariant(KernelManagerVariant):
     """A container kernel taken from a warm pool that was filled (untimed) beforehand."""
 
+    parent: Any = POOL_HOST
+
     async def start(self) -> Sample:
-        await warm_pool().fill_once()  # not timed: a server keeps its pools filled
+        await POOL_HOST.warm_pool.fill_once()  # not timed: a server keeps its pools filled
         return await super().start()
 
 
@@ -246,7 +263,7 @@ def use_benchmark_config(folder: Path) -> Path:
         "permissions: {groups: ['*']}}\n"
     )
     os.environ["DSS_CONTAINERS_CONFIG"] = str(path)
-    warm_pool().config_file = str(path)
+    POOL_HOST.warm_pool.config_file = str(path)
     return path
 
 

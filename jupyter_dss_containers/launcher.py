@@ -54,6 +54,8 @@ class KernelLaunch:
     folder: str | None = None
     #: the user's files the kernel sees, and where it starts
     workspace: WorkspacePlan | None = None
+    #: seconds the backend may wait for the workload to run (None: the backend's default)
+    start_timeout: float | None = None
 
 
 @dataclass
@@ -124,6 +126,7 @@ def plan_launch(
         host_folder=folder,
         host_folder_target=transport.KERNEL_FOLDER,
         workspace=launch.workspace,
+        start_timeout=launch.start_timeout,
     )
     outside = {
         "transport": kind,

@@ -16,9 +16,8 @@ import asyncio
 import contextlib
 import json
 import secrets
-from functools import cache
+from typing import Any
 
-from jupyter_client.asynchronous import AsyncKernelClient
 from traitlets import Float, Unicode
 from traitlets.config import LoggingConfigurable
 
@@ -32,6 +31,7 @@ from .launcher import (
     launch_kernel_workload,
     remove_kernel_workload,
 )
+from .readiness import KernelNotReady, until_ready
 
 
 def config_fingerprint(config: ExecutionConfig, image: str) -> str:
@@ -45,7 +45,10 @@ class WarmPool(LoggingConfigurable):
 
     config_file = Unicode(None, allow_none=True, config=True, help="Config file to follow.")
     ready_timeout = Float(
-        120.0, config=True, help="Seconds a pooled kernel may take to answer kernel_info."
+        120.0,
+        config=True,
+        help="Seconds a pooled kernel may take to answer kernel_info; one that does not is "
+        "removed and the failure logged (the pool tries again at the next refill).",
     )
     refill_interval = Float(
         5.0, config=True, help="Seconds between checks of the config file and pool sizes."
@@ -58,6 +61,8 @@ class WarmPool(LoggingConfigurable):
         self._filling: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        #: config name -> why its last refill failed (cleared by one that succeeds)
+        self._failures: dict[str, str] = {}
 
     # ------------------------------------------------------------------ hand-over
 
@@ -87,6 +92,10 @@ class WarmPool(LoggingConfigurable):
 
     def size(self, name: str) -> int:
         return len(self._ready.get(name, []))
+
+    def failure(self, name: str) -> str | None:
+        """Why the last refill of this config's pool failed (None: it did not)."""
+        return self._failures.get(name)
 
     # ------------------------------------------------------------------ filling
 
@@ -143,6 +152,10 @@ class WarmPool(LoggingConfigurable):
             while len(entries) < config.warm_pool_size:
                 kernel = await self._start_one(config_file, config, image)
                 entries.append((fingerprint, kernel))
+            self._failures.pop(config.name, None)
+        except Exception as exc:
+            self._failures[config.name] = str(exc)
+            raise
         finally:
             self._filling.discard(config.name)
 
@@ -169,23 +182,23 @@ class WarmPool(LoggingConfigurable):
         )
         backend = backend_for(config)
         kernel = await launch_kernel_workload(backend, launch)
-        try:
-            await self._until_ready(kernel)
+        try:  # hand out only kernels that answered: taking one costs no boot time
+            await until_ready(
+                kernel.connection_info,
+                self.ready_timeout,
+                lambda: backend.status(kernel.workload_id),
+                f"{self.ready_timeout:g} s (WarmPool.ready_timeout)",
+            )
+        except KernelNotReady as exc:
+            await remove_kernel_workload(backend, kernel.workload_id, kernel.folder)
+            raise BackendError(
+                f"execution config {config.name!r}: pooled kernel {kernel.name} removed: {exc}"
+            ) from None
         except BaseException:
             await remove_kernel_workload(backend, kernel.workload_id, kernel.folder)
             raise
         self.log.info("dss-containers warm pool: %s ready for %r", kernel.name, config.name)
         return kernel
-
-    async def _until_ready(self, kernel: LaunchedKernel) -> None:
-        """Hand out only kernels that answered kernel_info: taking one costs no boot time."""
-        client = AsyncKernelClient()
-        client.load_connection_info(kernel.connection_info)
-        client.start_channels(hb=False)  # heartbeats call a booting kernel dead
-        try:
-            await client.wait_for_ready(timeout=self.ready_timeout)
-        finally:
-            client.stop_channels()
 
     async def _drain_removed(self, config_file: ConfigFile) -> None:
         for name in [n for n in self._ready if n not in config_file.execution_configs]:
@@ -206,7 +219,20 @@ class WarmPool(LoggingConfigurable):
         self.log.info("dss-containers warm pool: %s left for the reaper", kernel.name)
 
 
-@cache
-def warm_pool() -> WarmPool:
-    """The pool of this process (empty unless the server extension starts it)."""
-    return WarmPool()
+def pool_of(configurable: Any) -> WarmPool | None:
+    """The warm pool a kernel started under ``configurable`` takes from: the nearest one up
+    its parent chain (a kernel's provisioner -> its manager -> the server's kernel manager
+    -> the server, whose extension built the pool with ``parent=self``), or an object there
+    that holds one as ``warm_pool``. None outside a server: nothing fills a pool there."""
+    seen = configurable
+    while seen is not None:
+        held = getattr(seen, "warm_pool", None)
+        if isinstance(held, WarmPool):
+            return held
+        settings = getattr(getattr(seen, "web_app", None), "settings", None)
+        extension = settings.get("dss_containers") if isinstance(settings, dict) else None
+        held = getattr(extension, "warm_pool", None)
+        if isinstance(held, WarmPool):
+            return held
+        seen = getattr(seen, "parent", None)
+    return None

@@ -7,14 +7,14 @@ listens on TCP, encrypted with CurveZMQ where the image supports it, on ports pu
 127.0.0.1 (local daemon) or on the daemon host's address (remote daemon).
 
 A start is transactional: a kernel id that is not a UUID is refused before anything is
-made, and a failure once the workload exists removes it (and its folder) before the error
-is raised.
+made, and a failure once the workload exists (no kernel_info reply within
+``launch_timeout`` included) removes it (and its folder) before the error is raised. The
+steps themselves live in :mod:`.kernelstart`, reattaching in :mod:`.kernelreattach`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import secrets
 import signal
 from typing import Any
@@ -24,61 +24,36 @@ from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Bool, Float, Integer, Unicode
 
 from . import images, ownership, transport
-from .backends import Backend, BackendError, BackendUnavailable, ImageMissing, backend_for
+from .backends import Backend, BackendError, BackendUnavailable, backend_for
 from .backends.base import WorkloadStatus
 from .config import ConfigFile, ExecutionConfig, load_config
-from .errors import ReportedError
-from .launcher import (
-    FIRST_CONTAINER_PORT,
-    KernelLaunch,
-    LaunchedKernel,
-    launch_kernel_workload,
-    remove_kernel_workload,
+from .kernelids import KernelIdRefused, check_kernel_id
+from .kernelreattach import check_owner, decoded_connection_info, reattach
+from .kernelstart import (
+    KernelStartError,
+    WorkspaceRefused,
+    adopt_connection_info,
+    kernel_command,
+    kernel_language,
+    log_tail,
+    plan_workspace,
+    remove_or_defer,
+    start_cold,
 )
+from .launcher import FIRST_CONTAINER_PORT, KernelLaunch, LaunchedKernel
 from .liveness import deferred_removals, kernel_ports_answer
-from .permissions import PermissionDenied, check_permission, current_identity
-from .pool import warm_pool
-from .workspace import WorkspaceError, WorkspacePlan, notice_script, resolve_plan
+from .permissions import check_permission, current_identity
+from .pool import pool_of
+from .workspace import WorkspacePlan
 
-
-class WorkspaceRefused(ReportedError, PermissionError):
-    """The notebook's folder is not one the kernel may mount (outside the root, a link out)."""
-
-    status = 403
-
-
-class KernelStartError(ReportedError, RuntimeError):
-    """The container kernel could not start; the message says why."""
-
-    status = 503
-
-
-class KernelIdRefused(ReportedError, ValueError):
-    """A kernel id that is not of jupyter_server's shape (a UUID): nothing was started."""
-
-    status = 400
-
-
-#: jupyter_server's kernel ids: what its routes accept (``\w+-\w+-\w+-\w+-\w+``) and
-#: ``uuid4()`` makes, in the hex digits a UUID has
-_KERNEL_ID = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-)
-
-
-def check_kernel_id(kernel_id: Any) -> None:
-    """Refuse (400) a kernel id that is not a UUID, before it names a file or container."""
-    if isinstance(kernel_id, str) and _KERNEL_ID.fullmatch(kernel_id):
-        return
-    shown = (
-        repr(kernel_id[:40]) + ("..." if len(kernel_id) > 40 else "")
-        if isinstance(kernel_id, str)
-        else type(kernel_id).__name__
-    )
-    raise KernelIdRefused(
-        f"kernel id {shown} is not a UUID (the kernel id shape of jupyter_server): "
-        "nothing was started"
-    )
+__all__ = [
+    "ContainerProvisioner",
+    "KernelIdRefused",
+    "KernelStartError",
+    "WorkspaceRefused",
+    "check_kernel_id",
+    "reattach",
+]
 
 
 class ContainerProvisioner(KernelProvisionerBase):
@@ -103,10 +78,17 @@ class ContainerProvisioner(KernelProvisionerBase):
         help="Kernel ports inside the container: this one and the next four.",
     )
     launch_timeout = Float(
-        120.0, config=True, help="Seconds to wait for the container to run before giving up."
+        120.0,
+        config=True,
+        help="Seconds a kernel start may take, from creating its container or pod to the "
+        "kernel's first kernel_info reply; past it the workload is removed and the start "
+        "fails, saying so (a pooled kernel has answered already).",
     )
     stop_grace_seconds = Float(
-        5.0, config=True, help="Seconds between SIGTERM and SIGKILL when a kernel is stopped."
+        5.0,
+        config=True,
+        help="Seconds a kernel asked to shut down has before SIGKILL (SIGTERM half way), "
+        "or the kernel manager's shutdown_wait_time if that is longer.",
     )
     log_tail_lines = Integer(20, config=True, help="Log lines quoted when a kernel dies.")
     encrypt_tcp = Bool(
@@ -131,6 +113,7 @@ class ContainerProvisioner(KernelProvisionerBase):
     image: str | None = None
     _backend: Backend | None = None
     _config: ExecutionConfig | None = None
+    _base_image: str | None = None
     _last_status: WorkloadStatus | None = None
     _stopping = False
     _restarting = False
@@ -178,71 +161,32 @@ class ContainerProvisioner(KernelProvisionerBase):
         self.image = await asyncio.to_thread(
             images.resolve_image, config_file, config, self.code_env
         )
-        self._base_image = config_file.base_image_of(config)
-        self._workspace = await self._plan_workspace(config, identity.username, kwargs.get("cwd"))
+        base = config_file.base_image_of(config)
+        self._base_image = base.name if base is not None else None
+        manager = getattr(self.parent, "parent", None)  # the server's kernel manager, if any
+        self._workspace = await plan_workspace(
+            config, identity.username, kwargs.get("cwd"), manager
+        )
         self._transport = transport.resolve(config)
         transport.provision_curve_keys(
             self.parent, tcp=self._transport == "tcp" and self.encrypt_tcp
         )
         kwargs = await super().pre_launch(**kwargs)
         # The host's environment never reaches the container: only the config's and the spec's.
-        env = dict(config.env)
-        env.update(self.kernel_spec.env if self.kernel_spec else {})
-        kwargs["env"] = env
-        argv = list(self.kernel_spec.argv) if self.kernel_spec else []
-        self._language = (self.kernel_spec.language or "").lower() if self.kernel_spec else ""
-        said = self._launched  # told once, at the kernel's first start (not after restarts)
-        if (
-            self._workspace.notice
-            and not said
-            and self._language == "python"
-            and "ipykernel" in str(argv)
-        ):
-            argv.append(f"--IPKernelApp.exec_lines={notice_script(self._workspace.notice)}")
-        kwargs["cmd"] = argv  # the launcher puts the in-container connection file path in
+        kwargs["env"] = {**config.env, **(self.kernel_spec.env if self.kernel_spec else {})}
+        self._language = kernel_language(self.kernel_spec)
+        # the launcher puts the in-container connection file path in
+        kwargs["cmd"] = kernel_command(
+            self.kernel_spec, self._workspace.notice, first_start=not self._launched
+        )
         return kwargs
-
-    async def _plan_workspace(
-        self, config: ExecutionConfig, username: str, cwd: str | None
-    ) -> WorkspacePlan:
-        """The user's files in the kernel: the server's root (the user's own on a
-        multi-user server; the working folder outside a server) at the same path, the
-        notebook's folder as the working directory."""
-        mapping = getattr(self.parent, "parent", None)  # the server's kernel manager, if any
-        root_of = getattr(mapping, "workspace_root", None)
-        root = root_of() if callable(root_of) else getattr(mapping, "root_dir", None)
-        try:
-            return await asyncio.to_thread(
-                resolve_plan,
-                config.workspace,
-                backend=config.backend,
-                remote=config.backend == "docker" and config.docker.is_remote,
-                server_root=root if isinstance(root, str) and root else None,
-                cwd=cwd,
-                user=username,
-                config_name=config.name,
-            )
-        except (WorkspaceError, OSError) as exc:
-            raise WorkspaceRefused(f"execution config {config.name!r}: {exc}") from None
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         config = self._config
         assert config is not None
         km = self.parent
-        pooled = None
-        if (
-            not self._launched
-            and self.code_env is None
-            and self._language == "python"
-            and not self._workspace.mounted  # a pooled kernel was started for nobody's files
-        ):
-            pooled = await warm_pool().take(
-                config, self.image, curve=bool(transport.curve_keys(km))
-            )
-        if pooled is not None:
-            launched = pooled
-        else:
-            launched = await self._launch_cold(config, km, cmd, kwargs.get("env", {}))
+        pooled = await self._take_pooled(config, km)
+        launched = pooled or await self._launch_cold(config, km, cmd, kwargs.get("env", {}))
         self.workload_id = launched.workload_id
         self.exit_reason = None
         self._stopping = False
@@ -265,12 +209,23 @@ class ContainerProvisioner(KernelProvisionerBase):
         )
         return self.connection_info
 
+    async def _take_pooled(self, config: ExecutionConfig, km: Any) -> LaunchedKernel | None:
+        """A running kernel from the server's warm pool, when this start may have one."""
+        if self._launched or self.code_env is not None or self._language != "python":
+            return None
+        if self._workspace.mounted:  # a pooled kernel was started for nobody's files
+            return None
+        pool = pool_of(self)
+        if pool is None:
+            return None
+        return await pool.take(config, self.image, curve=bool(transport.curve_keys(km)))
+
     async def _hand_to_manager(self, km: Any, launched: LaunchedKernel) -> None:
         """Write the server's connection file here (jupyter_client would do it next, on the
         event loop) so that a failure to write it removes the workload before it is raised;
         and remove the workload, too, when anything later fails the start."""
         try:
-            await asyncio.to_thread(_adopt_connection_info, km, launched.connection_info)
+            await asyncio.to_thread(adopt_connection_info, km, launched.connection_info)
         except OSError as exc:
             await self._discard_failed_start()
             raise KernelStartError(
@@ -291,17 +246,14 @@ class ContainerProvisioner(KernelProvisionerBase):
         workload_id, self.workload_id = self.workload_id, None
         folder, self._kernel_folder = self._kernel_folder, None
         if workload_id:
-            try:
-                await remove_kernel_workload(self.backend, workload_id, folder)
-            except BackendError as exc:
-                self.log.warning("Kernel %s: removal deferred: %s", self.kernel_id, exc)
-                deferred_removals.add(self.backend, workload_id, self.log)
-            ownership.this_process().release(workload_id)
+            await remove_or_defer(self.backend, workload_id, folder, self.log)
 
     async def _launch_cold(
         self, config: ExecutionConfig, km: Any, cmd: list[str], env: dict[str, str]
     ) -> LaunchedKernel:
+        """A new workload for this kernel, returned once the kernel answered."""
         ownership.this_process().register()
+        same_config = self._host_ports_of == config.name
         launch = KernelLaunch(
             config=config,
             image=self.image,
@@ -315,50 +267,35 @@ class ContainerProvisioner(KernelProvisionerBase):
             env=env,
             kernel_name=self.kernel_spec.display_name if self.kernel_spec else "",
             curve=transport.curve_keys(km),
-            host_ports=self._host_ports if self._host_ports_of == config.name else {},
+            host_ports=self._host_ports if same_config else {},
             first_container_port=self.first_container_port,
-            folder=self._kernel_folder if self._host_ports_of == config.name else None,
+            folder=self._kernel_folder if same_config else None,
             workspace=self._workspace,
+            start_timeout=self.launch_timeout,
         )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + (self.restart_wait_seconds if self._restarting else 0.0)
+        restart_wait = self.restart_wait_seconds if self._restarting else 0.0
         self._restarting = False  # used up by this launch
-        while True:
-            try:
-                return await launch_kernel_workload(self.backend, launch)
-            except BackendUnavailable as exc:
-                if loop.time() >= deadline:
-                    await self._forget_folder()
-                    raise KernelStartError(self._explain_start_failure(exc)) from None
-                self.log.warning(
-                    "Kernel %s: restart waits for its daemon (%.0f s left): %s",
-                    self.kernel_id,
-                    deadline - loop.time(),
-                    exc,
-                )
-                await asyncio.sleep(1.0)
-            except BackendError as exc:
-                await self._forget_folder()
-                raise KernelStartError(self._explain_start_failure(exc)) from None
+        try:
+            return await start_cold(
+                self.backend,
+                launch,
+                restart_wait=restart_wait,
+                timeout=self.launch_timeout,
+                code_env=self.code_env,
+                base_image=self._base_image,
+                log=self.log,
+                kernel_id=self.kernel_id,
+                tail_lines=self.log_tail_lines,
+            )
+        except KernelStartError:
+            await self._forget_folder()  # a restart's kept folder goes with its failure
+            raise
 
     async def _forget_folder(self) -> None:
         """A restart that failed for good: its kept folder goes (the next start makes one)."""
         folder, self._kernel_folder = self._kernel_folder, None
         if folder:
             await asyncio.to_thread(transport.remove_folder, folder)
-
-    def _explain_start_failure(self, exc: BackendError) -> str:
-        message = f"execution config {self.execution_config!r}: {exc}"
-        if isinstance(exc, ImageMissing) and self.code_env:
-            message += (
-                f"; build it with: jupyter dss-containers build-env {self.code_env}"
-                f" --config {self.execution_config}"
-            )
-        elif isinstance(exc, ImageMissing) and self._base_image is not None:
-            message += (
-                f"; build it with: jupyter dss-containers build-base-image {self._base_image.name}"
-            )
-        return message
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -368,18 +305,8 @@ class ContainerProvisioner(KernelProvisionerBase):
         if self.exit_reason is not None and self._last_status is not None:
             code = self._last_status.exit_code  # known dead: a daemon's silence changes nothing
             return code if code is not None else -1
-        try:
-            status = await self.backend.status(self.workload_id)
-        except BackendUnavailable as exc:
-            # not proof that the kernel died (live-restore) unless its ports are gone, too
-            if self._stopping or await kernel_ports_answer(self.connection_info):
-                self.log.warning("Kernel %s: cannot ask the backend: %s", self.kernel_id, exc)
-                return None
-            status = WorkloadStatus("missing", -1, f"lost: {exc}; its ports no longer answer")
-        except BackendError as exc:
-            self.log.warning("Kernel %s: cannot ask the backend: %s", self.kernel_id, exc)
-            return None
-        if status.running:
+        status = await self._status_now()
+        if status is None or status.running:
             return None
         if self.exit_reason is None:
             self._last_status = status
@@ -391,17 +318,27 @@ class ContainerProvisioner(KernelProvisionerBase):
                 self.log.error("Kernel %s stopped: %s", self.kernel_id, self.exit_reason)
         return status.exit_code if status.exit_code is not None else -1
 
+    async def _status_now(self) -> WorkloadStatus | None:
+        """The workload's state; None when the backend cannot say and the kernel may live."""
+        assert self.workload_id is not None
+        try:
+            return await self.backend.status(self.workload_id)
+        except BackendUnavailable as exc:
+            # not proof that the kernel died (live-restore) unless its ports are gone, too
+            if self._stopping or await kernel_ports_answer(self.connection_info):
+                self.log.warning("Kernel %s: cannot ask the backend: %s", self.kernel_id, exc)
+                return None
+            return WorkloadStatus("missing", -1, f"lost: {exc}; its ports no longer answer")
+        except BackendError as exc:
+            self.log.warning("Kernel %s: cannot ask the backend: %s", self.kernel_id, exc)
+            return None
+
     async def _death_message(self, status: WorkloadStatus) -> str:
         message = (
             f"container kernel (config {self.execution_config!r}) {status.reason or status.state}"
         )
         if status.state != "missing" and self.workload_id:
-            try:
-                tail = await self.backend.logs(self.workload_id, tail=self.log_tail_lines)
-            except BackendError:
-                tail = ""
-            if tail.strip():
-                message += "; last log lines:\n" + tail.rstrip()
+            message += await log_tail(self.backend, self.workload_id, self.log_tail_lines)
         return message
 
     async def wait(self) -> int | None:
@@ -477,11 +414,7 @@ class ContainerProvisioner(KernelProvisionerBase):
             owner=self.owner,
             kernel_folder=self._kernel_folder,
         )
-        if isinstance(info["connection_info"].get("key"), bytes):
-            info["connection_info"] = {
-                k: v.decode() if isinstance(v, bytes) else v
-                for k, v in info["connection_info"].items()
-            }
+        info["connection_info"] = decoded_connection_info(info["connection_info"])
         return info
 
     async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
@@ -497,7 +430,9 @@ class ContainerProvisioner(KernelProvisionerBase):
         workload_id = provisioner_info["workload_id"]
         status = await self.backend.status(workload_id)
         if status.state != "missing":  # before any of its log lines are quoted
-            await self._check_owner(workload_id, identity.username, provisioner_info.get("owner"))
+            what = f"kernel {self.kernel_id} (execution config {self.execution_config!r})"
+            recorded = provisioner_info.get("owner")
+            await check_owner(self.backend, workload_id, identity.username, recorded, what)
         self.owner, self.workload_id = identity.username, workload_id
         folder = provisioner_info.get("kernel_folder")
         if folder and await asyncio.to_thread(transport.is_kernel_folder, folder):
@@ -508,53 +443,3 @@ class ContainerProvisioner(KernelProvisionerBase):
             self.workload_id = None
             raise KernelStartError(f"cannot reattach: {message}")
         ownership.this_process().adopt(workload_id)
-
-    async def _check_owner(self, workload_id: str, user: str, recorded: str | None) -> None:
-        """Only the user who started a kernel reattaches to it: its container's owner label
-        says so, or, for a kernel taken from a warm pool (whose label names nobody), the
-        persisted owner."""
-        # one label per query: Podman 4 matches nothing for several
-        if any(w.id == workload_id for w in await self.backend.list({ownership.OWNER: user})):
-            return
-        pooled = await self.backend.list({ownership.KIND: "pool"}) if recorded == user else []
-        if any(w.id == workload_id for w in pooled):
-            return
-        raise PermissionDenied(
-            f"cannot reattach: kernel {self.kernel_id} (execution config "
-            f"{self.execution_config!r}) was started by another user, not {user}"
-        )
-
-
-def _adopt_connection_info(km: Any, info: dict[str, Any]) -> None:
-    """Load the kernel's connection info into its manager and write the manager's file
-    (blocking), as jupyter_client's ``_reconcile_connection_info`` would; it then finds
-    the file written and equal."""
-    from jupyter_client.connect import port_names
-
-    km.cleanup_connection_file()  # a restart's stale file, if any
-    for name in port_names:
-        setattr(km, name, 0)
-    km.load_connection_info(info)
-    km.write_connection_file()
-
-
-async def reattach(
-    provisioner_info: dict[str, Any], kernel_name: str, **manager_kwargs: Any
-) -> Any:
-    """A kernel manager connected to a kernel container started by another process.
-
-    ``provisioner_info`` is what :meth:`ContainerProvisioner.get_provisioner_info` returned
-    (a server persists it to survive its own restart).
-    """
-    from jupyter_client import AsyncKernelManager
-    from jupyter_client.provisioning import KernelProvisionerFactory
-
-    manager = AsyncKernelManager(kernel_name=kernel_name, **manager_kwargs)
-    manager.kernel_id = provisioner_info["kernel_id"]
-    provisioner = KernelProvisionerFactory.instance(
-        parent=manager.parent
-    ).create_provisioner_instance(manager.kernel_id, manager.kernel_spec, parent=manager)
-    await provisioner.load_provisioner_info(provisioner_info)
-    manager.provisioner = provisioner
-    manager.load_connection_info(provisioner_info["connection_info"])
-    return manager

@@ -12,10 +12,12 @@ import pytest
 from conftest import leftover_containers
 from jupyter_client import AsyncKernelManager
 from kernels import start as start_kernel
+from traitlets import Instance
+from traitlets.config import LoggingConfigurable
 
 from jupyter_dss_containers import ownership, transport
 from jupyter_dss_containers.kernelspecs import ContainerKernelSpecManager
-from jupyter_dss_containers.pool import warm_pool
+from jupyter_dss_containers.pool import WarmPool, pool_of
 from jupyter_dss_containers.provisioner import reattach
 
 pytestmark = pytest.mark.docker
@@ -37,11 +39,9 @@ async def pool(workspace, base_image, request):
     path = workspace / "pool.yaml"
     path.write_text(CONFIG % ("300m", request.param))
     os.environ["DSS_CONTAINERS_CONFIG"] = str(path)
-    pool = warm_pool()
-    pool.config_file = str(path)
+    pool = WarmPool(config_file=str(path))
     yield pool, path, request.param
     await pool.stop()
-    pool.config_file = None
     os.environ.pop("DSS_CONTAINERS_CONFIG", None)
 
 
@@ -55,8 +55,17 @@ def pool_containers(docker_client) -> list:
     return leftover_containers(docker_client, kind="pool", config="pooled", server_id=server_id)
 
 
-async def start() -> tuple[AsyncKernelManager, object]:
-    return await start_kernel("dss-pooled", kernel_spec_manager=ContainerKernelSpecManager())
+class Host(LoggingConfigurable):
+    """What the server extension is to its kernels: the holder of their warm pool."""
+
+    warm_pool = Instance(WarmPool, allow_none=True)
+
+
+async def start(pool: WarmPool | None) -> tuple[AsyncKernelManager, object]:
+    """A kernel whose manager's parent holds ``pool``, as a server's kernels have."""
+    return await start_kernel(
+        "dss-pooled", kernel_spec_manager=ContainerKernelSpecManager(), parent=Host(warm_pool=pool)
+    )
 
 
 async def test_pooled_kernel_is_handed_over_once_then_refilled(pool, docker_client):
@@ -65,7 +74,8 @@ async def test_pooled_kernel_is_handed_over_once_then_refilled(pool, docker_clie
     [pooled] = pool_containers(docker_client)
     assert pool.size("pooled") == 1
 
-    km, kc = await start()
+    km, kc = await start(pool)
+    assert pool_of(km.provisioner) is pool
     assert km.provisioner.workload_id == pooled.id  # the running kernel was taken
     assert pool.size("pooled") == 0
     assert km.transport == kind
@@ -100,7 +110,7 @@ async def test_pooled_kernel_is_handed_over_once_then_refilled(pool, docker_clie
 
 async def test_empty_pool_falls_back_to_a_cold_start(pool, docker_client):
     pool, _, _ = pool  # never filled
-    km, kc = await start()
+    km, kc = await start(pool)
     container = docker_client.containers.get(km.provisioner.workload_id)
     assert container.labels[ownership.KIND] == "kernel"
     kc.stop_channels()
@@ -127,3 +137,16 @@ async def test_stopping_the_pool_removes_its_containers(pool, docker_client):
     assert len(pool_containers(docker_client)) == 1
     await pool.stop()
     assert pool_containers(docker_client) == []
+
+
+async def test_a_kernel_outside_a_server_takes_from_no_pool(pool, docker_client):
+    """Guards "no parentless singleton": a filled pool that no parent of the kernel holds
+    (a plain kernel manager outside a server) is not taken from."""
+    pool, _, _ = pool
+    await pool.fill_once()
+    [pooled] = pool_containers(docker_client)
+    km, kc = await start(None)
+    assert pool_of(km.provisioner) is None
+    assert km.provisioner.workload_id != pooled.id and pool.size("pooled") == 1
+    kc.stop_channels()
+    await km.shutdown_kernel()

@@ -61,6 +61,9 @@ class WorkloadSpec:
     #: working-folder snapshot lands in one): an emptyDir on Kubernetes, a folder of the
     #: user's copied in on Docker (under /tmp only with ``read_only_root``)
     scratch_dirs: tuple[str, ...] = ()
+    #: seconds the backend may wait for the workload to run, where it waits (a pod being
+    #: scheduled and pulled); None: the backend's default
+    start_timeout: float | None = None
 
 
 @dataclass

@@ -76,12 +76,21 @@ def _call(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def service() -> JobService:
-    """The process's job service (configure it before the first job, e.g. its limits)."""
+    """The process's job service (configure it before the first job, e.g. its limits),
+    built with the running application as its parent (a kernel's IPKernelApp), so that
+    ``c.JobService.*`` in that application's config (``ipython_kernel_config.py``) applies."""
     global _service
     with _lock:
         if _service is None:
-            _service = JobService()
+            _service = JobService(parent=_running_application())
     return _service
+
+
+def _running_application() -> Any:
+    """The process's traitlets Application (a kernel's, IPython's), if one was started."""
+    from traitlets.config import Application
+
+    return Application.instance() if Application.initialized() else None
 
 
 # --------------------------------------------------------------------------- results

@@ -10,7 +10,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.gateway.gateway_client import GatewayClient
-from traitlets import Bool, Unicode
+from traitlets import Bool, Type, Unicode
 
 from .. import ownership
 from .._version import __version__
@@ -19,7 +19,7 @@ from ..jobs.service import JobService
 from ..kernelspecs import ContainerKernelSpecManager
 from ..launcherd.wire import URL_ENV as LAUNCHER_URL_ENV
 from ..permissions import register_identity_resolver
-from ..pool import warm_pool
+from ..pool import WarmPool
 from ..workspace import DEFAULT_USER_ROOT
 from .contents import UserContentsManager
 from .identity import call_context_identity, is_multi_user
@@ -87,6 +87,15 @@ class DSSContainersExtension(ExtensionApp):
         "to start, saying which part is shared.",
     )
 
+    warm_pool_class = Type(
+        WarmPool,
+        klass=WarmPool,
+        config=True,
+        help="The warm pool's class (a WarmPool subclass), built with this extension as its "
+        "parent, so c.WarmPool.* in jupyter_server_config.py applies; the server's kernels "
+        "take from it.",
+    )
+
     def _link_jupyter_server_extension(self, serverapp) -> None:
         super()._link_jupyter_server_extension(serverapp)
         # before the server builds its managers (init_configurables comes later), and only
@@ -117,6 +126,7 @@ class DSSContainersExtension(ExtensionApp):
         self.job_service = JobService(parent=self, config_file=self.config_file, mount_cwd=False)
         if self.job_service.store_dir is None:  # a server's jobs outlive it (issue #8)
             self.job_service.store_dir = str(Path(jupyter_data_dir()) / "dss_containers" / "jobs")
+        self.warm_pool = self.warm_pool_class(parent=self, config_file=self.config_file)
         self.settings["dss_containers"] = self
 
     def _share_nothing_between_users(self) -> None:
@@ -188,14 +198,12 @@ class DSSContainersExtension(ExtensionApp):
             self.log.warning("dss-containers: stored jobs not recovered: %s", exc)
         if self.reap_on_start:
             await self._reap()  # before the pools fill, so nothing of ours is mistaken
-        pool = warm_pool()
-        pool.config_file = self.config_file
-        pool.start()
+        self.warm_pool.start()
 
     async def stop_extension(self) -> None:
         # nothing raised here may escape: a failed stop leaves the server running on SIGTERM
         try:
-            await warm_pool().stop()
+            await self.warm_pool.stop()
         except Exception as exc:
             self.log.warning("dss-containers: warm pools not stopped: %s", exc)
         try:  # jobs die with the server that runs them: cancel them, leave no container

@@ -8,9 +8,9 @@ port-forward). Kubernetes has no signal API: kernels on this backend interrupt b
 (``interrupt_mode: message``), and SIGTERM / SIGKILL map to deleting the pod with or
 without a grace period.
 
-Jobs: the pod's output is followed through the log API (stdout and stderr come merged, so
-all of it is reported as stdout). Files cannot be copied out of a finished pod, so each
-pod gets a random token (a private file with the others, named by
+Jobs: the pod's output is followed through the log API (:mod:`.logstream`; stdout and
+stderr come merged, so all of it is reported as stdout). Files cannot be copied out of a
+finished pod, so each pod gets a random token (a private file with the others, named by
 ``DSS_FILES_TO_LOG_FILE``; never in the pod spec) and the job runner frames its result into
 the log with it (see :mod:`..logfiles`); the token is not a credential, only a nonce that
 output the job prints cannot match by accident. Private files (a job's payload) travel in
@@ -20,7 +20,6 @@ the Secret, which holds at most 1 MiB.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
 import dataclasses
 import getpass
@@ -49,9 +48,10 @@ from ..pump import pumped
 from . import client as kube
 from . import manifests
 from .access import check_cluster
+from .logstream import log_follower
 from .manifests import CONTAINER, OWNER_LABEL, SECRET_LIMIT, TOKEN_ANNOTATION, label_values
 from .podstate import container_usage, memory_limit, pod_state, workload_status
-from .watch import wait_running
+from .watch import START_TIMEOUT, wait_running
 
 
 class KubernetesBackend(Backend):
@@ -204,6 +204,7 @@ class KubernetesBackend(Backend):
                 spec.name,
                 pod.metadata.resource_version,
                 self._where(),
+                spec.start_timeout or START_TIMEOUT,
             )
         except BaseException:
             await asyncio.shield(self.remove(workload_id))
@@ -355,7 +356,7 @@ class KubernetesBackend(Backend):
         all of it is reported as stdout); the framed result files are kept, not shown."""
         namespace, name = workload_id.split("/", 1)
         frames = LogFiles(await self._token(workload_id))
-        follow = _log_follower(await self._core(), namespace, name, self._where())
+        follow = log_follower(await self._core(), namespace, name, self._where())
         async for text in pumped({f"logs-{name}": follow}):
             if shown := frames.feed(text):
                 yield "stdout", shown
@@ -423,17 +424,11 @@ class KubernetesBackend(Backend):
         core = await self._core()
         pods = await self._call(core.list_namespaced_pod, self.namespace, label_selector=selector)
         leftovers = await self._leftovers(selector)
-        out = [self._listed_pod(p) for p in pods.items]
         names = {p.metadata.name for p in pods.items}
-        return out + [
-            Workload(
-                id=f"{self.namespace}/{name}",
-                name=name,
-                labels=labels_,
-                state="missing",
-            )
-            for name, labels_ in leftovers.items()
-            if name not in names
+        gone = [(n, found) for n, found in leftovers.items() if n not in names]
+        return [self._listed_pod(p) for p in pods.items] + [
+            Workload(id=f"{self.namespace}/{n}", name=n, labels=found, state="missing")
+            for n, found in gone
         ]
 
     async def _leftovers(self, selector: str) -> dict[str, dict[str, str]]:
@@ -465,38 +460,6 @@ class KubernetesBackend(Backend):
     async def check(self) -> dict[str, str]:
         """Cluster reachable, namespace there (or creatable), pods and secrets creatable."""
         return await check_cluster(await self._api(), self.settings, self.namespace)
-
-
-def _log_follower(
-    core: kubernetes.client.CoreV1Api, namespace: str, name: str, place: str
-) -> Callable[[Callable[[str], None]], None]:
-    """A producer for :func:`..pump.pumped`: the pod's log as it comes; a deleted pod's
-    output (404, a dropped connection) ends it quietly, other failures say why."""
-
-    def follow(emit: Callable[[str], None]) -> None:
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        try:
-            response = core.read_namespaced_pod_log(
-                name,
-                namespace,
-                container=CONTAINER,
-                follow=True,
-                _preload_content=False,  # no timeout: a job may be quiet for hours
-            )
-            try:
-                for chunk in response.stream(64 * 1024, decode_content=True):
-                    if text := decoder.decode(chunk):
-                        emit(text)
-            finally:
-                response.release_conn()
-        except ApiException as exc:
-            if exc.status != 404:
-                raise BackendError(f"{place}: {kube.api_message(exc)}") from None
-        except Exception as exc:
-            if not kube.is_dropped_connection(exc):
-                raise BackendError(f"{place}: following pod {namespace}/{name}: {exc!r}") from None
-
-    return follow
 
 
 def _snake(kind: str) -> str:
