@@ -25,6 +25,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .imagecontract import VENV
+
 DEFAULT_USER_ROOT = "${root_dir}/${user}"
 USER = "${user}"
 ROOT_DIR = "${root_dir}"
@@ -213,7 +215,7 @@ IMAGE_FOLDERS = (
     "/dev",
     "/etc",
     "/lib",
-    "/opt/dss/venv",
+    VENV,
     "/proc",
     "/sbin",
     "/sys",
