@@ -33,6 +33,7 @@ from docker.types import Mount as DockerMount
 
 from .. import transport
 from ..config import DockerSettings, ExecutionConfig, format_size
+from ..imagecontract import IMAGE_HOME, IMAGE_USER
 from .base import (
     Backend,
     BackendError,
@@ -47,8 +48,8 @@ from .base import (
 from .dockernet import ISOLATED_NETWORK, forget_network, isolated_network
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
-DEFAULT_USER = "1000:100"
-READ_ONLY_HOME = "/home/jovyan"  # HOME of the base images, for images that set none
+DEFAULT_USER = IMAGE_USER
+READ_ONLY_HOME = IMAGE_HOME  # HOME of the base images, for images that set none
 #: seconds to open a connection to a network daemon before calling it unreachable
 CONNECT_TIMEOUT = 3.0
 _CLIENTS: dict[tuple[Any, ...], docker.DockerClient] = {}
