@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from ..workspace import template_problem
-from .units import size_in_range
+from .units import SIZE_RANGE, size_in_range
 
 
 def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
@@ -45,8 +45,7 @@ def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
                 problems.append(
                     (
                         f"execution_configs.{name}.docker.resources.{key}",
-                        "expected at least 6m (Docker's minimum) and at most 1024Ti, "
-                        f"got {resources_[key]!r}",
+                        f"expected {SIZE_RANGE}, got {resources_[key]!r}",
                     )
                 )
     for env_name, env in data.get("code_envs", {}).items():
@@ -76,8 +75,7 @@ def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
         problems.append(
             (
                 "defaults.resources.memory",
-                "expected at least 6m (Docker's minimum) and at most 1024Ti, "
-                f"got {default_memory!r}",
+                f"expected {SIZE_RANGE}, got {default_memory!r}",
             )
         )
     for name, cfg in configs.items():

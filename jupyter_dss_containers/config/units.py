@@ -6,8 +6,12 @@ import re
 
 _SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kKmMgGtT]?)([iI]?)([bB]?)\s*$")
 _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+#: the smallest memory or shm size a config may ask for: Docker's minimum
+MIN_BYTES = 6 * 1024**2
 #: the largest memory or shm size a config may ask for (1 PiB): more is a typo
 MAX_BYTES = 1024**5
+#: the two bounds in a config's own units, for messages
+SIZE_RANGE = "at least 6m (Docker's minimum) and at most 1024Ti"
 
 
 def parse_size(value: int | str) -> int:
@@ -37,9 +41,9 @@ def expand_user(value: str, user: str) -> str:
 
 
 def size_in_range(value: int | str) -> bool:
-    """At least Docker's minimum (6 MiB) and at most :data:`MAX_BYTES`."""
+    """Between :data:`MIN_BYTES` and :data:`MAX_BYTES` (:data:`SIZE_RANGE`)."""
     try:
         n_bytes = parse_size(value)
     except OverflowError:  # more digits than a float holds
         return False
-    return 6 * 1024**2 <= n_bytes <= MAX_BYTES
+    return MIN_BYTES <= n_bytes <= MAX_BYTES
