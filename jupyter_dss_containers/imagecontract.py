@@ -20,6 +20,10 @@ IMAGE_HOME = f"/home/{IMAGE_USER_NAME}"
 VENV = "/opt/dss/venv"
 KERNEL_PYTHON = f"{VENV}/bin/python"
 IMAGE_PATH = f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin"
+#: the workload's private folders: a kernel's connection file and ipc sockets, and a job's
+#: payload, runner and results (no workspace may be mounted over them)
+KERNEL_FOLDER = "/tmp/.dss-kernel"
+JOB_FOLDER = "/tmp/.dss-job"
 
 IMAGE_REPO_PREFIX = "dss-containers/"
 ROOTFS_REPO = IMAGE_REPO_PREFIX + "rootfs"
@@ -44,6 +48,8 @@ __all__ = [
     "IMAGE_UID",
     "IMAGE_USER",
     "IMAGE_USER_NAME",
+    "JOB_FOLDER",
+    "KERNEL_FOLDER",
     "KERNEL_PYTHON",
     "LABEL_BASE_IMAGE",
     "LABEL_BASE_REF",

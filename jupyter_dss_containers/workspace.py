@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .imagecontract import VENV
+from .imagecontract import JOB_FOLDER, KERNEL_FOLDER, VENV
 
 DEFAULT_USER_ROOT = "${root_dir}/${user}"
 USER = "${user}"
@@ -219,8 +219,8 @@ IMAGE_FOLDERS = (
     "/proc",
     "/sbin",
     "/sys",
-    "/tmp/.dss-job",
-    "/tmp/.dss-kernel",
+    JOB_FOLDER,
+    KERNEL_FOLDER,
     "/usr",
 )
 
