@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from .config import ExecutionConfig
+from .imagecontract import KERNEL_FOLDER as KERNEL_FOLDER
 from .ownership import PREFIX, this_process
 
 #: where the kernel's folder is mounted in its container (the connection file is in it)
-KERNEL_FOLDER = "/tmp/.dss-kernel"
 #: the sockets are ``<folder>/k-1`` ... ``<folder>/k-5`` (jupyter_client's ``<ip>-<port>``)
 SOCKET_STEM = "k"
 IPC_PORTS = (1, 2, 3, 4, 5)

@@ -25,6 +25,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from .imagecontract import JOB_FOLDER, KERNEL_FOLDER, VENV
+
 DEFAULT_USER_ROOT = "${root_dir}/${user}"
 USER = "${user}"
 ROOT_DIR = "${root_dir}"
@@ -216,12 +218,12 @@ IMAGE_FOLDERS = (
     "/dev",
     "/etc",
     "/lib",
-    "/opt/dss/venv",
+    VENV,
     "/proc",
     "/sbin",
     "/sys",
-    "/tmp/.dss-job",
-    "/tmp/.dss-kernel",
+    JOB_FOLDER,
+    KERNEL_FOLDER,
     "/usr",
 )
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from ..config import ExecutionConfig
+from ..imagecontract import KERNEL_FOLDER
 from ..workspace import WorkspacePlan
 
 
@@ -53,7 +54,7 @@ class WorkloadSpec:
     #: that target are written into it instead of being copied in (a kernel's ipc sockets
     #: and connection file live there)
     host_folder: str | None = None
-    host_folder_target: str = "/tmp/.dss-kernel"
+    host_folder_target: str = KERNEL_FOLDER
     #: the user's files it sees (a mount at the same path as on the server, or nothing)
     #: and the uid:gid it then runs as (see :mod:`..workspace`)
     workspace: WorkspacePlan | None = None

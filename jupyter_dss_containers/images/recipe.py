@@ -21,10 +21,13 @@ from typing import Any
 from ..config import BaseImageSpec
 from .apt import bootstrap_sources
 from .contract import (
+    IMAGE_GID,
     IMAGE_HOME,
     IMAGE_PATH,
     IMAGE_REPO_PREFIX,
+    IMAGE_UID,
     IMAGE_USER,
+    IMAGE_USER_NAME,
     KERNEL_PYTHON,
     LABEL_BASE_IMAGE,
     LABEL_CONTENT_HASH,
@@ -44,6 +47,8 @@ R_PACKAGES = ("r-base-core", "r-cran-irkernel")
 #: every .pyc of the venv checked against nothing: mmdebstrap clamps file times, which would
 #: make timestamp-based ones (ensurepip's too, hence -f) stale and recompiled at each start
 COMPILEALL = f"{KERNEL_PYTHON} -m compileall -q -f --invalidation-mode unchecked-hash {VENV}/lib"
+#: the image's user, created with its home (:data:`IMAGE_HOME`) by ``useradd -m``
+_USERADD = f"useradd -m -u {IMAGE_UID} -g {IMAGE_GID} -s /bin/bash {IMAGE_USER_NAME}"
 
 
 # --------------------------------------------------------------------------- naming
@@ -144,7 +149,7 @@ def customize_hooks(spec: BaseImageSpec, wheels: Path) -> list[str]:
     if spec.with_r:
         hooks.append(in_chroot("Rscript -e 'library(IRkernel)'"))
     hooks += [
-        in_chroot("useradd -m -u 1000 -g 100 -s /bin/bash jovyan"),
+        in_chroot(_USERADD),
         'rm -rf "$1/tmp/wh"',
     ]
     return hooks
@@ -267,8 +272,8 @@ def _install_system_packages(spec: BaseImageSpec) -> str:
 
 def _ensure_user() -> str:
     return (
-        "set -eu; getent group 100 >/dev/null || groupadd -g 100 users; "
-        "getent passwd 1000 >/dev/null || useradd -m -u 1000 -g 100 -s /bin/bash jovyan; "
+        f"set -eu; getent group {IMAGE_GID} >/dev/null || groupadd -g {IMAGE_GID} users; "
+        f"getent passwd {IMAGE_UID} >/dev/null || {_USERADD}; "
         f"mkdir -p {IMAGE_HOME} && chown {IMAGE_USER} {IMAGE_HOME}"
     )
 

@@ -11,10 +11,11 @@ import importlib.util
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
+from ..imagecontract import JOB_FOLDER
 from .model import JobError, JobRequest
 
 GROUP = "jupyter_dss_containers.recipes"
-LIB_DIR = "/tmp/.dss-job/lib"
+LIB_DIR = f"{JOB_FOLDER}/lib"
 SKIP = {"__pycache__", ".git", ".mypy_cache", ".pytest_cache"}
 
 

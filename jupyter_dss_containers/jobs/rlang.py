@@ -19,10 +19,10 @@ import math
 import re
 from typing import Any
 
+from ..imagecontract import JOB_FOLDER as JOB_DIR
 from .model import JobError, RemoteError
 from .results import JobResult
 
-JOB_DIR = "/tmp/.dss-job"
 #: where R writes its outputs and error when the job folder is read-only
 WRITABLE_DIR = "/tmp/.dss-job-out"
 R_NAME = re.compile(r"^[A-Za-z.][A-Za-z0-9._]*$")

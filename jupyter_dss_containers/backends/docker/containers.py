@@ -22,7 +22,7 @@ from typing import Any
 from docker.types import DeviceRequest, HostConfig, Mount
 
 from ...config import DockerSettings, ExecutionConfig
-from ...images.contract import IMAGE_HOME, IMAGE_USER
+from ...imagecontract import IMAGE_HOME, IMAGE_USER
 from ...workspace import WorkspacePlan
 from ..base import WorkloadSpec
 

@@ -21,7 +21,7 @@ import kubernetes.client
 
 from ... import ownership
 from ...config import ExecutionConfig, KubernetesSettings
-from ...images.contract import IMAGE_GID, IMAGE_HOME, IMAGE_UID
+from ...imagecontract import IMAGE_GID, IMAGE_HOME, IMAGE_UID
 from ...workspace import WorkspacePlan
 from ..base import BackendError, WorkloadSpec
 from ..logfiles import TOKEN_FILE
