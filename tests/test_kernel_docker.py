@@ -262,14 +262,24 @@ def test_nbclient_and_papermill_run_a_notebook_in_a_container(kernel_config, wor
 async def test_secure_defaults(kernel_config, docker_client, kind):
     """Non-root, no capabilities, no mount but the kernel's own private folder (mode 0700
     on the host, in a private parent), no published port on ipc, ports on 127.0.0.1 only and
-    CurveZMQ on tcp, and the key nowhere in the container's record or environment."""
+    CurveZMQ on tcp, and the key nowhere in the container's record or environment.
+
+    Read from what the engine holds (``docker inspect``) and from inside the kernel: guards
+    against a kernel container made privileged, given added capabilities (SYS_ADMIN,
+    NET_RAW) or run as root ("0", "0:0", "root": the user is parsed as numbers), each on
+    its own (``benchmarks/breakages.py``)."""
     km, kc = await start("dss-local" + TRANSPORTS[kind])
     attrs = container_of(docker_client, km).attrs
     key = km.session.key.decode()
     host_config = attrs["HostConfig"]
-    assert attrs["Config"]["User"] not in ("", "0", "root")
+    uid, _, gid = attrs["Config"]["User"].partition(":")
+    assert uid.isdigit() and gid.isdigit(), attrs["Config"]["User"]  # numbers, never a name
+    assert int(uid) != 0 and int(gid) != 0, f"runs as {attrs['Config']['User']}"
+    assert host_config["Privileged"] is False, "a privileged kernel container"
+    assert not host_config["CapAdd"], f"capabilities added: {host_config['CapAdd']}"
     assert host_config["CapDrop"] == ["ALL"]
     assert "no-new-privileges" in host_config["SecurityOpt"]
+    assert not host_config.get("Devices") and host_config.get("PidMode") in ("", None)
     assert not any("docker.sock" in (m.get("Source") or "") for m in attrs["Mounts"])
     folder = folder_of(km)
     # no mount but the kernel's folder and the workspace (here the test's working folder,
@@ -297,6 +307,12 @@ async def test_secure_defaults(kernel_config, docker_client, kind):
     assert key not in json.dumps(attrs), "the HMAC key leaked into docker inspect"
     _, printed = await run(kc, "import os; print(dict(os.environ))")
     assert key not in printed, "the HMAC key leaked into the container's environment"
+    # and as the kernel's process sees itself: no capability at all, not uid 0
+    _, status = await run(kc, "print(open('/proc/self/status').read())")
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    for name in ("CapEff", "CapPrm", "CapBnd"):
+        assert int(fields[name], 16) == 0, f"{name} {fields[name].strip()} in the kernel"
+    assert all(int(u) != 0 for u in fields["Uid"].split()), f"Uid {fields['Uid'].strip()}"
     await stop(km, kc)
 
 

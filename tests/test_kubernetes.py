@@ -198,6 +198,29 @@ async def gone(clusters, context, namespace, timeout=10, **labels) -> bool:
     return False
 
 
+def assert_key_only_in_the_secret(clusters, ns: str, name: str, km) -> None:
+    """The kernel's HMAC key (and CurveZMQ secret key) is in its Secret and nowhere in the Pod
+    as the cluster stores it: not in env values, args or annotations. Read raw from the API
+    (and from the fake's own store), so the client's models hide nothing. Guards against the
+    key put into the pod's environment (``benchmarks/breakages.py``)."""
+    core = clusters.core(clusters.a)
+    secrets = [km.session.key.decode()] + (
+        [km.curve_secretkey.decode()] if km.curve_secretkey else []
+    )
+    raw = json.loads(core.read_namespaced_pod(name, ns, _preload_content=False).data)
+    stored = [raw]
+    if clusters.fakes:
+        stored.append(clusters.fakes["fake-a"].objects["pods"][(ns, name)])
+    for pod in stored:
+        env = [e.get("value") or "" for c in pod["spec"]["containers"] for e in c.get("env", [])]
+        for secret in secrets:
+            assert not any(secret in value for value in env), "a private key in the pod's env"
+            assert secret not in json.dumps(pod), "a private key in the pod"
+    secret = json.loads(core.read_namespaced_secret(name, ns, _preload_content=False).data)
+    files = b"".join(base64.b64decode(v) for v in secret["data"].values()).decode()
+    assert all(s in files for s in secrets), "the Secret does not hold the keys"
+
+
 async def test_kernel_runs_in_a_pod_with_the_config_limits(kube_config, clusters):
     ns = namespace_of(kube_config, "k8s-small")
     km, kc = await start("dss-k8s-small")
@@ -210,7 +233,7 @@ async def test_kernel_runs_in_a_pod_with_the_config_limits(kube_config, clusters
     assert pod.metadata.labels["team"] == "data"
     assert pod.spec.containers[0].resources.limits == {"cpu": "500m", "memory": "256Mi"}
     assert secrets[0].metadata.owner_references[0].uid == pod.metadata.uid
-    assert not any("key" in (e.value or "") for e in pod.spec.containers[0].env or [])
+    assert_key_only_in_the_secret(clusters, ns, pod.metadata.name, km)
     assert pod.spec.security_context.run_as_non_root is True
     assert pod.spec.security_context.run_as_user not in (None, 0)
     hardened = pod.spec.containers[0].security_context
