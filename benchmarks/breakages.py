@@ -124,7 +124,9 @@ BREAKAGES = (
     ),
     Breakage(
         "privileged-root-kernel",
-        "kernel containers privileged, cap_add [SYS_ADMIN, NET_RAW], user 0:0",
+        "kernel containers privileged, cap_add [SYS_ADMIN, NET_RAW], user 0:0 (this engine, "
+        "itself without every capability, refuses to start a privileged root container: "
+        "'unable to apply caps'; the three parts below run on their own and start)",
         (
             docker_create(
                 f"{KERNEL_ONLY}\n    kw.update(privileged=True, cap_add=['SYS_ADMIN', 'NET_RAW'])\n"
