@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 
 import pytest
 import test_server_api as server_api
-from conftest import leftover_containers
+from conftest import containers_created, leftover_containers
 from tornado.httpclient import HTTPClientError
+
+from jupyter_dss_containers import ownership
 
 # the server, its config file and users, as in tests/test_server_api.py
 api = server_api.api
@@ -74,7 +77,12 @@ async def test_another_users_job_is_invisible_on_every_route(api):
     assert (await api("alice", "jobs", job_id, "logs"))[0] == 200
 
 
-async def test_a_config_outside_the_callers_groups_is_refused_on_every_route(api, jp_fetch):
+async def test_a_config_outside_the_callers_groups_is_refused_on_every_route(
+    api, jp_fetch, docker_client
+):
+    """Guards the check on every route, before anything starts: no container of the config
+    is ever made (the engine's event log, not only none left afterwards)."""
+    began = time.time()
     refusals = [
         await api("alice", "configs", "gpu"),
         await api("alice", "configs", "gpu", "test", method="POST"),
@@ -85,6 +93,8 @@ async def test_a_config_outside_the_callers_groups_is_refused_on_every_route(api
         assert status == 403, reply
         assert "'gpu'" in reply["message"] and "gpu-users" in reply["message"]
     assert "gpu" not in [c["name"] for c in (await api("alice", "configs"))[1]["configs"]]
+    mine = ownership.this_process().server_id  # the test server runs in this process
+    assert containers_created(docker_client, began, config="gpu", server_id=mine) == []
 
 
 async def forbidden_session(jp_fetch) -> tuple[int, dict]:
@@ -92,7 +102,8 @@ async def forbidden_session(jp_fetch) -> tuple[int, dict]:
     return await core(jp_fetch, "alice", "api", "sessions", method="POST", body=json.dumps(body))
 
 
-async def test_a_session_on_a_forbidden_config_is_refused_with_the_reason(jp_fetch):
+async def test_a_session_on_a_forbidden_config_is_refused_with_the_reason(jp_fetch, docker_client):
+    began = time.time()
     status, reply = await forbidden_session(jp_fetch)
     assert status >= 400
     assert "'gpu'" in reply["message"] and "gpu-users" in reply["message"]
@@ -100,6 +111,8 @@ async def test_a_session_on_a_forbidden_config_is_refused_with_the_reason(jp_fet
     # nothing left behind: no session, no kernel
     assert (await core(jp_fetch, "alice", "api", "sessions")) == (200, [])
     assert (await core(jp_fetch, "alice", "api", "kernels")) == (200, [])
+    mine = ownership.this_process().server_id
+    assert containers_created(docker_client, began, config="gpu", server_id=mine) == []
 
 
 async def test_a_session_on_a_forbidden_config_answers_403(jp_fetch):

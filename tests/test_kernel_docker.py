@@ -19,7 +19,7 @@ import docker
 import docker.errors
 import nbformat
 import pytest
-from conftest import leftover_containers
+from conftest import containers_created, leftover_containers
 from jupyter_client import AsyncKernelManager
 from kernels import CGROUP_PROBE, config_in_use, kernel_owner_script, run, start, stop
 
@@ -317,6 +317,9 @@ async def test_secure_defaults(kernel_config, docker_client, kind):
 
 
 async def test_forbidden_config_is_refused_before_anything_starts(kernel_config, docker_client):
+    """Guards the order: the permission check comes before any container is made, as the
+    engine's own event log shows (a container started then removed on refusal fails this,
+    where "none left afterwards" would pass)."""
     from jupyter_dss_containers.kernelspecs import container_kernel_specs
 
     assert "dss-admins-only" not in container_kernel_specs(
@@ -325,8 +328,11 @@ async def test_forbidden_config_is_refused_before_anything_starts(kernel_config,
     # naming it in a hand-written kernel spec does not get around the check
     km = AsyncKernelManager(kernel_name="dss-local")
     km.kernel_spec.metadata["kernel_provisioner"]["config"]["execution_config"] = "admins-only"
+    began = time.time()
     with pytest.raises(PermissionError, match=r"admins-only.*groups admins"):
         await km.start_kernel()
+    server_id = ownership.this_process().server_id
+    assert containers_created(docker_client, began, config="admins-only", server_id=server_id) == []
     assert not leftover_containers(docker_client, config="admins-only")
 
 
