@@ -1,15 +1,16 @@
 """Break the code on purpose in a scratch copy and check that the test naming the promise fails.
 
 Each breakage below is a deliberate security bug (the four of issue 21, the privileged kernel
-also split into its three parts). The script copies the package and the tests to a scratch
-folder, runs the named tests there once unbroken (they must pass, or a failure proves
-nothing), then applies each breakage to its own fresh copy and runs the same tests against it.
-It prints ``breakage | test | result`` and exits non-zero when a breakage passes a test that
-should catch it, when a test fails on the unbroken copy, or when a breakage no longer finds
-the code it edits (the edits search for a pattern across candidate files, so moved lines and
-a module split into a package do not stop them).
+also split into its three parts, and a refusal that comes after a container was made). The
+script copies the package and the tests to a scratch folder, runs the named tests there once
+unbroken (they must pass, or a failure proves nothing), then applies each breakage to its own
+fresh copy and runs the same tests against it. It prints ``breakage | test | result`` and
+exits non-zero when a breakage passes a test that should catch it, when a test fails on the
+unbroken copy, or when a breakage no longer finds the code it edits (the edits search for a
+pattern across candidate files, so moved lines and a module split into a package do not stop
+them).
 
-    python benchmarks/breakages.py              # all (about 3 minutes on 2 cores)
+    python benchmarks/breakages.py              # all (about 7 minutes on 2 cores)
     python benchmarks/breakages.py pool-key     # one breakage (and its baseline)
     KEEP=1 python benchmarks/breakages.py ...   # keep the scratch folders
 
@@ -108,6 +109,32 @@ def pod_manifest(*args, **kwargs):  # a deliberate breakage: the HMAC key in the
 """,
 )
 
+#: a refusal that comes after a container was made (and removed): nothing is left afterwards
+START_THEN_REFUSE = Edit(
+    ("permissions.py", "permissions/*.py"),
+    r"^def check_permission\(",
+    "def _breakage_check_permission(",
+    """
+
+def check_permission(identity, config):  # a deliberate breakage: start first, refuse after
+    try:
+        return _breakage_check_permission(identity, config)
+    except PermissionError:
+        if hasattr(config, "image"):  # an execution config (not a shared part)
+            import docker as _docker
+
+            from jupyter_dss_containers import ownership as _ownership
+
+            client = _docker.from_env()
+            image = client.images.list(name="dss-containers/base-default")[0].id
+            labels = _ownership.workload_labels("kernel", config.name, identity.username or "-")
+            container = client.containers.create(image, ["true"], labels=labels)
+            container.start()
+            container.remove(force=True)
+        raise
+""",
+)
+
 SECURE_DEFAULTS = "tests/test_kernel_docker.py::test_secure_defaults"
 BREAKAGES = (
     Breakage(
@@ -158,6 +185,17 @@ BREAKAGES = (
         "job containers' root left writable under read_only_root",
         (docker_create("if kind == 'job':\n    kw['read_only'] = False"),),
         ("tests/test_hardening.py::test_python_job_on_a_read_only_root_returns_its_result",),
+    ),
+    Breakage(
+        "start-then-refuse",
+        "a refused config's container made and removed before the refusal",
+        (START_THEN_REFUSE,),
+        (
+            "tests/test_kernel_docker.py::test_forbidden_config_is_refused_before_anything_starts",
+            "tests/test_jobs.py::test_forbidden_config_is_refused_before_anything_starts",
+            "tests/test_api_isolation.py::"
+            "test_a_config_outside_the_callers_groups_is_refused_on_every_route",
+        ),
     ),
     Breakage(
         "pool-key",
