@@ -198,6 +198,21 @@ BREAKAGES = (
         ),
     ),
     Breakage(
+        "reattach-running-only",
+        "the reattach owner check made for running kernels only (a stopped one's log quoted)",
+        (
+            Edit(
+                ("provisioner.py", "provisioner/*.py"),
+                r"\bif status\.state != \"missing\":",
+                "if status.running:",
+            ),
+        ),
+        (
+            "tests/test_kernel_docker.py::"
+            "test_reattach_to_a_stopped_kernel_is_refused_to_another_user_first",
+        ),
+    ),
+    Breakage(
         "pool-key",
         "pooled kernels share one HMAC key",
         (

@@ -216,6 +216,37 @@ async def test_reattach_after_server_restart(kernel_config, docker_client, monke
     assert not exists(info["kernel_folder"])  # removed by the new manager
 
 
+async def test_reattach_to_a_stopped_kernel_is_refused_to_another_user_first(
+    kernel_config, docker_client, monkeypatch
+):
+    """A kernel whose container has stopped: another user's reattach gets the same 403 as
+    for a running one, quoting none of its log lines, while its owner is told why it died,
+    log lines and all. Guards against the owner check done only for running containers
+    (the death message would quote another user's output)."""
+    km, kc = await start("dss-local")
+    secret = "log line of alice 7d2e"
+    await run(kc, f"import os; os.write(2, b{secret!r} + b'\\n')")
+    info = await km.provisioner.get_provisioner_info()
+    kc.stop_channels()
+    container = docker_client.containers.get(km.provisioner.workload_id)
+    container.kill()
+    container.wait(timeout=30)
+    assert secret in container.logs().decode()  # there is a log line to leak
+    try:
+        with monkeypatch.context() as env:
+            env.setenv("JUPYTERHUB_USER", "mallory")
+            with pytest.raises(PermissionDenied) as refused:
+                await reattach(info, "dss-local")
+        assert "was started by another user, not mallory" in str(refused.value)
+        assert secret not in str(refused.value)
+        with pytest.raises(KernelStartError) as dead:  # its owner learns why
+            await reattach(info, "dss-local")
+        assert "cannot reattach" in str(dead.value) and secret in str(dead.value), dead.value
+    finally:
+        await km.shutdown_kernel(now=True)
+    assert not leftover_containers(docker_client, kernel_id=info["kernel_id"])
+
+
 def test_unowned_container_is_reaped_by_cleanup(kernel_config, docker_client, workspace):
     """A process that dies (SIGKILL) leaves its kernel container; cleanup reaps it."""
     script = kernel_owner_script(workspace, "dss-local")
