@@ -86,8 +86,9 @@ ROOT_USER = f"""
                     os.chown(name, 0, 0)
 """
 
+KUBE_FILES = ("backends/kubernetes/*.py", "backends/kubernetes.py")
 POD_KEY_ENV = Edit(
-    ("backends/kubernetes/manifests.py", "backends/kubernetes/*.py", "backends/kubernetes.py"),
+    ("backends/kubernetes/manifests.py", *KUBE_FILES),
     r"^def pod_manifest\(",
     "def _breakage_pod_manifest(",
     """
@@ -211,6 +212,26 @@ BREAKAGES = (
             "tests/test_kernel_docker.py::"
             "test_reattach_to_a_stopped_kernel_is_refused_to_another_user_first",
         ),
+    ),
+    Breakage(
+        "policy-after-pod",
+        "Kubernetes: the kernel pod's NetworkPolicy made after the pod (its ports open a while)",
+        (
+            Edit(
+                KUBE_FILES,
+                r"^(\s*)await self\._create_network_policy\(namespace, policy\)",
+                r"\1pass  # a deliberate breakage: the policy comes after the pod",
+            ),
+            Edit(
+                KUBE_FILES,
+                r"^(\s*)return await self\._call\(core\.create_namespaced_pod, (.*)\)$",
+                r"\1pod = await self._call(core.create_namespaced_pod, \2)\n"
+                r"\1if policy is not None:\n"
+                r"\1    await self._create_network_policy(namespace, policy)\n"
+                r"\1return pod",
+            ),
+        ),
+        ("tests/test_kubernetes.py::test_read_only_pod_behind_its_network_policy",),
     ),
     Breakage(
         "pool-key",

@@ -493,6 +493,8 @@ async def test_check_reports_a_missing_permission(kube_config, clusters):
 
 
 async def test_read_only_pod_behind_its_network_policy(kube_config, clusters):
+    """A read-only root, and the kernel pod's NetworkPolicy: only this server on its five
+    ports, owned by the pod, and made before it."""
     ns = namespace_of(kube_config, "k8s-read-only")
     km, kc = await start("dss-k8s-read-only")
     (pod,), _ = clusters.ours(clusters.a, ns, kernel_id=km.kernel_id)
@@ -515,6 +517,18 @@ async def test_read_only_pod_behind_its_network_policy(kube_config, clusters):
     assert {p.protocol for p in rule.ports} == {"TCP"}
     if clusters.fakes:  # the API server is on 127.0.0.1: so is this server, as pods see it
         assert [peer.ip_block.cidr for peer in rule._from] == ["127.0.0.1/32"]
+    # the policy existed before the pod did (no moment with the pod's ports open): guards
+    # against the policy made after the pod
+    if clusters.fakes:  # the order of the cluster's own ADDED events (resourceVersions)
+        added = {
+            kind: rv
+            for rv, kind, event, obj, _ in list(clusters.fakes["fake-a"].store.events)
+            if event == "ADDED"
+            and (obj["metadata"]["namespace"], obj["metadata"]["name"]) == (ns, pod.metadata.name)
+        }
+        assert added["networkpolicies"] < added["pods"], added
+    else:  # a real cluster's objects: creation times (to the second)
+        assert policy.metadata.creation_timestamp <= pod.metadata.creation_timestamp
     await stop(km, kc)
     assert await gone(clusters, clusters.a, ns, kernel_id=km.kernel_id)
 
