@@ -24,6 +24,12 @@ for _var, _sub in (
     os.environ[_var] = str(_ROOT / _sub)
     (_ROOT / _sub).mkdir()
 os.environ.pop("DSS_CONTAINERS_CONFIG", None)
+# No package index at run time: every pip the tests cause (code envs, mirrors, base images
+# not cached yet) reads the wheels .ci/setup --test downloaded (tests/wheelhouse.py).
+sys.path.insert(0, str(Path(__file__).parent))
+from wheelhouse import offline_env  # noqa: E402
+
+os.environ.update(offline_env())
 os.environ.setdefault("JUPYTER_PLATFORM_DIRS", "1")
 
 UNDER_CI = os.environ.get("CI") == "true"
