@@ -234,6 +234,18 @@ BREAKAGES = (
         ("tests/test_kubernetes.py::test_read_only_pod_behind_its_network_policy",),
     ),
     Breakage(
+        "user-limit-off",
+        "the per-user job limit not applied (only the per-config one)",
+        (
+            Edit(
+                ("jobs/*.py",),
+                r"\bself\.max_jobs_per_user, self\.max_jobs_per_config\b",
+                "10**6, self.max_jobs_per_config",
+            ),
+        ),
+        ("tests/test_load.py::test_twenty_kernels_and_twenty_jobs_from_four_users",),
+    ),
+    Breakage(
         "pool-key",
         "pooled kernels share one HMAC key",
         (
