@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,12 @@ for _var, _sub in (
     os.environ[_var] = str(_ROOT / _sub)
     (_ROOT / _sub).mkdir()
 os.environ.pop("DSS_CONTAINERS_CONFIG", None)
+# No package index at run time: every pip the tests cause (code envs, mirrors, base images
+# not cached yet) reads the wheels .ci/setup --test downloaded (tests/wheelhouse.py).
+sys.path.insert(0, str(Path(__file__).parent))
+from wheelhouse import offline_env  # noqa: E402
+
+os.environ.update(offline_env())
 os.environ.setdefault("JUPYTER_PLATFORM_DIRS", "1")
 
 UNDER_CI = os.environ.get("CI") == "true"
@@ -70,6 +77,24 @@ def leftover_containers(docker_client, **labels: str) -> list:
     filters = [f"{ownership.MANAGED}=true"]
     filters += [f"{ownership.PREFIX}{k.replace('_', '-')}={v}" for k, v in labels.items()]
     return docker_client.containers.list(all=True, filters={"label": filters})
+
+
+def containers_created(docker_client, since: float, **labels: str) -> list[dict]:
+    """The engine's own ``create`` events, from ``since`` until now, of containers of ours
+    with the given labels: a container started and removed meanwhile is counted too, where
+    :func:`leftover_containers` (what is left afterwards) would miss it."""
+    from jupyter_dss_containers import ownership
+
+    filters = [f"{ownership.MANAGED}=true"]
+    filters += [f"{ownership.PREFIX}{k.replace('_', '-')}={v}" for k, v in labels.items()]
+    until = time.time()
+    events = docker_client.events(
+        since=f"{since:.9f}",
+        until=f"{until:.9f}",
+        filters={"type": "container", "event": "create", "label": filters},
+        decode=True,
+    )
+    return list(events)
 
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -13,19 +13,28 @@ import sys
 import tarfile
 from pathlib import Path
 
+from wheelhouse import JOB_WHEELS as WHEELHOUSE
+
 PACKAGES = ["cloudpickle", "numpy", "pandas", "scikit-learn", "xgboost-cpu", "matplotlib"]
-WHEELHOUSE = Path.home() / ".cache" / "dss-containers-tests" / "job-wheels"
 PLATFORMS = ["manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_28_x86_64"]
 
 
+def download_job_wheels(folder: Path) -> None:
+    """The wheels for the image's Python (3.11, Debian bookworm): by the set-up only
+    (``python tests/wheelhouse.py``), never from a test."""
+    folder.mkdir(parents=True, exist_ok=True)
+    platforms = [a for p in PLATFORMS for a in ("--platform", p)]
+    pip = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:"]
+    target = ["--python-version", "3.11", *platforms, "-d", str(folder)]
+    subprocess.run([*pip, *target, *PACKAGES], check=True)
+
+
 def wheelhouse() -> Path:
-    """The wheels for the image's Python (3.11, Debian bookworm), downloaded once."""
+    """The wheels the set-up downloaded (the tests ask no package index)."""
     if not any(WHEELHOUSE.glob("xgboost*.whl")):
-        WHEELHOUSE.mkdir(parents=True, exist_ok=True)
-        platforms = [a for p in PLATFORMS for a in ("--platform", p)]
-        pip = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:"]
-        target = ["--python-version", "3.11", *platforms, "-d", str(WHEELHOUSE)]
-        subprocess.run([*pip, *target, *PACKAGES], check=True)
+        from conftest import need
+
+        need(f"no job wheels in {WHEELHOUSE}: run .ci/setup --test (python tests/wheelhouse.py)")
     return WHEELHOUSE
 
 

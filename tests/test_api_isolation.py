@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 
 import pytest
 import test_server_api as server_api
-from conftest import leftover_containers
+from conftest import containers_created, leftover_containers
 from tornado.httpclient import HTTPClientError
+
+from jupyter_dss_containers import ownership
 
 # the server, its config file and users, as in tests/test_server_api.py
 api = server_api.api
@@ -35,24 +38,36 @@ async def core(jp_fetch, user, *path, method="GET", body=None):
     return response.code, json.loads(response.body) if response.body else None
 
 
-async def failed_job_of(api, user: str) -> dict:
-    """A job of ``user`` on the dead daemon: it exists, fails at once, starts nothing."""
-    body = json.dumps({"config": "dead-daemon", "code": "print('secret of alice')"})
+SECRET = "secret of alice: 4f1c9e"
+LIVE_JOB = f"print({SECRET!r}, flush=True)\nimport time\ntime.sleep(120)"
+
+
+async def running_job_of(api, docker_client, user: str) -> dict:
+    """A job of ``user`` on the live daemon that has printed ``SECRET`` and runs on."""
+    body = json.dumps({"config": "small", "code": LIVE_JOB})
     status, job = await api(user, "jobs", method="POST", body=body)
     assert status == 201, job
-    for _ in range(100):
-        if job["state"] == "failed":
-            return job
-        await asyncio.sleep(0.05)
-        job = (await api(user, "jobs", job["id"]))[1]
-    raise AssertionError(f"the job on a dead daemon did not fail fast: {job}")
+    deadline = time.monotonic() + 60
+    while True:
+        status, logs = await api(user, "jobs", job["id"], "logs")
+        if SECRET in json.dumps(logs):  # the owner reads it: there is output to leak
+            break
+        assert status == 200 and logs["state"] in ("queued", "starting", "running"), logs
+        assert time.monotonic() < deadline, f"the job printed nothing: {logs}"
+        await asyncio.sleep(0.1)
+    assert [c.status for c in leftover_containers(docker_client, job_id=job["id"])] == ["running"]
+    return job
 
 
 # --------------------------------------------------------------------------- jobs
 
 
-async def test_another_users_job_is_invisible_on_every_route(api):
-    job = await failed_job_of(api, "alice")
+async def test_another_users_job_is_invisible_on_every_route(api, docker_client):
+    """On a live daemon, with real output: bob's get, logs, cancel and list of alice's
+    running job answer as for a job that does not exist, quote none of its output, and
+    change nothing (her container runs on). Guards against an ownership check missing on
+    one route (a dead-daemon job has no output to leak and no container to stop)."""
+    job = await running_job_of(api, docker_client, "alice")
     job_id = job["id"]
     for path, method in (
         ((job_id,), "GET"),
@@ -63,18 +78,31 @@ async def test_another_users_job_is_invisible_on_every_route(api):
         assert status == 404, (path, method, reply)
         # the text of a job that does not exist: nothing tells bob it is someone's
         assert reply["message"] == f"Job does not exist: {job_id}"
-        assert "secret of alice" not in json.dumps(reply)
+        assert SECRET not in json.dumps(reply)
         missing = (await api("bob", "jobs", "0" * 12, *path[1:], method=method))[1]
         assert missing["message"] == "Job does not exist: " + "0" * 12
     status, listed = await api("bob", "jobs")
-    assert job_id not in [j["id"] for j in listed["jobs"]]
-    # bob's DELETE changed nothing: alice still has her job, logs and all
+    assert status == 200 and job_id not in [j["id"] for j in listed["jobs"]]
+    assert SECRET not in json.dumps(listed)
+    # bob's DELETE changed nothing: alice's job runs on, on the engine too, logs and all
     status, still = await api("alice", "jobs", job_id)
-    assert status == 200 and still["state"] == "failed" and still["id"] == job_id
-    assert (await api("alice", "jobs", job_id, "logs"))[0] == 200
+    assert status == 200 and still["state"] == "running" and still["id"] == job_id
+    assert [c.status for c in leftover_containers(docker_client, job_id=job_id)] == ["running"]
+    assert SECRET in json.dumps((await api("alice", "jobs", job_id, "logs"))[1])
+    status, cancelled = await api("alice", "jobs", job_id, method="DELETE")
+    assert status == 200 and cancelled["state"] == "cancelled", cancelled
+    deadline = time.monotonic() + 30
+    while leftover_containers(docker_client, job_id=job_id):
+        assert time.monotonic() < deadline, "alice's cancelled job's container stayed"
+        await asyncio.sleep(0.2)
 
 
-async def test_a_config_outside_the_callers_groups_is_refused_on_every_route(api, jp_fetch):
+async def test_a_config_outside_the_callers_groups_is_refused_on_every_route(
+    api, jp_fetch, docker_client
+):
+    """Guards the check on every route, before anything starts: no container of the config
+    is ever made (the engine's event log, not only none left afterwards)."""
+    began = time.time()
     refusals = [
         await api("alice", "configs", "gpu"),
         await api("alice", "configs", "gpu", "test", method="POST"),
@@ -85,6 +113,8 @@ async def test_a_config_outside_the_callers_groups_is_refused_on_every_route(api
         assert status == 403, reply
         assert "'gpu'" in reply["message"] and "gpu-users" in reply["message"]
     assert "gpu" not in [c["name"] for c in (await api("alice", "configs"))[1]["configs"]]
+    mine = ownership.this_process().server_id  # the test server runs in this process
+    assert containers_created(docker_client, began, config="gpu", server_id=mine) == []
 
 
 async def forbidden_session(jp_fetch) -> tuple[int, dict]:
@@ -92,7 +122,8 @@ async def forbidden_session(jp_fetch) -> tuple[int, dict]:
     return await core(jp_fetch, "alice", "api", "sessions", method="POST", body=json.dumps(body))
 
 
-async def test_a_session_on_a_forbidden_config_is_refused_with_the_reason(jp_fetch):
+async def test_a_session_on_a_forbidden_config_is_refused_with_the_reason(jp_fetch, docker_client):
+    began = time.time()
     status, reply = await forbidden_session(jp_fetch)
     assert status >= 400
     assert "'gpu'" in reply["message"] and "gpu-users" in reply["message"]
@@ -100,6 +131,8 @@ async def test_a_session_on_a_forbidden_config_is_refused_with_the_reason(jp_fet
     # nothing left behind: no session, no kernel
     assert (await core(jp_fetch, "alice", "api", "sessions")) == (200, [])
     assert (await core(jp_fetch, "alice", "api", "kernels")) == (200, [])
+    mine = ownership.this_process().server_id
+    assert containers_created(docker_client, began, config="gpu", server_id=mine) == []
 
 
 async def test_a_session_on_a_forbidden_config_answers_403(jp_fetch):

@@ -127,6 +127,8 @@ def local_registry(tmp_path_factory, docker_client) -> int:
             if proc.poll() is not None:
                 pytest.fail(f"docker-registry exited: {(folder / 'registry.log').read_text()}")
             time.sleep(0.1)
+        else:
+            pytest.fail(f"docker-registry never answered: {(folder / 'registry.log').read_text()}")
         yield port
     finally:
         proc.terminate()

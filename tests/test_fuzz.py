@@ -8,8 +8,10 @@ the file name: never another exception, never a traceback for the user to decode
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -158,9 +160,54 @@ config_document = st.fixed_dictionaries(
 )
 
 
-def assert_clear(error: ConfigError, source: str) -> None:
+#: errors about the document as a whole name no place inside it
+WHOLE_DOCUMENT = ("expected a mapping at the top", "unknown key ")
+YAML_PLACE = re.compile(r"line (\d+), column (\d+): invalid YAML: \S")
+UNREAD = object()  # the document could not be read (invalid YAML)
+
+
+def names_a_place(rest: str, document: Any) -> bool:
+    """``rest`` (a line of an error, after the file name) starts with a place that exists in
+    ``document``, then ``:``: keys (``a.b``, ``a.'odd key'``, ``a[3]`` for a non-string key)
+    and list indices (``[0]``) that resolve there, the last step possibly a key the document
+    lacks (a required one)."""
+
+    def walk(rest: str, node: Any, first: bool) -> bool:
+        if rest.startswith(":"):
+            return True
+        if isinstance(node, list):
+            m = re.match(r"\[(\d+)\]", rest)
+            return (
+                bool(m) and int(m[1]) < len(node) and walk(rest[m.end() :], node[int(m[1])], False)
+            )
+        if isinstance(node, dict):
+            sep = "" if first else "."
+            for key, value in node.items():
+                forms = [f"[{key}]", f"[{key!r}]"]
+                forms += [sep + key, sep + repr(key)] if isinstance(key, str) else []
+                if any(rest.startswith(f) and walk(rest[len(f) :], value, False) for f in forms):
+                    return True
+            return bool(re.match(re.escape(sep) + r"[A-Za-z_][A-Za-z0-9_]*:", rest))
+        return False
+
+    return walk(rest, document, True)
+
+
+def assert_clear(error: ConfigError, source: str, document: Any = UNREAD, text: str = "") -> None:
+    """Every line of the error (one per problem) names the file, then the place: a path that
+    exists in the document, or the YAML line and column (within the text), or says the
+    whole document is wrong. Guards against errors that name no file or a wrong place."""
     lines = str(error).split("\n")
-    assert lines and all(line.startswith(f"{source}: ") for line in lines), str(error)
+    assert lines, str(error)
+    for line in lines:
+        assert line.startswith(f"{source}: "), str(error)
+        rest = line[len(source) + 2 :]
+        if m := YAML_PLACE.match(rest):
+            assert 1 <= int(m[1]) <= text.count("\n") + 2, line
+        elif rest.startswith(WHOLE_DOCUMENT):
+            assert not isinstance(document, dict) or rest.startswith("unknown key"), line
+        else:
+            assert document is not UNREAD and names_a_place(rest, document), line
 
 
 # --------------------------------------------------------------------------- properties
@@ -172,7 +219,7 @@ def test_config_shaped_documents_load_or_say_why(document):
     try:
         result = parse_config(document, SOURCE)
     except ConfigError as exc:
-        assert_clear(exc, SOURCE)
+        assert_clear(exc, SOURCE, document)
     else:
         assert isinstance(result, ConfigFile)
 
@@ -183,7 +230,7 @@ def test_any_document_loads_or_says_why(document):
     try:
         parse_config(document, SOURCE)
     except ConfigError as exc:
-        assert_clear(exc, SOURCE)
+        assert_clear(exc, SOURCE, document)
 
 
 _FOLDER = Path(tempfile.mkdtemp(prefix="dss-fuzz-"))
@@ -195,7 +242,11 @@ def _load_text(text: str) -> None:
     try:
         load_config(path)
     except ConfigError as exc:
-        assert_clear(exc, str(path))
+        try:
+            document = yaml.safe_load(text)
+        except yaml.YAMLError:
+            document = UNREAD
+        assert_clear(exc, str(path), document, text)
 
 
 @FUZZ
@@ -270,7 +321,7 @@ def _config(**fields) -> dict:
 def test_bad_names_and_absurd_resources_are_refused_with_the_place(document, where):
     with pytest.raises(ConfigError) as caught:
         parse_config(document, SOURCE)
-    assert_clear(caught.value, SOURCE)
+    assert_clear(caught.value, SOURCE, document)
     assert where in str(caught.value)
 
 
@@ -328,5 +379,9 @@ def test_yaml_that_cannot_be_a_config_is_refused_with_the_place(text, where):
     path.write_text(text)
     with pytest.raises(ConfigError) as caught:
         load_config(path)
-    assert_clear(caught.value, str(path))
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError:
+        document = UNREAD
+    assert_clear(caught.value, str(path), document, text)
     assert where in str(caught.value)

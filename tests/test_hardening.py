@@ -126,7 +126,9 @@ async def test_python_job_on_a_read_only_root_returns_its_result(
     tmp_path, docker_client, base_image
 ):
     """The job's payload goes into the /tmp volume before the start; its result comes back
-    out of it after the exit."""
+    out of it after the exit; and the job's root is read-only, as the job itself finds when
+    it writes there (guards against job containers' root left writable: only kernels'
+    were checked; ``benchmarks/breakages.py``)."""
     import yaml
     from job_images import job_image
 
@@ -141,8 +143,23 @@ async def test_python_job_on_a_read_only_root_returns_its_result(
     path = tmp_path / "jobs.yaml"
     path.write_text(yaml.safe_dump({"execution_configs": {"ro-jobs": config}}))
     service = JobService(config_file=str(path))
-    code = "import pathlib\npathlib.Path('/tmp/x').write_text('1')\ntotal = sum(numbers)"
-    request = JobRequest("ro-jobs", "python", code, {"numbers": [1, 2, 3]}, ("total",))
+    code = (
+        "import errno, os, pathlib\n"
+        "pathlib.Path('/tmp/x').write_text('1')\n"
+        "home = pathlib.Path(os.environ['HOME'], 'y').write_text('1')\n"
+        "root = {}\n"
+        "for place in ('/probe', '/usr/probe', '/etc/probe'):\n"
+        "    try:\n"
+        "        open(place, 'w').close()\n"
+        "        root[place] = 'written'\n"
+        "    except OSError as exc:\n"
+        "        root[place] = errno.errorcode[exc.errno]\n"
+        "total = sum(numbers)"
+    )
+    request = JobRequest("ro-jobs", "python", code, {"numbers": [1, 2, 3]}, ("total", "root"))
     job = await asyncio.wait_for(service.wait((await service.submit(request)).id), 60)
-    assert (await python_result(service, job.id))["outputs"] == {"total": 6}
+    outputs = (await python_result(service, job.id))["outputs"]
+    assert outputs["total"] == 6
+    # EROFS, not EACCES: the job's user may not write there anyway, the root must refuse all
+    assert outputs["root"] == dict.fromkeys(("/probe", "/usr/probe", "/etc/probe"), "EROFS")
     assert leftover_containers(docker_client, job_id=job.id) == []

@@ -13,10 +13,10 @@ import time
 
 import numpy as np
 import pytest
-from conftest import leftover_containers
+from conftest import containers_created, leftover_containers
 from job_images import job_image
 
-from jupyter_dss_containers import jobs
+from jupyter_dss_containers import jobs, ownership
 from jupyter_dss_containers.config import BaseImageSpec
 from jupyter_dss_containers.jobs import JobError, JobRequest, JobService, RemoteError
 from jupyter_dss_containers.jobs.store import JobStore
@@ -74,10 +74,15 @@ def test_code_job_streams_output_and_returns_remote_traceback(job_config, capsys
 
 
 def test_forbidden_config_is_refused_before_anything_starts(job_config, docker_client):
+    """Guards the order: no container is ever made for a refused job (the engine's event
+    log, so a container started then removed on refusal fails this)."""
     before = len(jobs.jobs())
+    began = time.time()
     with pytest.raises(PermissionDenied, match="'admins-only'"):
         jobs.submit("admins-only", "print(1)")
     assert len(jobs.jobs()) == before
+    mine = ownership.this_process().server_id  # (other test processes use the name too)
+    assert containers_created(docker_client, began, config="admins-only", server_id=mine) == []
     assert not leftover_containers(docker_client, config="admins-only")
 
 
@@ -215,11 +220,13 @@ def test_jobs_over_the_user_limit_queue_and_say_so(job_config, docker_client):
         second = await service.submit(JobRequest("jobs", "python", "print('second')"))
         assert second.state == "queued"
         assert "limit 1 per user" in second.message
-        for _ in range(200):
+        for _ in range(1200):
             if first.state == "running":
                 break
             await asyncio.sleep(0.05)
-        assert second.state == "queued"
+        # the first really runs (not merely queued itself): the second waits on the limit
+        assert first.state == "running", (first.state, first.message)
+        assert second.state == "queued" and "limit 1 per user" in second.message
         await service.cancel(first.id)
         await service.wait(second.id)
         return first, second
@@ -378,7 +385,9 @@ def test_files_over_the_limit_are_refused_while_read_and_the_container_still_goe
         ownership.this_process().register()
         workload = await backend.create(spec)
         try:
+            deadline = time.monotonic() + 60
             while (await backend.status(workload.id)).running:
+                assert time.monotonic() < deadline, "the writer did not finish"
                 await asyncio.sleep(0.1)
             with pytest.raises(FilesTooLarge, match="over 1000000 bytes"):
                 await backend.read_files(workload.id, "/tmp/big", limit=1_000_000)

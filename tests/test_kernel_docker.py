@@ -19,7 +19,7 @@ import docker
 import docker.errors
 import nbformat
 import pytest
-from conftest import leftover_containers
+from conftest import containers_created, leftover_containers
 from jupyter_client import AsyncKernelManager
 from kernels import CGROUP_PROBE, config_in_use, kernel_owner_script, run, start, stop
 
@@ -216,6 +216,37 @@ async def test_reattach_after_server_restart(kernel_config, docker_client, monke
     assert not exists(info["kernel_folder"])  # removed by the new manager
 
 
+async def test_reattach_to_a_stopped_kernel_is_refused_to_another_user_first(
+    kernel_config, docker_client, monkeypatch
+):
+    """A kernel whose container has stopped: another user's reattach gets the same 403 as
+    for a running one, quoting none of its log lines, while its owner is told why it died,
+    log lines and all. Guards against the owner check done only for running containers
+    (the death message would quote another user's output)."""
+    km, kc = await start("dss-local")
+    secret = "log line of alice 7d2e"
+    await run(kc, f"import os; os.write(2, b{secret!r} + b'\\n')")
+    info = await km.provisioner.get_provisioner_info()
+    kc.stop_channels()
+    container = docker_client.containers.get(km.provisioner.workload_id)
+    container.kill()
+    container.wait(timeout=30)
+    assert secret in container.logs().decode()  # there is a log line to leak
+    try:
+        with monkeypatch.context() as env:
+            env.setenv("JUPYTERHUB_USER", "mallory")
+            with pytest.raises(PermissionDenied) as refused:
+                await reattach(info, "dss-local")
+        assert "was started by another user, not mallory" in str(refused.value)
+        assert secret not in str(refused.value)
+        with pytest.raises(KernelStartError) as dead:  # its owner learns why
+            await reattach(info, "dss-local")
+        assert "cannot reattach" in str(dead.value) and secret in str(dead.value), dead.value
+    finally:
+        await km.shutdown_kernel(now=True)
+    assert not leftover_containers(docker_client, kernel_id=info["kernel_id"])
+
+
 def test_unowned_container_is_reaped_by_cleanup(kernel_config, docker_client, workspace):
     """A process that dies (SIGKILL) leaves its kernel container; cleanup reaps it."""
     script = kernel_owner_script(workspace, "dss-local")
@@ -262,14 +293,24 @@ def test_nbclient_and_papermill_run_a_notebook_in_a_container(kernel_config, wor
 async def test_secure_defaults(kernel_config, docker_client, kind):
     """Non-root, no capabilities, no mount but the kernel's own private folder (mode 0700
     on the host, in a private parent), no published port on ipc, ports on 127.0.0.1 only and
-    CurveZMQ on tcp, and the key nowhere in the container's record or environment."""
+    CurveZMQ on tcp, and the key nowhere in the container's record or environment.
+
+    Read from what the engine holds (``docker inspect``) and from inside the kernel: guards
+    against a kernel container made privileged, given added capabilities (SYS_ADMIN,
+    NET_RAW) or run as root ("0", "0:0", "root": the user is parsed as numbers), each on
+    its own (``benchmarks/breakages.py``)."""
     km, kc = await start("dss-local" + TRANSPORTS[kind])
     attrs = container_of(docker_client, km).attrs
     key = km.session.key.decode()
     host_config = attrs["HostConfig"]
-    assert attrs["Config"]["User"] not in ("", "0", "root")
+    uid, _, gid = attrs["Config"]["User"].partition(":")
+    assert uid.isdigit() and gid.isdigit(), attrs["Config"]["User"]  # numbers, never a name
+    assert int(uid) != 0 and int(gid) != 0, f"runs as {attrs['Config']['User']}"
+    assert host_config["Privileged"] is False, "a privileged kernel container"
+    assert not host_config["CapAdd"], f"capabilities added: {host_config['CapAdd']}"
     assert host_config["CapDrop"] == ["ALL"]
     assert "no-new-privileges" in host_config["SecurityOpt"]
+    assert not host_config.get("Devices") and host_config.get("PidMode") in ("", None)
     assert not any("docker.sock" in (m.get("Source") or "") for m in attrs["Mounts"])
     folder = folder_of(km)
     # no mount but the kernel's folder and the workspace (here the test's working folder,
@@ -297,10 +338,19 @@ async def test_secure_defaults(kernel_config, docker_client, kind):
     assert key not in json.dumps(attrs), "the HMAC key leaked into docker inspect"
     _, printed = await run(kc, "import os; print(dict(os.environ))")
     assert key not in printed, "the HMAC key leaked into the container's environment"
+    # and as the kernel's process sees itself: no capability at all, not uid 0
+    _, status = await run(kc, "print(open('/proc/self/status').read())")
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    for name in ("CapEff", "CapPrm", "CapBnd"):
+        assert int(fields[name], 16) == 0, f"{name} {fields[name].strip()} in the kernel"
+    assert all(int(u) != 0 for u in fields["Uid"].split()), f"Uid {fields['Uid'].strip()}"
     await stop(km, kc)
 
 
 async def test_forbidden_config_is_refused_before_anything_starts(kernel_config, docker_client):
+    """Guards the order: the permission check comes before any container is made, as the
+    engine's own event log shows (a container started then removed on refusal fails this,
+    where "none left afterwards" would pass)."""
     from jupyter_dss_containers.kernelspecs import container_kernel_specs
 
     assert "dss-admins-only" not in container_kernel_specs(
@@ -309,8 +359,11 @@ async def test_forbidden_config_is_refused_before_anything_starts(kernel_config,
     # naming it in a hand-written kernel spec does not get around the check
     km = AsyncKernelManager(kernel_name="dss-local")
     km.kernel_spec.metadata["kernel_provisioner"]["config"]["execution_config"] = "admins-only"
+    began = time.time()
     with pytest.raises(PermissionError, match=r"admins-only.*groups admins"):
         await km.start_kernel()
+    server_id = ownership.this_process().server_id
+    assert containers_created(docker_client, began, config="admins-only", server_id=server_id) == []
     assert not leftover_containers(docker_client, config="admins-only")
 
 

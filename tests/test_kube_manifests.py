@@ -146,13 +146,18 @@ def test_a_plain_pod_gets_no_token_and_no_placement():
 
 
 def test_private_files_are_in_the_secret_and_mounted_read_only_never_in_the_pod():
-    """Guards the kernel's HMAC key: the Pod names the Secret's keys only; the Secret holds
+    """Guards the kernel's HMAC key: the Pod names the Secret's keys only (the key's value is
+    nowhere in it, env included); the Secret holds
     the files, mounted once per outermost folder, read-only, 0440."""
     spec = kernel_spec()
     pod = valid(manifests.pod_manifest(config(), spec, "ns"))
     text = json.dumps(pod)
     for content in spec.files.values():
         assert content.decode() not in text and base64.b64encode(content).decode() not in text
+    # the key's value itself, in env or anywhere (not only the file's whole text): guards
+    # against the key put into the pod's environment (benchmarks/breakages.py)
+    key = json.loads(spec.files["/tmp/.dss-kernel/c.json"])["key"]
+    assert key not in text, "the HMAC key is in the pod"
     (volume,) = [v for v in pod["spec"]["volumes"] if "secret" in v]
     assert volume["secret"] == {
         "secretName": spec.name,

@@ -19,6 +19,7 @@ import kubernetes.client
 import kubernetes.config
 import pytest
 import yaml
+from conftest import need
 from job_images import job_image
 from jupyter_client import AsyncKernelManager
 from kernels import (
@@ -198,6 +199,29 @@ async def gone(clusters, context, namespace, timeout=10, **labels) -> bool:
     return False
 
 
+def assert_key_only_in_the_secret(clusters, ns: str, name: str, km) -> None:
+    """The kernel's HMAC key (and CurveZMQ secret key) is in its Secret and nowhere in the Pod
+    as the cluster stores it: not in env values, args or annotations. Read raw from the API
+    (and from the fake's own store), so the client's models hide nothing. Guards against the
+    key put into the pod's environment (``benchmarks/breakages.py``)."""
+    core = clusters.core(clusters.a)
+    secrets = [km.session.key.decode()] + (
+        [km.curve_secretkey.decode()] if km.curve_secretkey else []
+    )
+    raw = json.loads(core.read_namespaced_pod(name, ns, _preload_content=False).data)
+    stored = [raw]
+    if clusters.fakes:
+        stored.append(clusters.fakes["fake-a"].objects["pods"][(ns, name)])
+    for pod in stored:
+        env = [e.get("value") or "" for c in pod["spec"]["containers"] for e in c.get("env", [])]
+        for secret in secrets:
+            assert not any(secret in value for value in env), "a private key in the pod's env"
+            assert secret not in json.dumps(pod), "a private key in the pod"
+    secret = json.loads(core.read_namespaced_secret(name, ns, _preload_content=False).data)
+    files = b"".join(base64.b64decode(v) for v in secret["data"].values()).decode()
+    assert all(s in files for s in secrets), "the Secret does not hold the keys"
+
+
 async def test_kernel_runs_in_a_pod_with_the_config_limits(kube_config, clusters):
     ns = namespace_of(kube_config, "k8s-small")
     km, kc = await start("dss-k8s-small")
@@ -210,7 +234,7 @@ async def test_kernel_runs_in_a_pod_with_the_config_limits(kube_config, clusters
     assert pod.metadata.labels["team"] == "data"
     assert pod.spec.containers[0].resources.limits == {"cpu": "500m", "memory": "256Mi"}
     assert secrets[0].metadata.owner_references[0].uid == pod.metadata.uid
-    assert not any("key" in (e.value or "") for e in pod.spec.containers[0].env or [])
+    assert_key_only_in_the_secret(clusters, ns, pod.metadata.name, km)
     assert pod.spec.security_context.run_as_non_root is True
     assert pod.spec.security_context.run_as_user not in (None, 0)
     hardened = pod.spec.containers[0].security_context
@@ -243,7 +267,7 @@ async def test_kernel_runs_in_a_pod_with_the_config_limits(kube_config, clusters
 
 async def test_two_contexts_reach_two_clusters(kube_config, clusters):
     if clusters.b is None:
-        pytest.skip("set DSS_TEST_KUBE_CONTEXT_B to name a second cluster")
+        need("set DSS_TEST_KUBE_CONTEXT_B to name a second cluster")
     (km_a, kc_a), (km_b, kc_b) = await asyncio.gather(start("dss-k8s-small"), start("dss-k8s-b"))
     ns_a = namespace_of(kube_config, "k8s-small")
     assert len(clusters.ours(clusters.a, ns_a, kernel_id=km_a.kernel_id)[0]) == 1
@@ -449,12 +473,16 @@ async def test_ten_kernels_at_once(kube_config, clusters):
     print(f"ten kernels up in {up:.1f}s")
 
 
-async def test_check_reports_cluster_and_permissions(kube_config, clusters):
-    backend = backend_for(kube_config.get("k8s-b"))
-    info = await backend.check()
+async def test_check_reports_the_cluster(kube_config, clusters):
+    info = await backend_for(kube_config.get("k8s-b")).check()
     assert info["engine"] == "kubernetes" and info["version"]
+
+
+async def test_check_reports_a_missing_permission(kube_config, clusters):
+    """Guards the RBAC check: an account the cluster denies ``create secrets`` is named."""
     if not clusters.fakes:
-        return
+        need("denying a permission needs the fake clusters (DSS_TEST_KUBECONFIG is set)")
+    backend = backend_for(kube_config.get("k8s-b"))
     fake = clusters.fakes["fake-b"]
     fake.denied.add(("create", "secrets"))
     try:
@@ -465,6 +493,8 @@ async def test_check_reports_cluster_and_permissions(kube_config, clusters):
 
 
 async def test_read_only_pod_behind_its_network_policy(kube_config, clusters):
+    """A read-only root, and the kernel pod's NetworkPolicy: only this server on its five
+    ports, owned by the pod, and made before it."""
     ns = namespace_of(kube_config, "k8s-read-only")
     km, kc = await start("dss-k8s-read-only")
     (pod,), _ = clusters.ours(clusters.a, ns, kernel_id=km.kernel_id)
@@ -487,6 +517,18 @@ async def test_read_only_pod_behind_its_network_policy(kube_config, clusters):
     assert {p.protocol for p in rule.ports} == {"TCP"}
     if clusters.fakes:  # the API server is on 127.0.0.1: so is this server, as pods see it
         assert [peer.ip_block.cidr for peer in rule._from] == ["127.0.0.1/32"]
+    # the policy existed before the pod did (no moment with the pod's ports open): guards
+    # against the policy made after the pod
+    if clusters.fakes:  # the order of the cluster's own ADDED events (resourceVersions)
+        added = {
+            kind: rv
+            for rv, kind, event, obj, _ in list(clusters.fakes["fake-a"].store.events)
+            if event == "ADDED"
+            and (obj["metadata"]["namespace"], obj["metadata"]["name"]) == (ns, pod.metadata.name)
+        }
+        assert added["networkpolicies"] < added["pods"], added
+    else:  # a real cluster's objects: creation times (to the second)
+        assert policy.metadata.creation_timestamp <= pod.metadata.creation_timestamp
     await stop(km, kc)
     assert await gone(clusters, clusters.a, ns, kernel_id=km.kernel_id)
 
@@ -498,7 +540,7 @@ async def test_read_only_pod_behind_its_network_policy(kube_config, clusters):
 def faults(clusters):
     """The first fake cluster's fault switches, cleared after the test."""
     if not clusters.fakes:
-        pytest.skip("faults are injected into the fake clusters only")
+        need("faults are injected into the fake clusters only (DSS_TEST_KUBECONFIG is set)")
     faults = clusters.fakes["fake-a"].faults
     faults.clear()
     yield faults

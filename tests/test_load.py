@@ -1,20 +1,26 @@
 """20 kernels and 20 jobs started at once by 4 users on one real server (issue #8).
 
 Every kernel starts, on sockets of its own, and answers only with its own state; every job
-either runs or waits within the per-user and per-config limits, and all finish with their
-own output. Same server and ``X-Test-User`` identity provider as tests/test_server_api.py.
+either runs or waits within the per-user and per-config limits (counted on the engine's own
+start and die events of the job containers, and on the service's states), and all finish
+with their own output. Same server and ``X-Test-User`` identity provider as
+tests/test_server_api.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from collections import Counter
 
 import kernels
 import pytest
 import test_server_api as server_api
 from conftest import leftover_containers
+
+from jupyter_dss_containers import ownership
 
 api = server_api.api
 jp_asyncio_loop = server_api.jp_asyncio_loop
@@ -60,6 +66,56 @@ async def start_kernel(api, jp_fetch, user: str) -> str:
     return json.loads(response.body)["id"]
 
 
+class JobContainerEvents:
+    """The engine's own start and die events of this process's job containers, read as they
+    happen (a thread on the event stream): the limits counted on what the engine ran, not on
+    the service's states."""
+
+    def __init__(self, docker_client):
+        labels = {ownership.KIND: "job", ownership.CONFIG: "shared"}
+        labels[ownership.SERVER_ID] = ownership.this_process().server_id
+        self.stream = docker_client.events(
+            since=f"{time.time():.9f}",
+            filters={
+                "type": "container",
+                "event": ["start", "die"],
+                "label": [f"{k}={v}" for k, v in labels.items()],
+            },
+            decode=True,
+        )
+        self.events: list[dict] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            for event in self.stream:
+                self.events.append(event)
+        except Exception:  # closed
+            pass
+
+    def close(self) -> None:
+        self.stream.close()
+        self.thread.join(10)
+
+    def of(self, action: str) -> set[str]:
+        return {e["Actor"]["ID"] for e in list(self.events) if e["Action"] == action}
+
+    def most_running(self) -> tuple[int, int]:
+        """(the most job containers running at once, the most of one user at once)."""
+        running: dict[str, str] = {}
+        most_total = most_one_user = 0
+        for event in sorted(list(self.events), key=lambda e: e["timeNano"]):
+            container = event["Actor"]["ID"]
+            if event["Action"] == "start":
+                running[container] = event["Actor"]["Attributes"][ownership.OWNER]
+            else:
+                running.pop(container, None)
+            most_total = max(most_total, len(running))
+            most_one_user = max([most_one_user, *Counter(running.values()).values()])
+        return most_total, most_one_user
+
+
 async def submit(api, user: str, n: int) -> str:
     code = f"import time\nprint('job {n} of {user}', flush=True)\ntime.sleep(2)\n"
     status, job = await api(
@@ -92,6 +148,7 @@ async def test_twenty_kernels_and_twenty_jobs_from_four_users(
             await asyncio.sleep(0.05)
 
     watcher = asyncio.create_task(watch_limits())
+    engine = JobContainerEvents(docker_client)
     results = await asyncio.gather(*kernel_starts, *job_submits, return_exceptions=True)
     failures = [r for r in results if isinstance(r, BaseException)]
     assert not failures, failures
@@ -148,6 +205,17 @@ async def test_twenty_kernels_and_twenty_jobs_from_four_users(
             client.stop_channels()
         for kid, user in owners.items():
             await jp_fetch("api", "kernels", kid, method="DELETE", headers={"X-Test-User": user})
+    # on the engine: one container per job, and never more running at once than the limits
+    deadline = time.monotonic() + 30
+    while len(engine.of("die")) < len(engine.of("start")) or len(engine.of("start")) < len(jobs):
+        assert time.monotonic() < deadline, f"{len(engine.of('start'))} job containers started"
+        await asyncio.sleep(0.2)
+    engine.close()
+    assert len(engine.of("start")) == len(jobs), "not one container per job"
+    most_total, most_one_user = engine.most_running()
+    assert most_total <= CONFIG_LIMIT and most_one_user <= USER_LIMIT, (most_total, most_one_user)
+    assert most_total >= USER_LIMIT, "the job containers never ran together"
+    # and as the service counted them (starting included)
     assert seen_running, "the limits were never sampled"
     assert max(total for _, total in seen_running) <= CONFIG_LIMIT
     assert max(max(c.values(), default=0) for c, _ in seen_running) <= USER_LIMIT

@@ -6,6 +6,7 @@ tcp (its own CurveZMQ keys, adopted by the kernel manager).
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -47,6 +48,12 @@ async def pool(workspace, base_image, request):
 
 def exists(path: str) -> bool:
     return os.path.exists(path)
+
+
+def connection_file(container) -> dict:
+    """The connection file a pooled kernel reads, from its folder on the host."""
+    with open(os.path.join(container.labels[transport.FOLDER_LABEL], "connection.json")) as f:
+        return json.load(f)
 
 
 def pool_containers(docker_client) -> list:
@@ -99,7 +106,16 @@ async def test_pooled_kernel_is_handed_over_once_then_refilled(pool, docker_clie
     await pool.fill_once()
     assert pool.size("pooled") == 1
     # (a container's labels cannot change: the handed-over one still says kind=pool)
-    assert len([c for c in pool_containers(docker_client) if c.id != pooled.id]) == 1
+    [refill] = [c for c in pool_containers(docker_client) if c.id != pooled.id]
+    # each pooled kernel has a key of its own, as the two kernels read it from their own
+    # connection files (not the manager's copy of the first one's key): guards against
+    # pooled kernels sharing one key (benchmarks/breakages.py)
+    first = connection_file(pooled)
+    second = connection_file(refill)
+    assert first["key"] == km.session.key.decode()
+    assert len(first["key"]) >= 32 and len(second["key"]) >= 32
+    assert first["key"] != second["key"], "two pooled kernels share one HMAC key"
+    assert refill.labels[transport.FOLDER_LABEL] != folder
 
     kc.stop_channels()
     await km.shutdown_kernel()

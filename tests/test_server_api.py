@@ -289,7 +289,7 @@ def response_schema(spec: dict, path: str, method: str, status: int) -> dict:
     }
 
 
-async def test_replies_match_the_openapi_schemas(api):
+async def test_replies_match_the_openapi_schemas(api, base_image):
     import jsonschema
 
     spec = openapi()
@@ -315,7 +315,8 @@ async def test_replies_match_the_openapi_schemas(api):
     [default] = images["images"]  # the base image of alice's configs
     assert default["name"] == "default" and default["tag"].startswith("dss-containers/")
     assert default["used_by"] == ["small", "everyone", "dead-daemon"]
-    assert default["present"] in (True, False, None)
+    # the local daemon has the base image (built by the fixture): present, under that tag
+    assert default["tag"] == base_image and default["present"] is True, default
 
 
 # --------------------------------------------------------------------------- per-request
