@@ -54,21 +54,32 @@ class Breakage:
 
 
 DOCKER_FILES = ("backends/docker.py", "backends/docker/*.py")
-#: every container create call goes through the wrapper the breakage appends
-CREATE_CALL = r"\b(\w+)\.containers\.create\("
+#: every container create call goes through the wrapper the breakage appends: the Docker
+#: backend creates with the SDK's low-level ``<client>.api.create_container(**args)``
+CREATE_CALL = r"\b(\w+)\.api\.create_container\("
 
 
 def docker_create(body: str) -> Edit:
-    """Wrap the Docker backend's ``<client>.containers.create(...)``; ``body`` edits ``kw``
-    (the keyword arguments: labels, user, privileged, ...) before the real call."""
+    """Wrap the Docker backend's ``<client>.api.create_container(...)``; ``body`` edits
+    ``kw``, a view of the request in the SDK's high-level words (``privileged``,
+    ``cap_add``, ``user``, ``read_only``, ``mounts``), written back into the request's
+    ``HostConfig`` before the real call."""
     return Edit(
         DOCKER_FILES,
         CREATE_CALL,
         r"_breakage_create(\1, ",
-        "\n\ndef _breakage_create(client, *args, **kw):  # a deliberate breakage\n"
-        f"    kind = (kw.get('labels') or {{}}).get({KIND_LABEL!r})\n"
+        "\n\ndef _breakage_create(client, **request):  # a deliberate breakage\n"
+        "    host = request.setdefault('host_config', {})\n"
+        f"    kind = (request.get('labels') or {{}}).get({KIND_LABEL!r})\n"
+        "    kw = {'privileged': host.get('Privileged', False), 'cap_add': host.get('CapAdd'),\n"
+        "          'user': request.get('user'), 'read_only': host.get('ReadonlyRootfs', False),\n"
+        "          'mounts': host.get('Mounts') or []}\n"
         + "".join(f"    {line}\n" for line in body.strip().splitlines())
-        + "    return client.containers.create(*args, **kw)\n",
+        + "    host.update(Privileged=kw['privileged'], ReadonlyRootfs=kw['read_only'])\n"
+        "    if kw['cap_add']:\n"
+        "        host['CapAdd'] = kw['cap_add']\n"
+        "    request['user'] = kw['user']\n"
+        "    return client.api.create_container(**request)\n",
     )
 
 
