@@ -312,4 +312,32 @@ def resolve_plan(
     if not plan.mounted:
         return plan
     info = os.stat(real_root)
-    return replace(plan, user=workload_user(os.getuid(), os.getgid(), (info.st_uid, info.st_gid)))
+    plan = replace(plan, user=workload_user(os.getuid(), os.getgid(), (info.st_uid, info.st_gid)))
+    if cwd and os.getuid() == 0 and not plan.read_only:  # a notebook's kernel, not the server's uid
+        here_info = os.stat(real_cwd)
+        uid, gid = (int(part) for part in plan.user.split(":"))
+        if not may_write(uid, gid, here_info):
+            notice = _not_writable(plan.user, real_cwd, real_root, here_info)
+            plan = replace(plan, notice=notice)
+    return plan
+
+
+def may_write(uid: int, gid: int, info: os.stat_result) -> bool:
+    """Whether ``uid:gid`` may create files in a folder of this ``stat``, by its mode bits
+    (the owner's, else the group's, else the others'; ACLs are not read)."""
+    if uid == info.st_uid:
+        return bool(info.st_mode & 0o200)
+    if gid == info.st_gid:
+        return bool(info.st_mode & 0o020)
+    return bool(info.st_mode & 0o002)
+
+
+def _not_writable(user: str, folder: str, root: str, info: os.stat_result) -> str:
+    """A root server's kernel runs as another uid: say so before a write fails unexplained."""
+    return (
+        f"dss-containers: this kernel runs as {user} (never as root, though the server does) "
+        f"and may not write in {folder} (owner {info.st_uid}:{info.st_gid}, mode "
+        f"{info.st_mode & 0o777:o}): files written there fail with 'Permission denied'. "
+        f"Give the folder to a non-root user (chown -R {user} {root}), or run Jupyter as "
+        "your own user."
+    )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
+from conftest import need
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -127,10 +129,40 @@ def _plan(tmp_path, **settings):
 def test_a_local_daemon_mounts_the_root_at_its_own_path_and_starts_in_the_folder(tmp_path):
     """Guards: mounting only the folder, another target path, or the server's cwd."""
     (tmp_path / "a" / "b").mkdir(parents=True)
+    _give_to(tmp_path, 1000, 100)  # a root server's user folder, as the README says to
     plan = _plan(tmp_path)(tmp_path / "a" / "b")
     root = str(tmp_path.resolve())
     assert (plan.root, plan.source, plan.working_dir) == (root, root, f"{root}/a/b")
     assert plan.notice is None and not plan.read_only
+
+
+def _give_to(folder, uid: int, gid: int) -> None:
+    """chown -R under a root server (the tests' own user otherwise owns it already)."""
+    if os.geteuid() != 0:
+        return
+    for top, dirs, files in os.walk(folder):
+        for name in [top, *(os.path.join(top, n) for n in dirs + files)]:
+            os.chown(name, uid, gid)
+
+
+def test_a_root_servers_kernel_that_may_not_write_the_folder_is_told_so(tmp_path):
+    """Guards: a root server's kernel (uid 1000, never root) in a root-owned folder failing
+    its first write with a bare 'Permission denied' (the quickstart run as root)."""
+    from jupyter_dss_containers.workspace import may_write
+
+    if os.geteuid() != 0:
+        need("a server running as root (CI runs as root)")
+    (tmp_path / "nb").mkdir(mode=0o755)
+    os.chmod(tmp_path, 0o755)
+    plan = _plan(tmp_path)(tmp_path / "nb")
+    assert plan.user == "1000:100"
+    assert "runs as 1000:100" in plan.notice and "may not write in" in plan.notice
+    assert f"chown -R 1000:100 {tmp_path.resolve()}" in plan.notice
+    os.chmod(tmp_path / "nb", 0o777)  # others may write: nothing to say
+    assert _plan(tmp_path)(tmp_path / "nb").notice is None
+    assert _plan(tmp_path, read_only=True)(tmp_path).notice is None  # read-only: nothing new
+    info = os.stat(tmp_path)
+    assert may_write(info.st_uid, 0, info) and not may_write(4242, 4242, info)
 
 
 def test_a_folder_outside_the_root_or_through_a_link_out_is_refused(tmp_path):
