@@ -24,6 +24,7 @@ from ..workspace import DEFAULT_USER_ROOT
 from .contents import UserContentsManager
 from .identity import call_context_identity, is_multi_user
 from .kernels import OwnedKernelManager, OwnedSessionManager
+from .owners import inherit_owner
 from .policy import SharedPartsAuthorizer, unsafe_parts
 from .routes import CORE_ROUTE_FIXES
 
@@ -78,6 +79,15 @@ class DSSContainersExtension(ExtensionApp):
         "using UserContentsManager where the server would use the stock contents manager.",
     )
 
+    inherit_owner = Bool(
+        True,
+        config=True,
+        help="On a server running as root, give what the contents API saves (new folders, "
+        "notebooks, uploads, saves) the owner of the folder it is saved in, where that "
+        "folder is not root's: the notebook's kernel runs as that owner (never as root) "
+        "and can then write beside its notebook.",
+    )
+
     trust_site_managers = Bool(
         False,
         config=True,
@@ -127,6 +137,8 @@ class DSSContainersExtension(ExtensionApp):
         if self.job_service.store_dir is None:  # a server's jobs outlive it (issue #8)
             self.job_service.store_dir = str(Path(jupyter_data_dir()) / "dss_containers" / "jobs")
         self.warm_pool = self.warm_pool_class(parent=self, config_file=self.config_file)
+        if self.inherit_owner and os.geteuid() == 0:
+            self.serverapp.contents_manager.register_post_save_hook(inherit_owner)
         self.settings["dss_containers"] = self
 
     def _share_nothing_between_users(self) -> None:
