@@ -110,6 +110,11 @@ class Backend(ABC):
     def __init__(self, config: ExecutionConfig):
         self.config = config
 
+    def start_progress(self, key: str) -> tuple[str, str] | None:
+        """(phase, message) of the start of kernel or job ``key`` while the backend waits
+        for it (a pod waiting for a new node, say); None where the backend does not say."""
+        return None
+
     @abstractmethod
     def target_key(self) -> tuple[str, ...]:
         """Identifies the daemon or cluster, so that shared ones are visited once."""

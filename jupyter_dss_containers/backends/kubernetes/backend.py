@@ -33,6 +33,7 @@ from typing import Any
 import kubernetes.client
 from kubernetes.client.rest import ApiException
 
+from ... import ownership
 from ...config import ExecutionConfig, format_size
 from ..base import (
     Backend,
@@ -51,6 +52,7 @@ from .access import check_cluster
 from .logstream import log_follower
 from .manifests import CONTAINER, OWNER_LABEL, SECRET_LIMIT, TOKEN_ANNOTATION, label_values
 from .podstate import container_usage, memory_limit, pod_state, workload_status
+from .scheduling import NODE_WAIT
 from .watch import START_TIMEOUT, wait_running
 
 
@@ -69,6 +71,8 @@ class KubernetesBackend(Backend):
         self._tokens: dict[str, str] = {}  # workload id -> its files-to-log token
         self._followed: dict[str, LogFiles] = {}  # workload id -> its log, once followed
         self._server_address: str | None = None
+        #: kernel or job id (else pod name) -> (phase, message) of a start in progress
+        self._progress: dict[str, tuple[str, str]] = {}
 
     # ------------------------------------------------------------------ client
 
@@ -194,6 +198,9 @@ class KubernetesBackend(Backend):
         await self._ensure_namespace(namespace)
         pod = await self._create_objects(spec, namespace, pod_manifest)
         workload_id = f"{namespace}/{spec.name}"
+        key = progress_key(spec.labels) or spec.name
+        self._progress[key] = ("scheduling", "waiting for the scheduler")
+        configured = self.settings.start_timeout
         try:
             await self._hand_to_pod(spec, namespace, pod.metadata.uid)
             await asyncio.get_running_loop().run_in_executor(
@@ -204,11 +211,15 @@ class KubernetesBackend(Backend):
                 spec.name,
                 pod.metadata.resource_version,
                 self._where(),
-                spec.start_timeout or START_TIMEOUT,
+                configured or spec.start_timeout or START_TIMEOUT,
+                configured or NODE_WAIT,
+                lambda phase, message: self._progress.__setitem__(key, (phase, message)),
             )
         except BaseException:
             await asyncio.shield(self.remove(workload_id))
             raise
+        finally:
+            self._progress.pop(key, None)
         self._tokens[workload_id] = token
         return Workload(id=workload_id, name=spec.name, labels=spec.labels, image=spec.image)
 
@@ -260,6 +271,12 @@ class KubernetesBackend(Backend):
             await self._call(
                 networking.patch_namespaced_network_policy, spec.name, namespace, owned
             )
+
+    def start_progress(self, key: str) -> tuple[str, str] | None:
+        """(phase, message) of the start of kernel or job ``key`` while it is in progress:
+        ``scheduling``, ``waiting-for-node`` ("waiting for a new node (TriggeredScaleUp:
+        ...)"), ``starting``, ``running``."""
+        return self._progress.get(key)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -460,6 +477,11 @@ class KubernetesBackend(Backend):
     async def check(self) -> dict[str, str]:
         """Cluster reachable, namespace there (or creatable), pods and secrets creatable."""
         return await check_cluster(await self._api(), self.settings, self.namespace)
+
+
+def progress_key(labels: dict[str, str]) -> str | None:
+    """The kernel or job id a start's progress is kept under (from its labels)."""
+    return labels.get(ownership.KERNEL_ID) or labels.get(ownership.JOB_ID)
 
 
 def _snake(kind: str) -> str:

@@ -41,6 +41,9 @@ def kernel_row(kernel_id: str, manager: Any, provisioner: Any) -> dict[str, Any]
         "image": provisioner.image,
         "workload_id": provisioner.workload_id,
         "state": "starting",
+        #: the start's phase and its message while the backend waits for the workload
+        "phase": None,
+        "message": None,
         "exit_reason": provisioner.exit_reason,
         "error": None,
         "started": None,
@@ -50,6 +53,10 @@ def kernel_row(kernel_id: str, manager: Any, provisioner: Any) -> dict[str, Any]
         "memory_bytes": None,
         "memory_limit": None,
     }
+    backend = getattr(provisioner, "backend", None)
+    progress = backend.start_progress(kernel_id) if backend is not None else None
+    if progress is not None:
+        row["phase"], row["message"] = progress
     activity = getattr(manager, "last_activity", None)
     if isinstance(activity, datetime):
         row["last_activity"] = activity.isoformat()
