@@ -16,6 +16,7 @@ One difference from the real one, on purpose: the verdict is written before the 
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,12 +46,16 @@ class Autoscaler:
     enabled: bool = False
     groups: list[NodeGroup] = field(default_factory=list)
     delay: float = 1.0
+    #: when set, a new node also waits for this (a test that must see the wait happen)
+    release: threading.Event | None = None
 
-    def turn_on(self, *groups: NodeGroup, delay: float = 1.0) -> None:
-        self.groups, self.delay, self.enabled = list(groups), delay, True
+    def turn_on(
+        self, *groups: NodeGroup, delay: float = 1.0, release: threading.Event | None = None
+    ) -> None:
+        self.groups, self.delay, self.release, self.enabled = list(groups), delay, release, True
 
     def turn_off(self) -> None:
-        self.enabled, self.groups = False, []
+        self.enabled, self.groups, self.release = False, [], None
 
     async def scale_up(self, store: Store, pod: dict[str, Any]) -> NodeGroup | None:
         """Write the verdict on an unschedulable pod; the group that grows, or None."""
@@ -74,4 +79,6 @@ class Autoscaler:
     async def new_node(self, group: NodeGroup) -> dict[str, str]:
         """The labels of the group's new node, once it is there (after ``delay``)."""
         await asyncio.sleep(self.delay)
+        if self.release is not None:
+            await asyncio.to_thread(self.release.wait, 120)
         return {**group.labels, "kubernetes.io/hostname": f"{group.name}-{group.size}"}
