@@ -326,6 +326,19 @@ def test_judge_reads_the_latest_autoscaler_verdict_of_this_pod():
 def test_start_timeout_setting():
     """Guards the typed setting: absent means the caller's timeout (and NODE_WAIT for a
     node that is coming); set, it is a number of seconds."""
+    from jupyter_dss_containers.config import ConfigError
+    from jupyter_dss_containers.config.parse import parse_config
+
     assert KubernetesSettings.from_dict({}).start_timeout is None
-    assert KubernetesSettings.from_dict({"start_timeout": 900}).start_timeout == 900
     assert NODE_WAIT == 600
+
+    def document(value):
+        k8s = {"namespace": "default", "start_timeout": value}
+        config = {"backend": "kubernetes", "image": "default", "kubernetes": k8s}
+        return {"execution_configs": {"k": config}}
+
+    parsed = parse_config(document(900), "test.yaml")
+    assert parsed.execution_configs["k"].kubernetes.start_timeout == 900
+    for bad in (0, -5, "10m"):
+        with pytest.raises(ConfigError, match="start_timeout"):
+            parse_config(document(bad), "test.yaml")
