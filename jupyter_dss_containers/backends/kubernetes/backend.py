@@ -33,7 +33,6 @@ from typing import Any
 import kubernetes.client
 from kubernetes.client.rest import ApiException
 
-from ... import ownership
 from ...config import ExecutionConfig, format_size
 from ..base import (
     Backend,
@@ -52,6 +51,7 @@ from .access import check_cluster
 from .logstream import log_follower
 from .manifests import CONTAINER, OWNER_LABEL, SECRET_LIMIT, TOKEN_ANNOTATION, label_values
 from .podstate import container_usage, memory_limit, pod_state, workload_status
+from .progress import StartProgress, progress_key
 from .scheduling import NODE_WAIT
 from .watch import START_TIMEOUT, wait_running
 
@@ -71,8 +71,7 @@ class KubernetesBackend(Backend):
         self._tokens: dict[str, str] = {}  # workload id -> its files-to-log token
         self._followed: dict[str, LogFiles] = {}  # workload id -> its log, once followed
         self._server_address: str | None = None
-        #: kernel or job id (else pod name) -> (phase, message) of a start in progress
-        self._progress: dict[str, tuple[str, str]] = {}
+        self._progress = StartProgress()
 
     # ------------------------------------------------------------------ client
 
@@ -198,12 +197,13 @@ class KubernetesBackend(Backend):
         await self._ensure_namespace(namespace)
         pod = await self._create_objects(spec, namespace, pod_manifest)
         workload_id = f"{namespace}/{spec.name}"
-        key = progress_key(spec.labels) or spec.name
-        self._progress[key] = ("scheduling", "waiting for the scheduler")
+        key = progress_key(spec.labels, spec.name)
+        report = self._progress.reporter(key)
         configured = self.settings.start_timeout
+        waited = None
         try:
             await self._hand_to_pod(spec, namespace, pod.metadata.uid)
-            await asyncio.get_running_loop().run_in_executor(
+            waited = await asyncio.get_running_loop().run_in_executor(
                 kube.WATCH_POOL,
                 wait_running,
                 self.core(),
@@ -213,13 +213,13 @@ class KubernetesBackend(Backend):
                 self._where(),
                 configured or spec.start_timeout or START_TIMEOUT,
                 configured or NODE_WAIT,
-                lambda phase, message: self._progress.__setitem__(key, (phase, message)),
+                report,
             )
         except BaseException:
             await asyncio.shield(self.remove(workload_id))
             raise
         finally:
-            self._progress.pop(key, None)
+            self._progress.done(key, waited)
         self._tokens[workload_id] = token
         return Workload(id=workload_id, name=spec.name, labels=spec.labels, image=spec.image)
 
@@ -276,7 +276,10 @@ class KubernetesBackend(Backend):
         """(phase, message) of the start of kernel or job ``key`` while it is in progress:
         ``scheduling``, ``waiting-for-node`` ("waiting for a new node (TriggeredScaleUp:
         ...)"), ``starting``, ``running``."""
-        return self._progress.get(key)
+        return self._progress.phases.get(key)
+
+    def infrastructure_wait(self, key: str) -> float:
+        return self._progress.node_waited.pop(key, 0.0)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -477,11 +480,6 @@ class KubernetesBackend(Backend):
     async def check(self) -> dict[str, str]:
         """Cluster reachable, namespace there (or creatable), pods and secrets creatable."""
         return await check_cluster(await self._api(), self.settings, self.namespace)
-
-
-def progress_key(labels: dict[str, str]) -> str | None:
-    """The kernel or job id a start's progress is kept under (from its labels)."""
-    return labels.get(ownership.KERNEL_ID) or labels.get(ownership.JOB_ID)
 
 
 def _snake(kind: str) -> str:

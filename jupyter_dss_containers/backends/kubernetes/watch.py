@@ -38,8 +38,9 @@ def wait_running(
     timeout: float = START_TIMEOUT,
     node_wait: float = NODE_WAIT,
     progress: Progress | None = None,
-) -> None:
+) -> float:
     """Watch the pod until it runs; raise with the cluster's reason when it cannot.
+    Returns the seconds it waited for a new node (0 when it was placed at once).
 
     A dropped connection or a 5xx is retried with backoff from the last resourceVersion
     seen (events in between are replayed); 410 Gone re-lists the pod, judges it as it is
@@ -51,7 +52,7 @@ def wait_running(
     while time.monotonic() < pod.deadline:
         try:
             if pod.runs():
-                return
+                return pod.node_waited()
         except ApiException as exc:
             if exc.status == 410:  # resource version too old: re-list
                 pod.version = None
@@ -86,6 +87,13 @@ class _PodWatch:
         self.node_wait = NODE_WAIT
         self.progress: Progress = lambda _phase, _message: None
         self.waiting: str | None = None  # the message while a node is coming
+        self.node_since: float | None = None  # when the autoscaler first said so
+        self.node_until: float | None = None  # when the pod was then placed
+
+    def node_waited(self) -> float:
+        if self.node_since is None:
+            return 0.0
+        return (self.node_until or time.monotonic()) - self.node_since
 
     def runs(self) -> bool:
         """Re-list if needed, then follow the events until the pod runs (True), fails
@@ -124,6 +132,7 @@ class _PodWatch:
                 raise BackendError(f"pod {self.namespace}/{self.name}: {verdict.message}")
             if verdict.message != self.waiting:
                 self.waiting = verdict.message
+                self.node_since = self.node_since or time.monotonic()
                 self.deadline = max(self.deadline, self.began + self.node_wait)
                 self.progress("waiting-for-node", verdict.message)
             return False
@@ -131,6 +140,8 @@ class _PodWatch:
             self.progress("running", "the pod runs")
             return True
         if pod.spec.node_name:
+            if self.waiting is not None:
+                self.node_until = time.monotonic()
             self.waiting = None
             self.progress("starting", f"scheduled on {pod.spec.node_name}; starting the container")
         else:
