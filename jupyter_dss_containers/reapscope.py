@@ -18,12 +18,12 @@ from collections.abc import Iterable
 from .backends import backend_for, local_backend_for
 from .backends.base import Backend
 from .config import ConfigFile, ExecutionConfig
-from .launcherd.namespaces import managed_namespaces, per_user, users_namespaces
 
 
 async def reaping_backends(config: ExecutionConfig, users: Iterable[str] = ()) -> list[Backend]:
     """The config's backend, or one per namespace of the users (and found) on its cluster."""
     from .backends.remote import RemoteBackend
+    from .launcherd.namespaces import managed_namespaces, per_user, users_namespaces
 
     backend = backend_for(config)
     if isinstance(backend, RemoteBackend) or not per_user(config):
