@@ -235,7 +235,7 @@ async def test_not_trigger_scale_up_fails_with_the_autoscalers_words(
 # --------------------------------------------------------------------------- the fake's Events
 
 
-async def test_events_list_by_field_selector_as_the_apiserver_allows(fake, docker_client):
+async def test_events_list_by_field_selector_as_the_apiserver_allows(fake, workspace):
     """Guards the fake's Events: selected by involvedObject.name, reason and source as the
     real apiserver allows, aggregated (count) as the recorder does, a field it does not
     allow answered 400; and each Event valid against the 1.31 schema."""
@@ -251,7 +251,7 @@ async def test_events_list_by_field_selector_as_the_apiserver_allows(fake, docke
     fake.call(events.record, fake.store, pod, "FailedScheduling", "no", "default-scheduler")
     fake.call(events.record, fake.store, pod, "FailedScheduling", "no", "default-scheduler")
     fake.call(events.record, fake.store, other, "TriggeredScaleUp", "up", "cluster-autoscaler")
-    path = str(fake.kubelet.claims.root) + "-kubeconfig"
+    path = str(workspace / "kubeconfig-events")
     write_kubeconfig(path, {"fake-as": fake}, "fake-as")
     core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(path))
     found = core.list_namespaced_event("default", field_selector="involvedObject.name=ev-pod")
