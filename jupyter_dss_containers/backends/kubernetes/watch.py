@@ -48,6 +48,7 @@ def wait_running(
     OUTAGE_LIMIT fails the start. ``place`` starts the messages (the cluster, in words).
     """
     pod = _PodWatch(core, namespace, name, resource_version, time.monotonic() + timeout)
+    pod.began, pod.limit = pod.deadline - timeout, timeout
     pod.node_wait, pod.progress = node_wait, progress or (lambda _phase, _message: None)
     while time.monotonic() < pod.deadline:
         try:
@@ -64,9 +65,8 @@ def wait_running(
             if not is_dropped_connection(exc):
                 raise
             pod.retry.wait(f"{place}: watching pod {namespace}/{name}: {exc!r}")
-    waited = pod.deadline - pod.began
     why = f" ({pod.waiting})" if pod.waiting else ""
-    raise BackendError(f"pod {namespace}/{name} was not running after {waited:g} s{why}")
+    raise BackendError(f"pod {namespace}/{name} was not running after {pod.limit:g} s{why}")
 
 
 class _PodWatch:
@@ -83,6 +83,7 @@ class _PodWatch:
         self.core, self.namespace, self.name = core, namespace, name
         self.version, self.deadline = version, deadline
         self.began = time.monotonic()
+        self.limit = deadline - self.began  # seconds the start may take, as said on failure
         self.retry = Backoff()
         self.node_wait = NODE_WAIT
         self.progress: Progress = lambda _phase, _message: None
@@ -133,7 +134,9 @@ class _PodWatch:
             if verdict.message != self.waiting:
                 self.waiting = verdict.message
                 self.node_since = self.node_since or time.monotonic()
-                self.deadline = max(self.deadline, self.began + self.node_wait)
+                if self.node_wait > self.limit:  # a node is coming: its wait, from the start
+                    self.limit = self.node_wait
+                    self.deadline = self.began + self.limit
                 self.progress("waiting-for-node", verdict.message)
             return False
         if started(pod, self.namespace, self.name):
