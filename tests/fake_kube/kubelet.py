@@ -1,13 +1,15 @@
-"""The fake cluster's one node: it runs each pod's one container on the local Docker engine
-with the pod's limits and security context and reports what a real kubelet reports:
-Unschedulable (node selector), the binding (``spec.nodeName``, the container waiting in
-ContainerCreating), ErrImageNeverPull / ErrImagePull, CreateContainerConfigError (a pod
-that must run as non-root whose user would be root), Running with a podIP, and termination
-(OOMKilled, exit codes). The security context is applied as the runtime would: user and
-group (container over pod over image), capabilities dropped and added, privileged,
-no-new-privileges, read-only root, an Unconfined seccomp profile. Each pod gets its own
-loopback address as podIP and publishes its container ports there, so nothing leaves 127/8
-(``hostNetwork`` is not honoured)."""
+"""The fake cluster's scheduler and nodes (one, and those the fake autoscaler adds; all on
+the local Docker engine): it runs each pod's one container with the pod's limits and
+security context and reports what a real kubelet reports: Unschedulable (node selector; a
+``FailedScheduling`` Event, and the autoscaler's verdict when it is on), the binding
+(``spec.nodeName`` on the first node whose labels match, a ``Scheduled`` Event, the
+container waiting in ContainerCreating), ErrImageNeverPull / ErrImagePull,
+CreateContainerConfigError (a pod that must run as non-root whose user would be root),
+Running with a podIP, and termination (OOMKilled, exit codes). The security context is
+applied as the runtime would: user and group (container over pod over image),
+capabilities dropped and added, privileged, no-new-privileges, read-only root, an
+Unconfined seccomp profile. Each pod gets its own loopback address as podIP and publishes
+its container ports there, so nothing leaves 127/8 (``hostNetwork`` is not honoured)."""
 
 from __future__ import annotations
 
