@@ -29,6 +29,15 @@ def _iso(value: str | None) -> str | None:
     return value
 
 
+def backend_of(provisioner: Any) -> Any:
+    """The provisioner's backend, or None before its ``pre_launch`` made one (a pending
+    kernel, listed while it starts, has none for a moment)."""
+    try:
+        return provisioner.backend
+    except AssertionError:
+        return None
+
+
 def kernel_row(kernel_id: str, manager: Any, provisioner: Any) -> dict[str, Any]:
     """A container kernel as its provisioner and kernel manager know it, before the daemon
     is asked (state ``starting``; live fields None)."""
@@ -53,7 +62,7 @@ def kernel_row(kernel_id: str, manager: Any, provisioner: Any) -> dict[str, Any]
         "memory_bytes": None,
         "memory_limit": None,
     }
-    backend = getattr(provisioner, "backend", None)
+    backend = backend_of(provisioner)
     progress = backend.start_progress(kernel_id) if backend is not None else None
     if progress is not None:
         row["phase"], row["message"] = progress
@@ -105,7 +114,7 @@ class KernelsHandler(DSSAPIHandler):
         self, kernel_id: str, manager: Any, provisioner: Any, listed: dict[Any, Any]
     ) -> dict[str, Any]:
         row = kernel_row(kernel_id, manager, provisioner)
-        backend = provisioner.backend
+        backend = backend_of(provisioner)
         workload_id = provisioner.workload_id
         if workload_id is None or backend is None:
             if provisioner.exit_reason:
