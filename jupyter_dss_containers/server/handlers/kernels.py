@@ -96,7 +96,7 @@ class KernelsHandler(DSSAPIHandler):
         # One listing per daemon or cluster gives each workload's state and start time.
         backends: dict[Any, Any] = {}
         for _, _, provisioner in mine:
-            backend = provisioner.backend
+            backend = backend_of(provisioner)
             if provisioner.workload_id and backend is not None:
                 backends.setdefault(backend.target_key(), backend)
         labels = {ownership.MANAGED: "true", ownership.KIND: "kernel"}
@@ -184,7 +184,7 @@ class KernelLogsHandler(DSSAPIHandler):
             "logs": "",
             "error": None,
         }
-        backend = provisioner.backend
+        backend = backend_of(provisioner)
         if provisioner.workload_id and backend is not None:
             text, why = await bounded(backend.logs(provisioner.workload_id, tail), LIVE_TIMEOUT)
             reply.update(logs=text or "", error=why)
