@@ -245,7 +245,7 @@ async def test_events_list_by_field_selector_as_the_apiserver_allows(fake, works
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": "ev-pod", "namespace": "default", "uid": "u-1"},
+        "metadata": {"name": "ev-pod", "namespace": "ev-ns", "uid": "u-1"},
     }
     other = {**pod, "metadata": {**pod["metadata"], "name": "ev-other", "uid": "u-2"}}
     fake.call(events.record, fake.store, pod, "FailedScheduling", "no", "default-scheduler")
@@ -254,7 +254,7 @@ async def test_events_list_by_field_selector_as_the_apiserver_allows(fake, works
     path = str(workspace / "kubeconfig-events")
     write_kubeconfig(path, {"fake-as": fake}, "fake-as")
     core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(path))
-    found = core.list_namespaced_event("default", field_selector="involvedObject.name=ev-pod")
+    found = core.list_namespaced_event("ev-ns", field_selector="involvedObject.name=ev-pod")
     (event,) = found.items
     assert (event.reason, event.count, event.source.component) == (
         "FailedScheduling",
@@ -262,12 +262,16 @@ async def test_events_list_by_field_selector_as_the_apiserver_allows(fake, works
         "default-scheduler",
     )
     assert event.involved_object.uid == "u-1" and event.type == "Normal"
-    by_source = core.list_namespaced_event("default", field_selector="source=cluster-autoscaler")
+    by_source = core.list_namespaced_event("ev-ns", field_selector="source=cluster-autoscaler")
     assert [e.involved_object.name for e in by_source.items] == ["ev-other"]
     with pytest.raises(ApiException) as info:
-        core.list_namespaced_event("default", field_selector="note=x")
+        core.list_namespaced_event("ev-ns", field_selector="note=x")
     assert info.value.status == 400 and "field label not supported: note" in info.value.body
-    for _, stored in fake.store.in_namespace("events", "default"):
+    # these and those the scheduler and autoscaler wrote in the tests above
+    stored_events = [
+        e for ns in ("ev-ns", "default") for _, e in fake.store.in_namespace("events", ns)
+    ]
+    for stored in stored_events:
         manifest = {k: v for k, v in stored.items() if v is not None}
         kubernetes_validate.validate(manifest, "1.31", strict=True)
 
