@@ -96,6 +96,7 @@ async def start_cold(
         launched, waited = await launch_with_restart_wait(
             backend, launch, restart_wait, log, kernel_id
         )
+        waited += backend.infrastructure_wait(kernel_id)  # a new node: not the kernel's time
     except BackendError as exc:
         message = explain_start_failure(exc, launch.config.name, code_env, base_image)
         raise KernelStartError(message) from None

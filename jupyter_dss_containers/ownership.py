@@ -146,19 +146,21 @@ def this_process() -> ProcessRegistry:
 
 
 async def reap_orphans(
-    configs: list[Any], everything: bool = False
+    configs: list[Any], everything: bool = False, users: Any = ()
 ) -> tuple[list[Any], dict[str, str]]:
     """Remove our workloads that no live process owns (all of ours with ``everything``).
 
-    ``configs`` are execution configs; each distinct daemon or cluster is asked once, and
-    one that cannot be reached is reported, not fatal. Returns (removed workloads,
-    {config name: why its daemon or cluster was skipped}).
+    ``configs`` are execution configs; each distinct daemon, cluster and namespace is
+    asked once (with ``namespace: dss-${user}``, those of ``users`` and of this process's
+    user, and those the backend created: :mod:`.reapscope`), and one that cannot be
+    reached is reported, not fatal. Returns (removed workloads, {config name: why its
+    daemon or cluster was skipped}).
     """
     import asyncio
 
     from . import transport
-    from .backends import BackendError, backend_for
-    from .backends.remote import RemoteBackend
+    from .backends import BackendError
+    from .reapscope import reaping_backends
 
     servers, adopted = this_process().live_claims()
     # this process is alive even before it registers (its first kernel may be starting
@@ -167,31 +169,53 @@ async def reap_orphans(
     here = socket.gethostname()
     seen: set[Any] = set()
     removed, skipped = [], {}
-    folders_in_use: set[str] = set()
+    folders: set[str] = set()
     for config in configs:
-        backend = backend_for(config)
-        target = backend.target_key()
-        if target in seen:
-            continue
-        seen.add(target)
         try:
-            for workload in await backend.list({MANAGED: "true"}):
-                labels = workload.labels
-                owned = labels.get(SERVER_ID) in servers or workload.id in adopted
-                # its starter's liveness is unknown here: another host, or another OS user's
-                elsewhere = labels.get(HOST, here) != here or labels.get(
-                    HOST_UID, str(os.getuid())
-                ) != str(os.getuid())
-                if LAUNCHER in labels and not (everything or isinstance(backend, RemoteBackend)):
-                    continue  # a user's, run by a launcher: the registry here knows nothing of it
-                if everything or not (owned or elsewhere):
-                    await backend.remove(workload.id)
-                    await asyncio.to_thread(transport.remove_folder, transport.folder_of(labels))
-                    removed.append(workload)
-                elif folder := transport.folder_of(labels):
-                    folders_in_use.add(folder)
+            backends = await reaping_backends(config, users)
         except BackendError as exc:
             skipped[config.name] = str(exc)
+            continue
+        for backend in backends:
+            if backend.target_key() in seen:
+                continue
+            seen.add(backend.target_key())
+            try:
+                await _reap_in(backend, everything, servers, adopted, here, removed, folders)
+            except BackendError as exc:
+                skipped[config.name] = str(exc)
     if not skipped:  # kernel folders of dead processes whose containers are gone, too
-        await asyncio.to_thread(transport.sweep, folders_in_use, servers)
+        await asyncio.to_thread(transport.sweep, folders, servers)
     return removed, skipped
+
+
+async def _reap_in(
+    backend: Any,
+    everything: bool,
+    servers: set[str],
+    adopted: set[str],
+    here: str,
+    removed: list[Any],
+    folders_in_use: set[str],
+) -> None:
+    """Reap one backend's orphans (see :func:`reap_orphans`)."""
+    import asyncio
+
+    from . import transport
+    from .backends.remote import RemoteBackend
+
+    for workload in await backend.list({MANAGED: "true"}):
+        labels = workload.labels
+        owned = labels.get(SERVER_ID) in servers or workload.id in adopted
+        # its starter's liveness is unknown here: another host, or another OS user's
+        elsewhere = labels.get(HOST, here) != here or labels.get(HOST_UID, str(os.getuid())) != str(
+            os.getuid()
+        )
+        if LAUNCHER in labels and not (everything or isinstance(backend, RemoteBackend)):
+            continue  # a user's, run by a launcher: the registry here knows nothing of it
+        if everything or not (owned or elsewhere):
+            await backend.remove(workload.id)
+            await asyncio.to_thread(transport.remove_folder, transport.folder_of(labels))
+            removed.append(workload)
+        elif folder := transport.folder_of(labels):
+            folders_in_use.add(folder)

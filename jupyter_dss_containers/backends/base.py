@@ -110,6 +110,16 @@ class Backend(ABC):
     def __init__(self, config: ExecutionConfig):
         self.config = config
 
+    def start_progress(self, key: str) -> tuple[str, str] | None:
+        """(phase, message) of the start of kernel or job ``key`` while the backend waits
+        for it (a pod waiting for a new node, say); None where the backend does not say."""
+        return None
+
+    def infrastructure_wait(self, key: str) -> float:
+        """Seconds the last start of kernel or job ``key`` waited for infrastructure (a
+        node an autoscaler added), which its launch timeout does not count; asked once."""
+        return 0.0
+
     @abstractmethod
     def target_key(self) -> tuple[str, ...]:
         """Identifies the daemon or cluster, so that shared ones are visited once."""

@@ -9,6 +9,7 @@ from traitlets import Bool, Integer
 
 from .. import ownership
 from ..config import DockerSettings
+from ..reapscope import users_seen
 from .base import COMMON_ALIASES, JSON_FLAG, CommandError, DSSCommand, console, errors
 
 
@@ -27,9 +28,10 @@ class CleanupCommand(DSSCommand):
 
     def run(self) -> None:
         config_file = self.load()
-        removed, skipped = asyncio.run(
-            ownership.reap_orphans(list(config_file.execution_configs.values()), self.everything)
-        )
+        configs = list(config_file.execution_configs.values())
+        # with namespace: dss-${user}, every namespace of the file's users (groups:) too
+        users = users_seen(config_file)
+        removed, skipped = asyncio.run(ownership.reap_orphans(configs, self.everything, users))
         for name, why in skipped.items():
             errors.print(f"[yellow]skipped[/] {name}: {why}", highlight=False)
         for w in removed:

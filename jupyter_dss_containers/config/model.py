@@ -105,6 +105,10 @@ class KubernetesSettings:
     annotations: dict[str, str] = field(default_factory=dict)
     shm_size: str | None = None
     grace_seconds: int = 5
+    #: seconds a pod may take to be scheduled and run; when set it wins over the caller's
+    #: (``ContainerProvisioner.launch_timeout`` for kernels) and is also the wait for a
+    #: node an autoscaler adds; None: the caller's, and 600 s once a node is coming
+    start_timeout: float | None = None
     pod_patch: dict[str, Any] = field(default_factory=dict)
     #: a NetworkPolicy per pod, on unless turned off (a CNI that does not enforce them
     #: ignores them; one that does keeps other pods off the kernel ports)
@@ -143,6 +147,7 @@ class KubernetesSettings:
             annotations=dict(data.get("annotations", {})),
             shm_size=str(data["shm_size"]) if data.get("shm_size") else None,
             grace_seconds=data.get("termination_grace_seconds", 5),
+            start_timeout=data.get("start_timeout"),
             pod_patch=dict(data.get("pod_patch", {})),
             network_policy=policy.get("enabled", True),
             allow_from=tuple(policy.get("allow_from", ())),

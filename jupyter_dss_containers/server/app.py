@@ -20,6 +20,7 @@ from ..kernelspecs import ContainerKernelSpecManager
 from ..launcherd.wire import URL_ENV as LAUNCHER_URL_ENV
 from ..permissions import register_identity_resolver
 from ..pool import WarmPool
+from ..reapscope import users_seen
 from ..workspace import DEFAULT_USER_ROOT
 from .contents import UserContentsManager
 from .identity import call_context_identity, is_multi_user
@@ -227,7 +228,10 @@ class DSSContainersExtension(ExtensionApp):
         try:
             config_file = await asyncio.to_thread(load_config, self.config_file)
             configs = list(config_file.execution_configs.values())
-            removed, skipped = await ownership.reap_orphans(configs)
+            # with namespace: dss-${user}, the namespaces of the users it knows too
+            owners = {job.owner for job in self.job_service.list()}
+            users = users_seen(config_file, owners)
+            removed, skipped = await ownership.reap_orphans(configs, users=users)
         except Exception as exc:  # a broken file must not stop the server
             self.log.warning("dss-containers: start-up reaping skipped: %s", exc)
             return

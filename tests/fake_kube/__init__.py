@@ -24,7 +24,11 @@ enforced. What it does not do is listed in the README's Kubernetes section.
 - :mod:`.garbage`: owner-reference garbage collection;
 - :mod:`.podoutput`: pod logs and metrics;
 - :mod:`.claims`: PersistentVolumeClaims, bound at once, backed by host folders;
-- :mod:`.kubelet`: pods run on Docker, their status as a real kubelet reports it;
+- :mod:`.kubelet`: pods run on Docker, their status as a real kubelet reports it (and the
+  scheduler's binding, on the first node whose labels match);
+- :mod:`.events`: core/v1 Events, aggregated as the recorder does (``FailedScheduling``...);
+- :mod:`.autoscaler`: a fake cluster-autoscaler, off by default: ``TriggeredScaleUp`` and a
+  new node after a delay, or ``NotTriggerScaleUp``;
 - :mod:`.faults`: HTTP errors, dropped watches and 410 Gone a test can arm;
 - :mod:`.server`: :class:`~.server.FakeCluster` (the whole) and ``write_kubeconfig``.
 """

@@ -1,13 +1,15 @@
-"""The fake cluster's one node: it runs each pod's one container on the local Docker engine
-with the pod's limits and security context and reports what a real kubelet reports:
-Unschedulable (node selector), the binding (``spec.nodeName``, the container waiting in
-ContainerCreating), ErrImageNeverPull / ErrImagePull, CreateContainerConfigError (a pod
-that must run as non-root whose user would be root), Running with a podIP, and termination
-(OOMKilled, exit codes). The security context is applied as the runtime would: user and
-group (container over pod over image), capabilities dropped and added, privileged,
-no-new-privileges, read-only root, an Unconfined seccomp profile. Each pod gets its own
-loopback address as podIP and publishes its container ports there, so nothing leaves 127/8
-(``hostNetwork`` is not honoured)."""
+"""The fake cluster's scheduler and nodes (one, and those the fake autoscaler adds; all on
+the local Docker engine): it runs each pod's one container with the pod's limits and
+security context and reports what a real kubelet reports: Unschedulable (node selector; a
+``FailedScheduling`` Event, and the autoscaler's verdict when it is on), the binding
+(``spec.nodeName`` on the first node whose labels match, a ``Scheduled`` Event, the
+container waiting in ContainerCreating), ErrImageNeverPull / ErrImagePull,
+CreateContainerConfigError (a pod that must run as non-root whose user would be root),
+Running with a podIP, and termination (OOMKilled, exit codes). The security context is
+applied as the runtime would: user and group (container over pod over image),
+capabilities dropped and added, privileged, no-new-privileges, read-only root, an
+Unconfined seccomp profile. Each pod gets its own loopback address as podIP and publishes
+its container ports there, so nothing leaves 127/8 (``hostNetwork`` is not honoured)."""
 
 from __future__ import annotations
 
@@ -23,14 +25,25 @@ import docker
 import docker.errors
 from kubernetes.utils.quantity import parse_quantity
 
+from . import events
+from .autoscaler import Autoscaler
 from .claims import ClaimError, ClaimFolders, unschedulable_message
 from .store import Store, now
 
 FAKE_LABEL = "fake-kube.test/pod"
-UNSCHEDULABLE = (
-    "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. "
-    "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."
-)
+SCHEDULER = "default-scheduler"
+
+
+def unschedulable(nodes: int) -> str:
+    """The scheduler's message for a pod whose node selector no node matches."""
+    return (
+        f"0/{nodes} nodes are available: {nodes} node(s) didn't match Pod's node "
+        f"affinity/selector. preemption: 0/{nodes} nodes are available: {nodes} Preemption "
+        "is not helpful for scheduling."
+    )
+
+
+UNSCHEDULABLE = unschedulable(1)
 
 
 def container_name(ns: str, name: str) -> str:
@@ -76,6 +89,9 @@ class Kubelet:
     ):
         self.store, self.docker, self.instance = store, docker_client, instance
         self.node_labels = node_labels
+        #: the nodes' labels (the first one is ``node_labels``; the autoscaler adds more)
+        self.nodes = [node_labels]
+        self.autoscaler = Autoscaler()
         self.reported = reported  # pod name -> loop time of its failure report
         self._ips = (f"127.0.{ip_base}.{i}" for i in range(2, 250))
         self._dirs: list[str] = []
@@ -98,15 +114,13 @@ class Kubelet:
     async def run_pod(self, ns: str, name: str) -> None:
         pod = self.store.objects["pods"][(ns, name)]
         c = pod["spec"]["containers"][0]
-        selector = pod["spec"].get("nodeSelector") or {}
-        if any(self.node_labels.get(k) != v for k, v in selector.items()):
-            await self._unschedulable(ns, name)
-            return
-        if not await self._claims_there(ns, name, pod):
+        node = await self._schedule(ns, name)
+        if node is None or not await self._claims_there(ns, name, pod):
             return
         scheduled = [{"type": "PodScheduled", "status": "True", "lastTransitionTime": now()}]
         creating = container_status(c, {"waiting": {"reason": "ContainerCreating"}})
-        node = self.node_labels["kubernetes.io/hostname"]
+        message = f"Successfully assigned {ns}/{name} to {node}"
+        await events.record(self.store, pod, "Scheduled", message, SCHEDULER)
         await self.store.bind(
             ns, name, node, conditions=scheduled, hostIP="127.0.0.1", containerStatuses=creating
         )
@@ -148,6 +162,25 @@ class Kubelet:
             containerStatuses=container_status(c, {"running": {"startedAt": started}}, True),
         )
         await self._until_exit(ns, name, c, container, started, scheduled)
+
+    async def _schedule(self, ns: str, name: str) -> str | None:
+        """The node the pod goes to; None while none matches its node selector and no
+        node comes (``FailedScheduling``, the autoscaler's verdict, ``Unschedulable``)."""
+        while (pod := self.store.objects["pods"].get((ns, name))) is not None:
+            selector = pod["spec"].get("nodeSelector") or {}
+            for node in self.nodes:
+                if all(node.get(k) == v for k, v in selector.items()):
+                    return node["kubernetes.io/hostname"]
+            message = unschedulable(len(self.nodes))
+            await events.record(self.store, pod, "FailedScheduling", message, SCHEDULER, "Warning")
+            group = None
+            if self.autoscaler.enabled:
+                group = await self.autoscaler.scale_up(self.store, pod)
+            await self._unschedulable(ns, name, message)
+            if group is None:
+                return None
+            self.nodes.append(await self.autoscaler.new_node(group))
+        return None
 
     async def _claims_there(self, ns: str, name: str, pod: dict[str, Any]) -> bool:
         """Wait, as the scheduler retries, until every claim the pod names exists (the pod

@@ -250,6 +250,11 @@ def label_matcher(selector: str | None) -> Callable[[dict[str, str]], bool]:
 
 # --------------------------------------------------------------------------- fields
 
+
+def _involved(name: str) -> Callable[[dict[str, Any]], str]:
+    return lambda o: (o.get("involvedObject") or {}).get(name) or ""
+
+
 _COMMON_FIELDS = ("metadata.name", "metadata.namespace")
 #: kind -> field -> its value in an object (the fields the API server lets one select on)
 FIELDS: dict[str, dict[str, Callable[[dict[str, Any]], str]]] = {
@@ -264,6 +269,17 @@ FIELDS: dict[str, dict[str, Callable[[dict[str, Any]], str]]] = {
         "status.nominatedNodeName": lambda o: (o.get("status") or {}).get("nominatedNodeName", ""),
     },
     "secrets": {"type": lambda o: o.get("type", "Opaque")},
+    "events": {  # the apiserver's event fields (pkg/registry/core/event/strategy.go)
+        **{
+            f"involvedObject.{f}": _involved(f)
+            for f in ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion")
+        },
+        "involvedObject.fieldPath": _involved("fieldPath"),
+        "reason": lambda o: o.get("reason") or "",
+        "reportingComponent": lambda o: o.get("reportingComponent") or "",
+        "source": lambda o: (o.get("source") or {}).get("component") or "",
+        "type": lambda o: o.get("type") or "",
+    },
     "namespaces": {"status.phase": lambda o: (o.get("status") or {}).get("phase", "")},
 }
 

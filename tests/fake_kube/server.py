@@ -40,6 +40,8 @@ class FakeCluster:
         self.kubelet = Kubelet(
             self.store, docker_client, self.instance, ip_base, self.node_labels, self.reported
         )
+        #: the fake cluster-autoscaler, off until a test turns it on (:mod:`.autoscaler`)
+        self.autoscaler = self.kubelet.autoscaler
         self.tokens = {DEFAULT_TOKEN}  # bearer tokens the API server accepts (else 401)
         self.api = Api(
             self.store, self.faults, self.kubelet, self.denied, self.reported, self.tokens

@@ -16,6 +16,7 @@ KINDS = {
     "limitranges": "LimitRange",
     "networkpolicies": "NetworkPolicy",
     "persistentvolumeclaims": "PersistentVolumeClaim",
+    "events": "Event",
 }
 API_VERSIONS = {"networkpolicies": "networking.k8s.io/v1"}  # others are core "v1"
 

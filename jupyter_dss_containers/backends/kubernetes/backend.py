@@ -51,6 +51,8 @@ from .access import check_cluster
 from .logstream import log_follower
 from .manifests import CONTAINER, OWNER_LABEL, SECRET_LIMIT, TOKEN_ANNOTATION, label_values
 from .podstate import container_usage, memory_limit, pod_state, workload_status
+from .progress import StartProgress, progress_key
+from .scheduling import NODE_WAIT
 from .watch import START_TIMEOUT, wait_running
 
 
@@ -69,6 +71,7 @@ class KubernetesBackend(Backend):
         self._tokens: dict[str, str] = {}  # workload id -> its files-to-log token
         self._followed: dict[str, LogFiles] = {}  # workload id -> its log, once followed
         self._server_address: str | None = None
+        self._progress = StartProgress()
 
     # ------------------------------------------------------------------ client
 
@@ -194,9 +197,13 @@ class KubernetesBackend(Backend):
         await self._ensure_namespace(namespace)
         pod = await self._create_objects(spec, namespace, pod_manifest)
         workload_id = f"{namespace}/{spec.name}"
+        key = progress_key(spec.labels, spec.name)
+        report = self._progress.reporter(key)
+        configured = self.settings.start_timeout
+        waited = None
         try:
             await self._hand_to_pod(spec, namespace, pod.metadata.uid)
-            await asyncio.get_running_loop().run_in_executor(
+            waited = await asyncio.get_running_loop().run_in_executor(
                 kube.WATCH_POOL,
                 wait_running,
                 self.core(),
@@ -204,11 +211,15 @@ class KubernetesBackend(Backend):
                 spec.name,
                 pod.metadata.resource_version,
                 self._where(),
-                spec.start_timeout or START_TIMEOUT,
+                configured or spec.start_timeout or START_TIMEOUT,
+                configured or NODE_WAIT,
+                report,
             )
         except BaseException:
             await asyncio.shield(self.remove(workload_id))
             raise
+        finally:
+            self._progress.done(key, waited)
         self._tokens[workload_id] = token
         return Workload(id=workload_id, name=spec.name, labels=spec.labels, image=spec.image)
 
@@ -260,6 +271,15 @@ class KubernetesBackend(Backend):
             await self._call(
                 networking.patch_namespaced_network_policy, spec.name, namespace, owned
             )
+
+    def start_progress(self, key: str) -> tuple[str, str] | None:
+        """(phase, message) of the start of kernel or job ``key`` while it is in progress:
+        ``scheduling``, ``waiting-for-node`` ("waiting for a new node (TriggeredScaleUp:
+        ...)"), ``starting``, ``running``."""
+        return self._progress.phases.get(key)
+
+    def infrastructure_wait(self, key: str) -> float:
+        return self._progress.node_waited.pop(key, 0.0)
 
     # ------------------------------------------------------------------ lifecycle
 

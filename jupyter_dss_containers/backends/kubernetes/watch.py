@@ -1,12 +1,18 @@
 """Waiting for a pod to run: a watch that reports what the cluster knows as soon as it
 knows it (quota, Unschedulable, image pull errors, OOM-kill), and survives the API server.
 
+An Unschedulable pod is judged by its Events (:mod:`.scheduling`): when an autoscaler says a
+node is coming, the wait goes on (up to ``node_wait`` from the start), re-reading them every
+:data:`REJUDGE` seconds (a scale-up that fails turns into ``NotTriggerScaleUp``), and
+``progress`` hears ``("waiting-for-node", "waiting for a new node (TriggeredScaleUp: ...)")``.
+
 Blocking: it runs in a thread of :data:`.client.WATCH_POOL`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import kubernetes.client
 import kubernetes.watch
@@ -14,9 +20,13 @@ from kubernetes.client.rest import ApiException
 
 from ..base import BackendError
 from .client import REQUEST_TIMEOUT, TRANSIENT_STATUSES, Backoff, api_message, is_dropped_connection
-from .podstate import started
+from .podstate import pod_state, started
+from .scheduling import NODE_WAIT, judge
 
 START_TIMEOUT = 120
+REJUDGE = 15  # seconds between re-reads of the Events while a node is coming
+#: (phase, message) -> None; called from the watch thread
+Progress = Callable[[str, str], None]
 
 
 def wait_running(
@@ -26,8 +36,11 @@ def wait_running(
     resource_version: str,
     place: str,
     timeout: float = START_TIMEOUT,
-) -> None:
+    node_wait: float = NODE_WAIT,
+    progress: Progress | None = None,
+) -> float:
     """Watch the pod until it runs; raise with the cluster's reason when it cannot.
+    Returns the seconds it waited for a new node (0 when it was placed at once).
 
     A dropped connection or a 5xx is retried with backoff from the last resourceVersion
     seen (events in between are replayed); 410 Gone re-lists the pod, judges it as it is
@@ -35,10 +48,12 @@ def wait_running(
     OUTAGE_LIMIT fails the start. ``place`` starts the messages (the cluster, in words).
     """
     pod = _PodWatch(core, namespace, name, resource_version, time.monotonic() + timeout)
+    pod.began, pod.limit = pod.deadline - timeout, timeout
+    pod.node_wait, pod.progress = node_wait, progress or (lambda _phase, _message: None)
     while time.monotonic() < pod.deadline:
         try:
             if pod.runs():
-                return
+                return pod.node_waited()
         except ApiException as exc:
             if exc.status == 410:  # resource version too old: re-list
                 pod.version = None
@@ -50,7 +65,8 @@ def wait_running(
             if not is_dropped_connection(exc):
                 raise
             pod.retry.wait(f"{place}: watching pod {namespace}/{name}: {exc!r}")
-    raise BackendError(f"pod {namespace}/{name} was not running after {timeout:g} s")
+    why = f" ({pod.waiting})" if pod.waiting else ""
+    raise BackendError(f"pod {namespace}/{name} was not running after {pod.limit:g} s{why}")
 
 
 class _PodWatch:
@@ -66,7 +82,19 @@ class _PodWatch:
     ):
         self.core, self.namespace, self.name = core, namespace, name
         self.version, self.deadline = version, deadline
+        self.began = time.monotonic()
+        self.limit = deadline - self.began  # seconds the start may take, as said on failure
         self.retry = Backoff()
+        self.node_wait = NODE_WAIT
+        self.progress: Progress = lambda _phase, _message: None
+        self.waiting: str | None = None  # the message while a node is coming
+        self.node_since: float | None = None  # when the autoscaler first said so
+        self.node_until: float | None = None  # when the pod was then placed
+
+    def node_waited(self) -> float:
+        if self.node_since is None:
+            return 0.0
+        return (self.node_until or time.monotonic()) - self.node_since
 
     def runs(self) -> bool:
         """Re-list if needed, then follow the events until the pod runs (True), fails
@@ -74,24 +102,68 @@ class _PodWatch:
         if self.version is None and self._relist():
             return True
         watch = kubernetes.watch.Watch()
+        left = max(1, int(self.deadline - time.monotonic()))
         try:
             for event in watch.stream(
                 self.core.list_namespaced_pod,
                 self.namespace,
                 field_selector=f"metadata.name={self.name}",
                 resource_version=self.version,
-                timeout_seconds=max(1, int(self.deadline - time.monotonic())),
+                timeout_seconds=min(left, REJUDGE) if self.waiting else left,
             ):
                 self.retry.reset()
                 pod = event["object"]
                 self.version = pod.metadata.resource_version
                 if event["type"] == "DELETED":
                     raise self._deleted()
-                if started(pod, self.namespace, self.name):
+                if self._judge(pod):
                     return True
         finally:
             watch.stop()
+        if self.waiting:
+            self.version = None  # re-list: the pod judged again with its latest Events
         return False
+
+    def _judge(self, pod: kubernetes.client.V1Pod) -> bool:
+        """True once the pod runs, False while it may still; raises when it never will."""
+        state, reason = pod_state(pod)
+        if state == "pending" and reason and reason.startswith("Unschedulable"):
+            verdict = judge(reason, self._events(), pod.metadata.uid)
+            if verdict.action == "fail":
+                raise BackendError(f"pod {self.namespace}/{self.name}: {verdict.message}")
+            if verdict.message != self.waiting:
+                self.waiting = verdict.message
+                self.node_since = self.node_since or time.monotonic()
+                if self.node_wait > self.limit:  # a node is coming: its wait, from the start
+                    self.limit = self.node_wait
+                    self.deadline = self.began + self.limit
+                self.progress("waiting-for-node", verdict.message)
+            return False
+        if started(pod, self.namespace, self.name):
+            self.progress("running", "the pod runs")
+            return True
+        if pod.spec.node_name:
+            if self.waiting is not None:
+                self.node_until = time.monotonic()
+            self.waiting = None
+            self.progress("starting", f"scheduled on {pod.spec.node_name}; starting the container")
+        else:
+            self.progress("scheduling", "waiting for the scheduler")
+        return False
+
+    def _events(self) -> list:
+        """The Events about the pod (none where RBAC does not let the server list them:
+        the start then fails fast, as on a fixed cluster)."""
+        try:
+            return self.core.list_namespaced_event(
+                self.namespace,
+                field_selector=f"involvedObject.name={self.name}",
+                _request_timeout=REQUEST_TIMEOUT,
+            ).items
+        except ApiException as exc:
+            if exc.status in (401, 403):
+                return []
+            raise
 
     def _relist(self) -> bool:
         """The pod as it is now (True if it runs), and the version to go on from."""
@@ -102,7 +174,7 @@ class _PodWatch:
         )
         if not pods.items:
             raise self._deleted()
-        if started(pods.items[0], self.namespace, self.name):
+        if self._judge(pods.items[0]):
             return True
         self.version = pods.metadata.resource_version
         return False

@@ -29,6 +29,15 @@ def _iso(value: str | None) -> str | None:
     return value
 
 
+def backend_of(provisioner: Any) -> Any:
+    """The provisioner's backend, or None before its ``pre_launch`` made one (a pending
+    kernel, listed while it starts, has none for a moment)."""
+    try:
+        return provisioner.backend
+    except AssertionError:
+        return None
+
+
 def kernel_row(kernel_id: str, manager: Any, provisioner: Any) -> dict[str, Any]:
     """A container kernel as its provisioner and kernel manager know it, before the daemon
     is asked (state ``starting``; live fields None)."""
@@ -41,6 +50,9 @@ def kernel_row(kernel_id: str, manager: Any, provisioner: Any) -> dict[str, Any]
         "image": provisioner.image,
         "workload_id": provisioner.workload_id,
         "state": "starting",
+        #: the start's phase and its message while the backend waits for the workload
+        "phase": None,
+        "message": None,
         "exit_reason": provisioner.exit_reason,
         "error": None,
         "started": None,
@@ -50,6 +62,10 @@ def kernel_row(kernel_id: str, manager: Any, provisioner: Any) -> dict[str, Any]
         "memory_bytes": None,
         "memory_limit": None,
     }
+    backend = backend_of(provisioner)
+    progress = backend.start_progress(kernel_id) if backend is not None else None
+    if progress is not None:
+        row["phase"], row["message"] = progress
     activity = getattr(manager, "last_activity", None)
     if isinstance(activity, datetime):
         row["last_activity"] = activity.isoformat()
@@ -80,7 +96,7 @@ class KernelsHandler(DSSAPIHandler):
         # One listing per daemon or cluster gives each workload's state and start time.
         backends: dict[Any, Any] = {}
         for _, _, provisioner in mine:
-            backend = provisioner.backend
+            backend = backend_of(provisioner)
             if provisioner.workload_id and backend is not None:
                 backends.setdefault(backend.target_key(), backend)
         labels = {ownership.MANAGED: "true", ownership.KIND: "kernel"}
@@ -98,7 +114,7 @@ class KernelsHandler(DSSAPIHandler):
         self, kernel_id: str, manager: Any, provisioner: Any, listed: dict[Any, Any]
     ) -> dict[str, Any]:
         row = kernel_row(kernel_id, manager, provisioner)
-        backend = provisioner.backend
+        backend = backend_of(provisioner)
         workload_id = provisioner.workload_id
         if workload_id is None or backend is None:
             if provisioner.exit_reason:
@@ -168,7 +184,7 @@ class KernelLogsHandler(DSSAPIHandler):
             "logs": "",
             "error": None,
         }
-        backend = provisioner.backend
+        backend = backend_of(provisioner)
         if provisioner.workload_id and backend is not None:
             text, why = await bounded(backend.logs(provisioner.workload_id, tail), LIVE_TIMEOUT)
             reply.update(logs=text or "", error=why)
