@@ -27,11 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .apt import APT_SOURCES_ENV, HOST_APT_DIR, AptSource, bootstrap_sources
-from .bootstrap import MERGED_USR_HOOKS, import_rootfs, mmdebstrap_command
-from .build import build_base_image
-from .codeenv import BUILD_TIMEOUT, EnvBuild, build_env_image, commit_changes
-from .contract import (
+from ..imagecontract import (
     IMAGE_GID,
     IMAGE_HOME,
     IMAGE_PATH,
@@ -47,6 +43,10 @@ from .contract import (
     ROOTFS_REPO,
     VENV,
 )
+from .apt import APT_SOURCES_ENV, HOST_APT_DIR, AptSource, bootstrap_sources
+from .bootstrap import MERGED_USR_HOOKS, import_rootfs, mmdebstrap_command
+from .build import build_base_image
+from .codeenv import BUILD_TIMEOUT, EnvBuild, build_env_image, commit_changes
 from .daemon import BUILD_TMPDIR_ENV, daemon_errors, image_exists
 from .envrecipe import CodeEnvError, EnvRecipe
 from .inventory import ImageState, format_age, image_states, prune_stale_images

@@ -21,7 +21,7 @@ from packaging.utils import canonicalize_name
 
 from ..config import CodeEnvSpec, ConfigFile, ExecutionConfig
 from ..errors import ReportedError
-from .contract import (
+from ..imagecontract import (
     ENV_REPO_PREFIX,
     LABEL_BASE_REF,
     LABEL_CODE_ENV,
