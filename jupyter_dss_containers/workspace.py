@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .imagecontract import JOB_FOLDER, KERNEL_FOLDER, VENV
+from .imagecontract import VENV, WORKLOAD_FOLDERS
 
 DEFAULT_USER_ROOT = "${root_dir}/${user}"
 USER = "${user}"
@@ -222,9 +222,8 @@ IMAGE_FOLDERS = (
     "/proc",
     "/sbin",
     "/sys",
-    JOB_FOLDER,
-    KERNEL_FOLDER,
     "/usr",
+    *WORKLOAD_FOLDERS,
 )
 
 
