@@ -1,39 +1,21 @@
-"""A real trusted launcher in a subprocess, and plain HTTP calls to it, for the tests."""
+"""A real trusted launcher in a subprocess, and plain HTTP calls to it, for the tests
+(``http`` lives in :mod:`servers` and is re-exported here)."""
 
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import os
 import secrets
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import free_port
+from servers import free_port, http
 
-
-def http(
-    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None
-) -> tuple[int, Any]:
-    """(status, JSON body) of one call; HTTP errors are returned, not raised."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            return exc.code, json.loads(raw) if raw else None
-        except ValueError:
-            return exc.code, raw.decode(errors="replace")
+__all__ = ["LauncherProcess", "create_workload", "http", "queued_start"]
 
 
 class LauncherProcess:

@@ -25,6 +25,28 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def http(
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> tuple[int, Any]:
+    """(status, JSON body) of one call; HTTP errors are returned, not raised."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw) if raw else None
+        except ValueError:
+            return exc.code, raw.decode(errors="replace")
+
+
 class ServerProcess:
     """``python -m <module>`` serving on 127.0.0.1 with a token; its own process group."""
 
@@ -97,23 +119,8 @@ class ServerProcess:
         self, method: str, path: str, body: Any = None, timeout: float = 30
     ) -> tuple[int, Any]:
         """(status, JSON body) of a token-authenticated call; HTTP errors are returned."""
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            self.url + path,
-            data=data,
-            method=method,
-            headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                raw = resp.read()
-                return resp.status, json.loads(raw) if raw else None
-        except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            try:
-                return exc.code, json.loads(raw) if raw else None
-            except ValueError:
-                return exc.code, raw.decode(errors="replace")
+        headers = {"Authorization": f"token {TOKEN}", "Content-Type": "application/json"}
+        return http(method, self.url + path, body, headers, timeout)
 
     def kill(self) -> None:
         """SIGKILL the whole process group: no shutdown hook runs."""
