@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from servers import ServerProcess
-from test_multiuser import IDENTITY, NO_REAPING, call, containers_of, server_env, ws_request
+from test_multiuser import call, containers_of, multiuser_server, ws_request
 from tornado.websocket import websocket_connect
 
 pytestmark = pytest.mark.docker
@@ -38,12 +38,8 @@ ALICES_DATA = "alice's data"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, base_image) -> Iterator[ServerProcess]:
-    folder = tmp_path_factory.mktemp("workspace-users")
-    proc = ServerProcess(folder, server_env(folder, CONFIG), extra_args=(IDENTITY, NO_REAPING))
-    try:
-        yield proc.start()
-    finally:
-        proc.stop()
+    with multiuser_server(tmp_path_factory.mktemp("workspace-users"), CONFIG) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")
