@@ -23,9 +23,12 @@ import hashlib
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .imagecontract import VENV, WORKLOAD_FOLDERS
+
+if TYPE_CHECKING:  # the config model imports this module
+    from .config import ExecutionConfig
 
 DEFAULT_USER_ROOT = "${root_dir}/${user}"
 USER = "${user}"
@@ -312,3 +315,19 @@ def resolve_plan(
         return plan
     info = os.stat(real_root)
     return replace(plan, user=workload_user(os.getuid(), os.getgid(), (info.st_uid, info.st_gid)))
+
+
+def config_plan(
+    config: ExecutionConfig, *, server_root: str | None, cwd: str | None, user: str
+) -> WorkspacePlan:
+    """:func:`resolve_plan` for one execution config (its workspace settings, backend and
+    daemon): the one call kernels and jobs make. In a worker thread, as that one."""
+    return resolve_plan(
+        config.workspace,
+        backend=config.backend,
+        remote=config.on_remote_daemon,
+        server_root=server_root,
+        cwd=cwd,
+        user=user,
+        config_name=config.name,
+    )

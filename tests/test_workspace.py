@@ -197,3 +197,28 @@ def test_no_workspace_is_mounted_over_a_private_folder_of_the_workload():
     assert hides_the_image(launcher.WRITABLE_CONNECTION_FILE.rsplit("/", 1)[0])
     assert hides_the_image(rlang.WRITABLE_DIR)
     assert not hides_the_image("/tmp/.dss-jobs")  # a sibling with a longer name is not one
+
+
+def test_a_configs_plan_follows_its_daemon(tmp_path):
+    """Guards ``config_plan`` (the one call kernels and jobs make) passing a remote daemon
+    as local: a tcp:// daemon's workload would get a bind mount of a folder it cannot see."""
+    from jupyter_dss_containers.workspace import config_plan
+
+    def plan(docker):
+        config = parse_config(
+            {
+                "execution_configs": {
+                    "c": {"backend": "docker", "image": "default", "docker": docker}
+                }
+            },
+            "t.yaml",
+        ).get("c")
+        return config, config_plan(config, server_root=str(tmp_path), cwd=str(tmp_path), user="a")
+
+    config, local = plan({})
+    assert not config.on_remote_daemon and local.mounted
+    assert local.root == str(tmp_path.resolve())
+    config, remote = plan({"host": "tcp://10.0.0.1:2376"})
+    assert config.on_remote_daemon and not remote.mounted and remote.notice
+    config, pipe = plan({"host": "npipe:////./pipe/docker_engine"})
+    assert not config.on_remote_daemon and pipe.mounted  # a named pipe is of this host

@@ -289,6 +289,11 @@ class ExecutionConfig:
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
+    @property
+    def on_remote_daemon(self) -> bool:
+        """A Docker config whose daemon is on another host: it sees none of our folders."""
+        return self.backend == "docker" and self.docker.is_remote
+
     @classmethod
     def from_dict(
         cls, name: str, data: dict[str, Any], defaults: dict[str, Any] | None = None
