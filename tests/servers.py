@@ -47,6 +47,45 @@ def http(
             return exc.code, raw.decode(errors="replace")
 
 
+async def ws_execute(request: Any, user: str, code: str, strict: bool = False) -> str:
+    """Run ``code`` over a kernel's websocket (``request``: a tornado ``HTTPRequest`` or
+    URL of ``.../api/kernels/<id>/channels`` with its credentials) as ``user``; return what
+    it printed. ``strict``: stdout only, and a traceback fails the test (else stderr and
+    tracebacks are part of what it printed)."""
+    import asyncio
+    import uuid
+
+    from tornado.websocket import websocket_connect
+
+    ws = await websocket_connect(request)
+    msg_id = uuid.uuid4().hex
+    header = {"msg_id": msg_id, "msg_type": "execute_request", "username": user}
+    header.update(session=uuid.uuid4().hex, date="2026-01-01T00:00:00Z", version="5.3")
+    content = {"code": code, "silent": False, "store_history": False}
+    message = {"header": header, "parent_header": {}, "metadata": {}, "content": content}
+    await ws.write_message(json.dumps({**message, "channel": "shell", "buffers": []}))
+    out: list[str] = []
+    try:
+        while True:
+            raw = await asyncio.wait_for(ws.read_message(), 120)
+            assert raw is not None, "the kernel's websocket closed"
+            msg = json.loads(raw)
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind = msg["msg_type"]
+            if kind == "stream" and (not strict or msg["content"]["name"] == "stdout"):
+                out.append(msg["content"]["text"])
+            elif kind == "error":
+                traceback = "\n".join(msg["content"]["traceback"])
+                if strict:
+                    raise AssertionError(traceback)
+                out.append(traceback)
+            elif kind == "status" and msg["content"]["execution_state"] == "idle":
+                return "".join(out)
+    finally:
+        ws.close()
+
+
 class ServerProcess:
     """``python -m <module>`` serving on 127.0.0.1 with a token; its own process group."""
 
