@@ -11,11 +11,19 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from servers import free_port, http
 
-__all__ = ["LauncherProcess", "create_workload", "http", "queued_start"]
+__all__ = [
+    "LauncherProcess",
+    "create_each",
+    "create_workload",
+    "delete_workload",
+    "http",
+    "queued_start",
+]
 
 
 class LauncherProcess:
@@ -90,6 +98,22 @@ def create_workload(
         "labels": {ownership.KIND: "kernel"},
     }
     return launcher.call("POST", f"configs/{config}/workloads", body, user=user)
+
+
+def create_each(launcher: LauncherProcess, user: str, configs: tuple[str, ...], made: list) -> None:
+    """One workload of ``user`` on each of ``configs``, appended to ``made`` as (config,
+    answer) as it is made (so a ``finally`` can delete them); a refusal fails the test."""
+    for config in configs:
+        status, body = create_workload(launcher, user, config)
+        assert status == 201, body
+        made.append((config, body))
+
+
+def delete_workload(launcher: LauncherProcess, config: str, workload: dict, user: str) -> int:
+    """DELETE one workload through the launcher as ``user``; the status (a pod's id,
+    ``namespace/name``, is quoted)."""
+    wid = quote(workload["id"], safe="")
+    return launcher.call("DELETE", f"configs/{config}/workloads/{wid}", user=user)[0]
 
 
 def queued_start(
