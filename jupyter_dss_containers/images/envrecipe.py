@@ -16,8 +16,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
+from packaging.requirements import InvalidRequirement
 
 from ..config import CodeEnvSpec, ConfigFile, ExecutionConfig
 from ..errors import ReportedError
@@ -30,7 +29,7 @@ from ..imagecontract import (
     LABEL_PREFIX,
     VENV,
 )
-from .mirror import MirrorFileError, MirrorPlan, Unmirrored, read_mirror
+from .mirror import MirrorFileError, MirrorPlan, Unmirrored, read_mirror, requirement_name
 from .wheels import sha256_of
 
 #: bump when the build changes images in a way the hashed install script does not show
@@ -196,7 +195,7 @@ def recipe_for(
     own = {n: p for p in env.packages if (n := _name_of(p))}
     pins, skipped = [], list(plan.skipped)
     for pin in plan.pins:
-        name = canonicalize_name(Requirement(pin).name)
+        name = requirement_name(pin)
         if name in own:
             skipped.append(
                 Unmirrored(pin, "overridden", f"the env's packages pin {own[name]}", name)
@@ -217,7 +216,7 @@ def recipe_for(
 
 def _name_of(requirement: str) -> str | None:
     try:
-        return canonicalize_name(Requirement(requirement).name)
+        return requirement_name(requirement)
     except InvalidRequirement:
         return None
 
