@@ -32,6 +32,8 @@ from ..imagecontract import (
 from .mirror import MirrorFileError, MirrorPlan, Unmirrored, read_mirror, requirement_name
 from .wheels import sha256_of
 
+#: pip's options for every install of a code-env build (no cache in the image, no chatter)
+PIP_INSTALL_OPTIONS = "--no-cache-dir --disable-pip-version-check --progress-bar off"
 #: bump when the build changes images in a way the hashed install script does not show
 ENV_BUILDER_VERSION = "1"
 WHEELHOUSE_DIR = "/tmp/dss-wheelhouse"
@@ -47,6 +49,7 @@ __all__ = [
     "LABEL_EXEC_CONFIG",
     "LABEL_PREFIX",
     "MIRROR_FILE",
+    "PIP_INSTALL_OPTIONS",
     "VENV",
     "WHEELHOUSE_DIR",
     "CodeEnvError",
@@ -129,8 +132,7 @@ class EnvRecipe:
             lines += [
                 f'if [ -x {VENV}/bin/pip ]; then pip="{VENV}/bin/pip"; '
                 'else pip="python3 -m pip"; fi',
-                f"$pip install --no-cache-dir --disable-pip-version-check --progress-bar off "
-                f"{source}{requirements}",
+                f"$pip install {PIP_INSTALL_OPTIONS} {source}{requirements}",
             ]
         if self.r_packages:
             debs = " ".join(shlex.quote(debian_r_package(p)) for p in self.r_packages)
@@ -148,10 +150,7 @@ class EnvRecipe:
         the pins' and their dependencies', exactly, nothing resolved), then the env's own
         packages (resolved, so they win), offline; ``pip check`` says what conflicts (as in
         the source environment), and the kernel must still import."""
-        pip = (
-            '"$py" -m pip install --no-cache-dir --disable-pip-version-check --progress-bar off '
-            "--no-index"
-        )
+        pip = f'"$py" -m pip install {PIP_INSTALL_OPTIONS} --no-index'
         lines = [
             f'py={VENV}/bin/python; [ -x "$py" ] || py=python3',
             f"[ ! -s {MIRROR_FILE} ] || {pip} --no-deps -r {MIRROR_FILE}",
