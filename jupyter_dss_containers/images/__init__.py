@@ -1,7 +1,8 @@
 """The image workshop: base images built once per content hash, code-env images layered on
 a config's base image, their registries, and the inventory of what is built or stale.
 
-- :mod:`.contract`: what every image is (user, home, venv, labels, names);
+- :mod:`.contract`: what every image is (user, home, venv, labels, names), re-exported
+  from its one home :mod:`jupyter_dss_containers.imagecontract`;
 - :mod:`.recipe`: a base image's name, content hash and Dockerfile (one concept);
 - :mod:`.apt`: the host's Debian apt sources a bootstrap reads;
 - :mod:`.wheels`: the packages pip installs and the wheelhouse they come from;
