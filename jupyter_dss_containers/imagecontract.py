@@ -24,6 +24,12 @@ IMAGE_PATH = f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin"
 #: payload, runner and results (no workspace may be mounted over them)
 KERNEL_FOLDER = "/tmp/.dss-kernel"
 JOB_FOLDER = "/tmp/.dss-job"
+#: their writable twins, where a workload whose private folder arrives read-only works: the
+#: kernel's private copy of its connection file, an R job's outputs and error
+KERNEL_RW_FOLDER = "/tmp/.dss-kernel-rw"
+JOB_OUT_FOLDER = "/tmp/.dss-job-out"
+#: every private folder of a workload: no workspace may be mounted over (or above) one
+WORKLOAD_FOLDERS = (KERNEL_FOLDER, KERNEL_RW_FOLDER, JOB_FOLDER, JOB_OUT_FOLDER)
 
 IMAGE_REPO_PREFIX = "dss-containers/"
 ROOTFS_REPO = IMAGE_REPO_PREFIX + "rootfs"
@@ -49,8 +55,10 @@ __all__ = [
     "IMAGE_USER",
     "IMAGE_USER_NAME",
     "JOB_FOLDER",
+    "JOB_OUT_FOLDER",
     "KERNEL_FOLDER",
     "KERNEL_PYTHON",
+    "KERNEL_RW_FOLDER",
     "LABEL_BASE_IMAGE",
     "LABEL_BASE_REF",
     "LABEL_CODE_ENV",
@@ -62,4 +70,5 @@ __all__ = [
     "LABEL_WITH_R",
     "ROOTFS_REPO",
     "VENV",
+    "WORKLOAD_FOLDERS",
 ]

@@ -18,7 +18,7 @@ from .errors import ReportedError
 from .launcher import KernelLaunch, LaunchedKernel, launch_kernel_workload, remove_kernel_workload
 from .liveness import deferred_removals
 from .readiness import KernelNotReady, until_ready
-from .workspace import WorkspaceError, WorkspacePlan, notice_script, resolve_plan
+from .workspace import WorkspaceError, WorkspacePlan, config_plan, notice_script
 
 
 class WorkspaceRefused(ReportedError, PermissionError):
@@ -43,14 +43,11 @@ async def plan_workspace(
     root = root_of() if callable(root_of) else getattr(manager, "root_dir", None)
     try:
         return await asyncio.to_thread(
-            resolve_plan,
-            config.workspace,
-            backend=config.backend,
-            remote=config.backend == "docker" and config.docker.is_remote,
+            config_plan,
+            config,
             server_root=root if isinstance(root, str) and root else None,
             cwd=cwd,
             user=username,
-            config_name=config.name,
         )
     except (WorkspaceError, OSError) as exc:
         raise WorkspaceRefused(f"execution config {config.name!r}: {exc}") from None

@@ -19,13 +19,14 @@ from . import transport
 from .backends import Backend, BackendError
 from .backends.base import WorkloadSpec
 from .config import ExecutionConfig
+from .imagecontract import KERNEL_RW_FOLDER
 from .workspace import WorkspacePlan
 
 CONNECTION_FILE = f"{transport.KERNEL_FOLDER}/connection.json"
 #: where a kernel whose files arrive read-only reads a private copy of its connection file
-WRITABLE_CONNECTION_FILE = "/tmp/.dss-kernel-rw/connection.json"
+WRITABLE_CONNECTION_FILE = f"{KERNEL_RW_FOLDER}/connection.json"
 _COPY_THEN_EXEC = (
-    f"umask 077 && mkdir -p {WRITABLE_CONNECTION_FILE.rsplit('/', 1)[0]} && "
+    f"umask 077 && mkdir -p {KERNEL_RW_FOLDER} && "
     f'cp {CONNECTION_FILE} {WRITABLE_CONNECTION_FILE} && exec "$@"'
 )
 PORT_NAMES = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")

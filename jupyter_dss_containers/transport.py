@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .config import ExecutionConfig
+from .config import ExecutionConfig, daemon_reach
 from .imagecontract import KERNEL_FOLDER as KERNEL_FOLDER
 from .ownership import PREFIX, this_process
 
@@ -55,7 +55,7 @@ def is_local_daemon(config: ExecutionConfig) -> bool:
         return False
     from .backends.docker import daemon_url
 
-    return daemon_url(config.docker).startswith("unix://")
+    return daemon_reach(daemon_url(config.docker)) == "unix"
 
 
 def resolve(config: ExecutionConfig) -> str:

@@ -23,9 +23,12 @@ import hashlib
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .imagecontract import JOB_FOLDER, KERNEL_FOLDER, VENV
+from .imagecontract import VENV, WORKLOAD_FOLDERS
+
+if TYPE_CHECKING:  # the config model imports this module
+    from .config import ExecutionConfig
 
 DEFAULT_USER_ROOT = "${root_dir}/${user}"
 USER = "${user}"
@@ -222,9 +225,8 @@ IMAGE_FOLDERS = (
     "/proc",
     "/sbin",
     "/sys",
-    JOB_FOLDER,
-    KERNEL_FOLDER,
     "/usr",
+    *WORKLOAD_FOLDERS,
 )
 
 
@@ -340,4 +342,20 @@ def _not_writable(user: str, folder: str, root: str, info: os.stat_result) -> st
         f"{info.st_mode & 0o777:o}): files written there fail with 'Permission denied'. "
         f"Give the folder to a non-root user (chown -R {user} {root}), or run Jupyter as "
         "your own user."
+    )
+
+
+def config_plan(
+    config: ExecutionConfig, *, server_root: str | None, cwd: str | None, user: str
+) -> WorkspacePlan:
+    """:func:`resolve_plan` for one execution config (its workspace settings, backend and
+    daemon): the one call kernels and jobs make. In a worker thread, as that one."""
+    return resolve_plan(
+        config.workspace,
+        backend=config.backend,
+        remote=config.on_remote_daemon,
+        server_root=server_root,
+        cwd=cwd,
+        user=user,
+        config_name=config.name,
     )

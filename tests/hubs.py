@@ -3,20 +3,17 @@ calls tests make through its proxy, to its API and to the launcher service."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import secrets
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from launchers import http
-from servers import free_port
+from servers import free_port, ws_execute
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "jupyterhub_config.py"
 TEST_OVERLAY = """
@@ -160,45 +157,7 @@ class Hub:
 async def execute(hub: Hub, user: str, kernel_id: str, code: str) -> str:
     """Run code on the kernel's websocket through the proxy; return what it printed."""
     from tornado.httpclient import HTTPRequest
-    from tornado.websocket import websocket_connect
 
     url = f"ws://127.0.0.1:{hub.port}/user/{user}/api/kernels/{kernel_id}/channels"
-    ws = await websocket_connect(
-        HTTPRequest(url, headers={"Authorization": f"token {hub.tokens[user]}"})
-    )
-    msg_id = uuid.uuid4().hex
-    await ws.write_message(
-        json.dumps(
-            {
-                "header": {
-                    "msg_id": msg_id,
-                    "msg_type": "execute_request",
-                    "username": user,
-                    "session": uuid.uuid4().hex,
-                    "date": "2025-01-01T00:00:00Z",
-                    "version": "5.3",
-                },
-                "parent_header": {},
-                "metadata": {},
-                "content": {"code": code, "silent": False, "store_history": False},
-                "channel": "shell",
-                "buffers": [],
-            }
-        )
-    )
-    out = []
-    try:
-        while True:
-            raw = await asyncio.wait_for(ws.read_message(), 120)
-            assert raw is not None, "the websocket closed"
-            msg = json.loads(raw)
-            if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            if msg["msg_type"] == "stream":
-                out.append(msg["content"]["text"])
-            elif msg["msg_type"] == "error":
-                out.append("\n".join(msg["content"]["traceback"]))
-            elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                return "".join(out)
-    finally:
-        ws.close()
+    headers = {"Authorization": f"token {hub.tokens[user]}"}
+    return await ws_execute(HTTPRequest(url, headers=headers), user, code)

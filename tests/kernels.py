@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +69,8 @@ async def start(kernel_name: str, **manager_kwargs: Any) -> tuple[AsyncKernelMan
     return km, kc
 
 
-async def run(kc: Any, code: str, timeout: float = 30) -> tuple[dict, str]:
-    """Execute code; return the reply content and everything printed (tracebacks too)."""
-    out: list[str] = []
+def printed_into(out: list[str]) -> Callable[[dict], None]:
+    """An ``output_hook`` that appends what a cell prints (streams, tracebacks) to ``out``."""
 
     def collect(msg: dict) -> None:
         if msg["msg_type"] == "stream":
@@ -79,7 +78,13 @@ async def run(kc: Any, code: str, timeout: float = 30) -> tuple[dict, str]:
         elif msg["msg_type"] == "error":
             out.append("\n".join(msg["content"]["traceback"]))
 
-    reply = await kc.execute_interactive(code, timeout=timeout, output_hook=collect)
+    return collect
+
+
+async def run(kc: Any, code: str, timeout: float = 30) -> tuple[dict, str]:
+    """Execute code; return the reply content and everything printed (tracebacks too)."""
+    out: list[str] = []
+    reply = await kc.execute_interactive(code, timeout=timeout, output_hook=printed_into(out))
     return reply["content"], "".join(out)
 
 

@@ -1,39 +1,29 @@
-"""A real trusted launcher in a subprocess, and plain HTTP calls to it, for the tests."""
+"""A real trusted launcher in a subprocess, and plain HTTP calls to it, for the tests
+(``http`` lives in :mod:`servers` and is re-exported here)."""
 
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import os
 import secrets
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
-from servers import free_port
+from servers import free_port, http
 
-
-def http(
-    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None
-) -> tuple[int, Any]:
-    """(status, JSON body) of one call; HTTP errors are returned, not raised."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            raw = response.read()
-            return response.status, json.loads(raw) if raw else None
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            return exc.code, json.loads(raw) if raw else None
-        except ValueError:
-            return exc.code, raw.decode(errors="replace")
+__all__ = [
+    "LauncherProcess",
+    "create_each",
+    "create_workload",
+    "delete_workload",
+    "http",
+    "queued_start",
+]
 
 
 class LauncherProcess:
@@ -108,6 +98,22 @@ def create_workload(
         "labels": {ownership.KIND: "kernel"},
     }
     return launcher.call("POST", f"configs/{config}/workloads", body, user=user)
+
+
+def create_each(launcher: LauncherProcess, user: str, configs: tuple[str, ...], made: list) -> None:
+    """One workload of ``user`` on each of ``configs``, appended to ``made`` as (config,
+    answer) as it is made (so a ``finally`` can delete them); a refusal fails the test."""
+    for config in configs:
+        status, body = create_workload(launcher, user, config)
+        assert status == 201, body
+        made.append((config, body))
+
+
+def delete_workload(launcher: LauncherProcess, config: str, workload: dict, user: str) -> int:
+    """DELETE one workload through the launcher as ``user``; the status (a pod's id,
+    ``namespace/name``, is quoted)."""
+    wid = quote(workload["id"], safe="")
+    return launcher.call("DELETE", f"configs/{config}/workloads/{wid}", user=user)[0]
 
 
 def queued_start(

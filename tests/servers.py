@@ -25,6 +25,67 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def http(
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> tuple[int, Any]:
+    """(status, JSON body) of one call; HTTP errors are returned, not raised."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw) if raw else None
+        except ValueError:
+            return exc.code, raw.decode(errors="replace")
+
+
+async def ws_execute(request: Any, user: str, code: str, strict: bool = False) -> str:
+    """Run ``code`` over a kernel's websocket (``request``: a tornado ``HTTPRequest`` or
+    URL of ``.../api/kernels/<id>/channels`` with its credentials) as ``user``; return what
+    it printed. ``strict``: stdout only, and a traceback fails the test (else stderr and
+    tracebacks are part of what it printed)."""
+    import asyncio
+    import uuid
+
+    from tornado.websocket import websocket_connect
+
+    ws = await websocket_connect(request)
+    msg_id = uuid.uuid4().hex
+    header = {"msg_id": msg_id, "msg_type": "execute_request", "username": user}
+    header.update(session=uuid.uuid4().hex, date="2026-01-01T00:00:00Z", version="5.3")
+    content = {"code": code, "silent": False, "store_history": False}
+    message = {"header": header, "parent_header": {}, "metadata": {}, "content": content}
+    await ws.write_message(json.dumps({**message, "channel": "shell", "buffers": []}))
+    out: list[str] = []
+    try:
+        while True:
+            raw = await asyncio.wait_for(ws.read_message(), 120)
+            assert raw is not None, "the kernel's websocket closed"
+            msg = json.loads(raw)
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind = msg["msg_type"]
+            if kind == "stream" and (not strict or msg["content"]["name"] == "stdout"):
+                out.append(msg["content"]["text"])
+            elif kind == "error":
+                traceback = "\n".join(msg["content"]["traceback"])
+                if strict:
+                    raise AssertionError(traceback)
+                out.append(traceback)
+            elif kind == "status" and msg["content"]["execution_state"] == "idle":
+                return "".join(out)
+    finally:
+        ws.close()
+
+
 class ServerProcess:
     """``python -m <module>`` serving on 127.0.0.1 with a token; its own process group."""
 
@@ -97,23 +158,8 @@ class ServerProcess:
         self, method: str, path: str, body: Any = None, timeout: float = 30
     ) -> tuple[int, Any]:
         """(status, JSON body) of a token-authenticated call; HTTP errors are returned."""
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            self.url + path,
-            data=data,
-            method=method,
-            headers={"Authorization": f"token {TOKEN}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                raw = resp.read()
-                return resp.status, json.loads(raw) if raw else None
-        except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            try:
-                return exc.code, json.loads(raw) if raw else None
-            except ValueError:
-                return exc.code, raw.decode(errors="replace")
+        headers = {"Authorization": f"token {TOKEN}", "Content-Type": "application/json"}
+        return http(method, self.url + path, body, headers, timeout)
 
     def kill(self) -> None:
         """SIGKILL the whole process group: no shutdown hook runs."""

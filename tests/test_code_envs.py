@@ -24,7 +24,7 @@ import yaml
 from conftest import need
 from jupyter_client import AsyncKernelManager
 
-from jupyter_dss_containers import codeenvs, images, registry
+from jupyter_dss_containers import images
 from jupyter_dss_containers.backends.base import WorkloadSpec
 from jupyter_dss_containers.backends.docker import create_args
 from jupyter_dss_containers.config import (
@@ -35,7 +35,8 @@ from jupyter_dss_containers.config import (
     load_config,
     parse_config,
 )
-from jupyter_dss_containers.envrecipe import CodeEnvError
+from jupyter_dss_containers.images import codeenv, inventory, registry
+from jupyter_dss_containers.images.envrecipe import CodeEnvError
 from jupyter_dss_containers.kernelspecs import R_ARGV, ContainerKernelSpecManager
 from jupyter_dss_containers.provisioner import KernelStartError
 
@@ -197,9 +198,7 @@ async def test_r_kernel_evaluates_version_string(r_base, docker_client, site):
 @pytest.fixture(scope="module")
 def sk_image(docker_client, site) -> str:
     events: list[images.BuildEvent] = []
-    result = codeenvs.build_env_image(
-        load_config(site), "sk", "small", docker_client, events.append
-    )
+    result = codeenv.build_env_image(load_config(site), "sk", "small", docker_client, events.append)
     steps = {e.step for e in events}
     assert ("install" in steps and "done" in steps) or steps == {"cached"}
     return result.tag
@@ -224,14 +223,14 @@ def test_changing_one_pin_rebuilds_only_that_env(docker_client, workspace, base_
     after = parse_config(site_config(six_pin="six==1.17.0"), "after.yaml")
     with contextlib.suppress(docker.errors.ImageNotFound):  # left by an earlier run
         docker_client.api.remove_image(images.resolve_image(after, after.get("small"), "tiny"))
-    old_tiny = codeenvs.build_env_image(before, "tiny", "small", docker_client).tag
-    other = codeenvs.build_env_image(before, "other", "small", docker_client)
+    old_tiny = codeenv.build_env_image(before, "tiny", "small", docker_client).tag
+    other = codeenv.build_env_image(before, "other", "small", docker_client)
 
-    rebuilt = codeenvs.build_env_image(after, "tiny", "small", docker_client)
-    again = codeenvs.build_env_image(after, "other", "small", docker_client)
+    rebuilt = codeenv.build_env_image(after, "tiny", "small", docker_client)
+    again = codeenv.build_env_image(after, "other", "small", docker_client)
     assert rebuilt.built and rebuilt.tag != old_tiny
     assert not again.built and again.tag == other.tag
-    assert not codeenvs.build_env_image(after, "tiny", "small", docker_client).built
+    assert not codeenv.build_env_image(after, "tiny", "small", docker_client).built
     out = docker_client.containers.run(
         rebuilt.tag, ["python", "-c", "import six; print(six.__version__)"], remove=True
     )
@@ -239,7 +238,7 @@ def test_changing_one_pin_rebuilds_only_that_env(docker_client, workspace, base_
 
     states = {
         (s.name, s.ref): s.state
-        for s in codeenvs.image_states(after, docker_client)
+        for s in inventory.image_states(after, docker_client)
         if s.kind == "env" and s.config == "small"
     }
     assert states[("tiny", rebuilt.tag)] == "built"
@@ -250,7 +249,7 @@ def test_changing_one_pin_rebuilds_only_that_env(docker_client, workspace, base_
 
 def test_images_and_build_env_commands(docker_client, workspace, base_image):
     path = write_config(workspace, site_config(), "cli.yaml")
-    codeenvs.build_env_image(load_config(path), "tiny", "small", docker_client)
+    codeenv.build_env_image(load_config(path), "tiny", "small", docker_client)
     cli = [sys.executable, "-c", "from jupyter_dss_containers.cli import main; main()"]
     env = {**os.environ, "DSS_CONTAINERS_CONFIG": str(path)}
     built = subprocess.run(
@@ -273,7 +272,7 @@ def test_images_and_build_env_commands(docker_client, workspace, base_image):
 
 def test_push_to_and_pull_from_a_local_registry(docker_client, workspace, local_registry):
     config_file = parse_config(site_config(local_registry), "registry.yaml")
-    result = codeenvs.build_env_image(config_file, "tiny", "pushed", docker_client)
+    result = codeenv.build_env_image(config_file, "tiny", "pushed", docker_client)
     assert result.push is not None
     remote = result.push.ref
     assert remote.startswith(f"127.0.0.1:{local_registry}/team/dss-containers/env-tiny:pushed-")
@@ -322,7 +321,7 @@ async def test_daemon_without_the_image_pulls_it_from_the_registry(
 
     path = write_config(workspace, site_config(local_registry), "pull.yaml")
     config_file = parse_config(site_config(local_registry), str(path))
-    remote = codeenvs.build_env_image(config_file, "tiny", "pushed", docker_client).push.ref
+    remote = codeenv.build_env_image(config_file, "tiny", "pushed", docker_client).push.ref
     docker_client.api.remove_image(remote)  # as on a remote daemon that never had it
     ksm = ContainerKernelSpecManager(dss_config_file=str(path))
     km = AsyncKernelManager(kernel_name="dss-pushed-tiny", kernel_spec_manager=ksm)
@@ -419,7 +418,7 @@ def test_package_that_does_not_exist_fails_with_the_log_tail(docker_client, site
     config_file = load_config(site)
     tag = images.resolve_image(config_file, config_file.get("small"), "ghost")
     with pytest.raises(images.ImageBuildError) as info:
-        codeenvs.build_env_image(config_file, "ghost", "small", docker_client)
+        codeenv.build_env_image(config_file, "ghost", "small", docker_client)
     message = str(info.value)
     assert message.startswith("building code env image 'ghost (small)' failed: pip download")
     assert "dss-no-such-package-xyz" in message.splitlines()[-1] or "No matching" in message
@@ -435,7 +434,7 @@ def test_failing_dockerfile_fragment_leaves_no_tag(docker_client, site, base_ima
     base_tag = images.base_image_tag(config_file.base_images["broken"])
     env_tag = images.resolve_image(config_file, config_file.get("broken"), "tiny")
     with pytest.raises(images.ImageBuildError) as info:
-        codeenvs.build_env_image(config_file, "tiny", "broken", docker_client)
+        codeenv.build_env_image(config_file, "tiny", "broken", docker_client)
     message = str(info.value)
     assert message.startswith("building base image 'broken' failed")
     assert "fragment-ran" in message and "returned a non-zero code: 3" in message

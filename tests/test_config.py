@@ -14,6 +14,7 @@ from jupyter_dss_containers.config import (
     expand_user,
     format_size,
     load_config,
+    parse_config,
     parse_size,
 )
 from jupyter_dss_containers.permissions import (
@@ -290,3 +291,53 @@ def test_cli_validate_and_configs(tmp_path):
     assert f"{bad}: execution_configs.gpu.docker.runtime: expected string" in " ".join(
         result.stderr.split()
     )
+
+
+@pytest.mark.parametrize(
+    ("host", "reach"),
+    [
+        (None, "unix"),
+        ("unix:///run/user/1000/podman/podman.sock", "unix"),
+        ("npipe:////./pipe/docker_engine", "npipe"),
+        ("tcp://10.0.0.1:2376", "network"),
+        ("ssh://alice@build-host", "network"),
+    ],
+)
+def test_one_function_says_where_a_daemon_is_for_the_checks_the_transport_and_the_backend(
+    host, reach
+):
+    """Guards: the config cross-check, ``transport.resolve`` and ``DockerSettings.is_remote``
+    drifting apart (each had its own prefix test: the check ``unix://``, ``is_remote`` also
+    ``npipe://``): ipc is accepted exactly where ``auto`` means ipc (a named pipe is of
+    this host but shares no Unix socket), and only a daemon on the network is remote."""
+    from jupyter_dss_containers import transport
+    from jupyter_dss_containers.config import daemon_reach
+
+    assert daemon_reach(host) == reach
+    docker = {"host": host} if host else {}
+
+    def config(kind: str):
+        return parse_config(
+            {
+                "execution_configs": {
+                    "x": {
+                        "backend": "docker",
+                        "image": "default",
+                        "transport": kind,
+                        "docker": docker,
+                    }
+                }
+            },
+            "t.yaml",
+        ).get("x")
+
+    auto = config("auto")
+    assert auto.docker.is_remote is (reach == "network")
+    if host is None:
+        return  # the runtime then asks $DOCKER_HOST: transport's answer is the machine's
+    assert transport.resolve(auto) == ("ipc" if reach == "unix" else "tcp")
+    if reach == "unix":
+        assert config("ipc").transport == "ipc"
+    else:
+        with pytest.raises(ConfigError, match="ipc sockets need a Docker or Podman daemon"):
+            config("ipc")

@@ -33,12 +33,13 @@ from engines import (
 )
 from kernels import run, start
 
-from jupyter_dss_containers import codeenvs, images, ownership, transfer
+from jupyter_dss_containers import images, ownership, transfer
 from jupyter_dss_containers.backends import BackendError, backend_for
 from jupyter_dss_containers.backends.docker import docker_client
 from jupyter_dss_containers.cli import DoctorCommand
 from jupyter_dss_containers.config import BaseImageSpec, DockerSettings, load_config
-from jupyter_dss_containers.envrecipe import LABEL_CODE_ENV, LABEL_EXEC_CONFIG
+from jupyter_dss_containers.imagecontract import LABEL_CODE_ENV, LABEL_EXEC_CONFIG
+from jupyter_dss_containers.images import codeenv, inventory
 from jupyter_dss_containers.jobs import JobRequest, JobService, RemoteError, python_result
 from jupyter_dss_containers.kernelspecs import install_kernel_specs
 from jupyter_dss_containers.permissions import process_identity
@@ -497,13 +498,13 @@ async def test_podman_builds_a_code_env_image_and_runs_a_job_in_it(podman_site, 
     try:
         began = time.monotonic()
         build = await asyncio.to_thread(
-            codeenvs.build_env_image, config_file, "tiny", "podman-jobs", client
+            codeenv.build_env_image, config_file, "tiny", "podman-jobs", client
         )
         print(f"\ncode env on Podman: {time.monotonic() - began:.1f} s")
         assert build.built and build.tag == tag
         labels = client.images.get(tag).labels
         assert labels[LABEL_CODE_ENV] == "tiny" and labels[LABEL_EXEC_CONFIG] == "podman-jobs"
-        states = codeenvs.image_states(config_file, client)  # Podman's docker.io/... tags
+        states = inventory.image_states(config_file, client)  # Podman's docker.io/... tags
         assert [s.state for s in states if s.ref == tag] == ["built"]
         assert [s.state for s in states if s.ref == base_image] == ["built"]
 
@@ -516,7 +517,7 @@ async def test_podman_builds_a_code_env_image_and_runs_a_job_in_it(podman_site, 
         await service.wait(job.id)
         assert job.image == tag
         assert (await python_result(service, job.id))["outputs"] == {"v": "1.16.0"}
-        again = codeenvs.build_env_image(config_file, "tiny", "podman-jobs", client)
+        again = codeenv.build_env_image(config_file, "tiny", "podman-jobs", client)
         assert not again.built
     finally:
         drop(client, tag)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from jupyter_client import KernelManager
+from kernels import printed_into
 
 CELL = """
 from jupyter_dss_containers.jobs import api
@@ -36,14 +37,7 @@ def test_the_kernels_job_service_takes_the_kernels_config(tmp_path):
         kc.start_channels()
         kc.wait_for_ready(timeout=60)
         out: list[str] = []
-
-        def collect(msg: dict) -> None:
-            if msg["msg_type"] == "stream":
-                out.append(msg["content"]["text"])
-            elif msg["msg_type"] == "error":
-                out.append("\n".join(msg["content"]["traceback"]))
-
-        reply = kc.execute_interactive(CELL, output_hook=collect, timeout=60)
+        reply = kc.execute_interactive(CELL, output_hook=printed_into(out), timeout=60)
         assert reply["content"]["status"] == "ok", out
         assert "".join(out).split() == ["3", "0.5", "True"], out
     finally:

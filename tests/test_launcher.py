@@ -17,7 +17,13 @@ from pathlib import Path
 
 import pytest
 from conftest import leftover_containers
-from launchers import LauncherProcess, create_workload, queued_start
+from launchers import (
+    LauncherProcess,
+    create_each,
+    create_workload,
+    delete_workload,
+    queued_start,
+)
 
 from jupyter_dss_containers import images, ownership
 from jupyter_dss_containers.backends.base import Workload
@@ -317,10 +323,6 @@ def through_launcher(launcher, monkeypatch):
 _create = create_workload
 
 
-def _delete(launcher, config: str, workload: dict, user: str) -> int:
-    return launcher.call("DELETE", f"configs/{config}/workloads/{workload['id']}", user=user)[0]
-
-
 def test_a_kernel_starts_through_the_launcher_and_leaves_nothing(through_launcher, docker_client):
     """Guards the provisioner working unchanged over RemoteBackend, and the labels the
     launcher writes itself."""
@@ -431,10 +433,7 @@ def test_a_budget_refuses_the_third_512m_kernel_across_two_configs(launcher):
     """Guards budgets summed over configs, refused at once with what is used and by what."""
     made = []
     try:
-        for config in ("small", "other"):
-            status, body = _create(launcher, "alice", config)
-            assert status == 201, body
-            made.append((config, body))
+        create_each(launcher, "alice", ("small", "other"), made)
         status, body = _create(launcher, "alice", "small")
         assert status == 429, body  # refused at once (no queue yet)
         message = body["message"]
@@ -447,7 +446,7 @@ def test_a_budget_refuses_the_third_512m_kernel_across_two_configs(launcher):
     finally:
         for config, workload in made:
             owner = workload["labels"][ownership.OWNER]
-            launcher.call("DELETE", f"configs/{config}/workloads/{workload['id']}", user=owner)
+            delete_workload(launcher, config, workload, owner)
     assert os.environ.get("DSS_CONTAINERS_LAUNCHER_URL") is None
 
 
@@ -459,17 +458,11 @@ def test_a_queueing_budget_holds_the_third_512m_kernel_until_one_is_deleted(
     as soon as one of her first two kernels is deleted through the launcher."""
     made = []
     try:
-        for config in ("small", "other"):
-            status, body = _create(launcher, "carol", config)
-            assert status == 201, body
-            made.append((config, body))
+        create_each(launcher, "carol", ("small", "other"), made)
         started, name = queued_start(launcher, "carol", "small")
         assert not docker_client.containers.list(all=True, filters={"name": name})
         config, first = made.pop(0)
-        assert (
-            launcher.call("DELETE", f"configs/{config}/workloads/{first['id']}", user="carol")[0]
-            == 200
-        )
+        assert delete_workload(launcher, config, first, "carol") == 200
         status, body = started.result(timeout=120)
         assert status == 201, body
         made.append(("small", body))
@@ -478,7 +471,7 @@ def test_a_queueing_budget_holds_the_third_512m_kernel_until_one_is_deleted(
         assert launcher.call("GET", "usage", user="carol")[1]["queued"] == 0
     finally:
         for config, workload in made:
-            launcher.call("DELETE", f"configs/{config}/workloads/{workload['id']}", user="carol")
+            delete_workload(launcher, config, workload, "carol")
 
 
 def test_a_queued_start_whose_caller_hangs_up_never_starts(launcher, docker_client):
@@ -491,10 +484,7 @@ def test_a_queued_start_whose_caller_hangs_up_never_starts(launcher, docker_clie
 
     made = []
     try:
-        for config in ("small", "other"):
-            status, body = _create(launcher, "carol", config)
-            assert status == 201, body
-            made.append((config, body))
+        create_each(launcher, "carol", ("small", "other"), made)
         config_file = parse_config(*read_document(launcher.config))
         name = f"dss-kernel-{secrets.token_hex(4)}"
         body = {
@@ -519,14 +509,14 @@ def test_a_queued_start_whose_caller_hangs_up_never_starts(launcher, docker_clie
         else:
             pytest.fail("the abandoned start stayed in the queue")
         config, first = made.pop(0)
-        assert _delete(launcher, config, first, "carol") == 200
+        assert delete_workload(launcher, config, first, "carol") == 200
         status, body = _create(launcher, "carol", "small")  # the room is there, for a new start
         assert status == 201, body
         made.append(("small", body))
         assert not docker_client.containers.list(all=True, filters={"name": name})
     finally:
         for config, workload in made:
-            _delete(launcher, config, workload, "carol")
+            delete_workload(launcher, config, workload, "carol")
 
 
 def test_a_broken_edit_of_the_config_file_keeps_the_last_good_one(tmp_path):

@@ -15,7 +15,13 @@ import pytest
 import yaml
 from conftest import need
 from engines import PodmanService
-from launchers import LauncherProcess, create_workload, queued_start
+from launchers import (
+    LauncherProcess,
+    create_each,
+    create_workload,
+    delete_workload,
+    queued_start,
+)
 
 from jupyter_dss_containers import ownership, transfer
 from jupyter_dss_containers.backends.docker import docker_client as client_for
@@ -72,10 +78,6 @@ def two_daemons(workspace, base_image, podman, docker_client):
             container.remove(force=True)
 
 
-def _delete(launcher, config: str, workload: dict, user: str) -> int:
-    return launcher.call("DELETE", f"configs/{config}/workloads/{workload['id']}", user=user)[0]
-
-
 def test_a_refusing_budget_counts_both_daemons_and_names_what_is_used_where(
     two_daemons, podman, docker_client
 ):
@@ -84,10 +86,7 @@ def test_a_refusing_budget_counts_both_daemons_and_names_what_is_used_where(
     the two really run on two engines (each listed by its own daemon only)."""
     made = []
     try:
-        for config in ("docker", "podman"):
-            status, body = create_workload(two_daemons, "bob", config)
-            assert status == 201, body
-            made.append((config, body))
+        create_each(two_daemons, "bob", ("docker", "podman"), made)
         podman_client = client_for(DockerSettings(host=podman.url))
         assert podman_client.containers.get(made[1][1]["id"]).status == "running"
         dockerd_ids = {c.id for c in docker_client.containers.list()}
@@ -100,7 +99,7 @@ def test_a_refusing_budget_counts_both_daemons_and_names_what_is_used_where(
             assert f"kernel {workload['name']} on {config}: 512 MiB" in message
     finally:
         for config, workload in made:
-            _delete(two_daemons, config, workload, "bob")
+            delete_workload(two_daemons, config, workload, "bob")
 
 
 def test_a_queueing_budget_waits_for_room_on_either_daemon(two_daemons, podman, docker_client):
@@ -109,18 +108,15 @@ def test_a_queueing_budget_waits_for_room_on_either_daemon(two_daemons, podman, 
     Podman is deleted."""
     made = []
     try:
-        for config in ("docker", "podman"):
-            status, body = create_workload(two_daemons, "alice", config)
-            assert status == 201, body
-            made.append((config, body))
+        create_each(two_daemons, "alice", ("docker", "podman"), made)
         started, name = queued_start(two_daemons, "alice", "docker")
         assert not docker_client.containers.list(all=True, filters={"name": name})
         config, on_podman = made.pop()
-        assert _delete(two_daemons, config, on_podman, "alice") == 200
+        assert delete_workload(two_daemons, config, on_podman, "alice") == 200
         status, body = started.result(timeout=120)
         assert status == 201, body
         made.append(("docker", body))
         assert docker_client.containers.get(body["id"]).status == "running"
     finally:
         for config, workload in made:
-            _delete(two_daemons, config, workload, "alice")
+            delete_workload(two_daemons, config, workload, "alice")

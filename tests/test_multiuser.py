@@ -11,6 +11,7 @@ stop after refusals, the start-up refusal and the single-user case.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import json
 import os
@@ -59,14 +60,25 @@ def server_env(folder: Path, config: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[ServerProcess]:
-    folder = tmp_path_factory.mktemp("multiuser")
-    proc = ServerProcess(folder, server_env(folder, CONFIG), extra_args=(IDENTITY, NO_REAPING))
+@contextlib.contextmanager
+def multiuser_server(
+    folder: Path, config: str, *extra_args: str, env: dict[str, str] | None = None
+) -> Iterator[ServerProcess]:
+    """A started multi-user server of ``config`` in ``folder`` (test identities, no
+    start-up reaping, then ``extra_args``; ``env`` added to its environment), stopped on the
+    way out."""
+    env = {**server_env(folder, config), **(env or {})}
+    proc = ServerProcess(folder, env, extra_args=(IDENTITY, NO_REAPING, *extra_args))
     try:
         yield proc.start()
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[ServerProcess]:
+    with multiuser_server(tmp_path_factory.mktemp("multiuser"), CONFIG) as proc:
+        yield proc
 
 
 def call(server: ServerProcess, user: str, method: str, path: str, body=None, raw=None):
@@ -87,6 +99,15 @@ def call(server: ServerProcess, user: str, method: str, path: str, body=None, ra
         return response.status, json.loads(text) if text else None
     except ValueError:
         return response.status, text
+
+
+def open_session(server: ServerProcess, user: str, path: str, kernel: dict | None = None):
+    """(status, body) of ``POST api/sessions`` for ``user``'s notebook ``path`` (``kernel``:
+    ``{"name": ...}`` or ``{"id": ...}``; none: the path's existing session)."""
+    body: dict = {"path": path, "type": "notebook"}
+    if kernel is not None:
+        body["kernel"] = kernel
+    return call(server, user, "POST", "api/sessions", body)
 
 
 def ws_request(server: ServerProcess, user: str, path: str) -> HTTPRequest:
@@ -175,13 +196,7 @@ def test_eve_gets_no_host_kernel_by_any_route(server, docker_client, nothing_out
         call(server, "eve", "POST", "api/kernels", {"name": "python3"}),
         call(server, "eve", "POST", "api/kernels", {}),  # the default kernel is a host one
         call(server, "eve", "GET", "api/kernelspecs/python3"),
-        call(
-            server,
-            "eve",
-            "POST",
-            "api/sessions",
-            {"path": "a.ipynb", "type": "notebook", "kernel": {"name": "python3"}},
-        ),
+        open_session(server, "eve", "a.ipynb", {"name": "python3"}),
     ]
     for status, reply in refusals:
         assert status == 403, reply
@@ -339,13 +354,7 @@ def test_a_host_kernel_starts_in_the_notebooks_folder_inside_its_users_root(serv
     sessions = []
     try:
         for path, expected in (("deep/n.ipynb", bob_root / "deep"), ("gone/n.ipynb", bob_root)):
-            status, session = call(
-                server,
-                "bob",
-                "POST",
-                "api/sessions",
-                {"path": path, "type": "notebook", "kernel": {"name": "python3"}},
-            )
+            status, session = open_session(server, "bob", path, {"name": "python3"})
             assert status == 201, session
             sessions.append(session["id"])
             assert kernel_cwd(server, session["kernel"]["id"]) == str(expected.resolve())
@@ -364,42 +373,22 @@ def test_two_users_each_have_their_own_files_and_sessions_by_the_same_name(
         assert call(server, user, "PUT", "api/contents/same.txt", _text(user))[0] == 201
         assert call(server, user, "GET", "api/contents/same.txt")[1]["content"] == user
     # bob's session on his host kernel; alice cannot see it, and may open her own file
-    status, bobs = call(
-        server,
-        "bob",
-        "POST",
-        "api/sessions",
-        {"path": "same.ipynb", "type": "notebook", "kernel": {"name": "python3"}},
-    )
+    status, bobs = open_session(server, "bob", "same.ipynb", {"name": "python3"})
     assert status == 201, bobs
     try:
         assert call(server, "alice", "GET", "api/sessions") == (200, [])
         status, reply = call(server, "alice", "GET", f"api/sessions/{bobs['id']}")
         assert status == 404 and bobs["kernel"]["id"] not in json.dumps(reply)
-        status, theirs = call(
-            server,
-            "alice",
-            "POST",
-            "api/sessions",
-            {"path": "same.ipynb", "type": "notebook", "kernel": {"id": bobs["kernel"]["id"]}},
-        )
+        status, theirs = open_session(server, "alice", "same.ipynb", {"id": bobs["kernel"]["id"]})
         assert (
             status == 404 and theirs["message"] == f"Kernel does not exist: {bobs['kernel']['id']}"
         )
         assert [s["id"] for s in call(server, "bob", "GET", "api/sessions")[1]] == [bobs["id"]]
         # alice opens her own same.ipynb: a session of her own, not bob's, not a 404
-        status, hers = call(
-            server,
-            "alice",
-            "POST",
-            "api/sessions",
-            {"path": "same.ipynb", "type": "notebook", "kernel": {"name": "dss-small"}},
-        )
+        status, hers = open_session(server, "alice", "same.ipynb", {"name": "dss-small"})
         assert status == 201, hers
         assert hers["id"] != bobs["id"] and hers["kernel"]["id"] != bobs["kernel"]["id"]
-        again = call(
-            server, "alice", "POST", "api/sessions", {"path": "same.ipynb", "type": "notebook"}
-        )
+        again = open_session(server, "alice", "same.ipynb")
         assert again[1]["id"] == hers["id"]  # the existing session of *her* path
         assert [s["id"] for s in call(server, "alice", "GET", "api/sessions")[1]] == [hers["id"]]
         assert [s["id"] for s in call(server, "bob", "GET", "api/sessions")[1]] == [bobs["id"]]
@@ -496,13 +485,7 @@ def test_malformed_input_is_answered_4xx_on_our_routes_and_the_wrapped_core_ones
     """Guards the input bounds: each of these used to be a 500 (or a server stuck parsing)."""
     nested = b"[" * 200000
     digits = b'{"timeout": ' + b"1" * 5000 + b"}"
-    session = call(
-        server,
-        "bob",
-        "POST",
-        "api/sessions",
-        {"path": "bad.ipynb", "type": "notebook", "kernel": {"name": "python3"}},
-    )[1]
+    session = open_session(server, "bob", "bad.ipynb", {"name": "python3"})[1]
     try:
         cases = [
             ("POST", "dss-containers/api/jobs", nested),
@@ -586,17 +569,12 @@ def test_a_missing_kernel_or_job_and_another_users_answer_alike(server):
 def test_the_culler_culls_every_users_idle_container_kernels(tmp_path, base_image, docker_client):
     """Guards the culler's context: it used to run as the user whose request started it
     first, so only that user's kernels were culled (the others logged "does not exist")."""
-    proc = ServerProcess(
+    with multiuser_server(
         tmp_path,
-        server_env(tmp_path, CONFIG),
-        extra_args=(
-            IDENTITY,
-            NO_REAPING,
-            "--MappingKernelManager.cull_idle_timeout=2",
-            "--MappingKernelManager.cull_interval=1",
-        ),
-    ).start()
-    try:
+        CONFIG,
+        "--MappingKernelManager.cull_idle_timeout=2",
+        "--MappingKernelManager.cull_interval=1",
+    ) as proc:
         kernels = {}
         for user in ("alice", "bob"):
             status, kernel = call(proc, user, "POST", "api/kernels", {"name": "dss-small"})
@@ -616,8 +594,6 @@ def test_the_culler_culls_every_users_idle_container_kernels(tmp_path, base_imag
                 time.sleep(0.1)
             assert containers_of(docker_client, proc, user) == []
         assert "Kernel does not exist" not in proc.log.read_text()
-    finally:
-        proc.stop()
 
 
 HOST_FOR_ANALYSTS = CONFIG.replace(
@@ -719,9 +695,7 @@ def test_a_single_user_server_is_unchanged(tmp_path):
 def test_the_owner_of_a_hub_server_keeps_it_all_and_a_guest_does_not(tmp_path):
     """Guards the JupyterHub owner: their single-user server is their own process, so they
     keep host kernels, terminals and the whole root; a guest the hub lets in does not."""
-    env = dict(server_env(tmp_path, CONFIG), JUPYTERHUB_USER="eve")
-    proc = ServerProcess(tmp_path, env, extra_args=(IDENTITY, NO_REAPING)).start()
-    try:
+    with multiuser_server(tmp_path, CONFIG, env={"JUPYTERHUB_USER": "eve"}) as proc:
         assert "python3" in call(proc, "eve", "GET", "api/kernelspecs")[1]["kernelspecs"]
         status, terminal = call(proc, "eve", "POST", "api/terminals")
         assert status == 200, terminal
@@ -735,5 +709,3 @@ def test_the_owner_of_a_hub_server_keeps_it_all_and_a_guest_does_not(tmp_path):
         assert call(proc, "alice", "PUT", "api/contents/top.txt", _text("alice's"))[0] == 201
         assert (proc.root_dir / "alice" / "top.txt").read_text() == "alice's"
         assert (proc.root_dir / "top.txt").read_text() == "eve's"
-    finally:
-        proc.stop()

@@ -26,7 +26,7 @@ import pytest
 import zmq
 from conftest import leftover_containers, need
 from launchers import LauncherProcess
-from servers import free_port
+from servers import free_port, ws_execute
 
 from jupyter_dss_containers import ownership
 from jupyter_dss_containers.config import load_config
@@ -95,32 +95,10 @@ def _wait_for_server(name: str, port: int, token: str) -> None:
 async def _execute(port: int, token: str, kernel_id: str, code: str) -> str:
     """Run code on the kernel through the server's websocket; return what it printed."""
     from tornado.httpclient import HTTPRequest
-    from tornado.websocket import websocket_connect
 
     url = f"ws://127.0.0.1:{port}/api/kernels/{kernel_id}/channels?session_id={uuid.uuid4()}"
-    ws = await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {token}"}))
-    msg_id = uuid.uuid4().hex
-    header = {"msg_id": msg_id, "msg_type": "execute_request", "username": USER}
-    header.update(session=uuid.uuid4().hex, date="2026-01-01T00:00:00Z", version="5.3")
-    content = {"code": code, "silent": False, "store_history": False}
-    message = {"header": header, "parent_header": {}, "metadata": {}, "content": content}
-    await ws.write_message(json.dumps({**message, "channel": "shell", "buffers": []}))
-    out = []
-    try:
-        while True:
-            raw = await asyncio.wait_for(ws.read_message(), 120)
-            assert raw is not None, "the websocket closed"
-            msg = json.loads(raw)
-            if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            if msg["msg_type"] == "stream":
-                out.append(msg["content"]["text"])
-            elif msg["msg_type"] == "error":
-                out.append("\n".join(msg["content"]["traceback"]))
-            elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                return "".join(out)
-    finally:
-        ws.close()
+    request = HTTPRequest(url, headers={"Authorization": f"token {token}"})
+    return await ws_execute(request, USER, code)
 
 
 def test_a_second_build_of_the_server_image_is_a_no_op(server_image, docker_client):

@@ -10,7 +10,8 @@ import subprocess
 import zipfile
 from pathlib import Path
 
-from jupyter_dss_containers.images.server_image import split_tag, wheel_digest
+from jupyter_dss_containers.images.registry import split_ref
+from jupyter_dss_containers.images.server_image import wheel_digest
 from jupyter_dss_containers.images.server_recipe import (
     ENTRYPOINT,
     SECRET_FILE_ENV,
@@ -137,10 +138,12 @@ def test_the_wheel_digest_ignores_zip_times_but_not_contents(tmp_path):
 
 
 def test_extra_names_split_into_repository_and_tag():
-    assert split_tag("myorg/jupyter:1.2") == ("myorg/jupyter", "1.2")
-    assert split_tag("myorg/jupyter") == ("myorg/jupyter", "latest")
-    assert split_tag("registry:5000/team/jupyter") == ("registry:5000/team/jupyter", "latest")
-    assert split_tag("registry:5000/team/jupyter:v2") == ("registry:5000/team/jupyter", "v2")
+    """Guards the server image's extra names tagged under a wrong repository (a registry's
+    port taken for a tag); the one splitter registry pushes use too."""
+    assert split_ref("myorg/jupyter:1.2") == ("myorg/jupyter", "1.2")
+    assert split_ref("myorg/jupyter") == ("myorg/jupyter", "latest")
+    assert split_ref("registry:5000/team/jupyter") == ("registry:5000/team/jupyter", "latest")
+    assert split_ref("registry:5000/team/jupyter:v2") == ("registry:5000/team/jupyter", "v2")
 
 
 def test_the_readmes_docker_run_line_is_the_one_the_test_runs():

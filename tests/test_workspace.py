@@ -213,3 +213,44 @@ def test_a_root_that_would_hide_the_images_folders_is_not_mounted(tmp_path):
     assert not any(hides_the_image(p) for p in ("/tmp/x", "/home/alice", "/opt/data"))
     plan = _plan(tmp_path)(tmp_path, root="/")
     assert plan.mounted and plan.root == str(tmp_path.resolve())  # the folder alone
+
+
+def test_no_workspace_is_mounted_over_a_private_folder_of_the_workload():
+    """Guards: a workspace mounted at (or above) the kernel's writable copy of its connection
+    file or an R job's output folder, hiding them (they were missing from the list)."""
+    from jupyter_dss_containers import launcher
+    from jupyter_dss_containers.jobs import rlang
+    from jupyter_dss_containers.workspace import hides_the_image
+
+    private = ("/tmp/.dss-kernel", "/tmp/.dss-kernel-rw", "/tmp/.dss-job", "/tmp/.dss-job-out")
+    assert all(hides_the_image(p) for p in private)
+    assert all(hides_the_image(p + "/") for p in private)
+    # the folders the workloads really use are the protected ones
+    assert hides_the_image(launcher.WRITABLE_CONNECTION_FILE.rsplit("/", 1)[0])
+    assert hides_the_image(rlang.WRITABLE_DIR)
+    assert not hides_the_image("/tmp/.dss-jobs")  # a sibling with a longer name is not one
+
+
+def test_a_configs_plan_follows_its_daemon(tmp_path):
+    """Guards ``config_plan`` (the one call kernels and jobs make) passing a remote daemon
+    as local: a tcp:// daemon's workload would get a bind mount of a folder it cannot see."""
+    from jupyter_dss_containers.workspace import config_plan
+
+    def plan(docker):
+        config = parse_config(
+            {
+                "execution_configs": {
+                    "c": {"backend": "docker", "image": "default", "docker": docker}
+                }
+            },
+            "t.yaml",
+        ).get("c")
+        return config, config_plan(config, server_root=str(tmp_path), cwd=str(tmp_path), user="a")
+
+    config, local = plan({})
+    assert not config.on_remote_daemon and local.mounted
+    assert local.root == str(tmp_path.resolve())
+    config, remote = plan({"host": "tcp://10.0.0.1:2376"})
+    assert config.on_remote_daemon and not remote.mounted and remote.notice
+    config, pipe = plan({"host": "npipe:////./pipe/docker_engine"})
+    assert not config.on_remote_daemon and pipe.mounted  # a named pipe is of this host

@@ -19,9 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from servers import ServerProcess
-from test_multiuser import IDENTITY, NO_REAPING, call, containers_of, server_env, ws_request
-from tornado.websocket import websocket_connect
+from servers import ServerProcess, ws_execute
+from test_multiuser import call, containers_of, multiuser_server, ws_request
 
 pytestmark = pytest.mark.docker
 
@@ -38,12 +37,8 @@ ALICES_DATA = "alice's data"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, base_image) -> Iterator[ServerProcess]:
-    folder = tmp_path_factory.mktemp("workspace-users")
-    proc = ServerProcess(folder, server_env(folder, CONFIG), extra_args=(IDENTITY, NO_REAPING))
-    try:
-        yield proc.start()
-    finally:
-        proc.stop()
+    with multiuser_server(tmp_path_factory.mktemp("workspace-users"), CONFIG) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")
@@ -72,38 +67,10 @@ def roots(server, tmp_path_factory) -> dict[str, Path]:
 
 
 async def execute(server: ServerProcess, user: str, kernel_id: str, code: str) -> str:
-    """Run ``code`` on the kernel's websocket as ``user``; return what it printed."""
-    ws = await websocket_connect(
-        ws_request(server, user, f"api/kernels/{kernel_id}/channels?session_id={uuid.uuid4()}")
-    )
-    msg_id = uuid.uuid4().hex
-    header = {
-        "msg_id": msg_id,
-        "msg_type": "execute_request",
-        "username": user,
-        "session": uuid.uuid4().hex,
-        "date": "2026-01-01T00:00:00Z",
-        "version": "5.3",
-    }
-    content = {"code": code, "silent": False, "store_history": False}
-    message = {"header": header, "parent_header": {}, "metadata": {}, "content": content}
-    await ws.write_message(json.dumps({**message, "channel": "shell", "buffers": []}))
-    out: list[str] = []
-    try:
-        while True:
-            raw = await asyncio.wait_for(ws.read_message(), 120)
-            assert raw is not None, "the kernel's websocket closed"
-            msg = json.loads(raw)
-            if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
-                out.append(msg["content"]["text"])
-            elif msg["msg_type"] == "error":
-                raise AssertionError("\n".join(msg["content"]["traceback"]))
-            elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                return "".join(out)
-    finally:
-        ws.close()
+    """Run ``code`` on the kernel's websocket as ``user``; return what it printed (stdout;
+    a traceback fails the test)."""
+    path = f"api/kernels/{kernel_id}/channels?session_id={uuid.uuid4()}"
+    return await ws_execute(ws_request(server, user, path), user, code, strict=True)
 
 
 PROBE = """

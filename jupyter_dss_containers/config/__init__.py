@@ -42,6 +42,7 @@ from .model import (
     Mount,
     Permission,
     TLSSettings,
+    daemon_reach,
 )
 from .parse import config_schema, parse_config
 from .units import expand_user, format_size, parse_size
@@ -67,6 +68,7 @@ __all__ = [
     "Permission",
     "TLSSettings",
     "config_schema",
+    "daemon_reach",
     "expand_user",
     "find_config_path",
     "format_size",

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from ..workspace import template_problem
+from .model import daemon_reach
 from .units import SIZE_RANGE, size_in_range
 
 
@@ -102,7 +103,8 @@ def _transport_problems(name: str, cfg: dict[str, Any]) -> list[tuple[str, str]]
     transport = cfg.get("transport", "auto")
     docker = cfg.get("docker", {})
     host = docker.get("host", "")
-    remote = cfg["backend"] != "docker" or (bool(host) and not host.startswith("unix://"))
+    # ipc needs a Unix socket daemon; anywhere else ``auto`` means tcp (see transport.resolve)
+    remote = cfg["backend"] != "docker" or daemon_reach(host) != "unix"
     where = f"execution_configs.{name}.transport"
     if transport == "ipc" and remote:
         on = "Kubernetes" if cfg["backend"] != "docker" else f"the daemon at {host}"

@@ -31,6 +31,18 @@ class TLSSettings:
     verify: bool = True
 
 
+def daemon_reach(host: str | None) -> str:
+    """How a Docker daemon address is reached, the one answer the config checks, the
+    transport and the backends share: ``unix`` (a socket of this host, also what no address
+    means), ``npipe`` (a Windows named pipe of this host) or ``network`` (``tcp://``,
+    ``ssh://``: another host, perhaps). Only ``unix`` can share ipc sockets and folders."""
+    if not host or host.startswith("unix://"):
+        return "unix"
+    if host.startswith("npipe://"):
+        return "npipe"
+    return "network"
+
+
 @dataclass(frozen=True)
 class DockerSettings:
     """How a Docker-backend config reaches its daemon and shapes its containers."""
@@ -51,7 +63,8 @@ class DockerSettings:
 
     @property
     def is_remote(self) -> bool:
-        return bool(self.host) and not self.host.startswith(("unix://", "npipe://"))
+        """On another host (not a socket or named pipe of this one)."""
+        return daemon_reach(self.host) == "network"
 
     @classmethod
     def from_dict(
@@ -280,6 +293,11 @@ class ExecutionConfig:
     docker: DockerSettings = field(default_factory=DockerSettings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def on_remote_daemon(self) -> bool:
+        """A Docker config whose daemon is on another host: it sees none of our folders."""
+        return self.backend == "docker" and self.docker.is_remote
 
     @classmethod
     def from_dict(

@@ -1,7 +1,8 @@
 """The image workshop: base images built once per content hash, code-env images layered on
 a config's base image, their registries, and the inventory of what is built or stale.
 
-- :mod:`.contract`: what every image is (user, home, venv, labels, names);
+- :mod:`.contract`: what every image is (user, home, venv, labels, names), re-exported
+  from its one home :mod:`jupyter_dss_containers.imagecontract`;
 - :mod:`.recipe`: a base image's name, content hash and Dockerfile (one concept);
 - :mod:`.apt`: the host's Debian apt sources a bootstrap reads;
 - :mod:`.wheels`: the packages pip installs and the wheelhouse they come from;
@@ -27,11 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .apt import APT_SOURCES_ENV, HOST_APT_DIR, AptSource, bootstrap_sources
-from .bootstrap import MERGED_USR_HOOKS, import_rootfs, mmdebstrap_command
-from .build import build_base_image
-from .codeenv import BUILD_TIMEOUT, EnvBuild, build_env_image, commit_changes
-from .contract import (
+from ..imagecontract import (
     IMAGE_GID,
     IMAGE_HOME,
     IMAGE_PATH,
@@ -47,6 +44,10 @@ from .contract import (
     ROOTFS_REPO,
     VENV,
 )
+from .apt import APT_SOURCES_ENV, HOST_APT_DIR, AptSource, bootstrap_sources
+from .bootstrap import MERGED_USR_HOOKS, import_rootfs, mmdebstrap_command
+from .build import build_base_image
+from .codeenv import BUILD_TIMEOUT, EnvBuild, build_env_image, commit_changes
 from .daemon import BUILD_TMPDIR_ENV, daemon_errors, image_exists
 from .envrecipe import CodeEnvError, EnvRecipe
 from .inventory import ImageState, format_age, image_states, prune_stale_images

@@ -26,8 +26,8 @@ import docker
 import docker.errors
 
 from ..config import ConfigFile, ExecutionConfig
+from ..imagecontract import IMAGE_USER, LABEL_NOT_MIRRORED
 from .build import build_base_image
-from .contract import IMAGE_USER, LABEL_NOT_MIRRORED
 from .daemon import daemon_errors, image_exists
 from .envrecipe import MIRROR_FILE, WHEELHOUSE_DIR, EnvRecipe
 from .mirror import Unmirrored

@@ -16,12 +16,11 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
+from packaging.requirements import InvalidRequirement
 
 from ..config import CodeEnvSpec, ConfigFile, ExecutionConfig
 from ..errors import ReportedError
-from .contract import (
+from ..imagecontract import (
     ENV_REPO_PREFIX,
     LABEL_BASE_REF,
     LABEL_CODE_ENV,
@@ -30,9 +29,11 @@ from .contract import (
     LABEL_PREFIX,
     VENV,
 )
-from .mirror import MirrorFileError, MirrorPlan, Unmirrored, read_mirror
+from .mirror import MirrorFileError, MirrorPlan, Unmirrored, read_mirror, requirement_name
 from .wheels import sha256_of
 
+#: pip's options for every install of a code-env build (no cache in the image, no chatter)
+PIP_INSTALL_OPTIONS = "--no-cache-dir --disable-pip-version-check --progress-bar off"
 #: bump when the build changes images in a way the hashed install script does not show
 ENV_BUILDER_VERSION = "1"
 WHEELHOUSE_DIR = "/tmp/dss-wheelhouse"
@@ -48,6 +49,7 @@ __all__ = [
     "LABEL_EXEC_CONFIG",
     "LABEL_PREFIX",
     "MIRROR_FILE",
+    "PIP_INSTALL_OPTIONS",
     "VENV",
     "WHEELHOUSE_DIR",
     "CodeEnvError",
@@ -130,8 +132,7 @@ class EnvRecipe:
             lines += [
                 f'if [ -x {VENV}/bin/pip ]; then pip="{VENV}/bin/pip"; '
                 'else pip="python3 -m pip"; fi',
-                f"$pip install --no-cache-dir --disable-pip-version-check --progress-bar off "
-                f"{source}{requirements}",
+                f"$pip install {PIP_INSTALL_OPTIONS} {source}{requirements}",
             ]
         if self.r_packages:
             debs = " ".join(shlex.quote(debian_r_package(p)) for p in self.r_packages)
@@ -149,10 +150,7 @@ class EnvRecipe:
         the pins' and their dependencies', exactly, nothing resolved), then the env's own
         packages (resolved, so they win), offline; ``pip check`` says what conflicts (as in
         the source environment), and the kernel must still import."""
-        pip = (
-            '"$py" -m pip install --no-cache-dir --disable-pip-version-check --progress-bar off '
-            "--no-index"
-        )
+        pip = f'"$py" -m pip install {PIP_INSTALL_OPTIONS} --no-index'
         lines = [
             f'py={VENV}/bin/python; [ -x "$py" ] || py=python3',
             f"[ ! -s {MIRROR_FILE} ] || {pip} --no-deps -r {MIRROR_FILE}",
@@ -196,7 +194,7 @@ def recipe_for(
     own = {n: p for p in env.packages if (n := _name_of(p))}
     pins, skipped = [], list(plan.skipped)
     for pin in plan.pins:
-        name = canonicalize_name(Requirement(pin).name)
+        name = requirement_name(pin)
         if name in own:
             skipped.append(
                 Unmirrored(pin, "overridden", f"the env's packages pin {own[name]}", name)
@@ -217,7 +215,7 @@ def recipe_for(
 
 def _name_of(requirement: str) -> str | None:
     try:
-        return canonicalize_name(Requirement(requirement).name)
+        return requirement_name(requirement)
     except InvalidRequirement:
         return None
 

@@ -15,7 +15,7 @@ import docker
 import docker.errors
 
 from ..config import ConfigFile
-from .contract import LABEL_CODE_ENV, LABEL_EXEC_CONFIG, LABEL_NOT_MIRRORED
+from ..imagecontract import LABEL_CODE_ENV, LABEL_EXEC_CONFIG, LABEL_NOT_MIRRORED
 from .envrecipe import CodeEnvError, EnvRecipe
 from .recipe import base_image_tag
 from .resolve import env_recipe

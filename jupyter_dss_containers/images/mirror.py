@@ -79,6 +79,7 @@ __all__ = [
     "excluded_names",
     "parse_requirements",
     "read_mirror",
+    "requirement_name",
     "server_plan",
 ]
 
@@ -125,6 +126,13 @@ class MirrorPlan:
     source: str
     pins: tuple[str, ...]
     skipped: tuple[Unmirrored, ...]
+
+
+def requirement_name(requirement: str) -> str:
+    """The normalized project name of a PEP 508 requirement (``Foo_Bar[x]>=1`` ->
+    ``foo-bar``), as every part of the mirror compares names; ``InvalidRequirement`` when
+    the text is not one (pure)."""
+    return canonicalize_name(Requirement(requirement).name)
 
 
 def excluded_names(extra: Iterable[str] = ()) -> frozenset[str]:
@@ -192,7 +200,7 @@ def parse_requirements(text: str, source: str, excluded: Iterable[str] = EXCLUDE
         if left_out is not None:
             skipped.append(left_out)
             continue
-        name = canonicalize_name(Requirement(pin).name)
+        name = requirement_name(pin)
         if name in pins:
             skipped.append(Unmirrored(line, "duplicate", f"{name} is pinned earlier", name))
             continue

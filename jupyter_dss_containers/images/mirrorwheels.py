@@ -31,7 +31,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
-from .mirror import Unmirrored
+from .mirror import Unmirrored, requirement_name
 from .progress import BuildRun
 from .wheels import WHEEL_SUFFIXES, try_cached_wheels
 
@@ -162,7 +162,7 @@ def _download_all(
         if culprit is None:
             break
         failed.append(culprit)
-        remaining = [r for r in remaining if _name(r) != culprit.name]
+        remaining = [r for r in remaining if requirement_name(r) != culprit.name]
     files: list[Path] = []
     for requirement in remaining:  # one at a time: each is cached on its own
         folder, output = download([requirement])
@@ -285,13 +285,9 @@ def _pin_of(wheel: _Wheel) -> str:
 # --------------------------------------------------------------------------- pip's words
 
 
-def _name(requirement: str) -> str:
-    return canonicalize_name(Requirement(requirement).name)
-
-
 def _culprit(output: list[str], requirements: list[str], where: str) -> Unmirrored | None:
     """The entry of the set that pip's failure is about, when pip names one."""
-    by_name = {_name(r): r for r in requirements}
+    by_name = {requirement_name(r): r for r in requirements}
     for line in output:
         wrong = _WRONG_PYTHON.search(line)
         if wrong and _safe_name(wrong.group(1)) in by_name:
@@ -304,7 +300,7 @@ def _culprit(output: list[str], requirements: list[str], where: str) -> Unmirror
 
 def _explain(requirement: str, output: list[str], where: str) -> Unmirrored:
     """Why pip found no wheel for ``requirement``, from its output."""
-    name = _name(requirement)
+    name = requirement_name(requirement)
     for line in output:
         wrong = _WRONG_PYTHON.search(line)
         if wrong and _safe_name(wrong.group(1)) == name:
@@ -349,6 +345,6 @@ def _safe_name(requirement: str | None) -> str | None:
     if not requirement:
         return None
     try:
-        return canonicalize_name(Requirement(requirement).name)
+        return requirement_name(requirement)
     except InvalidRequirement:
         return canonicalize_name(re.split(r"[<>=!~;\[ ]", requirement, maxsplit=1)[0])

@@ -12,7 +12,7 @@ import docker
 import docker.errors
 
 from ..config import BaseImageSpec
-from .contract import KERNEL_PYTHON
+from ..imagecontract import KERNEL_PYTHON
 from .daemon import image_exists
 from .progress import BuildRun
 from .recipe import missing_packages_script

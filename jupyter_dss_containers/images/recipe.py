@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import BaseImageSpec
-from .apt import bootstrap_sources
-from .contract import (
+from ..imagecontract import (
     IMAGE_GID,
     IMAGE_HOME,
     IMAGE_PATH,
@@ -36,6 +35,7 @@ from .contract import (
     ROOTFS_REPO,
     VENV,
 )
+from .apt import bootstrap_sources
 from .wheels import kernel_pins, requirements, sha256_of, wheel_names
 
 #: bump when a change of the build changes images in a way the hashed recipe (Dockerfile,

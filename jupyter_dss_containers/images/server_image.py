@@ -30,6 +30,7 @@ from .daemon import build_tmpdir, daemon_errors, follow_build, image_exists, unt
 from .probe import probe_python
 from .progress import BuildRun, ProgressSink, stream_process
 from .recipe import is_bootstrap
+from .registry import split_ref
 from .server_recipe import ENTRYPOINT, ServerRecipe, friendly_server_tag, server_requirements
 from .wheels import SUITES, cached_wheels
 
@@ -126,20 +127,12 @@ def build_server_image(
             run.emit("cached", f"{tag} is up to date", 1.0)
             built = False
         for name in (friendly_server_tag(), *extra_tags):
-            repository, label = split_tag(name)
+            repository, label = split_ref(name)
             try:
                 client.api.tag(tag, repository, label, force=True)
             except docker.errors.APIError as exc:
                 raise run.fail(f"tagging {name}: {exc.explanation or exc}") from None
         return tag, built
-
-
-def split_tag(name: str) -> tuple[str, str]:
-    """``repo:tag`` -> (repo, tag); a name without a tag (``host:5000/x``) gets ``latest``."""
-    repository, _, label = name.rpartition(":")
-    if not repository or "/" in label:
-        return name, "latest"
-    return repository, label
 
 
 def _docker_build(

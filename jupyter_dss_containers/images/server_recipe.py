@@ -17,7 +17,13 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from .contract import IMAGE_HOME, IMAGE_REPO_PREFIX, IMAGE_USER, LABEL_CONTENT_HASH, LABEL_PREFIX
+from ..imagecontract import (
+    IMAGE_HOME,
+    IMAGE_REPO_PREFIX,
+    IMAGE_USER,
+    LABEL_CONTENT_HASH,
+    LABEL_PREFIX,
+)
 from .wheels import sha256_of
 
 #: bump when a change of the build changes the image in a way the hashed recipe does not show

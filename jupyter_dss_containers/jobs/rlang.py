@@ -20,11 +20,12 @@ import re
 from typing import Any
 
 from ..imagecontract import JOB_FOLDER as JOB_DIR
+from ..imagecontract import JOB_OUT_FOLDER
 from .model import JobError, RemoteError
 from .results import JobResult
 
 #: where R writes its outputs and error when the job folder is read-only
-WRITABLE_DIR = "/tmp/.dss-job-out"
+WRITABLE_DIR = JOB_OUT_FOLDER
 R_NAME = re.compile(r"^[A-Za-z.][A-Za-z0-9._]*$")
 
 _WRAPPER = """\

@@ -14,7 +14,7 @@ import asyncio
 from .. import ownership
 from ..backends.base import BackendError, Workload
 from .hub import HubClient, HubUser
-from .policy import HUB_BOUND, LAUNCHER
+from .policy import HUB_BOUND
 from .service import Launcher, log
 
 #: kinds bound to the user's server
@@ -40,15 +40,8 @@ async def reap_once(launcher: Launcher, hub: HubClient) -> list[Workload]:
     loaded = await launcher.load()
     removed: list[Workload] = []
     users: dict[str, HubUser | None] = {}
-    for config, backend in await launcher.listing_backends(loaded):
-        try:
-            rows = await backend.list({LAUNCHER: launcher.launcher_id})
-        except BackendError as exc:
-            log.warning("reaper: cannot list the workloads of config %s: %s", config.name, exc)
-            continue
+    for _config, backend, rows in await launcher.workloads_by_backend(loaded, who="reaper: "):
         for workload in rows:
-            if workload.labels.get(LAUNCHER) != launcher.launcher_id:
-                continue
             owner = workload.labels.get(ownership.OWNER, "")
             if owner not in users:
                 users[owner] = await hub.user(owner, fresh=True)

@@ -90,7 +90,7 @@ def scope_workspace(
     plan = plan_workspace(
         config.workspace,
         backend=config.backend,
-        remote=config.backend == "docker" and config.docker.is_remote,
+        remote=config.on_remote_daemon,
         root=real_root,
         working_dir=real_cwd,
         user=username,

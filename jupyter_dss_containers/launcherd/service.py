@@ -254,6 +254,23 @@ class Launcher:
                     out.append((config, backend))
         return out
 
+    async def workloads_by_backend(
+        self, loaded: Loaded, also: Iterable[str] = (), who: str = ""
+    ) -> list[tuple[ExecutionConfig, Backend, list[Workload]]]:
+        """This launcher's workloads on each daemon, cluster and namespace of the file, with
+        the backend that lists them; one that does not answer is logged (``who`` names the
+        caller in the line) and skipped. The one walk the listing and the reaper share."""
+        out = []
+        for config, backend in await self.listing_backends(loaded, also):
+            try:
+                rows = await backend.list({LAUNCHER: self.launcher_id})
+            except BackendError as exc:
+                log.warning("%scannot list the workloads of config %s: %s", who, config.name, exc)
+                continue
+            mine = [w for w in rows if w.labels.get(LAUNCHER) == self.launcher_id]
+            out.append((config, backend, mine))
+        return out
+
     async def all_workloads(
         self, loaded: Loaded | None = None, also: Iterable[str] = ()
     ) -> list[Workload]:
@@ -261,15 +278,9 @@ class Launcher:
         one is logged and skipped."""
         loaded = loaded or await self.load()
         found: dict[str, Workload] = {}
-        for config, backend in await self.listing_backends(loaded, also):
-            try:
-                rows = await backend.list({LAUNCHER: self.launcher_id})
-            except BackendError as exc:
-                log.warning("cannot list the workloads of config %s: %s", config.name, exc)
-                continue
+        for _config, _backend, rows in await self.workloads_by_backend(loaded, also):
             for w in rows:
-                if w.labels.get(LAUNCHER) == self.launcher_id:
-                    found.setdefault(w.id, w)
+                found.setdefault(w.id, w)
         return list(found.values())
 
     # ------------------------------------------------------------------ per workload
