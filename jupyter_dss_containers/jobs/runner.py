@@ -12,6 +12,12 @@ loads. Where the backend cannot copy files out of a stopped workload (Kubernetes
 ``DSS_FILES_TO_LOG_FILE`` to a private file holding a random token, and the same two files
 go to stdout instead, framed as ``backends/logfiles.py`` describes.
 
+``runner.py --wait`` is a pooled runner (``jobs/pool.py``): Python started and this file
+imported before any job exists, it makes the named pipe ``.go`` in the job folder (a
+private folder of this container's, bind-mounted from the host) and blocks on it; the
+service writes one job's payload into the folder, then one byte into the pipe, and the
+runner goes on exactly as a cold job's. It runs one job only, then exits.
+
 ``runner.py --frame DIR -- COMMAND...`` is the same framing for another language's job (R
 on Kubernetes): it runs COMMAND without the token in its environment, then frames the
 files COMMAND wrote under DIR into stdout as if they were in the job folder, and exits
@@ -478,10 +484,27 @@ def frame_after(argv: list) -> int:
     return code
 
 
+def wait_for_payload() -> int:
+    """``--wait``: block until the service says the payload is in the job folder, then run
+    the job (the pipe is made here: the service only ever opens an existing one)."""
+    go = os.path.join(JOB_DIR, ".go")
+    _unlink(go)
+    os.mkfifo(go, 0o600)
+    signal.signal(signal.SIGTERM, _cancelled)  # a pool drained while waiting exits at once
+    with open(go, "rb") as pipe:  # blocks until the service opens it for writing
+        started = pipe.read(1)
+    _unlink(go)
+    if not started:  # opened and closed without a word: no job came
+        return 3
+    return main()
+
+
 def _unlink(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
 
 
 if __name__ == "__main__":
-    sys.exit(frame_after(sys.argv[1:]) if sys.argv[1:2] == ["--frame"] else main())
+    if sys.argv[1:2] == ["--frame"]:
+        sys.exit(frame_after(sys.argv[1:]))
+    sys.exit(wait_for_payload() if sys.argv[1:2] == ["--wait"] else main())
