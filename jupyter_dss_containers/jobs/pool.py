@@ -28,10 +28,10 @@ import stat
 import time
 from dataclasses import dataclass
 
-from .. import ownership, transport
-from ..backends import Backend, BackendError
+from .. import images, ownership, transport
+from ..backends import Backend, BackendError, backend_for
 from ..backends.base import Workload, WorkloadSpec
-from ..config import ExecutionConfig
+from ..config import ConfigFile, ExecutionConfig
 from ..pool import config_fingerprint
 from . import rlang
 from .payload import RUNNER
@@ -113,6 +113,23 @@ class JobPool:
 
     def size(self, name: str) -> int:
         return len(self._ready.get(name, []))
+
+    def held(self) -> bool:
+        """Whether any runner waits or is being started (something to remove at exit)."""
+        return any(self._ready.values()) or any(not t.done() for t in self._fills.values())
+
+    async def prefill(self, config_file: ConfigFile) -> None:
+        """Start filling every pool of the file (the server does at start; a kernel's
+        service fills a config's pool at its first job instead)."""
+        for config in config_file.execution_configs.values():
+            if config.warm_pool_jobs <= 0:
+                continue
+            try:
+                image = await asyncio.to_thread(images.resolve_image, config_file, config)
+            except ValueError as exc:
+                self.log.warning("dss-containers job pool %r: %s", config.name, exc)
+                continue
+            self.refill(config, image, backend_for(config))
 
     def runners(self, name: str) -> list[Runner]:
         return list(self._ready.get(name, []))
