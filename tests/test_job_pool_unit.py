@@ -155,3 +155,15 @@ def test_a_waiting_runner_exits_on_sigterm(folder):
     finally:
         proc.kill()
     assert not os.path.exists(os.path.join(folder, "result.json"))
+
+
+def test_only_python_jobs_on_the_configs_image_take_runners():
+    """An R job (Rscript, not the runner) and a code environment's job (another image)
+    start cold (guards: an R cell fed to the Python runner, or a pool whose runners are
+    thrown away as stale by every job in a code environment)."""
+    from jupyter_dss_containers.jobs.model import JobRequest
+
+    assert pool.pooled_request(JobRequest("p", "python", "x = 1"))
+    assert pool.pooled_request(JobRequest("p", "model", operation={"op": "train"}))
+    assert not pool.pooled_request(JobRequest("p", "r", "x <- 1"))
+    assert not pool.pooled_request(JobRequest("p", "python", "x = 1", code_env="sk"))

@@ -34,6 +34,7 @@ from ..backends.base import Workload, WorkloadSpec
 from ..config import ConfigFile, ExecutionConfig
 from ..pool import config_fingerprint
 from . import rlang
+from .model import Job, JobRequest
 from .payload import RUNNER
 
 JOB_DIR = rlang.JOB_DIR
@@ -148,7 +149,7 @@ class JobPool:
             if alive:
                 found = runner
             else:
-                await self._discard(backend, runner)
+                await self.discard(backend, runner)
         self.refill(config, image, backend)
         return found
 
@@ -165,7 +166,7 @@ class JobPool:
         entries = self._ready.setdefault(config.name, [])
         for stale in [r for r in entries if r.fingerprint != wanted]:
             entries.remove(stale)
-            await self._discard(backend, stale)
+            await self.discard(backend, stale)
         while len(entries) < config.warm_pool_jobs and not self._stopped:
             try:
                 runner = await self._start_one(config, image, backend, wanted)
@@ -173,7 +174,7 @@ class JobPool:
                 self.log.warning("dss-containers job pool %r: %s", config.name, exc)
                 return
             if self._stopped:
-                await self._discard(backend, runner)
+                await self.discard(backend, runner)
                 return
             entries.append(runner)
 
@@ -206,7 +207,7 @@ class JobPool:
         try:
             await self._until_waiting(backend, runner)
         except BaseException:
-            await self._discard(backend, runner)
+            await self.discard(backend, runner)
             raise
         self.log.info("dss-containers job pool: %s ready for %r", workload.name, config.name)
         return runner
@@ -233,7 +234,7 @@ class JobPool:
                 )
             await asyncio.sleep(0.02)
 
-    async def _discard(self, backend: Backend, runner: Runner) -> None:
+    async def discard(self, backend: Backend, runner: Runner) -> None:
         try:
             await backend.remove(runner.workload.id)
         except BackendError as exc:
@@ -253,7 +254,7 @@ class JobPool:
             while entries:
                 runner = entries.pop()
                 if backend is not None:
-                    await self._discard(backend, runner)
+                    await self.discard(backend, runner)
 
 
 async def _alive(backend: Backend, runner: Runner) -> bool:
@@ -261,17 +262,29 @@ async def _alive(backend: Backend, runner: Runner) -> bool:
     return status.running and await asyncio.to_thread(_waiting, runner.folder)
 
 
+def pooled_request(request: JobRequest) -> bool:
+    """Jobs a runner can take: Python runner jobs on the config's own image (an R job runs
+    Rscript; a code environment's image is another image: both start cold, as kernels in
+    a code environment do)."""
+    return request.kind != "r" and request.code_env is None
+
+
 async def start_pooled(
-    pool: JobPool, backend: Backend, config: ExecutionConfig, image: str, spec: WorkloadSpec
+    pool: JobPool, backend: Backend, config: ExecutionConfig, job: Job, spec: WorkloadSpec
 ) -> tuple[Workload, str] | None:
     """The job of ``spec`` started in a pooled runner: (its workload, its folder), or None
-    (no runner ready, a payload that needs more than the job folder, a workspace mount or
-    scratch folder to make: it starts cold)."""
+    (no runner ready, a job that needs another image or command, more than the job
+    folder, or a workspace mount: it starts cold). A Python job on the config's image
+    refills the pool whichever way it starts."""
+    if not pooled_request(job.request):
+        return None
+    image = job.image
     files = in_job_folder(spec.files)
     if files is not None:
         files.pop("runner.py", None)  # the runner runs already
     plan = spec.workspace
     if files is None or (plan is not None and plan.mounted):
+        pool.refill(config, image, backend)
         return None
     runner = await pool.take(config, image, backend)
     if runner is None:
@@ -280,6 +293,6 @@ async def start_pooled(
         await asyncio.to_thread(hand_over, runner.folder, files)
     except OSError as exc:
         pool.log.warning("dss-containers job pool: %s not used: %s", runner.workload.name, exc)
-        await pool._discard(backend, runner)
+        await pool.discard(backend, runner)
         return None
     return runner.workload, runner.folder

@@ -12,11 +12,9 @@ loads. Where the backend cannot copy files out of a stopped workload (Kubernetes
 ``DSS_FILES_TO_LOG_FILE`` to a private file holding a random token, and the same two files
 go to stdout instead, framed as ``backends/logfiles.py`` describes.
 
-``runner.py --wait`` is a pooled runner (``jobs/pool.py``): Python started and this file
-imported before any job exists, it makes the named pipe ``.go`` in the job folder (a
-private folder of this container's, bind-mounted from the host) and blocks on it; the
-service writes one job's payload into the folder, then one byte into the pipe, and the
-runner goes on exactly as a cold job's. It runs one job only, then exits.
+``runner.py --wait`` (a pooled runner, ``jobs/pool.py``) blocks on the pipe ``.go`` it
+makes in the job folder until the service has written one job's payload there, then runs
+that job as a cold runner does, and exits.
 
 ``runner.py --frame DIR -- COMMAND...`` is the same framing for another language's job (R
 on Kubernetes): it runs COMMAND without the token in its environment, then frames the
@@ -485,12 +483,11 @@ def frame_after(argv: list) -> int:
 
 
 def wait_for_payload() -> int:
-    """``--wait``: block until the service says the payload is in the job folder, then run
-    the job (the pipe is made here: the service only ever opens an existing one)."""
+    """``--wait``: block until the payload is in the job folder, then run the job."""
     go = os.path.join(JOB_DIR, ".go")
     _unlink(go)
     os.mkfifo(go, 0o600)
-    signal.signal(signal.SIGTERM, _cancelled)  # a pool drained while waiting exits at once
+    signal.signal(signal.SIGTERM, _cancelled)  # a drained pool's runner exits at once
     with open(go, "rb") as pipe:  # blocks until the service opens it for writing
         started = pipe.read(1)
     _unlink(go)

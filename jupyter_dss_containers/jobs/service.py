@@ -286,6 +286,8 @@ class JobService(Recovery, Persistence, LoggingConfigurable):
             if j.workload_id and j.id in self._backends  # not one still waiting for a daemon
         ]
         await asyncio.gather(*stops, return_exceptions=True)
+        for folder in [self._folders.pop(j.id, "") for j in active]:
+            await asyncio.to_thread(transport.remove_folder, folder)  # pooled jobs' ones
         await self.job_pool.stop()
         await self._notify()
         if self.writer is not None:
@@ -397,12 +399,11 @@ class JobService(Recovery, Persistence, LoggingConfigurable):
             workspace=self._plans.pop(job.id, None),
             scratch_dirs=(snap.folder,) if snap is not None else (),
         )
-        pooled = await start_pooled(self.job_pool, backend, config, job.image, spec)
+        pooled = await start_pooled(self.job_pool, backend, config, job, spec)
         if pooled is not None:
             workload, self._folders[job.id] = pooled
         else:
             workload = await backend.create(spec)
-            self.job_pool.refill(config, job.image, backend)  # for the next job
         job.workload_id = workload.id
         if job.state == CANCELLED:  # cancelled while the container was being created
             await backend.remove(workload.id)
