@@ -49,7 +49,10 @@ async def until(predicate, what: str) -> None:
 
 
 async def test_the_server_fills_its_job_pool_and_a_rest_job_takes_the_runner(
-    jp_serverapp, api, base_image, docker_client
+    jp_serverapp,
+    api,  # noqa: F811
+    base_image,
+    docker_client,
 ):
     """Guards the server's wiring: without the extension's prefill, the first REST job on
     a pooled config would start cold; with it, the job runs in the runner that waited
