@@ -269,6 +269,26 @@ def pooled_request(request: JobRequest) -> bool:
     return request.kind != "r" and request.code_env is None
 
 
+async def cold_folder(backend: Backend, config: ExecutionConfig, spec: WorkloadSpec) -> str | None:
+    """Give a cold job the same kind of private host folder at its job folder (a local
+    daemon, a root server that can hand it to any container user, no scratch folder to
+    make in the container): its files are written there instead of a ``put_archive``.
+    The folder (its path is also in a label, for the reaper) or None."""
+    if os.geteuid() != 0 or spec.scratch_dirs or spec.host_folder:
+        return None
+    from ..backends.docker import DockerBackend
+
+    if not isinstance(backend, DockerBackend) or not transport.is_local_daemon(config):
+        return None
+    try:
+        folder = await asyncio.to_thread(transport.new_folder)
+    except OSError:
+        return None  # then copied in, as elsewhere
+    spec.host_folder, spec.host_folder_target = folder, JOB_DIR
+    spec.labels[transport.FOLDER_LABEL] = folder
+    return folder
+
+
 async def start_pooled(
     pool: JobPool, backend: Backend, config: ExecutionConfig, job: Job, spec: WorkloadSpec
 ) -> tuple[Workload, str] | None:

@@ -51,7 +51,7 @@ from .model import (
 )
 from .payload import image_for, job_files
 from .persistence import Persistence
-from .pool import JobPool, start_pooled
+from .pool import JobPool, cold_folder, start_pooled
 from .recovery import Recovery
 from .results import JobResult
 from .snapshot import SECRET_LIMIT, SNAPSHOT_LIMIT, Snapshot
@@ -403,6 +403,8 @@ class JobService(Recovery, Persistence, LoggingConfigurable):
         if pooled is not None:
             workload, self._folders[job.id] = pooled
         else:
+            if folder := await cold_folder(backend, config, spec):
+                self._folders[job.id] = folder  # removed with the job, as a runner's
             workload = await backend.create(spec)
         job.workload_id = workload.id
         if job.state == CANCELLED:  # cancelled while the container was being created
