@@ -227,6 +227,8 @@ class JobPool:
                         f"pooled job runner {runner.workload.name} "
                         f"{status.reason or status.state}: {tail.strip()[-500:]}"
                     )
+            if self._stopped:
+                raise BackendError(f"pooled job runner {runner.workload.name}: pool stopped")
             if time.monotonic() > deadline:
                 raise BackendError(
                     f"pooled job runner {runner.workload.name} not waiting after "
@@ -245,9 +247,8 @@ class JobPool:
 
     async def stop(self) -> None:
         """Stop refilling and remove every runner not handed to a job."""
-        self._stopped = True
-        for task in self._fills.values():
-            task.cancel()
+        self._stopped = True  # a start in flight ends and removes its runner (not cancelled:
+        # a container the daemon creates after a cancellation would be nobody's)
         await asyncio.gather(*self._fills.values(), return_exceptions=True)
         for name, entries in self._ready.items():
             backend = self._backends.get(name)
