@@ -109,7 +109,9 @@ class JobPool:
         self.ready_timeout = ready_timeout
         self._ready: dict[str, list[Runner]] = {}
         self._fills: dict[str, asyncio.Task[None]] = {}
-        self._backends: dict[str, Backend] = {}  # where each config's runners run
+        #: every runner created and not yet handed to a job or removed, by container id
+        #: (what ``stop`` removes, even one whose start failed while the process exits)
+        self._started: dict[str, tuple[Backend, Runner]] = {}
         self._stopped = False
 
     def size(self, name: str) -> int:
@@ -117,7 +119,7 @@ class JobPool:
 
     def held(self) -> bool:
         """Whether any runner waits or is being started (something to remove at exit)."""
-        return any(self._ready.values()) or any(not t.done() for t in self._fills.values())
+        return bool(self._started) or any(not t.done() for t in self._fills.values())
 
     async def prefill(self, config_file: ConfigFile) -> None:
         """Start filling every pool of the file (the server does at start; a kernel's
@@ -148,6 +150,7 @@ class JobPool:
             alive = runner.fingerprint == wanted and await _alive(backend, runner)
             if alive:
                 found = runner
+                self._started.pop(runner.workload.id, None)  # the job's from now on
             else:
                 await self.discard(backend, runner)
         self.refill(config, image, backend)
@@ -158,7 +161,6 @@ class JobPool:
         task = self._fills.get(config.name)
         if self._stopped or not poolable(config, backend) or (task and not task.done()):
             return
-        self._backends[config.name] = backend
         self._fills[config.name] = asyncio.create_task(self._fill(config, image, backend))
 
     async def _fill(self, config: ExecutionConfig, image: str, backend: Backend) -> None:
@@ -204,6 +206,7 @@ class JobPool:
             await asyncio.to_thread(transport.remove_folder, folder)
             raise
         runner = Runner(workload, folder, fingerprint)
+        self._started[workload.id] = (backend, runner)
         try:
             await self._until_waiting(backend, runner)
         except BaseException:
@@ -237,25 +240,26 @@ class JobPool:
             await asyncio.sleep(0.02)
 
     async def discard(self, backend: Backend, runner: Runner) -> None:
+        """Remove a runner and its folder; one that cannot be removed now (no thread to
+        run in: the process exits) stays for :meth:`stop`."""
         try:
             await backend.remove(runner.workload.id)
+            await asyncio.to_thread(transport.remove_folder, runner.folder)
         except BackendError as exc:
             name = runner.workload.name
             self.log.warning("dss-containers job pool: cannot remove %s: %s", name, exc)
-        finally:
-            await asyncio.to_thread(transport.remove_folder, runner.folder)
+        except RuntimeError:  # executors shut down at exit: stop() removes it
+            return
+        self._started.pop(runner.workload.id, None)
 
     async def stop(self) -> None:
         """Stop refilling and remove every runner not handed to a job."""
         self._stopped = True  # a start in flight ends and removes its runner (not cancelled:
         # a container the daemon creates after a cancellation would be nobody's)
         await asyncio.gather(*self._fills.values(), return_exceptions=True)
-        for name, entries in self._ready.items():
-            backend = self._backends.get(name)
-            while entries:
-                runner = entries.pop()
-                if backend is not None:
-                    await self.discard(backend, runner)
+        self._ready.clear()
+        for backend, runner in list(self._started.values()):
+            await self.discard(backend, runner)
 
 
 async def _alive(backend: Backend, runner: Runner) -> bool:
