@@ -175,3 +175,36 @@ async def test_a_cancelled_pooled_job_and_shutdown_leave_nothing(pool_config, do
     assert not exists(waiting.folder)
     mine = ownership.this_process().server_id
     assert not leftover_containers(docker_client, server_id=mine, config="pooled")
+
+
+EXITING = """
+import time
+from jupyter_dss_containers import jobs
+from jupyter_dss_containers.jobs import api
+jobs.wait(jobs.submit("exit-pool", "x = 1").id)
+while api.service().job_pool.size("exit-pool") < 1:
+    time.sleep(0.05)
+jobs.wait(jobs.submit("exit-pool", "x = 2").id)  # takes the runner: a refill starts
+print("taken", flush=True)
+"""
+
+
+def test_a_process_that_exits_while_its_pool_refills_leaves_no_runner(
+    workspace, docker_client, base_image, tmp_path
+):
+    """A kernel's own job service (the Python API) removes its runners at exit, the one
+    being started at that moment included (guards: a refill that creates its container
+    while the interpreter shuts down, fails to remove it, and leaves it running)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "exit-pool.yaml"
+    image = job_image(docker_client, base_image)
+    text = CONFIG.format(image=image).replace("  pooled:", "  exit-pool:", 1)
+    path.write_text(text)
+    env = {**os.environ, "DSS_CONTAINERS_CONFIG": str(path)}
+    done = subprocess.run(
+        [sys.executable, "-c", EXITING], env=env, capture_output=True, text=True, timeout=SAFETY
+    )
+    assert done.returncode == 0 and "taken" in done.stdout, done.stderr
+    assert not leftover_containers(docker_client, config="exit-pool")
