@@ -167,3 +167,25 @@ def test_only_python_jobs_on_the_configs_image_take_runners():
     assert pool.pooled_request(JobRequest("p", "model", operation={"op": "train"}))
     assert not pool.pooled_request(JobRequest("p", "r", "x <- 1"))
     assert not pool.pooled_request(JobRequest("p", "python", "x = 1", code_env="sk"))
+
+
+def test_results_read_from_the_host_folder_follow_no_link(folder, tmp_path):
+    """A job's result read from its host folder is a regular file opened without following
+    links, within the limit; a link or folder is left to the backend (guards: a job that
+    points ``result.json`` at a server file and has the server read it back as its own)."""
+    from jupyter_dss_containers.backends.base import FilesTooLarge
+    from jupyter_dss_containers.jobs.hostread import read_flat
+
+    secret = tmp_path / "server-secret"
+    secret.write_bytes(b"not the job's")
+    os.symlink(secret, os.path.join(folder, "result.json"))
+    assert read_flat(folder, "result.json", 1024) is None  # asks the backend instead
+    os.mkdir(os.path.join(folder, "values.pkl"))
+    assert read_flat(folder, "values.pkl", 1024) is None
+    with open(os.path.join(folder, "error.txt"), "wb") as f:
+        f.write(b"x" * 10)
+    assert read_flat(folder, "error.txt", 10) == {"error.txt": b"x" * 10}
+    with pytest.raises(FilesTooLarge):
+        read_flat(folder, "error.txt", 9)
+    assert read_flat(folder, "absent.json", 10) == {}
+    assert read_flat(str(tmp_path), "server-secret", 100) is None  # not a job folder

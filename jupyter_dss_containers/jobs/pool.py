@@ -138,8 +138,8 @@ class JobPool:
         return list(self._ready.get(name, []))
 
     async def take(self, config: ExecutionConfig, image: str, backend: Backend) -> Runner | None:
-        """A waiting runner for this config and image (None: none ready, or no pool);
-        the pool refills in the background."""
+        """A waiting runner for this config and image (None: none ready, or no pool; the
+        pool then refills in the background)."""
         if not poolable(config, backend):
             return None
         wanted = config_fingerprint(config, image)
@@ -153,8 +153,9 @@ class JobPool:
                 self._started.pop(runner.workload.id, None)  # the job's from now on
             else:
                 await self.discard(backend, runner)
-        self.refill(config, image, backend)
-        return found
+        if found is None:
+            self.refill(config, image, backend)
+        return found  # (its job refills the pool when it ends: see start_pooled)
 
     def refill(self, config: ExecutionConfig, image: str, backend: Backend) -> None:
         """Bring the config's pool to its size in the background (once at a time)."""

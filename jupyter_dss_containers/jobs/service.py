@@ -35,6 +35,7 @@ from ..permissions import Identity, check_permission, current_identity
 from ..workspace import WorkspacePlan
 from . import queueing, rlang, workdir
 from .collect import backend_failure, death_message, final_status, read_result
+from .hostread import FolderReader
 from .model import (
     ACTIVE_STATES,
     CANCELLED,
@@ -415,7 +416,11 @@ class JobService(Recovery, Persistence, LoggingConfigurable):
         how = "pooled" if pooled else "new"
         name = workload.name
         self.log.info("job %s runs in %s container %s (%r)", job.id, how, name, config.name)
-        await self._collect(job, backend, workload.id)
+        try:
+            await self._collect(job, backend, workload.id)
+        finally:  # after the job: a refill would take the CPU it runs on
+            if pooled is not None:
+                self.job_pool.refill(config, job.image, backend)
 
     async def _collect(self, job: Job, backend: Backend, workload_id: str) -> None:
         """Follow the container's log to its end, then read the result it left (as data:
@@ -431,8 +436,10 @@ class JobService(Recovery, Persistence, LoggingConfigurable):
             self._add_output(job, "stderr", line + "\n")  # first: a job that raised wrote some
         limits = {"max_result_bytes": self.max_result_bytes}
         limits["max_values_bytes"] = self.max_values_bytes
+        folder = self._folders.get(job.id)
+        reader = FolderReader(backend, folder) if folder else backend  # (as data, too)
         try:
-            result = await read_result(backend, workload_id, job, status.exit_code, limits)
+            result = await read_result(reader, workload_id, job, status.exit_code, limits)
         finally:  # gone before the job says it ended: a finished job has nothing left
             with contextlib.suppress(BackendError):
                 await backend.remove(workload_id)
