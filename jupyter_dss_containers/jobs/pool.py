@@ -13,9 +13,10 @@ into the pipe, and from then on the job is a cold job's twin: output on stdout, 
 read back as data (from the folder: :mod:`.hostread`), the container and its folder
 removed at the end. A runner is started for nobody (owner ``-``, kind ``pool``: the same
 create arguments as a cold job's, so the same user, capabilities, limits and read-only
-root), never returns to the pool, and the pool refills when its job ends. Only configs that mount no workspace
-may have a pool (the file's checks); a job that needs more than files in its job folder
-(a recipe's package) starts cold.
+root), never returns to the pool, and the pool refills when its job ends. Only configs
+that mount no workspace may have a pool (the file's checks); a job that needs more than
+files in its job folder (a recipe's package), an R job and a code environment's job start
+cold.
 """
 
 from __future__ import annotations
