@@ -125,7 +125,9 @@ execution_config = st.fixed_dictionaries(
         "docker": maybe(docker),
         "kubernetes": maybe(kubernetes),
         "interrupt_mode": maybe(st.sampled_from(["signal", "message", "x"])),
-        "warm_pool": maybe(st.fixed_dictionaries({}, optional={"size": anything})),
+        "warm_pool": maybe(
+            st.fixed_dictionaries({}, optional={"size": anything, "jobs": anything})
+        ),
     },
 )
 base_image = st.fixed_dictionaries(

@@ -80,14 +80,15 @@ def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
             )
         )
     for name, cfg in configs.items():
-        pooled = cfg.get("warm_pool", {}).get("size", 0) > 0
+        pool = cfg.get("warm_pool", {})
+        pooled = pool.get("size", 0) > 0 or pool.get("jobs", 0) > 0
         mount = cfg.get("workspace", {}).get("mount", "auto") if "workspace" in cfg else "none"
         if pooled and mount != "none":
             problems.append(
                 (
                     f"execution_configs.{name}.workspace.mount",
-                    "expected none with a warm_pool: pooled kernels start before anyone asks "
-                    "for them, so they cannot mount a user's workspace",
+                    "expected none with a warm_pool: pooled kernels and job runners start "
+                    "before anyone asks for them, so they cannot mount a user's workspace",
                 )
             )
     default = data.get("defaults", {}).get("execution_config")

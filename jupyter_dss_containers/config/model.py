@@ -286,6 +286,8 @@ class ExecutionConfig:
     users: tuple[str, ...] = ()
     interrupt_mode: str = "signal"
     warm_pool_size: int = 0
+    #: job runners started ahead of time (``warm_pool: {jobs: N}``, see jobs/pool.py)
+    warm_pool_jobs: int = 0
     read_only_root: bool = False
     workspace: WorkspaceSettings = field(default_factory=WorkspaceSettings)
     #: "auto" (ipc sockets on a local daemon, else tcp), "ipc" or "tcp"
@@ -319,6 +321,7 @@ class ExecutionConfig:
                 "interrupt_mode", "message" if data["backend"] == "kubernetes" else "signal"
             ),
             warm_pool_size=data.get("warm_pool", {}).get("size", 0),
+            warm_pool_jobs=data.get("warm_pool", {}).get("jobs", 0),
             read_only_root=data.get("read_only_root", False),
             # a warm pool's kernels start before anyone asks: they can mount nobody's files
             workspace=WorkspaceSettings.from_dict(

@@ -59,9 +59,12 @@ class _InlineExecutor(concurrent.futures.ThreadPoolExecutor):
 
 
 def _cancel_all() -> None:
-    """At exit (a kernel shut down), cancel this process's jobs so no container outlives it."""
-    if _service is None or all(j.done for j in _service.list()):
+    """At exit (a kernel shut down), cancel this process's jobs and remove its pooled job
+    runners, so no container outlives it."""
+    if _service is None:
         return
+    if all(j.done for j in _service.list()) and not _service.job_pool.held():
+        return  # nothing to cancel, no pooled runner to remove
 
     async def shutdown(service: JobService) -> None:
         asyncio.get_running_loop().set_default_executor(_InlineExecutor(max_workers=1))

@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from .. import ownership
+from .. import ownership, transport
 from ..backends import Backend, BackendError, BackendUnavailable, backend_for
+from ..backends.base import Workload
 from ..config import ConfigFile, load_config
 from .model import ACTIVE_STATES, CANCELLED, FAILED, QUEUED, RUNNING, Job, JobError
+from .pool import POOL_OF
 
 if TYPE_CHECKING:
     from .service import JobService
@@ -62,6 +64,8 @@ class Recovery:
         try:
             backend = backend_for(config_file.get(job.config))
             found = await backend.list({ownership.MANAGED: "true", ownership.JOB_ID: job.id})
+            if not found and job.workload_id:  # a pooled runner's container: no job label
+                found = await self._pooled_container(backend, job.id, job.workload_id)
         except BackendUnavailable as exc:
             job.message = f"{LOST}; waiting for its daemon to take it over: {exc}"[:300]
             return False
@@ -76,6 +80,18 @@ class Recovery:
         self._adopt(job, backend, found[0].id)
         self.log.info("dss-containers: took over job %s (container %s)", job.id, found[0].name)
         return True
+
+    async def _pooled_container(
+        self: JobService, backend: Backend, job_id: str, workload_id: str
+    ) -> list[Workload]:
+        """The pooled job runner's container the store names, if it is still there (its
+        labels are a pool's: it was started before its job, for nobody)."""
+        labels = {ownership.MANAGED: "true", ownership.KIND: "pool", POOL_OF: "job"}
+        found = [w for w in await backend.list(labels) if w.id == workload_id]
+        for workload in found:  # removed with it, once the job is settled
+            if folder := transport.folder_of(workload.labels):
+                self._folders[job_id] = folder
+        return found
 
     def _adopt(self: JobService, job: Job, backend: Backend, workload_id: str) -> None:
         ownership.this_process().adopt(workload_id)

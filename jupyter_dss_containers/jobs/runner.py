@@ -12,6 +12,10 @@ loads. Where the backend cannot copy files out of a stopped workload (Kubernetes
 ``DSS_FILES_TO_LOG_FILE`` to a private file holding a random token, and the same two files
 go to stdout instead, framed as ``backends/logfiles.py`` describes.
 
+``runner.py --wait`` (a pooled runner, ``jobs/pool.py``) blocks on the pipe ``.go`` it
+makes in the job folder until the service has written one job's payload there, then runs
+that job as a cold runner does, and exits.
+
 ``runner.py --frame DIR -- COMMAND...`` is the same framing for another language's job (R
 on Kubernetes): it runs COMMAND without the token in its environment, then frames the
 files COMMAND wrote under DIR into stdout as if they were in the job folder, and exits
@@ -478,10 +482,26 @@ def frame_after(argv: list) -> int:
     return code
 
 
+def wait_for_payload() -> int:
+    """``--wait``: block until the payload is in the job folder, then run the job."""
+    go = os.path.join(JOB_DIR, ".go")
+    _unlink(go)
+    os.mkfifo(go, 0o600)
+    signal.signal(signal.SIGTERM, _cancelled)  # a drained pool's runner exits at once
+    with open(go, "rb") as pipe:  # blocks until the service opens it for writing
+        started = pipe.read(1)
+    _unlink(go)
+    if not started:  # opened and closed without a word: no job came
+        return 3
+    return main()
+
+
 def _unlink(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
 
 
 if __name__ == "__main__":
-    sys.exit(frame_after(sys.argv[1:]) if sys.argv[1:2] == ["--frame"] else main())
+    if sys.argv[1:2] == ["--frame"]:
+        sys.exit(frame_after(sys.argv[1:]))
+    sys.exit(wait_for_payload() if sys.argv[1:2] == ["--wait"] else main())

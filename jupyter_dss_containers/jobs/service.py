@@ -9,16 +9,16 @@ every job container like a kernel's, so ``cleanup`` reaps what a dead process le
 It never deserializes what a job hands back (see :mod:`.results`): a result is a checked
 JSON document plus opaque bytes, so a job cannot run code in the process of the service,
 which may be the Jupyter server of many users. It does no file I/O on the event loop: the
-job store is written by one :class:`.writer.StoreWriter` in a worker thread, and results
-are written and read in threads. Taking over the jobs of a process that is gone lives in
-:mod:`.recovery`.
+job store is written by one :class:`.writer.StoreWriter` in a worker thread
+(:mod:`.persistence`), and results are written and read in threads. Taking over the jobs of
+a process that is gone lives in :mod:`.recovery`; runners started ahead of time for
+configs with ``warm_pool: {jobs: N}`` in :mod:`.pool`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 import uuid
 from collections.abc import Awaitable
@@ -27,14 +27,15 @@ from typing import Any
 from traitlets import Bool, Float, Integer, Type, Unicode
 from traitlets.config import LoggingConfigurable
 
-from .. import ownership
+from .. import ownership, transport
 from ..backends import Backend, BackendError, backend_for
 from ..backends.base import WorkloadSpec
 from ..config import ExecutionConfig, load_config
 from ..permissions import Identity, check_permission, current_identity
-from ..workspace import WorkspaceError, WorkspacePlan, resolve_plan
+from ..workspace import WorkspacePlan
 from . import queueing, rlang, workdir
 from .collect import backend_failure, death_message, final_status, read_result
+from .hostread import FolderReader
 from .model import (
     ACTIVE_STATES,
     CANCELLED,
@@ -50,16 +51,18 @@ from .model import (
     JobRequest,
 )
 from .payload import image_for, job_files
+from .persistence import Persistence
+from .pool import JobPool, cold_folder, start_pooled
 from .recovery import Recovery
 from .results import JobResult
 from .snapshot import SECRET_LIMIT, SNAPSHOT_LIMIT, Snapshot
-from .store import JobStore, job_record
+from .store import JobStore
 from .writer import StoreWriter
 
 JOB_DIR = rlang.JOB_DIR
 
 
-class JobService(Recovery, LoggingConfigurable):
+class JobService(Recovery, Persistence, LoggingConfigurable):
     """Runs jobs in containers from execution configs, a few at a time per user and config."""
 
     config_file = Unicode(
@@ -129,6 +132,12 @@ class JobService(Recovery, LoggingConfigurable):
         help="Seconds between attempts to take over a stored job whose daemon or cluster "
         "could not be reached when this process started.",
     )
+    pool_ready_timeout = Float(
+        60.0,
+        config=True,
+        help="Seconds a pooled job runner (warm_pool: {jobs: N}) may take to wait for its "
+        "payload; one that does not is removed and the failure logged.",
+    )
     store_dir = Unicode(
         None,
         allow_none=True,
@@ -157,6 +166,8 @@ class JobService(Recovery, LoggingConfigurable):
         self._plans: dict[str, WorkspacePlan] = {}  # until each job's workload is made
         self._logged: dict[str, int] = {}  # bytes of each job's output in the store
         self._snapshots: dict[str, Snapshot] = {}  # copies of the working folder, by job
+        self._folders: dict[str, str] = {}  # pooled jobs' folders on this host, by job
+        self.job_pool = JobPool(self.log, self.python, self.pool_ready_timeout)
 
     # ------------------------------------------------------------------ public
 
@@ -176,7 +187,7 @@ class JobService(Recovery, LoggingConfigurable):
         files, command = await asyncio.to_thread(
             job_files, request, framed, self.python, self.max_payload_bytes
         )
-        plan = await self._workspace(config, identity.username)
+        plan = await workdir.plan(config, identity.username, self.mount_cwd)
         room = SECRET_LIMIT - 1024 if framed else self.max_payload_bytes  # 1 KiB: the token
         snap = await workdir.prepare(plan, request, config.name, files, self.snapshot_limit, room)
         self._check_queue(identity.username)  # again: others may have queued meanwhile
@@ -195,25 +206,6 @@ class JobService(Recovery, LoggingConfigurable):
         self._tasks[job.id] = asyncio.create_task(self._run(job, config, files, command))
         self._forget_old()
         return job
-
-    async def _workspace(self, config: ExecutionConfig, user: str) -> WorkspacePlan:
-        """The submitting process's working folder at the same path in the job (the
-        notebook's, when a kernel submits), or nothing (``mount_cwd`` off: the server)."""
-        if not self.mount_cwd:
-            return WorkspacePlan()
-        try:
-            return await asyncio.to_thread(
-                resolve_plan,
-                config.workspace,
-                backend=config.backend,
-                remote=config.backend == "docker" and config.docker.is_remote,
-                server_root=None,
-                cwd=os.getcwd(),
-                user=user,
-                config_name=config.name,
-            )
-        except (WorkspaceError, OSError) as exc:
-            raise JobError(f"execution config {config.name!r}: {exc}") from None
 
     def submitted_here(self, job_id: str) -> bool:
         """Whether this service submitted the job (rather than took it over from a store):
@@ -295,6 +287,9 @@ class JobService(Recovery, LoggingConfigurable):
             if j.workload_id and j.id in self._backends  # not one still waiting for a daemon
         ]
         await asyncio.gather(*stops, return_exceptions=True)
+        for folder in [self._folders.pop(j.id, "") for j in active]:
+            await asyncio.to_thread(transport.remove_folder, folder)  # pooled jobs' ones
+        await self.job_pool.stop()
         await self._notify()
         if self.writer is not None:
             await self.writer.flush()
@@ -371,6 +366,8 @@ class JobService(Recovery, LoggingConfigurable):
                 with contextlib.suppress(BackendError):
                     await backend.remove(job.workload_id)
                 ownership.this_process().release(job.workload_id)
+            if folder := self._folders.pop(job.id, None):  # a pooled runner's: used once
+                await asyncio.to_thread(transport.remove_folder, folder)
             self._snapshots.pop(job.id, None)
             if not job.done:  # cancelled while starting
                 self._finish(job, CANCELLED, JobError(f"job {job.id} was cancelled"))
@@ -403,15 +400,27 @@ class JobService(Recovery, LoggingConfigurable):
             workspace=self._plans.pop(job.id, None),
             scratch_dirs=(snap.folder,) if snap is not None else (),
         )
-        workload = await backend.create(spec)
+        pooled = await start_pooled(self.job_pool, backend, config, job, spec)
+        if pooled is not None:
+            workload, self._folders[job.id] = pooled
+        else:
+            if folder := await cold_folder(backend, config, spec):
+                self._folders[job.id] = folder  # removed with the job, as a runner's
+            workload = await backend.create(spec)
         job.workload_id = workload.id
         if job.state == CANCELLED:  # cancelled while the container was being created
             await backend.remove(workload.id)
             return
         job.state = RUNNING
         self._save(job)
-        self.log.info("job %s runs in container %s (config %r)", job.id, spec.name, config.name)
-        await self._collect(job, backend, workload.id)
+        how = "pooled" if pooled else "new"
+        name = workload.name
+        self.log.info("job %s runs in %s container %s (%r)", job.id, how, name, config.name)
+        try:
+            await self._collect(job, backend, workload.id)
+        finally:  # after the job: a refill would take the CPU it runs on
+            if pooled is not None:
+                self.job_pool.refill(config, job.image, backend)
 
     async def _collect(self, job: Job, backend: Backend, workload_id: str) -> None:
         """Follow the container's log to its end, then read the result it left (as data:
@@ -427,8 +436,10 @@ class JobService(Recovery, LoggingConfigurable):
             self._add_output(job, "stderr", line + "\n")  # first: a job that raised wrote some
         limits = {"max_result_bytes": self.max_result_bytes}
         limits["max_values_bytes"] = self.max_values_bytes
+        folder = self._folders.get(job.id)
+        reader = FolderReader(backend, folder) if folder else backend  # (as data, too)
         try:
-            result = await read_result(backend, workload_id, job, status.exit_code, limits)
+            result = await read_result(reader, workload_id, job, status.exit_code, limits)
         finally:  # gone before the job says it ended: a finished job has nothing left
             with contextlib.suppress(BackendError):
                 await backend.remove(workload_id)
@@ -477,41 +488,6 @@ class JobService(Recovery, LoggingConfigurable):
             self._submitted.discard(job.id)
             if self.writer is not None:
                 self.writer.remove(job.id)
-
-    # ------------------------------------------------------------------ persistence
-
-    @property
-    def store(self) -> JobStore | None:
-        """The job store under ``store_dir`` (None: jobs are kept in memory only)."""
-        if self._store is None and self.store_dir:
-            self._store = self.store_class(self.store_dir)
-        return self._store
-
-    @property
-    def writer(self) -> StoreWriter | None:
-        """The one writer of the store (records and logs, off the event loop)."""
-        if self._writer is None and self.store is not None:
-            self._writer = StoreWriter(self.store, self.log)
-        return self._writer
-
-    def _save(self, job: Job) -> None:
-        """Have the job's record written as it is now (a full disk is logged, and the job
-        goes on)."""
-        if self.writer is not None:
-            self.writer.save(job.id, job_record(job, ownership.this_process().server_id))
-
-    async def _keep_result(self, job: Job, result: JobResult) -> bool:
-        """Write the result to the store (in a thread: values may be large); True when it
-        is there."""
-        if self.store is None or self.writer is None:
-            return False
-        await self.writer.flush()  # the job's folder and record first
-        try:
-            await asyncio.to_thread(self.store.save_result, job.id, result)
-        except OSError as exc:
-            self.log.warning("dss-containers: could not keep job %s's result: %s", job.id, exc)
-            return False
-        return True
 
 
 __all__ = ["ACTIVE_STATES", "JobService"]

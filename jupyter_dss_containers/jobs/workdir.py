@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 
 from ..backends import Backend, BackendError
 from ..backends.base import FilesTooLarge
-from ..config import format_size
-from ..workspace import WorkspacePlan
+from ..config import ExecutionConfig, format_size
+from ..workspace import WorkspaceError, WorkspacePlan, resolve_plan
 from . import rlang, snapshot
 from .model import Job, JobError, JobRequest
 
@@ -26,6 +27,26 @@ JOB_DIR = rlang.JOB_DIR
 ARCHIVE = f"{JOB_DIR}/{snapshot.ARCHIVE_NAME}"
 INFO = f"{JOB_DIR}/workdir.json"
 BACK = f"{JOB_DIR}/workdir"
+
+
+async def plan(config: ExecutionConfig, user: str, mount_cwd: bool) -> WorkspacePlan:
+    """The submitting process's working folder at the same path in the job (the
+    notebook's, when a kernel submits), or nothing (``mount_cwd`` off: the server)."""
+    if not mount_cwd:
+        return WorkspacePlan()
+    try:
+        return await asyncio.to_thread(
+            resolve_plan,
+            config.workspace,
+            backend=config.backend,
+            remote=config.backend == "docker" and config.docker.is_remote,
+            server_root=None,
+            cwd=os.getcwd(),
+            user=user,
+            config_name=config.name,
+        )
+    except (WorkspaceError, OSError) as exc:
+        raise JobError(f"execution config {config.name!r}: {exc}") from None
 
 
 async def prepare(

@@ -212,6 +212,11 @@ class DSSContainersExtension(ExtensionApp):
         if self.reap_on_start:
             await self._reap()  # before the pools fill, so nothing of ours is mistaken
         self.warm_pool.start()
+        try:  # job runners for configs with warm_pool: {jobs: N}
+            config_file = await asyncio.to_thread(load_config, self.config_file)
+            await self.job_service.job_pool.prefill(config_file)
+        except Exception as exc:
+            self.log.warning("dss-containers: job pools not filled: %s", exc)
 
     async def stop_extension(self) -> None:
         # nothing raised here may escape: a failed stop leaves the server running on SIGTERM
