@@ -20,7 +20,8 @@ async def check_owner(
     if any(w.id == workload_id for w in await backend.list({ownership.OWNER: user})):
         return
     pooled = await backend.list({ownership.KIND: "pool"}) if recorded == user else []
-    if any(w.id == workload_id for w in pooled):
+    kernels = (w for w in pooled if w.labels.get(ownership.POOL_OF) != "job")  # not runners
+    if any(w.id == workload_id for w in kernels):
         return
     raise PermissionDenied(f"cannot reattach: {what} was started by another user, not {user}")
 

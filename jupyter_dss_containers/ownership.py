@@ -20,6 +20,8 @@ from typing import Any
 
 PREFIX = "dss-containers.jupyter.org/"
 KIND = PREFIX + "kind"  # kernel | job | pool
+#: on a pool workload: what it waits to serve (``job`` for a job pool's runner; none: a kernel)
+POOL_OF = PREFIX + "pool-of"
 KERNEL_ID = PREFIX + "kernel-id"
 JOB_ID = PREFIX + "job-id"
 CONFIG = PREFIX + "config"

@@ -42,7 +42,7 @@ JOB_DIR = rlang.JOB_DIR
 #: the pipe a waiting runner blocks on (made by the runner itself)
 GO = ".go"
 #: label telling job runners from pooled kernels (both are kind ``pool``)
-POOL_OF = ownership.PREFIX + "pool-of"
+POOL_OF = ownership.POOL_OF
 
 
 @dataclass
