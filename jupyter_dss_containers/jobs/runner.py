@@ -16,17 +16,13 @@ go to stdout instead, framed as ``backends/logfiles.py`` describes.
 makes in the job folder until the service has written one job's payload there, then runs
 that job as a cold runner does, and exits.
 
-``runner.py --frame DIR -- COMMAND...`` is the same framing for another language's job (R
-on Kubernetes): it runs COMMAND without the token in its environment, then frames the
-files COMMAND wrote under DIR into stdout as if they were in the job folder, and exits
-with COMMAND's exit code. That mode needs only the Python standard library.
+``runner.py --frame DIR -- COMMAND...`` (R on Kubernetes; standard library only) runs
+COMMAND without the token, frames the files it wrote under DIR into stdout as if in the
+job folder, and exits with COMMAND's exit code.
 
-Where the config shares no workspace with the server (``jobs/snapshot.py``), the job
-folder holds ``workdir.tar.gz``, a copy of the caller's working folder, and
-``workdir.json``, that folder's path: the runner unpacks the copy there (or, where the
-image's user cannot make that path, at the same path under ``/tmp/.dss-work``), runs the
-job in it, and hands back the regular files it created or changed there as
-``workdir/PATH`` beside the result, for the service to write back.
+Where no workspace is shared (``jobs/snapshot.py``), ``workdir.tar.gz`` (the caller's
+folder) and ``workdir.json`` (its path) are unpacked there (else under ``/tmp/.dss-work``),
+the job runs in it, and the files it created or changed come back as ``workdir/PATH``.
 """
 
 from __future__ import annotations
