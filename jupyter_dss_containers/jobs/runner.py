@@ -1,24 +1,19 @@
 """The in-container entry point of a Python job: read the payload, run it, write the result.
 
-This file is copied into the container next to the payload and run by the image's
-Python, so it imports nothing from this package: the image needs only Python, plus
-cloudpickle and the libraries the job itself uses. Output goes to stdout/stderr as the
-job prints it. The result is two files in the job folder (``jobs/results.py`` says why):
-``result.json``, the outcome as plain data (ok, the error with its traceback, displays as
-MIME bundles of strings, metrics and other plain fields), which the service checks and
-reads; and ``values.pkl``, the Python values (``--out`` variables, the fitted model,
-predictions, a recipe's return value) cloudpickled, which only the submitting kernel
-loads. Where the backend cannot copy files out of a stopped workload (Kubernetes), it sets
-``DSS_FILES_TO_LOG_FILE`` to a private file holding a random token, and the same two files
-go to stdout instead, framed as ``backends/logfiles.py`` describes.
+Copied into the container and run by the image's Python, it imports nothing from this
+package (the image needs Python, cloudpickle and the job's own libraries). The result is two
+files in the job folder (``jobs/results.py`` says why): ``result.json``, the outcome as
+plain data the service checks and reads, and ``values.pkl``, the Python values
+cloudpickled, which only the submitting kernel loads. Where files cannot be copied out of a
+stopped workload (Kubernetes), ``DSS_FILES_TO_LOG_FILE`` names a private file holding a
+random token, and the two files go to stdout, framed as ``backends/logfiles.py`` describes.
 
-``runner.py --wait`` (a pooled runner, ``jobs/pool.py``) blocks on the pipe ``.go`` it
-makes in the job folder until the service has written one job's payload there, then runs
-that job as a cold runner does, and exits.
+``runner.py --wait`` (``jobs/pool.py``) blocks on its pipe ``.go`` until one job's payload
+is in the job folder, then runs it as a cold runner does.
 
 ``runner.py --frame DIR -- COMMAND...`` (R on Kubernetes; standard library only) runs
-COMMAND without the token, frames the files it wrote under DIR into stdout as if in the
-job folder, and exits with COMMAND's exit code.
+COMMAND without the token, frames the files it wrote under DIR into stdout as if in the job
+folder, and exits with COMMAND's exit code.
 
 Where no workspace is shared (``jobs/snapshot.py``), ``workdir.tar.gz`` (the caller's
 folder) and ``workdir.json`` (its path) are unpacked there (else under ``/tmp/.dss-work``),
