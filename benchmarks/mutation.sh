@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Mutation testing where it is cheap: the pure Kubernetes builders
-# (backends/kubernetes/manifests.py) and the permission check (permissions.py), against
-# their unit tests (tests/test_kube_manifests.py, tests/test_permissions.py), with mutmut.
+# Mutation testing where it is cheap: the pure builders (the Kubernetes manifests,
+# backends/kubernetes/manifests.py; the Docker create request, backends/docker/containers.py)
+# and the permission check (permissions.py), against their unit tests
+# (tests/test_kube_manifests.py, tests/test_docker_containers.py, tests/test_permissions.py),
+# with mutmut.
 #
 #   pip install -e '.[mutation]'      # mutmut, outside the test extra
 #   bash benchmarks/mutation.sh        # about 2-4 minutes on 2 cores
@@ -29,7 +31,7 @@ fi
 mkdir -p "$work/tests"
 cp -r "$repo/jupyter_dss_containers" "$work/"
 cp "$repo/tests/conftest.py" "$repo/tests/test_kube_manifests.py" "$repo/tests/test_permissions.py" \
-    "$work/tests/"
+    "$repo/tests/test_docker_containers.py" "$work/tests/"
 cp -r "$repo/tests/fake_kube" "$work/tests/"  # its Pod Security checks judge our pods
 find "$work" -name __pycache__ -prune -exec rm -rf {} +
 cp "$repo/setup.cfg" "$work/"
@@ -39,9 +41,11 @@ cat >>"$work/setup.cfg" <<'EOF'
 source_paths = jupyter_dss_containers
 only_mutate =
     jupyter_dss_containers/backends/kubernetes/manifests.py
+    jupyter_dss_containers/backends/docker/containers.py
     jupyter_dss_containers/permissions.py
 pytest_add_cli_args_test_selection =
     tests/test_kube_manifests.py
+    tests/test_docker_containers.py
     tests/test_permissions.py
 pytest_add_cli_args =
     -p

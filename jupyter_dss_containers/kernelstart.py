@@ -18,7 +18,13 @@ from .errors import ReportedError
 from .launcher import KernelLaunch, LaunchedKernel, launch_kernel_workload, remove_kernel_workload
 from .liveness import deferred_removals
 from .readiness import KernelNotReady, until_ready
-from .workspace import WorkspaceError, WorkspacePlan, config_plan, notice_script
+from .workspace import (
+    WorkspaceError,
+    WorkspacePlan,
+    config_plan,
+    notice_script,
+    unwritable_told,
+)
 
 
 class WorkspaceRefused(ReportedError, PermissionError):
@@ -41,14 +47,14 @@ async def plan_workspace(
     as the working directory. ``manager`` is the server's kernel manager, if any."""
     root_of = getattr(manager, "workspace_root", None)
     root = root_of() if callable(root_of) else getattr(manager, "root_dir", None)
+
+    def planned() -> WorkspacePlan:
+        server_root = root if isinstance(root, str) and root else None
+        plan = config_plan(config, server_root=server_root, cwd=cwd, user=username)
+        return unwritable_told(plan) if cwd else plan  # a notebook's kernel: say it once
+
     try:
-        return await asyncio.to_thread(
-            config_plan,
-            config,
-            server_root=root if isinstance(root, str) and root else None,
-            cwd=cwd,
-            user=username,
-        )
+        return await asyncio.to_thread(planned)
     except (WorkspaceError, OSError) as exc:
         raise WorkspaceRefused(f"execution config {config.name!r}: {exc}") from None
 

@@ -314,14 +314,22 @@ def resolve_plan(
     if not plan.mounted:
         return plan
     info = os.stat(real_root)
-    plan = replace(plan, user=workload_user(os.getuid(), os.getgid(), (info.st_uid, info.st_gid)))
-    if cwd and os.getuid() == 0 and not plan.read_only:  # a notebook's kernel, not the server's uid
-        here_info = os.stat(real_cwd)
-        uid, gid = (int(part) for part in plan.user.split(":"))
-        if not may_write(uid, gid, here_info):
-            notice = _not_writable(plan.user, real_cwd, real_root, here_info)
-            plan = replace(plan, notice=notice)
-    return plan
+    return replace(plan, user=workload_user(os.getuid(), os.getgid(), (info.st_uid, info.st_gid)))
+
+
+def unwritable_told(plan: WorkspacePlan) -> WorkspacePlan:
+    """A notebook kernel's plan, with a notice when a root server's kernel (another uid,
+    never root) may not write the server's folder it is bound to: said in the first cell
+    rather than left to a bare 'Permission denied'. File-system work: in a worker thread."""
+    local_bind = plan.mounted and plan.volume is None and plan.source == plan.root
+    if os.getuid() != 0 or not local_bind or plan.read_only or not plan.user:
+        return plan
+    folder = plan.working_dir or plan.root or ""
+    info = os.stat(folder)
+    uid, gid = (int(part) for part in plan.user.split(":"))
+    if may_write(uid, gid, info):
+        return plan
+    return replace(plan, notice=_not_writable(plan.user, folder, plan.root or folder, info))
 
 
 def may_write(uid: int, gid: int, info: os.stat_result) -> bool:

@@ -148,19 +148,24 @@ def _give_to(folder, uid: int, gid: int) -> None:
 def test_a_root_servers_kernel_that_may_not_write_the_folder_is_told_so(tmp_path):
     """Guards: a root server's kernel (uid 1000, never root) in a root-owned folder failing
     its first write with a bare 'Permission denied' (the quickstart run as root)."""
-    from jupyter_dss_containers.workspace import may_write
+    from jupyter_dss_containers.workspace import may_write, unwritable_told
 
     if os.geteuid() != 0:
         need("a server running as root (CI runs as root)")
     (tmp_path / "nb").mkdir(mode=0o755)
     os.chmod(tmp_path, 0o755)
-    plan = _plan(tmp_path)(tmp_path / "nb")
+    plan = unwritable_told(_plan(tmp_path)(tmp_path / "nb"))
     assert plan.user == "1000:100"
     assert "runs as 1000:100" in plan.notice and "may not write in" in plan.notice
     assert f"chown -R 1000:100 {tmp_path.resolve()}" in plan.notice
     os.chmod(tmp_path / "nb", 0o777)  # others may write: nothing to say
-    assert _plan(tmp_path)(tmp_path / "nb").notice is None
-    assert _plan(tmp_path, read_only=True)(tmp_path).notice is None  # read-only: nothing new
+    assert unwritable_told(_plan(tmp_path)(tmp_path / "nb")).notice is None
+    read_only = _plan(tmp_path, read_only=True)(tmp_path)
+    assert unwritable_told(read_only).notice is None  # read-only: nothing new to say
+    os.chmod(tmp_path / "nb", 0o755)
+    remote = _plan(tmp_path, host_path="/srv/${user}")(tmp_path / "nb", remote=True)
+    assert unwritable_told(remote).notice is None  # not the server's folder: not judged here
+    assert _plan(tmp_path)(tmp_path / "nb").notice is None  # jobs: resolve_plan says nothing
     info = os.stat(tmp_path)
     assert may_write(info.st_uid, 0, info) and not may_write(4242, 4242, info)
 
