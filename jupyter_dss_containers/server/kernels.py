@@ -150,10 +150,24 @@ class OwnedKernelManager(AsyncMappingKernelManager):
         jupyter_server's shutdown of it raises "does not exist": the server's stop then
         fails and SIGTERM no longer ends the process.
         """
+        self._forget_failed_starts()
+        try:
+            await super().shutdown_all(now=now)
+        except Exception as exc:  # a start failed while the server stopped: stop the rest
+            self.log.warning("dss-containers: %s; stopping the other kernels", exc)
+            self._forget_failed_starts()
+            kernel_ids = sorted(set(self.list_kernel_ids()) | set(self._pending_kernels))
+            results = await asyncio.gather(
+                *(self.shutdown_kernel(k, now=True) for k in kernel_ids), return_exceptions=True
+            )
+            for kernel_id, result in zip(kernel_ids, results, strict=True):
+                if isinstance(result, Exception):
+                    self.log.warning("dss-containers: kernel %s: %s", kernel_id, result)
+
+    def _forget_failed_starts(self) -> None:
         for kernel_id, task in list(self._pending_kernels.items()):
             if task.done() and kernel_id not in self._kernels:
                 self._pending_kernels.pop(kernel_id, None)
-        await super().shutdown_all(now=now)
 
     def initialize_culler(self) -> None:
         """Start the culler outside any request's context.
