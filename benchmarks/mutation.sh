@@ -31,7 +31,7 @@ fi
 mkdir -p "$work/tests"
 cp -r "$repo/jupyter_dss_containers" "$work/"
 cp "$repo/tests/conftest.py" "$repo/tests/test_kube_manifests.py" "$repo/tests/test_permissions.py" \
-    "$repo/tests/test_docker_containers.py" "$work/tests/"
+    "$repo/tests/test_docker_containers.py" "$repo/tests/wheelhouse.py" "$work/tests/"
 cp -r "$repo/tests/fake_kube" "$work/tests/"  # its Pod Security checks judge our pods
 find "$work" -name __pycache__ -prune -exec rm -rf {} +
 cp "$repo/setup.cfg" "$work/"
