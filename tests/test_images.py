@@ -300,3 +300,38 @@ def test_cleanup_images_removes_stale_builds_but_not_the_current_or_used_ones(
         assert f"removed image {old} (stale base test-prune)" in done.stdout
         assert not image_exists(docker_engine, old)
         assert image_exists(docker_engine, new) and image_exists(docker_engine, default_base_image)
+
+
+def test_server_image_builds_other_than_latest_are_stale(docker_engine, default_base_image):
+    """The server image ``:latest`` names is current and kept; an older build of that
+    repository is stale and pruned (guards: old server images piling up, 1.3 GB each, or
+    the current one removed)."""
+    import uuid
+
+    from jupyter_dss_containers.images.inventory import prune_states, server_image_states
+
+    repository = f"dss-containers-test/server-{uuid.uuid4().hex[:8]}"
+    assert server_image_states(docker_engine, repository) == []  # none built: nothing listed
+    old = docker_engine.containers.create(default_base_image, ["true"])
+    try:
+        old_id = old.commit(repository, "0ld0ld0ld0ld").id
+    finally:
+        old.remove(force=True)
+    docker_engine.api.tag(default_base_image, repository, "c0ffeec0ffee")
+    docker_engine.api.tag(default_base_image, repository, "latest")
+    try:
+        states = {s.ref: s.state for s in server_image_states(docker_engine, repository)}
+        assert states == {
+            f"{repository}:c0ffeec0ffee": "built",
+            f"{repository}:0ld0ld0ld0ld": "stale",
+        }
+        removed, kept = prune_states(server_image_states(docker_engine, repository), docker_engine)
+        assert [s.ref for s in removed] == [f"{repository}:0ld0ld0ld0ld"] and not kept
+        assert not image_exists(docker_engine, f"{repository}:0ld0ld0ld0ld")
+        assert image_exists(docker_engine, f"{repository}:latest")
+    finally:
+        for label in ("latest", "c0ffeec0ffee", "0ld0ld0ld0ld"):
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                docker_engine.images.remove(f"{repository}:{label}")
+        with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
+            docker_engine.images.remove(old_id)

@@ -130,7 +130,7 @@ def _configs_of(config_file: ConfigFile, env: CodeEnvSpec) -> list[str]:
 
 
 class ImagesCommand(DSSCommand):
-    description = "List base and code-env images: built, stale or missing, with size and age."
+    description = "List base, code-env and server images: built, stale or missing, size, age."
 
     def run(self) -> None:
         from ..backends.docker import docker_client
