@@ -172,6 +172,14 @@ def _wait_job(port: int, token: str, job_id: str) -> dict[str, Any]:
     return state
 
 
+def _stop_server(core, fake) -> None:
+    """Delete the server pod gracefully (SIGTERM: it stops its kernels) and wait for it."""
+    core.delete_namespaced_pod(POD, NS, grace_period_seconds=30)
+    deadline = time.monotonic() + 60
+    while (NS, POD) in fake.objects["pods"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def test_the_server_in_a_pod_starts_kernels_on_its_service_account(
     cluster, server_image, base_image
 ):
@@ -243,5 +251,13 @@ def test_the_server_in_a_pod_starts_kernels_on_its_service_account(
         assert [r[1:] for r in fake.rbac.refused] == [("get", "pods/log", NS)] * len(
             fake.rbac.refused
         )
+        _stop_server(core, fake)
+        left = [
+            p["metadata"]["name"]
+            for p in fake.pods(NS)
+            if (p["metadata"].get("labels") or {}).get(ownership.MANAGED) == "true"
+        ]
+        assert left == []  # the failed job's pod went with it: nothing orphaned
     finally:
-        core.delete_namespaced_pod(POD, NS, grace_period_seconds=30)
+        if (NS, POD) in fake.objects["pods"]:
+            _stop_server(core, fake)

@@ -223,7 +223,10 @@ class Kubelet:
         result = await asyncio.to_thread(_wait, container)
         if (ns, name) not in self.store.objects["pods"]:
             return
-        attrs = await asyncio.to_thread(lambda: self.docker.api.inspect_container(container.id))
+        try:
+            attrs = await asyncio.to_thread(self.docker.api.inspect_container, container.id)
+        except docker.errors.NotFound:  # removed by a delete (or the cluster's stop) meanwhile
+            return
         state = attrs["State"]
         code = int(state.get("ExitCode", result))
         reason = "OOMKilled" if state.get("OOMKilled") else ("Completed" if code == 0 else "Error")
