@@ -188,7 +188,8 @@ def test_the_server_in_a_pod_starts_kernels_on_its_service_account(
     mounted ca.crt), reaches it at its pod IP, runs code and stops it, without a single
     request refused; the kernel pod itself gets no token. Then, with ``pods/log`` taken
     from the Role, doctor names that verb and a job (whose output is read through the log
-    API) fails with the apiserver's 403 in its error."""
+    API) fails with the apiserver's 403 in its error; once the server pod is stopped no pod
+    of ours is left. (Taking ``watch`` off the shipped Role fails the kernel start here.)"""
     fake, admin = cluster
     core = kubernetes.client.CoreV1Api(admin)
     config = base64.b64encode(server_config(base_image).encode()).decode()
