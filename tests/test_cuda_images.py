@@ -220,7 +220,7 @@ print(json.dumps({
 
 
 @pytest.mark.timeout(900)
-def test_offline_cuda_image_builds_and_loads_libcudart(docker_client, base_image, tmp_path):
+def test_offline_cuda_image_builds_and_loads_libcudart(docker_client, tmp_path):
     """Guards the offline CUDA build end to end: the wheels of the chosen CUDA version land
     in the venv of an image built with no registry, the linker finds ``libcudart.so.12`` by
     its soname (ctypes, as the image's user), and it is the pinned 12.9 runtime. With no GPU
@@ -276,9 +276,4 @@ def test_offline_cuda_image_builds_and_loads_libcudart(docker_client, base_image
     )
     [state] = [s for s in json.loads(listed.stdout) if s["name"] == "test-cuda"]
     assert state["state"] == "built" and state["size"] == size
-    default_size = docker_client.images.get(base_image).attrs["Size"]
-    print(
-        f"offline CUDA image {tag}: {size / 1024**2:.1f} MiB "
-        f"(the default image: {default_size / 1024**2:.1f} MiB)"
-    )
-    assert size > default_size
+    print(f"offline CUDA image {tag}: {size / 1024**2:.1f} MiB")
