@@ -9,6 +9,7 @@ A machine with a GPU runs ``benchmarks/gpu_check.sh`` for the rest.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import docker.errors
 import pytest
 import yaml
 
@@ -225,6 +227,21 @@ def test_offline_cuda_image_builds_and_loads_libcudart(docker_client, tmp_path):
     in the venv of an image built with no registry, the linker finds ``libcudart.so.12`` by
     its soname (ctypes, as the image's user), and it is the pinned 12.9 runtime. With no GPU
     here ``cudaGetDeviceCount`` fails, which is expected; the size is reported by the CLI."""
+    refs = (images.base_image_tag(TEST_SPEC), images.friendly_tag(TEST_SPEC))
+    _remove(docker_client, *refs)  # built now, not found from an earlier run
+    try:
+        _check_built(docker_client, tmp_path)
+    finally:
+        _remove(docker_client, *refs)  # the root file system stays cached, as for the others
+
+
+def _remove(client, *refs: str) -> None:
+    for ref in refs:
+        with contextlib.suppress(docker.errors.ImageNotFound):
+            client.api.remove_image(ref, force=True)
+
+
+def _check_built(docker_client, tmp_path: Path) -> None:
     tag = images.build_base_image(TEST_SPEC, docker_client)
     out = docker_client.containers.run(
         tag, ["python", "-c", PROBE], network_mode="none", remove=True
