@@ -52,21 +52,29 @@ try:
 except ImportError:
     pass
 else:
-    rng = numpy.random.default_rng(0)
-    a = rng.random((1024, 1024), dtype=numpy.float32)
-    b = rng.random((1024, 1024), dtype=numpy.float32)
-    c = cupy.asnumpy(cupy.asarray(a) @ cupy.asarray(b))
-    result["cupy_max_error"] = float(numpy.abs(c - a @ b).max() / numpy.abs(a @ b).max())
+    result["cupy"] = cupy.__version__
+    try:
+        rng = numpy.random.default_rng(0)
+        a = rng.random((1024, 1024), dtype=numpy.float32)
+        b = rng.random((1024, 1024), dtype=numpy.float32)
+        c = cupy.asnumpy(cupy.asarray(a) @ cupy.asarray(b))
+        result["cupy_max_error"] = float(numpy.abs(c - a @ b).max() / numpy.abs(a @ b).max())
+    except Exception as exc:
+        result["cupy_error"] = f"{type(exc).__name__}: {exc}"
 try:
     import torch
 except ImportError:
     pass
 else:
-    result["torch_cuda"] = torch.cuda.is_available()
-    if result["torch_cuda"]:
-        x = torch.ones(1024, 1024, device="cuda")
-        result["torch_device"] = torch.cuda.get_device_name(0)
-        result["torch_product"] = float((x @ x)[0, 0])
+    result["torch"] = torch.__version__
+    try:
+        result["torch_cuda"] = torch.cuda.is_available()
+        if result["torch_cuda"]:
+            x = torch.ones(1024, 1024, device="cuda")
+            result["torch_device"] = torch.cuda.get_device_name(0)
+            result["torch_product"] = float((x @ x)[0, 0])
+    except Exception as exc:
+        result["torch_error"] = f"{type(exc).__name__}: {exc}"
 print("GPU_CHECK " + json.dumps(result))
 """
 
@@ -179,8 +187,9 @@ async def run_kernel(config_path: Path, timeout: float) -> tuple[dict[str, Any] 
 def verdict(result: dict[str, Any], framework: str, dry_run: bool) -> tuple[bool, str]:
     """PASS or FAIL, and why, from the kernel's result."""
     facts = json.dumps(result)
-    if dry_run:
-        ok = result["count_rc"] != 0 and result["runtime"] > 0
+    if dry_run:  # no GPU: the runtime loads, the frameworks import, the device calls fail
+        imported = framework == "none" or framework in result
+        ok = result["count_rc"] != 0 and result["runtime"] > 0 and imported
         return ok, f"dry run: libcudart {result['runtime']} loaded, no GPU asked for: {facts}"
     if result["count_rc"] != 0 or result["count"] < 1:
         return False, f"cudaGetDeviceCount in the kernel: rc={result['count_rc']}: {facts}"
