@@ -27,6 +27,7 @@ from jupyter_dss_containers.config import (
     parse_config,
 )
 from jupyter_dss_containers.images import (
+    CUDA_DEFAULT_FROM,
     IMAGE_REPO_PREFIX,
     KERNEL_PYTHON,
     LABEL_BASE_IMAGE,
@@ -140,16 +141,23 @@ def test_resolve_image_maps_base_image_names_to_content_tags():
 
 
 def test_cuda_dockerfile_starts_from_nvidia_cuda():
-    spec = BaseImageSpec(name="gpu", bootstrap="debian", with_cuda=True, system_packages=("git",))
+    """A ``from: nvidia/cuda`` CUDA image (sites that can pull) is the Dockerfile build on
+    top of it; a bootstrapped one no longer is (its CUDA comes from wheels: test_cuda_images)."""
+    spec = BaseImageSpec(
+        name="gpu", from_image=CUDA_DEFAULT_FROM, with_cuda=True, system_packages=("git",)
+    )
     dockerfile = render_dockerfile(spec, wheelhouse_present=True)
     lines = dockerfile.splitlines()
     assert "FROM nvidia/cuda:12.4.1-runtime-ubuntu22.04" in lines
     assert "COPY wheelhouse/ /tmp/dss-wheelhouse/" in lines
     assert lines[-1] == "USER 1000:100"
     assert "git" in dockerfile and "tini" in dockerfile
+    assert "nvidia-cuda-runtime" not in dockerfile  # the image brings its own CUDA
     own = replace(spec, from_image="nvidia/cuda:12.6.0-base-ubuntu24.04")
     assert "FROM nvidia/cuda:12.6.0-base-ubuntu24.04" in render_dockerfile(own, False)
     assert "--no-index" not in render_dockerfile(own, False)
+    bootstrapped = replace(spec, from_image=None, bootstrap="debian")
+    assert render_dockerfile(bootstrapped, False).startswith("FROM dss-containers/rootfs:")
 
 
 def test_console_progress_prints_one_line_per_step():
