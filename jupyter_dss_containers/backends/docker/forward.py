@@ -1,8 +1,8 @@
 """A TCP connection to a port inside a container, through the daemon: no port is published.
 
 Each connection is one ``docker exec`` of a tiny Python forwarder (:data:`FORWARDER`) that
-connects to ``127.0.0.1:<port>`` (else ``[::1]``) inside the container's own network namespace and copies
-its stdin to the socket and the socket to its stdout. The exec's stream is the daemon's
+connects to ``127.0.0.1:<port>`` (else ``[::1]``) in the container's own network namespace
+and copies its stdin to the socket and the socket to its stdout. The exec's stream is the daemon's
 hijacked connection (``exec_start(socket=True)``), tty-less so bytes pass unchanged; what
 the daemon sends back is multiplexed (8-byte frame headers naming stdout or stderr), which
 :func:`frames` reads apart. Two threads per connection copy between that stream and one end
