@@ -21,6 +21,7 @@ import textwrap
 import time
 import uuid
 from collections.abc import Iterator
+from http.cookies import SimpleCookie
 from urllib.parse import urlsplit
 
 import pytest
@@ -95,6 +96,10 @@ def ws_request(server: ServerProcess, user: str, path: str, **headers: str) -> H
     return HTTPRequest(url, headers=sent)
 
 
+async def _connect(request: HTTPRequest) -> None:
+    (await websocket_connect(request)).close()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, base_image) -> Iterator[ServerProcess]:
     with multiuser_server(tmp_path_factory.mktemp("proxy"), CONFIG) as proc:
@@ -145,7 +150,7 @@ def test_page_loads_through_the_proxy_route(server, alices_kernel):
     tornado's HTTP/1.1 client over it, the relayed status, headers and body."""
     kernel_id, _ = alices_kernel
     status, headers, body = call(
-        server, "alice", "GET", f"dss-containers/proxy/{kernel_id}/{HTTP_PORT}/index.html?token=x"
+        server, "alice", "GET", f"dss-containers/proxy/{kernel_id}/{HTTP_PORT}/index.html?x=1"
     )
     assert status == 200
     assert b"served from the container" in body
@@ -193,16 +198,52 @@ def test_websocket_round_trip_through_the_proxy_route(server, alices_kernel):
     assert asyncio.run(round_trip()) == "echo:hello"
 
 
+def login_cookie(server: ServerProcess) -> str:
+    """A browser's login cookie (no token header on later requests: origin checks apply)."""
+    url = urlsplit(server.url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    try:
+        connection.request("GET", f"/api/status?token={TOKEN}")
+        response = connection.getresponse()
+        response.read()
+        cookie = SimpleCookie(response.getheader("Set-Cookie"))
+    finally:
+        connection.close()
+    return "; ".join(f"{name}={morsel.value}" for name, morsel in cookie.items())
+
+
 @pytest.mark.docker
-def test_cross_site_websocket_is_refused(server, alices_kernel):
-    """Guards against cross-site websocket hijacking: a page of another origin cannot open
-    the owner's app with the owner's cookies."""
+def test_cross_site_requests_with_the_owners_cookie_are_refused(server, alices_kernel):
+    """Guards against cross-site websocket hijacking and cross-site writes: a page of
+    another origin cannot use the owner's app with the owner's login cookie, while the
+    server's own pages can (a websocket, and a write without Jupyter's _xsrf, as Dash
+    callbacks post)."""
     kernel_id, _ = alices_kernel
+    cookie, own = login_cookie(server), server.url.rstrip("/")
     path = f"dss-containers/proxy/{kernel_id}/{WS_PORT}/echo"
-    request = ws_request(server, "alice", path, Origin="http://evil.example")
+
+    def by_cookie(origin: str) -> HTTPRequest:
+        headers = {"Cookie": cookie, "X-Test-User": "alice", "Origin": origin}
+        return HTTPRequest(server.url.replace("http://", "ws://") + path, headers=headers)
+
     with pytest.raises(HTTPClientError) as caught:
-        asyncio.run(websocket_connect(request))
+        asyncio.run(_connect(by_cookie("http://evil.example")))
     assert caught.value.code == 403
+    asyncio.run(_connect(by_cookie(own)))  # the same cookie from the server's own page
+
+    page = f"/dss-containers/proxy/{kernel_id}/{HTTP_PORT}/"
+    url = urlsplit(server.url)
+    answers = {}
+    for origin in ("http://evil.example", own):
+        connection = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+        headers = {"Cookie": cookie, "X-Test-User": "alice", "Origin": origin}
+        try:
+            connection.request("POST", page, body=b"{}", headers=headers)
+            answers[origin] = connection.getresponse().status
+        finally:
+            connection.close()
+    assert answers["http://evil.example"] in (403, 404)
+    assert answers[own] == 501  # http.server's own answer to a POST: it reached the app
 
 
 @pytest.mark.docker
@@ -224,7 +265,7 @@ def test_another_user_gets_the_same_404_as_for_a_missing_kernel(server, alices_k
     assert status == 404
     request = ws_request(server, "bob", f"dss-containers/proxy/{kernel_id}/{WS_PORT}/echo")
     with pytest.raises(HTTPClientError) as caught:
-        asyncio.run(websocket_connect(request))
+        asyncio.run(_connect(request))
     assert caught.value.code == 404
 
 
