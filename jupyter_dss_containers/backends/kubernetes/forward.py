@@ -6,8 +6,8 @@ gets a duplicate of the other end, a plain socket an event loop can use. Nothing
 exposed on a node or Service: the API server's authorization (``create`` on
 ``pods/portforward``) is the only way in.
 
-Untested against a real API server, and the fake one of the tests does not serve
-portforward (see the README): the Docker path is the tested one.
+Tested against the fake API server of the tests (``tests/test_proxy_kube.py``), not
+against a real one.
 """
 
 from __future__ import annotations
