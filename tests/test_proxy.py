@@ -62,11 +62,31 @@ APPS = textwrap.dedent(
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     echo = '''
     import asyncio, tornado.web, tornado.websocket
+    import json
     class Echo(tornado.websocket.WebSocketHandler):
         def on_message(self, message):
             self.write_message("echo:" + message)
+    class Seen(tornado.web.RequestHandler):
+        def check_xsrf_cookie(self):
+            pass
+        def get(self):
+            self.finish(json.dumps({{"uri": self.request.uri,
+                                    "headers": dict(self.request.headers)}}))
+        def post(self):
+            self.finish(json.dumps({{"uri": self.request.uri,
+                                    "body": self.request.body.decode(),
+                                    "headers": dict(self.request.headers)}}))
+    class Stream(tornado.web.RequestHandler):
+        async def get(self):
+            for i in range(3):
+                self.write("part %d;" % i)
+                await self.flush()
+    class Moved(tornado.web.RequestHandler):
+        def get(self):
+            self.redirect("/seen")
     async def main():
-        tornado.web.Application([(r"/echo", Echo)]).listen({WS_PORT}, address="127.0.0.1")
+        routes = [(r"/echo", Echo), (r"/seen", Seen), (r"/stream", Stream), (r"/moved", Moved)]
+        tornado.web.Application(routes).listen({WS_PORT}, address="127.0.0.1")
         await asyncio.Event().wait()
     asyncio.run(main())
     '''
@@ -160,6 +180,39 @@ def test_page_loads_through_the_proxy_route(server, alices_kernel):
         server, "alice", "GET", f"dss-containers/proxy/{kernel_id}/{HTTP_PORT}/nope"
     )
     assert status == 404 and b"File not found" in body
+
+
+@pytest.mark.docker
+def test_the_app_sees_itself_addressed_and_no_jupyter_credentials(server, alices_kernel):
+    """Guards what crosses into the container, as the app itself reports it: the body and
+    the path, its own cookie and origin, and none of the Jupyter token, XSRF or login
+    cookie; and a streamed (chunked) answer comes back whole."""
+    kernel_id, _ = alices_kernel
+    cookie = login_cookie(server) + "; _xsrf=secret; app=kept"
+    path = f"dss-containers/proxy/{kernel_id}/{WS_PORT}/seen?a=1&token={TOKEN}"
+    status, _, body = call(
+        server,
+        "alice",
+        "POST",
+        path,
+        {"Cookie": cookie, "Origin": server.url.rstrip("/")},
+        b"payload",
+    )
+    assert status == 200, body
+    seen = json.loads(body)
+    headers = {k.lower(): v for k, v in seen["headers"].items()}
+    assert seen["uri"] == "/seen?a=1" and seen["body"] == "payload"
+    assert "authorization" not in headers
+    assert headers["cookie"] == "app=kept"
+    assert headers["host"] == f"localhost:{WS_PORT}"
+    assert headers["origin"] == f"http://localhost:{WS_PORT}"
+    assert headers["x-forwarded-prefix"] == f"/dss-containers/proxy/{kernel_id}/{WS_PORT}"
+    assert TOKEN not in body.decode()
+    page = f"dss-containers/proxy/{kernel_id}/{WS_PORT}"
+    status, headers, body = call(server, "alice", "GET", f"{page}/stream")
+    assert status == 200 and body == b"part 0;part 1;part 2;"
+    status, headers, _ = call(server, "alice", "GET", f"{page}/moved")
+    assert status == 302 and headers["Location"] == f"/{page}/seen"
 
 
 @pytest.mark.docker
