@@ -175,6 +175,10 @@ def test_page_loads_through_the_proxy_route(server, alices_kernel):
     assert status == 200
     assert b"served from the container" in body
     assert headers.get("Content-Type", "").startswith("text/html")
+    status, headers, body = call(
+        server, "alice", "HEAD", f"dss-containers/proxy/{kernel_id}/{HTTP_PORT}/index.html"
+    )
+    assert status == 200 and body == b"" and int(headers["Content-Length"]) > 0
     # a missing file is the app's own 404, relayed as it is
     status, _, body = call(
         server, "alice", "GET", f"dss-containers/proxy/{kernel_id}/{HTTP_PORT}/nope"
