@@ -237,9 +237,10 @@ def test_no_slash_redirects_into_the_app_and_a_closed_port_says_why(server, alic
 
 
 @pytest.mark.docker
-def test_websocket_round_trip_through_the_proxy_route(server, alices_kernel):
+def test_websocket_round_trip_through_the_proxy_route(server, alices_kernel, docker_client):
     """Guards the websocket tunnel: the handshake reaches the app (whose tornado checks
-    Origin against Host), its 101 comes back, and frames pass both ways."""
+    Origin against Host), its 101 comes back, and frames pass both ways; and no forwarder
+    outlives its connection in the container."""
     kernel_id, _ = alices_kernel
     path = f"dss-containers/proxy/{kernel_id}/{WS_PORT}/echo"
     origin = server.url.rstrip("/")
@@ -253,6 +254,20 @@ def test_websocket_round_trip_through_the_proxy_route(server, alices_kernel):
             ws.close()
 
     assert asyncio.run(round_trip()) == "echo:hello"
+    # the forwarders of every connection so far end with their connections
+    [container] = docker_client.containers.list(
+        filters={"label": f"{ownership.KERNEL_ID}={kernel_id}"}
+    )
+    deadline = time.monotonic() + 60
+    while forwarders(container) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert forwarders(container) == []
+
+
+def forwarders(container) -> list[str]:
+    """The command lines of the forwarders running in a container."""
+    rows = container.top(ps_args="-eo pid,args")["Processes"] or []
+    return [row[-1] for row in rows if "dss-forward" in row[-1]]
 
 
 def login_cookie(server: ServerProcess) -> str:

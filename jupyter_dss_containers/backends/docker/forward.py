@@ -27,7 +27,7 @@ from . import client as dc
 #: the forwarder run inside the container: argv[1] is the port; a refused connection is
 #: reported on stderr (prefixed, so the server can quote it) with nothing on stdout
 FORWARDER = r"""
-import os, socket, sys, threading
+import os, socket, sys, threading, time
 errors = []
 for host in ("127.0.0.1", "::1"):
     try:
@@ -48,6 +48,8 @@ def up():
         s.shutdown(socket.SHUT_WR)
     except OSError:
         pass
+    time.sleep(10)  # the caller is gone: an app that keeps its end open does not keep us
+    os._exit(0)
 threading.Thread(target=up, daemon=True).start()
 out = sys.stdout.buffer
 while True:
