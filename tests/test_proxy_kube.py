@@ -14,11 +14,35 @@ import asyncio
 
 import pytest
 from kernels import run, start, stop
-from test_kubernetes import clusters, kube_config  # noqa: F401
+from test_kubernetes import REAL, Clusters, kube_config  # noqa: F401
 
 from jupyter_dss_containers.backends.forward import open_port
 
 pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="module")
+def clusters(docker_client, workspace):
+    """test_kubernetes's clusters, on pod addresses of their own (127.0.11.x, 127.0.12.x):
+    a test_kubernetes run at the same time on this engine publishes on its own ones."""
+    if REAL:
+        import kubernetes.config
+
+        _, current = kubernetes.config.list_kube_config_contexts(REAL)
+        yield Clusters(REAL, current["name"], None, None)
+        return
+    from fake_kube.server import FakeCluster, write_kubeconfig
+
+    fakes = {"fake-pa": FakeCluster("fake-pa", docker_client, 11)}
+    fakes["fake-pb"] = FakeCluster("fake-pb", docker_client, 12)
+    for fake in fakes.values():
+        fake.start()
+    path = str(workspace / "kubeconfig-proxy")
+    write_kubeconfig(path, fakes, "fake-pa")
+    yield Clusters(path, "fake-pa", "fake-pb", fakes)
+    for fake in fakes.values():
+        fake.stop()
+
 
 SERVE = (
     "import subprocess, sys, socket, time\n"
@@ -45,7 +69,7 @@ async def _get(connection, path: str = "/") -> bytes:
 
 async def test_a_port_on_the_pods_loopback_is_reached_through_portforward(
     kube_config,  # noqa: F811
-    clusters,  # noqa: F811
+    clusters,
 ):
     """Guards the Kubernetes code path of the proxy: the client's portforward websocket,
     its socket handed to the event loop, bytes both ways; and the reason a closed port
