@@ -54,6 +54,8 @@ def backend_calls() -> set[tuple[str, str]]:
             calls.add(("get", "namespaces"))
         if re.search(r"watch\.stream\(\s*self\.core\.list_namespaced_pod", text):
             calls.add(("watch", "pods"))
+        if "connect_get_namespaced_pod_portforward" in text:  # a websocket: create and get
+            calls |= {("create", "pods/portforward"), ("get", "pods/portforward")}
         if "get_namespaced_custom_object" in text and '"metrics.k8s.io"' in text:
             calls.add(("get", "metrics.k8s.io/pods"))
     return calls

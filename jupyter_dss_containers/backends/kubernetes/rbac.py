@@ -57,6 +57,13 @@ RULES: tuple[Rule, ...] = (
         network_policy=True,
     ),
     Rule(
+        "",
+        "pods/portforward",
+        ("create", "get"),
+        "the proxy route to a web app in a kernel pod (TensorBoard); optional",
+        required=False,
+    ),
+    Rule(
         "metrics.k8s.io",
         "pods",
         ("get",),
