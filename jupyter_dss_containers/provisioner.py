@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 import signal
+import time
 from typing import Any
 
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Bool, Float, Integer, Unicode
 
-from . import images, ownership, transport
+from . import images, ownership, phases, transport
 from .backends import Backend, BackendError, BackendUnavailable, backend_for
 from .backends.base import WorkloadStatus
 from .config import ConfigFile, ExecutionConfig, load_config
@@ -109,6 +110,8 @@ class ContainerProvisioner(KernelProvisionerBase):
 
     workload_id: str | None = None
     exit_reason: str | None = None
+    #: why the kernel last died by itself ({"reason", "at"}), kept across its restart
+    died: dict[str, Any] | None = None
     owner: str | None = None
     image: str | None = None
     _backend: Backend | None = None
@@ -153,6 +156,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         """Check the kernel id and permission and resolve the image; the command runs
         inside the container."""
         check_kernel_id(self.kernel_id)
+        phases.BOARD.begin(self.kernel_id, phases.QUEUED, "checking permission and limits")
         config_file, config = await self._load()
         identity = current_identity(config_file)
         check_permission(identity, config)
@@ -177,7 +181,10 @@ class ContainerProvisioner(KernelProvisionerBase):
         self._language = kernel_language(self.kernel_spec)
         # the launcher puts the in-container connection file path in
         kwargs["cmd"] = kernel_command(
-            self.kernel_spec, self._workspace.notice, first_start=not self._launched
+            self.kernel_spec,
+            self._workspace.notice,
+            first_start=not self._launched,
+            died=self.died["reason"] if self.died and self.exit_reason else None,
         )
         return kwargs
 
@@ -196,6 +203,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         self.connection_info = launched.connection_info
         if pooled is not None:
             ownership.this_process().adopt(launched.workload_id)
+            phases.BOARD.enter(self.kernel_id, phases.READY, "a warm kernel from the pool")
         if km is not None:
             await self._hand_to_manager(km, launched)
         self.log.info(
@@ -315,6 +323,7 @@ class ContainerProvisioner(KernelProvisionerBase):
                 self.log.info("Kernel %s %s", self.kernel_id, self.exit_reason)
             else:
                 self.exit_reason = await self._death_message(status)
+                self.died = {"reason": status.reason or status.state, "at": time.time()}
                 self.log.error("Kernel %s stopped: %s", self.kernel_id, self.exit_reason)
         return status.exit_code if status.exit_code is not None else -1
 
@@ -393,6 +402,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         finally:
             if not restart:  # a restart keeps the folder: the sockets keep their paths
                 await self._forget_folder()
+                phases.BOARD.forget(self.kernel_id)
         if workload_id is not None:
             ownership.this_process().release(workload_id)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from tornado import web
 
-from ... import ownership
+from ... import ownership, phases
 from ..kernels import does_not_exist
 from ..limits import BadInput, whole_number
 from .base import DSSAPIHandler, api_error, bounded
@@ -50,10 +50,13 @@ def kernel_row(kernel_id: str, manager: Any, provisioner: Any) -> dict[str, Any]
         "image": provisioner.image,
         "workload_id": provisioner.workload_id,
         "state": "starting",
-        #: the start's phase and its message while the backend waits for the workload
+        #: the last start's phase, its message and its history (see :mod:`...phases`)
         "phase": None,
         "message": None,
+        "phases": [],
         "exit_reason": provisioner.exit_reason,
+        #: why the kernel last died by itself ({"reason", "at"}), also once it restarted
+        "died": getattr(provisioner, "died", None),
         "error": None,
         "started": None,
         "execution_state": getattr(manager, "execution_state", None),
@@ -62,9 +65,11 @@ def kernel_row(kernel_id: str, manager: Any, provisioner: Any) -> dict[str, Any]
         "memory_bytes": None,
         "memory_limit": None,
     }
+    history = phases.BOARD.fields(kernel_id)
+    row.update(phase=history["phase"], message=history["phase_message"], phases=history["phases"])
     backend = backend_of(provisioner)
     progress = backend.start_progress(kernel_id) if backend is not None else None
-    if progress is not None:
+    if history["phase"] is None and progress is not None:  # a start this process did not see
         row["phase"], row["message"] = progress
     activity = getattr(manager, "last_activity", None)
     if isinstance(activity, datetime):
