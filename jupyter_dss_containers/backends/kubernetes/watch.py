@@ -169,6 +169,8 @@ class _PodWatch:
                 self.progress("waiting-for-node", verdict.message)
             return False
         if started(pod, self.namespace, self.name):
+            if self.pull_seen is not None and self.pull_seen[0] == "pulling":
+                self._pulls()  # its Pulled event, written before the container ran
             self.progress("running", "the pod runs")
             return True
         if pod.spec.node_name:
