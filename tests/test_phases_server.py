@@ -26,7 +26,13 @@ pytest_plugins = ["jupyter_server.pytest_plugin"]
 pytestmark = pytest.mark.docker
 
 USER = "alice"
-HEADERS = {"X-Test-User": USER}
+
+
+def headers() -> dict[str, str]:
+    """A fresh dict per request: jp_fetch writes the server's token into the one given."""
+    return {"X-Test-User": USER}
+
+
 OOM_CODE = "block = b'x' * (200 * 1024 * 1024)"
 
 
@@ -123,14 +129,14 @@ def jp_server_config(phases_config, monkeypatch):
 
 
 async def kernel_row(jp_fetch, kernel_id: str) -> dict | None:
-    response = await jp_fetch("dss-containers", "api", "kernels", headers=HEADERS)
+    response = await jp_fetch("dss-containers", "api", "kernels", headers=headers())
     rows = [k for k in json.loads(response.body)["kernels"] if k["id"] == kernel_id]
     return rows[0] if rows else None
 
 
 async def start_kernel(jp_fetch, name: str) -> str:
     body = json.dumps({"name": name})
-    response = await jp_fetch("api", "kernels", method="POST", body=body, headers=HEADERS)
+    response = await jp_fetch("api", "kernels", method="POST", body=body, headers=headers())
     return json.loads(response.body)["id"]
 
 
@@ -161,7 +167,7 @@ async def test_docker_kernel_start_phases_in_get_kernels(jp_fetch, jp_serverapp)
         assert row["phases"][1]["message"].startswith("creating container dss-kernel-")
         assert row["died"] is None
     finally:
-        await jp_fetch("api", "kernels", kernel_id, method="DELETE", headers=HEADERS)
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE", headers=headers())
 
 
 async def test_kubernetes_kernel_shows_a_slow_pull_then_its_size(jp_fetch, jp_serverapp, pulls):
@@ -193,7 +199,7 @@ async def test_kubernetes_kernel_shows_a_slow_pull_then_its_size(jp_fetch, jp_se
         assert not any(p["current"] for p in row["phases"])
     finally:
         release.set()
-        await jp_fetch("api", "kernels", kernel_id, method="DELETE", headers=HEADERS)
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE", headers=headers())
 
 
 def jp_tag() -> str:
@@ -218,11 +224,11 @@ async def test_job_phases_in_get_jobs(jp_fetch):
     """Guards: GET jobs without the job's start phases."""
     body = json.dumps({"config": "local", "code": "print('hi')"})
     response = await jp_fetch(
-        "dss-containers", "api", "jobs", method="POST", body=body, headers=HEADERS
+        "dss-containers", "api", "jobs", method="POST", body=body, headers=headers()
     )
     job_id = json.loads(response.body)["id"]
     for _ in range(1200):
-        response = await jp_fetch("dss-containers", "api", "jobs", job_id, headers=HEADERS)
+        response = await jp_fetch("dss-containers", "api", "jobs", job_id, headers=headers())
         job = json.loads(response.body)
         if job["state"] in ("succeeded", "failed"):
             break
@@ -230,7 +236,7 @@ async def test_job_phases_in_get_jobs(jp_fetch):
     assert job["state"] == "succeeded", job
     assert [p["phase"] for p in job["phases"]] == ["queued", "starting", "ready"], job
     assert job["phase"] == "ready" and job["phases"][0]["seconds"] >= 0
-    response = await jp_fetch("dss-containers", "api", "jobs", headers=HEADERS)
+    response = await jp_fetch("dss-containers", "api", "jobs", headers=headers())
     (listed,) = [j for j in json.loads(response.body)["jobs"] if j["id"] == job_id]
     assert listed["phases"] == job["phases"]
 
@@ -289,4 +295,4 @@ async def test_oom_killed_kernel_says_why_after_its_restart(jp_fetch, jp_servera
         row = await kernel_row(jp_fetch, kernel_id)
         assert row["died"]["reason"].startswith("OOM-killed") and row["phase"] == "ready"
     finally:
-        await jp_fetch("api", "kernels", kernel_id, method="DELETE", headers=HEADERS)
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE", headers=headers())
