@@ -129,3 +129,47 @@ def test_pull_events_in_the_phase_words():
         "pulled",
         'Container image "x" already present on machine',
     )
+
+
+def test_phase_echo_tells_a_slow_start_only(monkeypatch):
+    """Guards: every quick cell cluttered with phase lines, a slow start's phases not
+    printed, a phase printed twice, the ready line without its timings."""
+    import io
+
+    from jupyter_dss_containers.jobs.phaseecho import PhaseEcho
+
+    clock = Clock()
+    board = phases.PhaseBoard()
+    monkeypatch.setattr(phases, "BOARD", board)
+    quick = history(clock)
+    board._histories["quick"] = quick
+    quick.enter(phases.QUEUED, "")
+    quick.enter(phases.READY, "ok")
+    out = io.StringIO()
+    echo = PhaseEcho("quick", out)
+    echo()
+    echo()
+    assert out.getvalue() == ""
+
+    slow = history(clock)
+    board._histories["slow"] = slow
+    slow.enter(phases.QUEUED, "waiting for a slot")
+    echo = PhaseEcho("slow", out)
+    echo()
+    assert out.getvalue() == ""  # not slow yet
+    clock.now += 0.5
+    slow.enter(phases.PULLING, 'Pulling image "x"')
+    clock.now += 2.0
+    echo()
+    echo()
+    slow.enter(phases.STARTING, "creating")
+    clock.now += 0.5
+    slow.enter(phases.READY, "the job runs")
+    echo()
+    assert out.getvalue().splitlines() == [
+        "dss-containers: queued: waiting for a slot",
+        'dss-containers: pulling image: Pulling image "x"',
+        "dss-containers: starting container: creating",
+        "dss-containers: ready after 3.0 s (queued 0.5 s, pulling image 2.0 s, "
+        "starting container 0.5 s, ready)",
+    ]

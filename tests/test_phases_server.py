@@ -296,3 +296,25 @@ async def test_oom_killed_kernel_says_why_after_its_restart(jp_fetch, jp_servera
         assert row["died"]["reason"].startswith("OOM-killed") and row["phase"] == "ready"
     finally:
         await jp_fetch("api", "kernels", kernel_id, method="DELETE", headers=headers())
+
+
+def test_container_cell_prints_the_phases_of_a_slow_pull(phases_config, pulls):
+    """A ``%%container`` cell on the fake cluster whose image pull takes 3 s (a lower bound:
+    the start is slow whatever the machine's speed). Guards: a cell that waits silently
+    while the image pulls, the ready line without the phases' timings."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    pulls.hold("dss-containers/base-default:" + jp_tag(), delay=3.0)
+    cells = ["%load_ext jupyter_dss_containers", "%%container k8s\nprint('hello from k8s')"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    NotebookClient(nb, kernel_name="python3", timeout=300, allow_errors=True).execute()
+    outputs = nb.cells[1].outputs
+    stderr = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")
+    stdout = "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
+    assert "hello from k8s" in stdout, outputs
+    lines = [line for line in stderr.splitlines() if line.startswith("dss-containers: ")]
+    assert lines[0].startswith("dss-containers: queued"), stderr
+    assert any(line.startswith('dss-containers: pulling image: Pulling image "') for line in lines)
+    assert lines[-1].startswith("dss-containers: ready after "), stderr
+    assert "pulling image " in lines[-1] and "scheduling " in lines[-1]
