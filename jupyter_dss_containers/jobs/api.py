@@ -175,9 +175,9 @@ def _submit(request: JobRequest) -> Job:
         raise
 
 
-def wait(job_id: str, stream: bool = True) -> Job:
-    """Wait for a job, printing its start's phases (a slow start's) and its output as they
-    come; Ctrl-C / interrupt cancels it."""
+def wait(job_id: str, stream: bool = True, phases: bool = False) -> Job:
+    """Wait for a job, printing its output (and with ``phases``, a slow start's phases, as
+    ``%%container`` does) as they come; Ctrl-C / interrupt cancels it."""
     job = service().get(job_id)
     future = _run(service().wait(job_id))
     seen, echo = 0, PhaseEcho(job_id)
@@ -189,7 +189,7 @@ def wait(job_id: str, stream: bool = True) -> Job:
             except concurrent.futures.TimeoutError:
                 pass
             finally:
-                if stream:
+                if stream and phases:
                     echo()
                 seen = _echo(job, seen) if stream else seen
     except KeyboardInterrupt:
