@@ -100,6 +100,9 @@ class PhaseHistory:
         self._clock, self._wall = clock, wall
         self._lock = threading.Lock()
         self.steps: list[Step] = []
+        #: whose start it is, and what it starts (a kernel's name and config), once known
+        self.owner: str | None = None
+        self.about: dict[str, Any] = {}
 
     def enter(self, phase: str, message: str = "") -> None:
         """The start is now in ``phase`` (the same phase again only updates its message).
@@ -212,6 +215,19 @@ class PhaseBoard:
         history = self.get(key)
         if history is not None:
             history.note(message)
+
+    def claim(self, key: str, owner: str | None, **about: Any) -> None:
+        """Say whose start ``key`` is (and what it starts): a kernel the server lists only
+        once it started is shown to its owner meanwhile (:meth:`starts_of`)."""
+        history = self.get(key)
+        if history is not None:
+            history.owner, history.about = owner, about
+
+    def starts_of(self, owner: str) -> list[tuple[str, PhaseHistory]]:
+        """The starts of ``owner`` still going on."""
+        with self._lock:
+            found = list(self._histories.items())
+        return [(k, h) for k, h in found if h.owner == owner and not h.done]
 
     def forget(self, key: str) -> None:
         with self._lock:

@@ -161,6 +161,8 @@ class ContainerProvisioner(KernelProvisionerBase):
         identity = current_identity(config_file)
         check_permission(identity, config)
         self.owner = identity.username
+        name = getattr(self.parent, "kernel_name", "")
+        phases.BOARD.claim(self.kernel_id, self.owner, name=name, execution_config=config.name)
         # hashing a base image spec reads apt sources and wheelhouse folders: not on the loop
         self.image = await asyncio.to_thread(
             images.resolve_image, config_file, config, self.code_env

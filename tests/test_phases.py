@@ -173,3 +173,18 @@ def test_phase_echo_tells_a_slow_start_only(monkeypatch):
         "dss-containers: ready after 3.0 s (queued 0.5 s, pulling image 2.0 s, "
         "starting container 0.5 s, ready)",
     ]
+
+
+def test_starts_of_an_owner_only_while_they_go_on():
+    """Guards: a kernel still starting (not listed by the kernel manager yet) shown to
+    another user, or shown after its start ended."""
+    board = phases.PhaseBoard()
+    board.begin("k1")
+    board.claim("k1", "alice", name="dss-k8s", execution_config="k8s")
+    board.begin("k2")
+    board.claim("k2", "bob")
+    board.begin("j1")  # a job: nobody's kernel
+    assert [k for k, _ in board.starts_of("alice")] == ["k1"]
+    assert board.starts_of("alice")[0][1].about == {"name": "dss-k8s", "execution_config": "k8s"}
+    board.enter("k1", phases.READY)
+    assert board.starts_of("alice") == []

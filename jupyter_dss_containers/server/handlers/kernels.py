@@ -77,6 +77,26 @@ def kernel_row(kernel_id: str, manager: Any, provisioner: Any) -> dict[str, Any]
     return row
 
 
+def pending_row(kernel_id: str, history: phases.PhaseHistory) -> dict[str, Any]:
+    """A kernel still starting that the kernel manager lists only once it started (without
+    pending kernels, JupyterLab's default): its owner sees its phases meanwhile."""
+    step = history.current
+    return {
+        "id": kernel_id,
+        "name": history.about.get("name", ""),
+        "execution_config": history.about.get("execution_config", ""),
+        **dict.fromkeys(("code_env", "image", "workload_id", "exit_reason", "error")),
+        "owner": history.owner,
+        "state": "starting",
+        "phase": step.phase if step else None,
+        "message": step.message if step else None,
+        "phases": history.rows(),
+        "died": None,
+        **dict.fromkeys(("started", "execution_state", "last_activity", "cpu_percent")),
+        **dict.fromkeys(("memory_bytes", "memory_limit")),
+    }
+
+
 class KernelsHandler(DSSAPIHandler):
     """The caller's container kernels on this server, with state and live CPU/memory."""
 
@@ -113,6 +133,10 @@ class KernelsHandler(DSSAPIHandler):
             listed[key] = ({w.id: w for w in workloads or ()}, error)
 
         rows = await asyncio.gather(*(self._describe(kid, m, p, listed) for kid, m, p in mine))
+        listed_ids = {kernel_id for kernel_id, _, _ in mine}
+        for kernel_id, history in phases.BOARD.starts_of(identity.username):
+            if kernel_id not in listed_ids:
+                rows.append(pending_row(kernel_id, history))
         self.send({"user": identity.username, "kernels": rows})
 
     async def _describe(
