@@ -297,8 +297,14 @@ class ContainerProvisioner(KernelProvisionerBase):
                 kernel_id=self.kernel_id,
                 tail_lines=self.log_tail_lines,
             )
-        except KernelStartError:
+        except KernelStartError as exc:
             await self._forget_folder()  # a restart's kept folder goes with its failure
+            if self.died and self.exit_reason:  # a restart after a death: told as one
+                failed = str(exc).splitlines()[0][:500]
+                self.died = {
+                    "reason": f"{self.died['reason']}; its restart failed: {failed}",
+                    "at": time.time(),
+                }
             raise
 
     async def _forget_folder(self) -> None:

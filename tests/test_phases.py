@@ -188,3 +188,19 @@ def test_starts_of_an_owner_only_while_they_go_on():
     assert board.starts_of("alice")[0][1].about == {"name": "dss-k8s", "execution_config": "k8s"}
     board.enter("k1", phases.READY)
     assert board.starts_of("alice") == []
+
+
+def test_an_evicted_pod_says_so():
+    """Guards: an evicted pod (or one whose node was lost) reported as a bare exit code."""
+    import kubernetes.client as k
+
+    from jupyter_dss_containers.backends.kubernetes.podstate import pod_state
+
+    pod = k.V1Pod(
+        metadata=k.V1ObjectMeta(name="p", namespace="n"),
+        spec=k.V1PodSpec(containers=[k.V1Container(name="kernel", image="x")]),
+        status=k.V1PodStatus(
+            phase="Failed", reason="Evicted", message="The node was low on resource: memory. "
+        ),
+    )
+    assert pod_state(pod) == ("exited", "Evicted: The node was low on resource: memory.")
