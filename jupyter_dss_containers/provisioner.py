@@ -161,8 +161,6 @@ class ContainerProvisioner(KernelProvisionerBase):
         identity = current_identity(config_file)
         check_permission(identity, config)
         self.owner = identity.username
-        name = getattr(self.parent, "kernel_name", "")
-        phases.BOARD.claim(self.kernel_id, self.owner, name=name, execution_config=config.name)
         # hashing a base image spec reads apt sources and wheelhouse folders: not on the loop
         self.image = await asyncio.to_thread(
             images.resolve_image, config_file, config, self.code_env
@@ -188,9 +186,18 @@ class ContainerProvisioner(KernelProvisionerBase):
             first_start=not self._launched,
             died=self.died["reason"] if self.died and self.exit_reason else None,
         )
+        name = getattr(self.parent, "kernel_name", "")  # its owner sees it start from now
+        phases.BOARD.claim(self.kernel_id, self.owner, name=name, execution_config=config.name)
         return kwargs
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        try:
+            return await self._launch(cmd, kwargs)
+        except BaseException as exc:  # no start is left "starting" in GET kernels
+            phases.BOARD.failed(self.kernel_id, f"{type(exc).__name__}: {exc}")
+            raise
+
+    async def _launch(self, cmd: list[str], kwargs: dict[str, Any]) -> KernelConnectionInfo:
         config = self._config
         assert config is not None
         km = self.parent
