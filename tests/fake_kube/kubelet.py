@@ -30,6 +30,7 @@ from kubernetes.utils.quantity import parse_quantity
 from . import events
 from .autoscaler import Autoscaler
 from .claims import ClaimError, ClaimFolders, unschedulable_message
+from .pulls import ImagePulls
 from .store import Store, now
 
 FAKE_LABEL = "fake-kube.test/pod"
@@ -94,6 +95,8 @@ class Kubelet:
         #: the nodes' labels (the first one is ``node_labels``; the autoscaler adds more)
         self.nodes = [node_labels]
         self.autoscaler = Autoscaler()
+        #: images whose pull takes time (off unless a test holds one; :mod:`.pulls`)
+        self.pulls = ImagePulls()
         self.reported = reported  # pod name -> loop time of its failure report
         self._ips = (f"127.0.{ip_base}.{i}" for i in range(2, 250))
         self._dirs: list[str] = []
@@ -134,6 +137,9 @@ class Kubelet:
             statuses = container_status(c, image_failure(c))
             await self.store.update_status(ns, name, containerStatuses=statuses)
             self.report(name)
+            return
+        await self.pulls.pull(self.store, pod, c, int(image.attrs.get("Size") or 0))
+        if (ns, name) not in self.store.objects["pods"]:
             return
         security = effective_security(pod, c, (image.attrs.get("Config") or {}).get("User") or "")
         if isinstance(security, str):
