@@ -53,7 +53,9 @@ def router_of(client: docker.DockerClient, owner: str, name: str) -> Any:
     found = client.containers.list(
         all=True, filters={"label": [f"{KIND}={spec.ROUTER}", f"{spec.SERVICE_ID}={sid}"]}
     )
-    found = [c for c in found if c.labels.get(OWNER) == owner and c.labels.get(spec.SERVICE) == name]
+    found = [
+        c for c in found if c.labels.get(OWNER) == owner and c.labels.get(spec.SERVICE) == name
+    ]
     if not found:
         raise not_found(name)
     return found[0]
@@ -77,10 +79,15 @@ def endpoint(router: Any, connect: str | None = None) -> tuple[str, str]:
     return f"http://{host}:{ports[0]['HostPort']}", env.get("DSS_ROUTER_ADMIN_TOKEN", "")
 
 
-def admin(base: str, token: str, method: str, path: str, body: Any = None, timeout: float = 5) -> Any:
+def admin(
+    base: str, token: str, method: str, path: str, body: Any = None, timeout: float = 5
+) -> Any:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
-        base + path, data=data, method=method, headers={ADMIN_HEADER: token, "Content-Type": "application/json"}
+        base + path,
+        data=data,
+        method=method,
+        headers={ADMIN_HEADER: token, "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())
@@ -100,11 +107,16 @@ def _admin_when_up(base: str, token: str, method: str, path: str, body: Any = No
 # --------------------------------------------------------------------------- building
 
 
-def _fill_volume(client: docker.DockerClient, image: str, volume: str, labels: dict[str, str], tar: bytes) -> None:
+def _fill_volume(
+    client: docker.DockerClient, image: str, volume: str, labels: dict[str, str], tar: bytes
+) -> None:
     """A labelled volume holding ``tar``: unpacked through a container never started."""
     client.volumes.create(name=volume, labels=labels)
     helper = client.containers.create(
-        image, command=["true"], volumes={volume: {"bind": spec.MOUNT, "mode": "rw"}}, network_mode="none"
+        image,
+        command=["true"],
+        volumes={volume: {"bind": spec.MOUNT, "mode": "rw"}},
+        network_mode="none",
     )
     try:
         helper.put_archive(spec.MOUNT, tar)
@@ -112,15 +124,38 @@ def _fill_volume(client: docker.DockerClient, image: str, volume: str, labels: d
         helper.remove(force=True)
 
 
-def _version_volume(client: Any, config: ExecutionConfig, image: str, owner: str, name: str, version: str, model: bytes, meta: dict[str, Any]) -> None:
+def _version_volume(
+    client: Any,
+    config: ExecutionConfig,
+    image: str,
+    owner: str,
+    name: str,
+    version: str,
+    model: bytes,
+    meta: dict[str, Any],
+) -> None:
     files = dict(spec.runtime_sources())
     files["model/model.pkl"] = model
     files["model/meta.json"] = json.dumps(meta).encode()
     labels = spec.labels(spec.REPLICA, owner, name, config.name, version)
-    _fill_volume(client, image, spec.volume_name(spec.service_id(owner, name), version), labels, spec.volume_tar(files))
+    _fill_volume(
+        client,
+        image,
+        spec.volume_name(spec.service_id(owner, name), version),
+        labels,
+        spec.volume_tar(files),
+    )
 
 
-def _start_replica(client: Any, config: ExecutionConfig, image: str, owner: str, name: str, version: str, index: int) -> None:
+def _start_replica(
+    client: Any,
+    config: ExecutionConfig,
+    image: str,
+    owner: str,
+    name: str,
+    version: str,
+    index: int,
+) -> None:
     args = spec.replica_args(config, image, owner, name, version, index)
     client.containers.create(**args).start()
 
@@ -144,7 +179,8 @@ def _wait_ready(base: str, token: str, addresses: list[str], client: Any, sid: s
 def _replica_logs(client: Any, sid: str, tail: int) -> str:
     found = client.containers.list(all=True, filters={"label": [f"{spec.SERVICE_ID}={sid}"]})
     return "\n".join(
-        f"--- {c.name} ({c.status})\n" + c.logs(tail=tail).decode(errors="replace") for c in sorted(found, key=lambda c: c.name)
+        f"--- {c.name} ({c.status})\n" + c.logs(tail=tail).decode(errors="replace")
+        for c in sorted(found, key=lambda c: c.name)
     )
 
 
@@ -163,15 +199,29 @@ def deploy(
     sid = spec.service_id(owner, name)
     try:
         router_of(client, owner, name)
-        raise ServiceError(f"a service named {name!r} exists already (POST services/{name}/versions adds a version)", 409)
+        raise ServiceError(
+            f"a service named {name!r} exists already "
+            f"(POST services/{name}/versions adds a version)",
+            409,
+        )
     except ServiceError as exc:
         if exc.status != 404:
             raise
     try:
-        client.networks.create(spec.network_name(sid), driver="bridge", labels=spec.labels(spec.ROUTER, owner, name, config.name))
+        client.networks.create(
+            spec.network_name(sid),
+            driver="bridge",
+            labels=spec.labels(spec.ROUTER, owner, name, config.name),
+        )
         _version_volume(client, config, image, owner, name, version, model, meta)
         router_files = spec.volume_tar(spec.runtime_sources(), writable=("state",))
-        _fill_volume(client, image, spec.volume_name(sid, None), spec.labels(spec.ROUTER, owner, name, config.name), router_files)
+        _fill_volume(
+            client,
+            image,
+            spec.volume_name(sid, None),
+            spec.labels(spec.ROUTER, owner, name, config.name),
+            router_files,
+        )
         for i in range(replicas):
             _start_replica(client, config, image, owner, name, version, i)
         token = spec.new_admin_token()
@@ -204,7 +254,8 @@ def describe(config: ExecutionConfig, owner: str, name: str) -> dict[str, Any]:
     stats = admin(base, token, "GET", "/_dss/stats")
     sid = spec.service_id(owner, name)
     containers = {
-        c.name: c.status for c in client.containers.list(all=True, filters={"label": [f"{spec.SERVICE_ID}={sid}"]})
+        c.name: c.status
+        for c in client.containers.list(all=True, filters={"label": [f"{spec.SERVICE_ID}={sid}"]})
     }
     total = sum(v.get("weight", 0) for v in routes["versions"].values()) or 1
     versions = []
@@ -213,7 +264,9 @@ def describe(config: ExecutionConfig, owner: str, name: str) -> dict[str, Any]:
         for address in v["replicas"]:
             cname = address.rsplit(":", 1)[0]
             state = containers.get(cname, "missing")
-            replicas.append({"name": cname, "state": state, "ready": bool(stats["ready"].get(address))})
+            replicas.append(
+                {"name": cname, "state": state, "ready": bool(stats["ready"].get(address))}
+            )
         numbers = stats["versions"].get(version, {})
         versions.append(
             {
@@ -261,7 +314,9 @@ def add_version(
     _version_volume(client, config, image, owner, name, version, model, meta)
     for i in range(replicas):
         _start_replica(client, config, image, owner, name, version, i)
-    entry = spec.router_config(name, sid, [spec.VersionSpec(version, replicas, 0.0)], [])["versions"][version]
+    entry = spec.router_config(name, sid, [spec.VersionSpec(version, replicas, 0.0)], [])[
+        "versions"
+    ][version]
     entry["image"] = image
     routes["versions"][version] = entry
     admin(base, token, "PUT", "/_dss/config", routes)
@@ -284,7 +339,7 @@ def set_traffic(config: ExecutionConfig, owner: str, name: str, traffic: Any) ->
 def new_key(config: ExecutionConfig, owner: str, name: str) -> str:
     _, base, token, routes = _routes(config, owner, name)
     key = spec.new_api_key()
-    routes["keys"] = list(routes.get("keys", [])) + [key_hash(key)]
+    routes["keys"] = [*list(routes.get("keys", [])), key_hash(key)]
     admin(base, token, "PUT", "/_dss/config", routes)
     return key
 
@@ -326,7 +381,12 @@ def reconcile(config: ExecutionConfig, configs: dict[str, ExecutionConfig]) -> l
         except (ServiceError, urllib.error.URLError, OSError, ValueError):
             continue
         sid = spec.service_id(owner, name)
-        present = {c.name: c for c in client.containers.list(all=True, filters={"label": [f"{spec.SERVICE_ID}={sid}"]})}
+        present = {
+            c.name: c
+            for c in client.containers.list(
+                all=True, filters={"label": [f"{spec.SERVICE_ID}={sid}"]}
+            )
+        }
         for version, v in routes["versions"].items():
             for i in range(len(v["replicas"])):
                 cname = spec.replica_name(sid, version, i)
@@ -349,5 +409,12 @@ def rows(config: ExecutionConfig, owner: str) -> list[dict[str, Any]]:
         try:
             out.append(describe(config, owner, name))
         except (ServiceError, urllib.error.URLError, OSError, ValueError) as exc:
-            out.append({"name": name, "owner": owner, "config": router.labels.get(CONFIG), "error": str(exc)})
+            out.append(
+                {
+                    "name": name,
+                    "owner": owner,
+                    "config": router.labels.get(CONFIG),
+                    "error": str(exc),
+                }
+            )
     return out

@@ -65,7 +65,9 @@ def _scalar(value: Any, where: str) -> Any:
         if not math.isfinite(value):
             raise BadRequest(f"{where}: {value!r} is not a finite number")
         return value
-    raise BadRequest(f"{where}: expected a number, string, boolean or null, got {type(value).__name__}")
+    raise BadRequest(
+        f"{where}: expected a number, string, boolean or null, got {type(value).__name__}"
+    )
 
 
 def table_of(body: Any, features: list[str] | None) -> dict[str, list[Any]]:
@@ -79,9 +81,7 @@ def table_of(body: Any, features: list[str] | None) -> dict[str, list[Any]]:
         return _records(body, features)
     if isinstance(body, dict) and body and all(isinstance(v, list) for v in body.values()):
         return _columns(body, features)
-    raise BadRequest(
-        "expected JSON records [{column: value}, ...] or columns {column: [values]}"
-    )
+    raise BadRequest("expected JSON records [{column: value}, ...] or columns {column: [values]}")
 
 
 def _records(rows: list[Any], features: list[str] | None) -> dict[str, list[Any]]:
@@ -97,7 +97,10 @@ def _records(rows: list[Any], features: list[str] | None) -> dict[str, list[Any]
             names = list(row)
         check_columns(list(row), names)
     assert names is not None
-    return {n: [_scalar(row[n], f"record {i}, column {n!r}") for i, row in enumerate(rows)] for n in names}
+    return {
+        n: [_scalar(row[n], f"record {i}, column {n!r}") for i, row in enumerate(rows)]
+        for n in names
+    }
 
 
 def _columns(columns: dict[str, list[Any]], features: list[str] | None) -> dict[str, list[Any]]:
@@ -110,7 +113,9 @@ def _columns(columns: dict[str, list[Any]], features: list[str] | None) -> dict[
     if max(lengths) > MAX_ROWS:
         raise BadRequest(f"{max(lengths)} rows: at most {MAX_ROWS} per request", 413)
     names = features or list(columns)
-    return {n: [_scalar(v, f"column {n!r}, row {i}") for i, v in enumerate(columns[n])] for n in names}
+    return {
+        n: [_scalar(v, f"column {n!r}, row {i}") for i, v in enumerate(columns[n])] for n in names
+    }
 
 
 def _flat(data: Any) -> list[Any]:
@@ -148,7 +153,7 @@ def _v2_input(item: Any, i: int) -> tuple[str, list[int], list[Any]]:
         )
     kinds = V2_TYPES[datatype]
     for j, value in enumerate(data):
-        if isinstance(value, bool) and datatype != "BOOL" or not isinstance(value, kinds):
+        if (isinstance(value, bool) and datatype != "BOOL") or not isinstance(value, kinds):
             raise BadRequest(f"inputs[{i}] ({name!r}).data[{j}]: {value!r} is not {datatype}")
         _scalar(value, f"inputs[{i}] ({name!r}).data[{j}]")
     return name, shape, data
@@ -167,7 +172,7 @@ def table_of_v2(body: Any, features: list[str] | None) -> dict[str, list[Any]]:
         raise BadRequest("the field 'inputs' must be a non-empty list of tensors")
     tensors = [_v2_input(item, i) for i, item in enumerate(inputs)]
     if len(tensors) == 1 and len(tensors[0][1]) == 2 and tensors[0][1][1] != 1:
-        name, (rows, width), data = tensors[0]
+        name, (_rows, width), data = tensors[0]
         names = features or [f"x{k}" for k in range(width)]
         if width != len(names):
             raise BadRequest(
@@ -195,7 +200,11 @@ def v2_datatype(values: list[Any]) -> str:
 
 
 def v2_response(
-    name: str, version: str, request_id: Any, predictions: list[Any], proba: list[list[float]] | None
+    name: str,
+    version: str,
+    request_id: Any,
+    predictions: list[Any],
+    proba: list[list[float]] | None,
 ) -> dict[str, Any]:
     """The V2 inference response: ``predict`` and, for a classifier, ``predict_proba``."""
     outputs = [
@@ -227,7 +236,9 @@ def v2_metadata(name: str, version: str, meta: dict[str, Any]) -> dict[str, Any]
     features = meta.get("features") or []
     outputs = [{"name": "predict", "datatype": "BYTES", "shape": [-1]}]
     if meta.get("classes") is not None:
-        outputs.append({"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(meta["classes"])]})
+        outputs.append(
+            {"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(meta["classes"])]}
+        )
     return {
         "name": name,
         "versions": [version],

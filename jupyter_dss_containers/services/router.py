@@ -169,7 +169,9 @@ class Handler(BaseHTTPRequestHandler):
     def read_body(self) -> bytes | None:
         length = self.headers.get("Content-Length", "0")
         if not length.isdigit() or int(length) > MAX_BODY:
-            self.error(413 if length.isdigit() else 411, "a Content-Length up to 64 MiB is required")
+            self.error(
+                413 if length.isdigit() else 411, "a Content-Length up to 64 MiB is required"
+            )
             return None
         return self.rfile.read(int(length))
 
@@ -196,7 +198,9 @@ class Handler(BaseHTTPRequestHandler):
             ready = bool(routes.plan())
             return self.reply(200 if ready else 503, json.dumps({"ready": ready}).encode())
         if not routes.key_ok(presented_key(self.headers)):
-            return self.error(401, "an API key of this service is required (Authorization: Bearer KEY)")
+            return self.error(
+                401, "an API key of this service is required (Authorization: Bearer KEY)"
+            )
         self.forward(routes, method, body)
 
     def admin(self, routes: Routes, method: str, path: str, body: bytes) -> None:
@@ -241,7 +245,9 @@ class Handler(BaseHTTPRequestHandler):
             if response.status == 503:  # still loading: try another
                 continue
             routes.record(version, time.perf_counter() - started, response.status < 500)
-            return self.reply(response.status, raw, response.getheader("Content-Type", "application/json"))
+            return self.reply(
+                response.status, raw, response.getheader("Content-Type", "application/json")
+            )
         self.error(503, "every replica tried failed; the request was not served")
 
 

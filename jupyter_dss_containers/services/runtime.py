@@ -38,11 +38,15 @@ class Model:
         with open(os.path.join(folder, "model.pkl"), "rb") as f:
             self.model = pickle.load(f)  # the user's own model, in its own container
         features = getattr(self.model, "feature_names_in_", None)
-        self.features: list[str] | None = [str(c) for c in features] if features is not None else None
+        self.features: list[str] | None = (
+            [str(c) for c in features] if features is not None else None
+        )
         self.meta["features"] = self.features
         self.has_proba = hasattr(self.model, "predict_proba")
         classes = getattr(self.model, "classes_", None)
-        self.meta["classes"] = [_plain(c) for c in classes] if classes is not None and self.has_proba else None
+        self.meta["classes"] = (
+            [_plain(c) for c in classes] if classes is not None and self.has_proba else None
+        )
 
     def predict(self, columns: dict[str, list[Any]]) -> tuple[list[Any], list[list[float]] | None]:
         import pandas as pd
@@ -153,7 +157,9 @@ class State:
 
 
 def main() -> None:
-    state = State(os.environ.get("DSS_SERVICE_NAME", "model"), os.environ.get("DSS_SERVICE_VERSION", "1"))
+    state = State(
+        os.environ.get("DSS_SERVICE_NAME", "model"), os.environ.get("DSS_SERVICE_VERSION", "1")
+    )
     server = ThreadingHTTPServer(("0.0.0.0", int(os.environ.get("DSS_PORT", PORT))), Handler)
     server.daemon_threads = True
     server.state = state  # type: ignore[attr-defined]
@@ -163,7 +169,9 @@ def main() -> None:
             state.model = Model(os.environ.get("DSS_MODEL_DIR", "/srv/dss/model"))
             print(f"model {state.name} version {state.version} loaded", flush=True)
         except Exception as exc:  # said in the replica's log; ready stays 503
-            print(f"model {state.name} could not be loaded: {type(exc).__name__}: {exc}", flush=True)
+            print(
+                f"model {state.name} could not be loaded: {type(exc).__name__}: {exc}", flush=True
+            )
 
     threading.Thread(target=load, daemon=True).start()
     print(f"serving {state.name} version {state.version} on port {server.server_port}", flush=True)

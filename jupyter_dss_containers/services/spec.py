@@ -64,8 +64,14 @@ def check_version(version: Any) -> str:
 
 
 def check_replicas(replicas: Any) -> int:
-    if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= MAX_REPLICAS:
-        raise SpecError(f"replicas must be a whole number from 1 to {MAX_REPLICAS}, not {replicas!r}")
+    if (
+        isinstance(replicas, bool)
+        or not isinstance(replicas, int)
+        or not 1 <= replicas <= MAX_REPLICAS
+    ):
+        raise SpecError(
+            f"replicas must be a whole number from 1 to {MAX_REPLICAS}, not {replicas!r}"
+        )
     return replicas
 
 
@@ -75,7 +81,9 @@ def check_traffic(traffic: Any, versions: set[str]) -> dict[str, float]:
         raise SpecError("traffic must be an object {version: weight}")
     unknown = sorted(set(traffic) - versions)
     if unknown:
-        raise SpecError(f"traffic names unknown version(s) {unknown} (versions: {sorted(versions)})")
+        raise SpecError(
+            f"traffic names unknown version(s) {unknown} (versions: {sorted(versions)})"
+        )
     for v, w in traffic.items():
         if isinstance(w, bool) or not isinstance(w, int | float) or not 0 <= w <= 1e6:
             raise SpecError(f"traffic[{v!r}] must be a number >= 0, not {w!r}")
@@ -105,7 +113,14 @@ def router_name(sid: str) -> str:
     return f"dss-svc-{sid}-router"
 
 
-def labels(kind: str, owner: str, name: str, config: str, version: str | None = None, index: int | None = None) -> dict[str, str]:
+def labels(
+    kind: str,
+    owner: str,
+    name: str,
+    config: str,
+    version: str | None = None,
+    index: int | None = None,
+) -> dict[str, str]:
     import os
     import socket
 
@@ -131,7 +146,10 @@ def labels(kind: str, owner: str, name: str, config: str, version: str | None = 
 def runtime_sources() -> dict[str, bytes]:
     """This package's serving files, to run in the container as ``dss_serving``."""
     package = resources.files(__package__)
-    return {f"dss_serving/{n}": (package / n).read_bytes() if n != "__init__.py" else b"" for n in RUNTIME_FILES}
+    return {
+        f"dss_serving/{n}": (package / n).read_bytes() if n != "__init__.py" else b""
+        for n in RUNTIME_FILES
+    }
 
 
 def volume_tar(files: dict[str, bytes], writable: tuple[str, ...] = ()) -> bytes:
@@ -147,7 +165,13 @@ def volume_tar(files: dict[str, bytes], writable: tuple[str, ...] = ()) -> bytes
             tar.addfile(info)
         for folder in writable:
             info = tarfile.TarInfo(folder)
-            info.type, info.mode, info.uid, info.gid, info.mtime = tarfile.DIRTYPE, 0o700, uid, gid, now
+            info.type, info.mode, info.uid, info.gid, info.mtime = (
+                tarfile.DIRTYPE,
+                0o700,
+                uid,
+                gid,
+                now,
+            )
             tar.addfile(info)
         for path, content in files.items():
             info = tarfile.TarInfo(path)
@@ -207,7 +231,14 @@ def replica_args(
     }
 
 
-def router_args(config: ExecutionConfig, image: str, owner: str, name: str, admin_token: str, host_port: int | None = None) -> dict[str, Any]:
+def router_args(
+    config: ExecutionConfig,
+    image: str,
+    owner: str,
+    name: str,
+    admin_token: str,
+    host_port: int | None = None,
+) -> dict[str, Any]:
     """The router's: its state volume read-write, its port published on the bind address."""
     sid = service_id(owner, name)
     return {
@@ -245,7 +276,9 @@ class VersionSpec:
     weight: float
 
 
-def router_config(name: str, sid: str, versions: list[VersionSpec], key_hashes: list[str]) -> dict[str, Any]:
+def router_config(
+    name: str, sid: str, versions: list[VersionSpec], key_hashes: list[str]
+) -> dict[str, Any]:
     """What the router serves: each version's weight and replica addresses, the key hashes."""
     return {
         "service": name,
