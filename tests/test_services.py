@@ -170,6 +170,32 @@ def test_a_notebook_deploys_a_pipeline_and_gets_its_own_predictions(world, monke
     assert [len(v["replicas"]) for v in world["service"]["versions"]] == [2]
 
 
+def test_its_containers_are_hardened_and_hold_no_server_secret(world, docker_client):
+    """Guards the create arguments: a root user, a capability, a writable root, a replica
+    port on the host or the server's token in a container would show in the inspect."""
+    service_of(world)
+    sid = spec.service_id("alice", NAME)
+    found = docker_client.containers.list(filters={"label": f"{spec.SERVICE_ID}={sid}"})
+    assert len(found) == 3  # two replicas and the router
+    for container in found:
+        attrs = container.attrs
+        host = attrs["HostConfig"]
+        assert attrs["Config"]["User"] == "1000:100"
+        assert host["CapDrop"] == ["ALL"] and not host.get("CapAdd")
+        assert host["ReadonlyRootfs"] and "no-new-privileges" in host["SecurityOpt"]
+        assert TOKEN not in json.dumps(attrs) and "JUPYTER" not in json.dumps(
+            attrs["Config"]["Env"]
+        )
+        assert "dss-containers.jupyter.org/managed" not in attrs["Config"]["Labels"]
+        bindings = host.get("PortBindings") or {}
+        if container.name.endswith("-router"):
+            assert [b["HostIp"] for b in bindings["8080/tcp"]] == ["127.0.0.1"]
+        else:
+            assert not bindings
+            mount = next(m for m in attrs["Mounts"] if m["Destination"] == spec.MOUNT)
+            assert mount["RW"] is False  # the model volume is read-only in a replica
+
+
 def test_bad_input_gets_a_4xx_naming_the_field(world):
     """Guards the protocol checks: each refusal is a 4xx JSON error naming what is wrong,
     never a 500 or a traceback."""
