@@ -16,12 +16,6 @@ from ..permissions import check_permission, process_identity
 from .base import COMMON_ALIASES, CommandError, DSSCommand, console, errors
 
 
-def _docker_configs(config_file):
-    from ..server.handlers.services import docker_configs
-
-    return docker_configs(config_file)
-
-
 class ServicesCommand(DSSCommand):
     description = "List your model services: versions, traffic, replicas, latency."
 
@@ -31,7 +25,7 @@ class ServicesCommand(DSSCommand):
         config_file = self.load()
         owner = process_identity(config_file).username
         rows = []
-        for config in _docker_configs(config_file):
+        for config in engine.docker_configs(config_file):
             try:
                 rows += engine.rows(config, owner)
             except Exception as exc:
@@ -114,7 +108,6 @@ class UndeployCommand(DSSCommand):
     description = "Remove model services: undeploy NAME... (containers, volumes, network)."
 
     def run(self) -> None:
-        from ..server.handlers.services import find_config
         from ..services import engine
 
         if not self.extra_args:
@@ -123,7 +116,7 @@ class UndeployCommand(DSSCommand):
         owner = process_identity(config_file).username
         for name in self.extra_args:
             try:
-                engine.remove(find_config(config_file, owner, name), owner, name)
+                engine.remove(engine.find_config(config_file, owner, name), owner, name)
             except engine.ServiceError as exc:
                 raise CommandError(str(exc)) from None
             console.print(f"removed service {name}")

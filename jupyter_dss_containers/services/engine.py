@@ -24,7 +24,7 @@ from typing import Any
 import docker
 
 from ..backends.docker import docker_client
-from ..config import ExecutionConfig
+from ..config import ConfigFile, ExecutionConfig
 from ..ownership import CONFIG, KIND, OWNER
 from . import spec
 from .router import ADMIN_HEADER, key_hash
@@ -102,6 +102,34 @@ def _admin_when_up(base: str, token: str, method: str, path: str, body: Any = No
             if time.monotonic() > deadline:
                 raise ServiceError(f"the router at {base} does not answer", 503) from None
             time.sleep(0.2)
+
+
+def docker_configs(config_file: ConfigFile) -> list[ExecutionConfig]:
+    """One Docker config per daemon: where services may be found."""
+    seen, out = set(), []
+    for config in config_file.execution_configs.values():
+        if config.backend != "docker":
+            continue
+        key = (config.docker.host, config.docker.connect_address)
+        if key not in seen:
+            seen.add(key)
+            out.append(config)
+    return out
+
+
+def find_config(config_file: ConfigFile, owner: str, name: str) -> ExecutionConfig:
+    """The config whose daemon runs the owner's service (any config on that daemon serves
+    for reaching it, the service's own for its limits); 404 when none."""
+    for config in docker_configs(config_file):
+        try:
+            router = router_of(docker_client(config.docker), owner, name)
+        except ServiceError:
+            continue
+        except Exception:  # an unreachable daemon: look on the others
+            continue
+        own = config_file.execution_configs.get(router.labels.get(spec.CONFIG, ""))
+        return own if own is not None and own.docker.host == config.docker.host else config
+    raise not_found(name)
 
 
 # --------------------------------------------------------------------------- building

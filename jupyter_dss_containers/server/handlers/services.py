@@ -18,6 +18,7 @@ from tornado import web
 
 from ...config import ConfigFile, ExecutionConfig
 from ...services import engine, spec
+from ...services.engine import docker_configs, find_config
 from ..limits import BadInput, parse_json
 from .base import DSSAPIHandler, api_error
 
@@ -25,36 +26,6 @@ from .base import DSSAPIHandler, api_error
 MAX_MODEL_BODY = 64 * 1024**2
 MAX_META = 64 * 1024
 WATCH_SECONDS = 5.0
-
-
-def docker_configs(config_file: ConfigFile) -> list[ExecutionConfig]:
-    """One Docker config per daemon: where services may be found."""
-    seen, out = set(), []
-    for config in config_file.execution_configs.values():
-        if config.backend != "docker":
-            continue
-        key = (config.docker.host, config.docker.connect_address)
-        if key not in seen:
-            seen.add(key)
-            out.append(config)
-    return out
-
-
-def find_config(config_file: ConfigFile, owner: str, name: str) -> ExecutionConfig:
-    """The config whose daemon runs the owner's service (any config on that daemon serves
-    for reaching it, the service's own for its limits); 404 when none."""
-    from ...backends.docker import docker_client
-
-    for config in docker_configs(config_file):
-        try:
-            router = engine.router_of(docker_client(config.docker), owner, name)
-        except engine.ServiceError:
-            continue
-        except Exception:  # an unreachable daemon: look on the others
-            continue
-        own = config_file.execution_configs.get(router.labels.get(spec.CONFIG, ""))
-        return own if own is not None and own.docker.host == config.docker.host else config
-    raise engine.not_found(name)
 
 
 def model_of(body: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
