@@ -148,6 +148,37 @@ def probe(routes: Routes) -> None:
         time.sleep(PROBE_SECONDS)
 
 
+_local = threading.local()
+
+
+def exchange(
+    replica: str, method: str, path: str, body: bytes, headers: dict[str, str]
+) -> tuple[int, bytes, str] | None:
+    """One request to a replica over this thread's kept-alive connection to it (a client's
+    connection is served by one thread); a stale connection is retried once on a new one.
+    None: the replica cannot be reached."""
+    pool: dict[str, http.client.HTTPConnection] = _local.__dict__.setdefault("pool", {})
+    for fresh in (replica not in pool, True):
+        conn = pool.get(replica)
+        if conn is None:
+            host, _, port = replica.rpartition(":")
+            conn = pool[replica] = http.client.HTTPConnection(host, int(port), timeout=60)
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+            if response.getheader("Connection", "").lower() == "close":
+                conn.close()
+                pool.pop(replica, None)
+            return response.status, raw, response.getheader("Content-Type", "application/json")
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            pool.pop(replica, None)
+            if fresh:
+                return None
+    return None
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "dss-router"
@@ -230,24 +261,17 @@ class Handler(BaseHTTPRequestHandler):
         headers = {"Content-Type": self.headers.get("Content-Type", "application/json")}
         headers["Content-Length"] = str(len(body))
         for version, replica in plan[:4]:
-            host, _, port = replica.rpartition(":")
             started = time.perf_counter()
-            try:
-                conn = http.client.HTTPConnection(host, int(port), timeout=60)
-                conn.request(method, self.path, body=body, headers=headers)
-                response = conn.getresponse()
-                raw = response.read()
-                conn.close()
-            except (OSError, http.client.HTTPException):
+            answer = exchange(replica, method, self.path, body, headers)
+            if answer is None:
                 with routes.lock:
                     routes.ready[replica] = False  # until its next good probe
                 continue  # the next replica (predictions are idempotent)
-            if response.status == 503:  # still loading: try another
+            status, raw, content_type = answer
+            if status == 503:  # still loading: try another
                 continue
-            routes.record(version, time.perf_counter() - started, response.status < 500)
-            return self.reply(
-                response.status, raw, response.getheader("Content-Type", "application/json")
-            )
+            routes.record(version, time.perf_counter() - started, status < 500)
+            return self.reply(status, raw, content_type)
         self.error(503, "every replica tried failed; the request was not served")
 
 
