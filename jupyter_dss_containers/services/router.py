@@ -181,6 +181,7 @@ def exchange(
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out at once (no delayed-ACK stall)
     server_version = "dss-router"
     sys_version = ""
 

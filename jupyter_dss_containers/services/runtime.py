@@ -70,6 +70,7 @@ def _plain(value: Any) -> Any:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out at once (no delayed-ACK stall)
     server_version = "dss-serving"
     sys_version = ""
 
