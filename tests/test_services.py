@@ -219,6 +219,24 @@ def test_bad_input_gets_a_4xx_naming_the_field(world):
     assert status == 200 and meta["inputs"][0]["name"] == "mean radius", meta
 
 
+def test_an_image_without_the_models_library_is_refused_before_anything_starts(
+    world, docker_client
+):
+    """Guards the library check: without it the replicas would start and never load the
+    model (the deploy would end after a long wait, naming nothing)."""
+    server = world["server"]
+    data, meta = serialise({"not": "a model"})
+    meta["libraries"] = {"nosuchlib": "1.0"}
+    body = {"name": "nolib", "config": "local", "model": base64.b64encode(data).decode()}
+    status, reply = api(server, "alice", "POST", API, {**body, "meta": meta})
+    assert status == 400 and "lacks nosuchlib 1.0" in reply["message"], reply
+    sid = spec.service_id("alice", "nolib")
+    assert not docker_client.containers.list(
+        all=True, filters={"label": f"{spec.SERVICE_ID}={sid}"}
+    )
+    assert api(server, "alice", "GET", f"{API}/nolib")[0] == 404
+
+
 def test_another_user_cannot_see_or_touch_it(world):
     """Guards the owner check on every route: mallory gets the answers of a name that does
     not exist (same status, same text), and the service still answers afterwards."""

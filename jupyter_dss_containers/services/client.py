@@ -78,7 +78,12 @@ def server(url: str | None = None, token: str | None = None) -> Server:
 
 
 def serialise(model: Any) -> tuple[bytes, dict[str, Any]]:
-    """(the model's bytes, what it is): cloudpickle where installed, else pickle."""
+    """(the model's bytes, what it is): cloudpickle where installed, else pickle. The result
+    of a ``train`` job (``jobs.TrainResult``) stands for its fitted model."""
+    from ..jobs.api import TrainResult
+
+    if isinstance(model, TrainResult):
+        model = model.model
     try:
         import cloudpickle as pickler
     except ModuleNotFoundError:

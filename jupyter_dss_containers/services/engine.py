@@ -27,22 +27,11 @@ from ..backends.docker import docker_client
 from ..config import ConfigFile, ExecutionConfig
 from ..ownership import CONFIG, KIND, OWNER
 from . import spec
+from .errors import ServiceError, not_found
+from .imagecheck import check_libraries
 from .router import ADMIN_HEADER, key_hash
 
 READY_TIMEOUT = 90.0
-
-
-class ServiceError(Exception):
-    """A refusal or failure with its HTTP status (404 uniform for missing and not yours)."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
-
-
-def not_found(name: str) -> ServiceError:
-    shown = name if len(name) <= 64 and name.isascii() and name.isprintable() else "?"
-    return ServiceError(f"Service does not exist: {shown}", 404)
 
 
 # --------------------------------------------------------------------------- finding
@@ -235,6 +224,7 @@ def deploy(
     except ServiceError as exc:
         if exc.status != 404:
             raise
+    check_libraries(client, config, image, meta)
     try:
         client.networks.create(
             spec.network_name(sid),
@@ -339,6 +329,7 @@ def add_version(
         raise ServiceError(f"service {name!r} has a version {version!r} already", 409)
     sid = spec.service_id(owner, name)
     traffic = spec.check_traffic(traffic, set(routes["versions"]) | {version}) if traffic else None
+    check_libraries(client, config, image, meta)
     _version_volume(client, config, image, owner, name, version, model, meta)
     for i in range(replicas):
         _start_replica(client, config, image, owner, name, version, i)
