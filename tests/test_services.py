@@ -259,6 +259,17 @@ def test_another_user_cannot_see_or_touch_it(world):
     assert status == 200 and mine["name"] == NAME
 
 
+#: run in a replica: SIGKILL its model server process (not the container: Docker counts a
+#: ``docker kill`` as a manual stop, which its restart policy leaves alone)
+KILL_SERVING = (
+    "/opt/dss/venv/bin/python",
+    "import os\n"
+    "for p in set(filter(str.isdigit, os.listdir('/proc'))) - {str(os.getpid())}:\n"
+    "    if b'dss_serving.runtime' in open(f'/proc/{p}/cmdline', 'rb').read():\n"
+    "        os.kill(int(p), 9)\n",
+)
+
+
 class Loop:
     """Requests one after another in a thread, every answer kept."""
 
@@ -366,6 +377,20 @@ def test_a_sigkilled_server_leaves_the_service_answering_and_the_next_lists_it(
     world["server"].kill()
     status, reply = call(service, "/predict", some_rows())
     assert status == 200, reply
+    # with no server at all, a replica whose process dies is restarted by Docker itself
+    victim = docker_client.containers.get(
+        spec.replica_name(spec.service_id("alice", NAME), "v1", 1)
+    )
+    restarts = victim.attrs["RestartCount"]
+    victim.exec_run([KILL_SERVING[0], "-c", KILL_SERVING[1]])
+    with Loop(service, some_rows()) as loop:
+        wait_for(
+            "Docker's restart",
+            lambda: docker_client.containers.get(victim.id).attrs["RestartCount"] > restarts,
+        )
+        seen = len(loop.answers)
+        wait_for("more answers", lambda: len(loop.answers) > seen + 10)
+    assert all(a[0] == 200 for a in loop.answers), [a for a in loop.answers if a[0] != 200][:3]
     second = ServerProcess(world["folder"] / "second", world["env"], extra_args=(IDENTITY,))
     world["server"] = second.start()  # its start-up reaper runs too
     status, listing = api(second, "alice", "GET", API)
