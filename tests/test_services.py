@@ -13,6 +13,7 @@ The tests share the service and run in file order.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import threading
@@ -249,6 +250,9 @@ def test_another_user_cannot_see_or_touch_it(world):
         ("GET", "/logs", None),
         ("POST", "/versions", {"traffic": {"v1": 1}}),
         ("POST", "/keys", None),
+        ("GET", "/keys", None),
+        ("DELETE", "/keys/0123456789ab", None),
+        ("DELETE", "/versions/v1", None),
     ]:
         theirs = api(server, "mallory", method, f"{API}/{NAME}{suffix}", body)
         missing = api(server, "mallory", method, f"{API}/nope{suffix}", body)
@@ -332,7 +336,7 @@ def test_a_killed_replica_loses_no_request_and_is_replaced(world, docker_client)
     assert v1["requests"] >= len(loop.answers) and v1["p50_ms"] > 0 and v1["p99_ms"] >= v1["p50_ms"]
 
 
-def test_a_new_version_takes_the_traffic_under_load_with_no_failed_request(world):
+def test_a_new_version_takes_the_traffic_under_load_with_no_failed_request(world, docker_client):
     """Guards ready-before-traffic and the router's atomic config swap: a request routed to
     a replica still loading, or lost in the swap, would fail the loop."""
     from sklearn.datasets import load_breast_cancer
@@ -366,6 +370,38 @@ def test_a_new_version_takes_the_traffic_under_load_with_no_failed_request(world
         world["server"], "alice", "POST", f"{API}/{NAME}/versions", {"traffic": {"v9": 1}}
     )
     assert status == 400 and "'v9'" in reply["message"], reply
+    status, reply = api(world["server"], "alice", "DELETE", f"{API}/{NAME}/versions/v1")
+    assert status == 409 and "still has traffic" in reply["message"], reply
+    status, row = api(world["server"], "alice", "DELETE", f"{API}/{NAME}/versions/v2")
+    assert status == 200 and [v["version"] for v in row["versions"]] == ["v1"], row
+    sid = spec.service_id("alice", NAME)
+    labels = [f"{spec.SERVICE_ID}={sid}", f"{spec.VERSION}=v2"]
+    assert not docker_client.containers.list(all=True, filters={"label": labels})
+    assert call(service, "/predict", some_rows())[0] == 200
+
+
+def test_api_keys_are_added_listed_and_revoked(world):
+    """Guards key handling: a new key works at once, the listing shows ids only, and a
+    revoked key is refused while the others still work."""
+    service, server = service_of(world), world["server"]
+    status, added = api(server, "alice", "POST", f"{API}/{NAME}/keys")
+    assert status == 201, added
+    new = added["api_key"]
+    assert call(service, "/predict", some_rows(), key=new)[0] == 200
+    status, listing = api(server, "alice", "GET", f"{API}/{NAME}/keys")
+    ids = [k["id"] for k in listing["keys"]]
+    assert (
+        len(ids) == 2
+        and new not in json.dumps(listing)
+        and service["api_key"] not in json.dumps(listing)
+    )
+    new_id = hashlib.sha256(new.encode()).hexdigest()[:12]
+    assert new_id in ids
+    status, reply = api(server, "alice", "DELETE", f"{API}/{NAME}/keys/{new_id}")
+    assert status == 200, reply
+    assert call(service, "/predict", some_rows(), key=new)[0] == 401
+    assert call(service, "/predict", some_rows())[0] == 200
+    assert api(server, "alice", "DELETE", f"{API}/{NAME}/keys/{new_id}")[0] == 404
 
 
 def test_a_sigkilled_server_leaves_the_service_answering_and_the_next_lists_it(

@@ -31,7 +31,7 @@ from .errors import ServiceError, not_found
 from .imagecheck import check_libraries
 from .router import ADMIN_HEADER, key_hash
 
-READY_TIMEOUT = 90.0
+READY_TIMEOUT = 180.0  # a loaded machine takes its time to import scikit-learn
 
 
 # --------------------------------------------------------------------------- finding
@@ -69,7 +69,7 @@ def endpoint(router: Any, connect: str | None = None) -> tuple[str, str]:
 
 
 def admin(
-    base: str, token: str, method: str, path: str, body: Any = None, timeout: float = 5
+    base: str, token: str, method: str, path: str, body: Any = None, timeout: float = 30
 ) -> Any:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(
@@ -181,7 +181,10 @@ def _wait_ready(base: str, token: str, addresses: list[str], client: Any, sid: s
     """Until the router sees every address ready; a replica that exits says why."""
     deadline = time.monotonic() + READY_TIMEOUT
     while True:
-        ready = admin(base, token, "GET", "/_dss/stats").get("ready", {})
+        try:
+            ready = admin(base, token, "GET", "/_dss/stats").get("ready", {})
+        except (urllib.error.URLError, OSError, ValueError):
+            ready = {}  # a router slow to answer under load: ask again
         if all(ready.get(a) for a in addresses):
             return
         if time.monotonic() > deadline:
@@ -361,6 +364,42 @@ def new_key(config: ExecutionConfig, owner: str, name: str) -> str:
     routes["keys"] = [*list(routes.get("keys", [])), key_hash(key)]
     admin(base, token, "PUT", "/_dss/config", routes)
     return key
+
+
+def keys(config: ExecutionConfig, owner: str, name: str) -> list[dict[str, str]]:
+    """The service's keys by id (the first 12 hex digits of the hash): no key is kept."""
+    _, _, _, routes = _routes(config, owner, name)
+    return [{"id": h[:12]} for h in routes.get("keys", [])]
+
+
+def revoke_key(config: ExecutionConfig, owner: str, name: str, key_id: str) -> None:
+    _, base, token, routes = _routes(config, owner, name)
+    kept = [h for h in routes.get("keys", []) if h[:12] != key_id]
+    if len(kept) == len(routes.get("keys", [])) or len(key_id) != 12:
+        raise ServiceError(f"service {name!r} has no API key {key_id[:40]!r}", 404)
+    routes["keys"] = kept
+    admin(base, token, "PUT", "/_dss/config", routes)
+
+
+def remove_version(config: ExecutionConfig, owner: str, name: str, version: str) -> dict[str, Any]:
+    """Remove a version that has no traffic (its replicas and volume): 409 while it has."""
+    client, base, token, routes = _routes(config, owner, name)
+    entry = routes["versions"].get(version)
+    if entry is None:
+        raise ServiceError(f"service {name!r} has no version {version[:40]!r}", 404)
+    if entry.get("weight", 0) > 0:
+        raise ServiceError(
+            f"version {version!r} of {name!r} still has traffic: set its weight to 0 first", 409
+        )
+    del routes["versions"][version]
+    admin(base, token, "PUT", "/_dss/config", routes)  # no request goes there any more
+    sid = spec.service_id(owner, name)
+    mine = [f"{spec.SERVICE_ID}={sid}", f"{spec.VERSION}={version}", f"{OWNER}={owner}"]
+    for c in client.containers.list(all=True, filters={"label": mine}):
+        c.remove(force=True)
+    for v in client.volumes.list(filters={"label": mine}):
+        v.remove(force=True)
+    return describe(config, owner, name)
 
 
 def logs(config: ExecutionConfig, owner: str, name: str, tail: int = 100) -> str:

@@ -29,9 +29,11 @@ from .kernels import (
 )
 from .services import (
     ServiceHandler,
+    ServiceKeyHandler,
     ServiceKeysHandler,
     ServiceLogsHandler,
     ServicesHandler,
+    ServiceVersionHandler,
     ServiceVersionsHandler,
 )
 
@@ -53,7 +55,9 @@ HANDLERS: list[tuple[str, type[DSSAPIHandler]]] = [
     (rf"{API_PREFIX}/jobs/{_JOB}/?", JobHandler),
     (rf"{API_PREFIX}/services/?", ServicesHandler),
     (rf"{API_PREFIX}/services/{_SERVICE}/versions/?", ServiceVersionsHandler),
+    (rf"{API_PREFIX}/services/{_SERVICE}/versions/(?P<version>[^/]+)/?", ServiceVersionHandler),
     (rf"{API_PREFIX}/services/{_SERVICE}/keys/?", ServiceKeysHandler),
+    (rf"{API_PREFIX}/services/{_SERVICE}/keys/(?P<key_id>[^/]+)/?", ServiceKeyHandler),
     (rf"{API_PREFIX}/services/{_SERVICE}/logs/?", ServiceLogsHandler),
     (rf"{API_PREFIX}/services/{_SERVICE}/?", ServiceHandler),
 ]

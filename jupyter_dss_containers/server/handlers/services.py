@@ -172,13 +172,38 @@ class ServiceVersionsHandler(_ServiceRoute):
         self.send(row, status=201)
 
 
+class ServiceVersionHandler(_ServiceRoute):
+    @web.authenticated
+    async def delete(self, name: str, version: str) -> None:
+        """Remove a version without traffic (409 while it has some)."""
+        _, identity, config = await self.located(name)
+        self.send(await self.run(engine.remove_version, config, identity.username, name, version))
+
+
 class ServiceKeysHandler(_ServiceRoute):
+    @web.authenticated
+    async def get(self, name: str) -> None:
+        """The keys by id; no key itself is kept anywhere."""
+        _, identity, config = await self.located(name)
+        self.send(
+            {"name": name, "keys": await self.run(engine.keys, config, identity.username, name)}
+        )
+
     @web.authenticated
     async def post(self, name: str) -> None:
         """Another API key (shown once; the router keeps its hash only)."""
         _, identity, config = await self.located(name)
         key = await self.run(engine.new_key, config, identity.username, name)
         self.send({"name": name, "api_key": key}, status=201)
+
+
+class ServiceKeyHandler(_ServiceRoute):
+    @web.authenticated
+    async def delete(self, name: str, key_id: str) -> None:
+        """Revoke a key: the router refuses it from its next request on."""
+        _, identity, config = await self.located(name)
+        await self.run(engine.revoke_key, config, identity.username, name, key_id)
+        self.send({"name": name, "revoked": key_id})
 
 
 class ServiceLogsHandler(_ServiceRoute):
