@@ -178,6 +178,7 @@ def test_its_containers_are_hardened_and_hold_no_server_secret(world, docker_cli
     sid = spec.service_id("alice", NAME)
     found = docker_client.containers.list(filters={"label": f"{spec.SERVICE_ID}={sid}"})
     assert len(found) == 3  # two replicas and the router
+    assert docker_client.networks.get(spec.network_name(sid)).attrs["Internal"] is True
     for container in found:
         attrs = container.attrs
         host = attrs["HostConfig"]
@@ -193,6 +194,8 @@ def test_its_containers_are_hardened_and_hold_no_server_secret(world, docker_cli
             assert [b["HostIp"] for b in bindings["8080/tcp"]] == ["127.0.0.1"]
         else:
             assert not bindings
+            # only on the service's internal network: the model's code reaches nothing else
+            assert list(attrs["NetworkSettings"]["Networks"]) == [spec.network_name(sid)]
             mount = next(m for m in attrs["Mounts"] if m["Destination"] == spec.MOUNT)
             assert mount["RW"] is False  # the model volume is read-only in a replica
 

@@ -229,9 +229,10 @@ def deploy(
             raise
     check_libraries(client, config, image, meta)
     try:
-        client.networks.create(
+        client.networks.create(  # internal: the replicas (the user's model code) reach nothing
             spec.network_name(sid),
             driver="bridge",
+            internal=True,
             labels=spec.labels(spec.ROUTER, owner, name, config.name),
         )
         _version_volume(client, config, image, owner, name, version, model, meta)
@@ -246,7 +247,10 @@ def deploy(
         for i in range(replicas):
             _start_replica(client, config, image, owner, name, version, i)
         token = spec.new_admin_token()
-        client.containers.create(**spec.router_args(config, image, owner, name, token)).start()
+        router = client.containers.create(**spec.router_args(config, image, owner, name, token))
+        # the router alone is also on a network that publishes its port
+        client.networks.get(spec.router_outside_network(config)).connect(router)
+        router.start()
         key = spec.new_api_key()
         versions = [spec.VersionSpec(version, replicas, 100.0)]
         routes = spec.router_config(name, sid, versions, [key_hash(key)])

@@ -261,6 +261,12 @@ def router_args(
     }
 
 
+def router_outside_network(config: ExecutionConfig) -> str:
+    """Where the router's port is published from: the config's network, else the default
+    bridge (the service network is internal: no port is published from it)."""
+    return config.docker.network or "bridge"
+
+
 def replica_address(sid: str, version: str, index: int) -> str:
     """How the router reaches a replica: its name on the service's network."""
     return f"{replica_name(sid, version, index)}:{PORT}"
