@@ -1,4 +1,5 @@
-"""IPython magics: ``%%container``, ``%container_model`` and the job listing/control lines.
+"""IPython magics: ``%%container``, ``%container_model``, ``%container_deploy`` and the job
+listing/control lines.
 
 They are thin: argument parsing and display here, everything else in
 :mod:`jupyter_dss_containers.jobs`, so a script gets the same behaviour without them.

@@ -117,7 +117,7 @@ def world(tmp_path_factory, base_image, docker_client):
 
 def service_of(world) -> dict:
     if world["service"] is None:
-        pytest.skip("the notebook's deploy failed (see the first test)")
+        pytest.fail("no service: the notebook's deploy failed (see the first test)")
     return world["service"]
 
 
