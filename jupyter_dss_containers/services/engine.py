@@ -228,13 +228,21 @@ def deploy(
         if exc.status != 404:
             raise
     check_libraries(client, config, image, meta)
+    if client.networks.list(names=[spec.network_name(sid)]):  # a deploy that died half-way
+        remove(config, owner, name, missing_ok=True)  # (it has no router: checked above)
     try:
         client.networks.create(  # internal: the replicas (the user's model code) reach nothing
             spec.network_name(sid),
             driver="bridge",
             internal=True,
+            check_duplicate=True,
             labels=spec.labels(spec.ROUTER, owner, name, config.name),
         )
+    except docker.errors.APIError as exc:
+        if exc.status_code == 409:  # the same name deployed at the same time
+            raise ServiceError(f"service {name!r} is being deployed already", 409) from None
+        raise
+    try:
         _version_volume(client, config, image, owner, name, version, model, meta)
         router_files = spec.volume_tar(spec.runtime_sources(), writable=("state",))
         _fill_volume(
