@@ -10,6 +10,7 @@ Each subcommand is a small traitlets application, so its options can also be set
 - :mod:`.kernelspecs`: ``kernelspecs install|list``;
 - :mod:`.workloads`: ``jobs``, ``logs``, ``cancel``, ``cleanup``;
 - :mod:`.rbac`: ``rbac`` (the minimal Role of a server pod, for ``kubectl apply``);
+- :mod:`.services`: ``services``, ``deploy``, ``undeploy`` (model services);
 - :mod:`.app`: :class:`DSSContainersApp` and :func:`main` (the console entry point).
 
 The names of the former ``cli`` module stay importable from here.

@@ -8,6 +8,7 @@ from .base import DSSCommand
 from .configs import ConfigsCommand, DoctorCommand, ValidateCommand
 from .images import BuildBaseImageCommand, BuildEnvCommand, CopyImageCommand, ImagesCommand
 from .kernelspecs import KernelspecsCommand
+from .services import DeployCommand, ServicesCommand, UndeployCommand
 from .workloads import CancelCommand, CleanupCommand, JobsCommand, LogsCommand
 
 
@@ -30,6 +31,9 @@ class DSSContainersApp(DSSCommand):
         "images": (ImagesCommand, ImagesCommand.description),
         "kernelspecs": (KernelspecsCommand, KernelspecsCommand.description),
         "cleanup": (CleanupCommand, CleanupCommand.description),
+        "services": (ServicesCommand, ServicesCommand.description),
+        "deploy": (DeployCommand, DeployCommand.description),
+        "undeploy": (UndeployCommand, UndeployCommand.description),
         "copy-image": (CopyImageCommand, CopyImageCommand.description),
         "rbac": (
             "jupyter_dss_containers.cli.rbac.RbacCommand",
