@@ -110,8 +110,10 @@ class DockerSettings:
             DockerHost(
                 name=entry.get("name") or f"host{i + 1}",
                 settings=cls.from_dict(
-                    {**{k: v for k, v in data.items() if k not in ("hosts", *HOST_KEYS)},
-                     **{k: entry[k] for k in HOST_KEYS if k in entry}},
+                    {
+                        **{k: v for k, v in data.items() if k not in ("hosts", *HOST_KEYS)},
+                        **{k: entry[k] for k in HOST_KEYS if k in entry},
+                    },
                     defaults,
                 ),
                 memory=parse_size(entry["memory"]) if "memory" in entry else None,

@@ -79,15 +79,13 @@ class DockerBackend(Backend):
     # ------------------------------------------------------------------ create
 
     async def create(self, spec: WorkloadSpec) -> Workload:
-        if spec.ports and self.settings.network != "host":
-            check_binding(self.settings, self.url)
         if not self.settings.allocates_gpus:
-            return await dc.call(self.settings, self._create_sync, spec)
+            return await self.create_now(spec)
         key = spec.labels.get(KERNEL_ID) or spec.labels.get(JOB_ID) or spec.name
         queue = self.settings.gpu_on_busy == "queue"
         try:
             workload, waited = await gpualloc.line_for(self.url).run(
-                lambda: dc.call(self.settings, self._create_with_gpus, spec),
+                lambda: self.create_now(spec),
                 self.settings.gpu_wait if queue else 0.0,
                 lambda message: self._phases.__setitem__(key, ("queued", message)),
             )
@@ -96,6 +94,14 @@ class DockerBackend(Backend):
         if waited > 0.5:
             self._gpu_waited[key] = waited
         return workload
+
+    async def create_now(self, spec: WorkloadSpec) -> Workload:
+        """Create it now: :class:`.gpus.GPUsBusy` when its GPUs are not free (no waiting)."""
+        if spec.ports and self.settings.network != "host":
+            check_binding(self.settings, self.url)
+        if self.settings.allocates_gpus:
+            return await dc.call(self.settings, self._create_with_gpus, spec)
+        return await dc.call(self.settings, self._create_sync, spec)
 
     def start_progress(self, key: str) -> tuple[str, str] | None:
         """("queued", why and where in line) while the start of ``key`` waits for GPUs."""

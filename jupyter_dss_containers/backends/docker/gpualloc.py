@@ -54,7 +54,9 @@ def probe_request(settings: DockerSettings) -> dict[str, Any]:
     return args
 
 
-def daemon_gpus(client: docker.DockerClient, settings: DockerSettings, url: str, image: str) -> list[g.Gpu]:
+def daemon_gpus(
+    client: docker.DockerClient, settings: DockerSettings, url: str, image: str
+) -> list[g.Gpu]:
     """The GPUs of the daemon's host, probed once per :data:`PROBE_TTL` (blocking)."""
     with _guard:
         lock = _probe_locks.setdefault(url, threading.Lock())
@@ -153,7 +155,9 @@ def confirm(api: docker.APIClient, container: str, ids: tuple[str, ...]) -> None
         raise BackendError(f"container {container[:12]} was removed while it was being made")
     winner = g.lost_to(mine, exact)
     if winner is not None:
-        raise LostRace(f"GPU(s) {', '.join(sorted(set(ids) & set(winner.ids)))} went to {winner.what}")
+        raise LostRace(
+            f"GPU(s) {', '.join(sorted(set(ids) & set(winner.ids)))} went to {winner.what}"
+        )
 
 
 class GpuLine:

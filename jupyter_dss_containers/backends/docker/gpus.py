@@ -112,9 +112,8 @@ def busy_message(gpus: list[Gpu], taken: dict[str, Holder], count: int, where: s
     free = sum(1 for g in gpus if g.index not in taken)
     if count > len(gpus):
         return f"{where} has {len(gpus)} GPU(s), this config asks for {count}"
-    return (
-        f"{count} GPU(s) asked, {free} of {len(gpus)} free on {where}; held by "
-        + (", ".join(holding) or "nothing")
+    return f"{count} GPU(s) asked, {free} of {len(gpus)} free on {where}; held by " + (
+        ", ".join(holding) or "nothing"
     )
 
 
