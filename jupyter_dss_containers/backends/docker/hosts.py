@@ -263,3 +263,24 @@ def host_rooms_summary(rooms: list[HostRoom]) -> dict[str, Any]:
             for r in rooms
         ],
     }
+
+
+async def gpu_summary(config: ExecutionConfig, image: str) -> dict[str, Any] | None:
+    """Free and total GPUs of a ``gpus: N`` Docker config, per host (None: it allocates
+    none); a host that does not answer says why instead."""
+    if config.backend != "docker" or not config.docker.allocates_gpus:
+        return None
+    if config.docker.hosts:
+        return host_rooms_summary(await MultiHostBackend(config).census(image))
+    member = DockerBackend(config)
+    name = member.url
+    try:
+        room = await asyncio.wait_for(
+            dc.call(member.settings, _room_sync, member, None, image), CENSUS_TIMEOUT
+        )
+        room = dataclasses.replace(room, name=name)
+    except asyncio.TimeoutError:
+        room = HostRoom(name, member.url, error=f"no answer in {CENSUS_TIMEOUT:g} s")
+    except (BackendError, docker.errors.DockerException, OSError) as exc:
+        room = HostRoom(name, member.url, error=str(exc))
+    return host_rooms_summary([room])

@@ -9,10 +9,13 @@ from typing import Any
 from tornado import web
 
 from ... import ownership
+from ...ownership import PREFIX
 from ..kernels import does_not_exist
 from ..limits import BadInput, whole_number
 from .base import DSSAPIHandler, api_error, bounded
 
+#: the labels of :mod:`...backends.docker.placement` (not imported: no docker SDK needed)
+DOCKER_HOST, PLACEMENT = PREFIX + "docker-host", PREFIX + "placement"
 #: seconds the kernel listing waits for one daemon's answer (listing, then stats)
 LIVE_TIMEOUT = 3.0
 #: lines a kernel's log route gives by default, and at most
@@ -61,6 +64,9 @@ def kernel_row(kernel_id: str, manager: Any, provisioner: Any) -> dict[str, Any]
         "cpu_percent": None,
         "memory_bytes": None,
         "memory_limit": None,
+        #: the daemon of a config over several (``docker.hosts``) it runs on, and why
+        "host": None,
+        "placement": None,
     }
     backend = backend_of(provisioner)
     progress = backend.start_progress(kernel_id) if backend is not None else None
@@ -130,6 +136,8 @@ class KernelsHandler(DSSAPIHandler):
                 state="dead", exit_reason=provisioner.exit_reason or "the container was removed"
             )
             return row
+        row["host"] = workload.labels.get(DOCKER_HOST)
+        row["placement"] = workload.labels.get(PLACEMENT)
         row["started"] = _iso(workload.started_at)
         row["image"] = row["image"] or workload.image or None
         if workload.state in ("exited", "dead", "failed", "succeeded"):
