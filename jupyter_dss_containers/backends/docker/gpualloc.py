@@ -185,9 +185,12 @@ class GpuLine:
     ) -> tuple[T, float]:
         """``attempt()`` once this start is first in line, again whenever GPUs may have
         freed, until it does not raise a queueing :class:`.gpus.GPUsBusy`; (its result,
-        seconds waited). ``report`` gets the waiting message."""
+        seconds waited). ``report`` gets the waiting message. ``timeout`` 0: one attempt,
+        at once, not in line (a start that refuses does not wait behind one that queues)."""
         loop = asyncio.get_running_loop()
         began = loop.time()
+        if timeout <= 0:  # refuse: now or never, whoever waits (a race is still checked)
+            return await attempt(), 0.0
         ticket, self._next = self._next, self._next + 1
         self._line.append(ticket)
         why = "an earlier start waits for GPUs on this daemon"
@@ -198,7 +201,7 @@ class GpuLine:
                     try:
                         return await attempt(), loop.time() - began
                     except g.GPUsBusy as exc:
-                        if not exc.queue or timeout <= 0:
+                        if not exc.queue:
                             raise
                         why = str(exc)
                 left = began + timeout - loop.time()
