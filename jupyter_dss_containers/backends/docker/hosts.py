@@ -96,6 +96,11 @@ class MultiHostBackend(Backend):
         host, container = split_id(workload_id)
         return self.members.get(host), container
 
+    def member_of(self, workload_id: str) -> tuple[DockerBackend | None, str]:
+        """(the backend of the host a workload runs on, its container id there): a
+        listing per host tells a dead host's workloads apart from the live ones'."""
+        return self._member(workload_id)
+
     # ------------------------------------------------------------------ placement
 
     async def census(self, image: str) -> list[HostRoom]:

@@ -41,6 +41,18 @@ def backend_of(provisioner: Any) -> Any:
         return None
 
 
+def where_it_runs(provisioner: Any) -> tuple[Any, str | None]:
+    """(the backend to ask, the workload's id there): on a config over several daemons,
+    the backend of the daemon it runs on, so one dead daemon leaves the others' rows live."""
+    backend, workload_id = backend_of(provisioner), provisioner.workload_id
+    member_of = getattr(backend, "member_of", None)
+    if member_of is not None and workload_id:
+        member, container = member_of(workload_id)
+        if member is not None:
+            return member, container
+    return backend, workload_id
+
+
 def kernel_row(kernel_id: str, manager: Any, provisioner: Any) -> dict[str, Any]:
     """A container kernel as its provisioner and kernel manager know it, before the daemon
     is asked (state ``starting``; live fields None)."""
@@ -102,8 +114,8 @@ class KernelsHandler(DSSAPIHandler):
         # One listing per daemon or cluster gives each workload's state and start time.
         backends: dict[Any, Any] = {}
         for _, _, provisioner in mine:
-            backend = backend_of(provisioner)
-            if provisioner.workload_id and backend is not None:
+            backend, workload_id = where_it_runs(provisioner)
+            if workload_id and backend is not None:
                 backends.setdefault(backend.target_key(), backend)
         labels = {ownership.MANAGED: "true", ownership.KIND: "kernel"}
         answers = await asyncio.gather(
@@ -120,8 +132,7 @@ class KernelsHandler(DSSAPIHandler):
         self, kernel_id: str, manager: Any, provisioner: Any, listed: dict[Any, Any]
     ) -> dict[str, Any]:
         row = kernel_row(kernel_id, manager, provisioner)
-        backend = backend_of(provisioner)
-        workload_id = provisioner.workload_id
+        backend, workload_id = where_it_runs(provisioner)
         if workload_id is None or backend is None:
             if provisioner.exit_reason:
                 row["state"] = "dead"

@@ -1,0 +1,164 @@
+"""One config over two real Docker daemons (``docker.hosts``): the shared dockerd and a
+private one of this test (see :class:`test_faults.PrivateDockerd`), behind a real Jupyter
+server. Four kernels spread by free memory; with the private daemon stopped, starts go
+to the other one and say why; ``GET kernels`` names each kernel's host and the reason."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+
+import pytest
+import yaml
+from conftest import need
+from test_faults import PrivateDockerd, ours
+
+from jupyter_dss_containers import transfer
+from jupyter_dss_containers.backends.docker.placement import DOCKER_HOST, PLACEMENT
+from jupyter_dss_containers.config import DockerSettings
+
+pytest_plugins = ["jupyter_server.pytest_plugin"]
+pytestmark = pytest.mark.docker
+
+MAIN = "unix:///var/run/docker.sock"
+
+
+@pytest.fixture(scope="module")
+def second_daemon(workspace, base_image):
+    """A private dockerd holding the base image; the shared one is never restarted."""
+    if os.geteuid() != 0:
+        need("a private dockerd needs root")
+    if not shutil.which("dockerd") or not shutil.which("ip"):
+        need("dockerd and ip (iproute2) are needed for a private daemon")
+    daemon = PrivateDockerd(workspace / f"dockerd-hosts-{os.getpid()}")
+    try:
+        daemon.start()
+        asyncio.run(transfer.ensure_image(base_image, DockerSettings(host=daemon.url)))
+        yield daemon
+    finally:
+        daemon.close()
+
+
+@pytest.fixture
+async def jp_asyncio_loop():
+    return asyncio.get_running_loop()
+
+
+@pytest.fixture
+def config_path(tmp_path, monkeypatch, second_daemon):
+    path = tmp_path / "hosts.yaml"
+    configs = {
+        "spread": {
+            "backend": "docker",
+            "image": "default",
+            "docker": {
+                "resources": {"memory": "256m"},
+                # the same room on both: only what runs there tells them apart
+                "hosts": [
+                    {"name": "main", "host": MAIN, "memory": "2g"},
+                    {"name": "second", "host": second_daemon.url, "memory": "2g"},
+                ],
+            },
+            "permissions": {"groups": ["*"]},
+        }
+    }
+    path.write_text(yaml.safe_dump({"execution_configs": configs}))
+    monkeypatch.setenv("DSS_CONTAINERS_CONFIG", str(path))
+    return path
+
+
+@pytest.fixture
+def jp_server_config(config_path):
+    return {
+        "ServerApp": {
+            "jpserver_extensions": {"jupyter_dss_containers": True},
+            "kernel_spec_manager_class": (
+                "jupyter_dss_containers.kernelspecs.ContainerKernelSpecManager"
+            ),
+        },
+        "DSSContainersExtension": {"config_file": str(config_path), "reap_on_start": False},
+    }
+
+
+async def _start(jp_fetch) -> str:
+    response = await jp_fetch(
+        "api", "kernels", method="POST", body=json.dumps({"name": "dss-spread"})
+    )
+    return json.loads(response.body)["id"]
+
+
+async def _rows(jp_fetch) -> dict[str, dict]:
+    response = await jp_fetch("dss-containers", "api", "kernels", method="GET")
+    return {r["id"]: r for r in json.loads(response.body)["kernels"]}
+
+
+async def _until_running(jp_fetch, kernel_ids: list[str]) -> dict[str, dict]:
+    deadline = time.monotonic() + 60
+    while True:
+        rows = await _rows(jp_fetch)
+        if all(rows.get(k, {}).get("state") == "running" for k in kernel_ids):
+            return rows
+        if time.monotonic() > deadline:
+            return rows
+        await asyncio.sleep(0.3)
+
+
+async def test_four_kernels_spread_by_free_memory_and_a_dead_host_is_skipped_saying_why(
+    jp_fetch, jp_serverapp, second_daemon, caplog
+):
+    """Guards: placement by list order (all four on the first daemon), a placement that
+    does not count what already runs on a daemon, ids that lose their host (the kernel's
+    calls then go to the wrong daemon), a dead daemon that fails the start instead of
+    being skipped, and a GET kernels answer that does not say where and why."""
+    caplog.set_level(logging.INFO, logger="jupyter_dss_containers.backends.docker.hosts")
+    kernels: list[str] = []
+    try:
+        for _ in range(4):
+            kernels.append(await _start(jp_fetch))
+        rows = await _until_running(jp_fetch, kernels)
+        hosts = [rows[k]["host"] for k in kernels]
+        assert hosts == ["main", "second", "main", "second"], rows
+        for k in kernels:
+            assert rows[k]["workload_id"].startswith(rows[k]["host"] + "/")
+            assert "most free memory" in rows[k]["placement"], rows[k]
+        # the second start saw the first kernel's 256 MiB on main
+        assert (
+            "host second (most free memory: 2 GiB of 2 GiB memory free"
+            in (rows[kernels[1]]["placement"])
+        )
+        assert "main (1.75 GiB of 2 GiB memory free" in rows[kernels[1]]["placement"]
+        on_second = {
+            c.labels["dss-containers.jupyter.org/kernel-id"] for c in ours(second_daemon.url)
+        }
+        assert on_second == {kernels[1], kernels[3]}
+        for k in kernels:
+            container = rows[k]["workload_id"].split("/", 1)[1]
+            where = second_daemon.url if rows[k]["host"] == "second" else MAIN
+            labels = {c.id: c.labels for c in ours(where)}[container]
+            assert labels[DOCKER_HOST] == rows[k]["host"] and labels[PLACEMENT]
+        assert any("placed on host second" in r.getMessage() for r in caplog.records)
+
+        # the kernels talk: calls go to the daemon each one runs on
+        for k in (kernels[1], kernels[3]):
+            await jp_fetch("api", "kernels", k, method="DELETE")
+        kernels = [kernels[0], kernels[2]]
+        assert ours(second_daemon.url) == []
+
+        second_daemon.stop()
+        kernels.append(await _start(jp_fetch))
+        rows = await _until_running(jp_fetch, kernels)
+        row = rows[kernels[-1]]
+        assert row["state"] == "running" and row["host"] == "main", row
+        assert "skipped: second (Docker daemon at unix://" in row["placement"], row
+        assert "is unreachable" in row["placement"], row
+    finally:
+        for k in kernels:
+            with contextlib.suppress(Exception):  # already gone
+                await jp_fetch("api", "kernels", k, method="DELETE")
+        if second_daemon.process is None or second_daemon.process.poll() is not None:
+            second_daemon.start()
