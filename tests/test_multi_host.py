@@ -16,9 +16,12 @@ import time
 import pytest
 import yaml
 from conftest import need
+from fakegpus import FAKE_GPU_IMAGE, build_fake_gpu_image
 from test_faults import PrivateDockerd, ours
 
 from jupyter_dss_containers import transfer
+from jupyter_dss_containers.backends.docker import docker_client as client_for
+from jupyter_dss_containers.backends.docker.gpus import GPU_IDS
 from jupyter_dss_containers.backends.docker.placement import DOCKER_HOST, PLACEMENT
 from jupyter_dss_containers.config import DockerSettings
 
@@ -38,7 +41,12 @@ def second_daemon(workspace, base_image):
     daemon = PrivateDockerd(workspace / f"dockerd-hosts-{os.getpid()}")
     try:
         daemon.start()
+        began = time.monotonic()
         asyncio.run(transfer.ensure_image(base_image, DockerSettings(host=daemon.url)))
+        build_fake_gpu_image(client_for(DockerSettings(host=daemon.url)), base_image)
+        print(
+            f"\nbase and fake-GPU images on the second daemon in {time.monotonic() - began:.1f} s"
+        )
         yield daemon
     finally:
         daemon.close()
@@ -65,7 +73,21 @@ def config_path(tmp_path, monkeypatch, second_daemon):
                 ],
             },
             "permissions": {"groups": ["*"]},
-        }
+        },
+        "spread-gpu": {
+            "backend": "docker",
+            "image": FAKE_GPU_IMAGE,
+            "docker": {
+                "gpus": 1,
+                "gpu_request": "env",
+                "resources": {"memory": "256m"},
+                "hosts": [
+                    {"name": "main", "host": MAIN, "memory": "2g"},
+                    {"name": "second", "host": second_daemon.url, "memory": "2g"},
+                ],
+            },
+            "permissions": {"groups": ["*"]},
+        },
     }
     path.write_text(yaml.safe_dump({"execution_configs": configs}))
     monkeypatch.setenv("DSS_CONTAINERS_CONFIG", str(path))
@@ -85,10 +107,8 @@ def jp_server_config(config_path):
     }
 
 
-async def _start(jp_fetch) -> str:
-    response = await jp_fetch(
-        "api", "kernels", method="POST", body=json.dumps({"name": "dss-spread"})
-    )
+async def _start(jp_fetch, name: str = "dss-spread") -> str:
+    response = await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": name}))
     return json.loads(response.body)["id"]
 
 
@@ -162,3 +182,39 @@ async def test_four_kernels_spread_by_free_memory_and_a_dead_host_is_skipped_say
                 await jp_fetch("api", "kernels", k, method="DELETE")
         if second_daemon.process is None or second_daemon.process.poll() is not None:
             second_daemon.start()
+
+
+async def test_gpu_kernels_go_to_the_host_with_most_free_gpus_and_configs_count_them(
+    jp_fetch, jp_serverapp, second_daemon
+):
+    """Two daemons with two (fake) GPUs each: the second GPU kernel goes to the daemon
+    with more free GPUs, each daemon's GPUs are counted apart (ids repeat across daemons,
+    not on one), and GET configs shows free/total per host. Guards: GPUs counted over
+    all daemons as one pool, or placement by memory alone."""
+    kernels: list[str] = []
+    try:
+        for _ in range(3):
+            kernels.append(await _start(jp_fetch, "dss-spread-gpu"))
+        rows = await _until_running(jp_fetch, kernels)
+        assert [rows[k]["host"] for k in kernels] == ["main", "second", "main"], rows
+        assert "most free GPUs, then memory: 2 of 2 GPUs free" in rows[kernels[1]]["placement"]
+        held = {}
+        for k in kernels:
+            host, container = rows[k]["workload_id"].split("/", 1)
+            where = second_daemon.url if host == "second" else MAIN
+            labels = {c.id: c.labels for c in ours(where)}[container]
+            held.setdefault(host, []).append(labels[GPU_IDS])
+        assert sorted(held["main"]) == ["0", "1"] and held["second"] == ["0"], held
+        response = await jp_fetch("dss-containers", "api", "configs", method="GET")
+        configs = {c["name"]: c for c in json.loads(response.body)["configs"]}
+        gpus = configs["spread-gpu"]["gpus"]
+        assert (gpus["free"], gpus["total"]) == (1, 4), gpus
+        assert [(h["name"], h["free"], h["total"]) for h in gpus["hosts"]] == [
+            ("main", 0, 2),
+            ("second", 1, 2),
+        ]
+        assert "gpus" not in configs["spread"]
+    finally:
+        for k in kernels:
+            with contextlib.suppress(Exception):
+                await jp_fetch("api", "kernels", k, method="DELETE")
