@@ -84,7 +84,7 @@ async def test_a_queued_gpu_kernel_says_so_and_starts_when_a_gpu_frees(
             )
             kernels.append(json.loads(response.body)["id"])
         rows = await _until(
-            jp_fetch, lambda r: all(r.get(k, {}).get("state") == "running" for k in kernels), ""
+            jp_fetch, lambda r: all(r.get(k, {}).get("state") == "running" for k in kernels)
         )
         assert all(rows[k]["state"] == "running" for k in kernels), rows
 
