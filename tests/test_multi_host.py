@@ -214,7 +214,75 @@ async def test_gpu_kernels_go_to_the_host_with_most_free_gpus_and_configs_count_
             ("second", 1, 2),
         ]
         assert "gpus" not in configs["spread"]
+        assert configs["spread"]["target"] == (
+            f"docker hosts main ({MAIN}), second ({second_daemon.url})"
+        )
     finally:
         for k in kernels:
             with contextlib.suppress(Exception):
                 await jp_fetch("api", "kernels", k, method="DELETE")
+
+
+async def test_a_job_runs_on_the_host_with_room_and_an_orphan_there_is_reaped(
+    jp_fetch, jp_serverapp, second_daemon
+):
+    """A job of the multi-host config runs on the second daemon (the first holds a kernel),
+    its output and result come back through the host-prefixed id, and a container of a
+    gone server on the second daemon is reaped through the config. Guards: job calls or
+    the reaper aimed at the first daemon only, and replies that leave the API's schema."""
+    from test_server_api import check_schema
+
+    from jupyter_dss_containers import ownership
+    from jupyter_dss_containers.config import load_config
+
+    kernel = await _start(jp_fetch)
+    orphan = None
+    try:
+        rows = await _until_running(jp_fetch, [kernel])
+        assert rows[kernel]["host"] == "main", rows
+        response = await jp_fetch("dss-containers", "api", "kernels", method="GET")
+        check_schema("/kernels", "get", 200, json.loads(response.body))
+        response = await jp_fetch("dss-containers", "api", "configs", method="GET")
+        check_schema("/configs", "get", 200, json.loads(response.body))
+
+        body = json.dumps({"config": "spread", "code": "print('hello from a host')"})
+        response = await jp_fetch("dss-containers", "api", "jobs", method="POST", body=body)
+        job = json.loads(response.body)
+        made_on_second = set()
+        deadline = time.monotonic() + 120
+        while job["state"] not in ("succeeded", "failed", "cancelled"):
+            made_on_second |= {
+                c.labels.get("dss-containers.jupyter.org/job-id") for c in ours(second_daemon.url)
+            }
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+            response = await jp_fetch("dss-containers", "api", "jobs", job["id"], method="GET")
+            job = json.loads(response.body)
+        assert job["state"] == "succeeded", job
+        assert job["id"] in made_on_second
+        response = await jp_fetch("dss-containers", "api", "jobs", job["id"], "logs", method="GET")
+        logs = json.loads(response.body)
+        assert "hello from a host" in "".join(c["text"] for c in logs["output"])
+
+        client = client_for(DockerSettings(host=second_daemon.url))
+        labels = {
+            **ownership.workload_labels("kernel", "spread", "nobody", kernel_id="orphan-1"),
+            ownership.SERVER_ID: "a-server-that-is-gone",
+        }
+        orphan = client.api.create_container(FAKE_GPU_IMAGE, ["true"], labels=labels)["Id"]
+        removed, skipped = await ownership.reap_orphans([load_config().get("spread")])
+        assert skipped == {}, skipped
+        assert f"second/{orphan}" in [w.id for w in removed]
+        assert orphan not in [c.id for c in ours(second_daemon.url)]
+        assert kernel in {
+            c.labels.get("dss-containers.jupyter.org/kernel-id") for c in ours(MAIN)
+        }  # the live kernel is left alone
+    finally:
+        with contextlib.suppress(Exception):
+            await jp_fetch("api", "kernels", kernel, method="DELETE")
+        if orphan is not None:
+            with contextlib.suppress(Exception):
+                client_for(DockerSettings(host=second_daemon.url)).api.remove_container(
+                    orphan, force=True
+                )
