@@ -222,3 +222,59 @@ def test_two_server_processes_racing_on_one_daemon_never_share_a_gpu(
                 racer.kill()
         for container in leftover_containers(docker_client, owner="racer"):
             container.remove(force=True)
+
+
+def test_the_probe_runs_once_per_daemon_and_a_failing_probe_says_why(gpu_config, docker_client):
+    """Guards: a probe container per start (the cache lost), a probe left behind, and a
+    probe that fails into "0 GPUs" instead of an error naming the command."""
+    from jupyter_dss_containers.backends.base import BackendError
+    from jupyter_dss_containers.backends.docker.client import daemon_url
+    from jupyter_dss_containers.backends.docker.gpualloc import PROBE, daemon_gpus, forget_probe
+    from jupyter_dss_containers.config import parse_config
+
+    settings = gpu_config.get("gpu").docker
+    url = daemon_url(settings)
+    forget_probe(url)
+    since = time.time()
+    for _ in range(3):
+        found = daemon_gpus(docker_client, settings, url, FAKE_GPU_IMAGE)
+        assert [(g.index, g.uuid) for g in found] == [
+            ("0", "GPU-fake-0000"),
+            ("1", "GPU-fake-1111"),
+        ]
+    until = time.time()
+    events = docker_client.events(
+        since=f"{since:.9f}",
+        until=f"{until:.9f}",
+        filters={"type": "container", "event": "create", "label": PROBE},
+        decode=True,
+    )
+    assert len(list(events)) == 1
+    assert docker_client.containers.list(all=True, filters={"label": PROBE}) == []
+
+    broken = (
+        parse_config(
+            {
+                "execution_configs": {
+                    "x": {
+                        "backend": "docker",
+                        "image": FAKE_GPU_IMAGE,
+                        "docker": {
+                            "gpus": 1,
+                            "gpu_request": "env",
+                            "gpu_probe": {"command": ["sh", "-c", "echo no driver >&2; exit 9"]},
+                        },
+                    }
+                }
+            },
+            "broken.yaml",
+        )
+        .get("x")
+        .docker
+    )
+    forget_probe(url)
+    try:
+        with pytest.raises(BackendError, match="exited 9: no driver"):
+            daemon_gpus(docker_client, broken, url, FAKE_GPU_IMAGE)
+    finally:
+        forget_probe(url)

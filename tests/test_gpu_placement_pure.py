@@ -183,3 +183,17 @@ def test_bad_hosts_settings_are_refused_naming_the_path(docker, path):
     with pytest.raises(ConfigError) as refused:
         _config(docker)
     assert path in str(refused.value)
+
+
+def test_the_gpu_probe_is_a_locked_down_throw_away_container():
+    """Guards: a probe with capabilities or a network, or one that asks for no GPU (so the
+    NVIDIA runtime mounts no nvidia-smi and the host looks GPU-less)."""
+    from jupyter_dss_containers.backends.docker.gpualloc import probe_request
+
+    config = _config({"gpus": 1, "runtime": "nvidia"})
+    args = probe_request(config.docker)
+    assert args["cap_drop"] == ["ALL"] and args["network_mode"] == "none"
+    assert args["security_opt"] == ["no-new-privileges"] and args["runtime"] == "nvidia"
+    (request,) = args["device_requests"]
+    assert request["Count"] == -1 and request["Capabilities"] == [["gpu", "utility"]]
+    assert "device_requests" not in probe_request(_config({"gpus": 1, "gpu_request": "env"}).docker)
