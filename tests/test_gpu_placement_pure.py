@@ -197,3 +197,21 @@ def test_the_gpu_probe_is_a_locked_down_throw_away_container():
     (request,) = args["device_requests"]
     assert request["Count"] == -1 and request["Capabilities"] == [["gpu", "utility"]]
     assert "device_requests" not in probe_request(_config({"gpus": 1, "gpu_request": "env"}).docker)
+
+
+def test_no_caller_env_or_image_env_widens_the_gpus():
+    """Guards: a caller's (or a CUDA image's) NVIDIA_VISIBLE_DEVICES=all giving every GPU
+    to a container on a daemon whose default runtime is nvidia."""
+    spec = WorkloadSpec(
+        name="k", image="img", command=["x"], labels={}, env={"NVIDIA_VISIBLE_DEVICES": "all"}
+    )
+    for docker, ids, expected in (
+        ({}, (), "void"),
+        ({"gpus": 1, "runtime": "nvidia"}, ("1",), "1"),
+        ({"gpus": ["2", "3"]}, (), "2,3"),
+        ({"gpus": "all"}, (), "all"),
+    ):
+        args = c.create_args(
+            _config(docker), spec, api_version="1.41", user="1000:100", gpu_ids=ids
+        )
+        assert args["environment"]["NVIDIA_VISIBLE_DEVICES"] == expected, docker

@@ -123,10 +123,13 @@ def gpu_labels_env(
     settings: DockerSettings, allocated: tuple[str, ...]
 ) -> tuple[dict[str, str], dict[str, str]]:
     """(labels, environment) that record and pass a container's GPU ids: every server on
-    the daemon reads the label; the nvidia runtime reads NVIDIA_VISIBLE_DEVICES."""
+    the daemon reads the label; the nvidia runtime reads NVIDIA_VISIBLE_DEVICES, which is
+    always set (over the image's and the caller's): CUDA images set it to ``all``, and a
+    daemon whose default runtime is nvidia would then give every GPU to any container of
+    them. ``void`` is NVIDIA's "no GPU" value."""
     ids = device_ids(settings, allocated)
     if not ids:
-        return {}, {}
+        return {}, {"NVIDIA_VISIBLE_DEVICES": "all" if settings.gpus == "all" else "void"}
     joined = ",".join(ids)
     return {GPU_IDS: joined}, {"NVIDIA_VISIBLE_DEVICES": joined}
 
