@@ -278,3 +278,36 @@ def test_the_probe_runs_once_per_daemon_and_a_failing_probe_says_why(gpu_config,
             daemon_gpus(docker_client, broken, url, FAKE_GPU_IMAGE)
     finally:
         forget_probe(url)
+
+
+def test_doctor_checks_each_host_of_a_multi_host_config_apart(gpu_config, tmp_path):
+    """Guards: a multi-host config that doctor reports as one row (a dead host hidden
+    behind a live one) or crashes on."""
+    path = tmp_path / "hosts.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            execution_configs:
+              pool:
+                backend: docker
+                image: {FAKE_GPU_IMAGE}
+                docker:
+                  hosts:
+                    - {{name: main, host: "unix:///var/run/docker.sock"}}
+                    - {{name: gone, host: "unix://{tmp_path}/nothing.sock"}}
+            """
+        )
+    )
+    out = subprocess.run(
+        ["jupyter", "dss-containers", "doctor", "--config", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    rows = {r["config"]: r for r in json.loads(out.stdout)}
+    assert set(rows) == {"pool@main", "pool@gone"}, out
+    assert rows["pool@main"]["ok"] and "(present)" in rows["pool@main"]["image"]
+    assert (
+        not rows["pool@gone"]["ok"] and "nothing.sock is unreachable" in rows["pool@gone"]["error"]
+    )
+    assert out.returncode == 1

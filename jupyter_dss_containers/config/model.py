@@ -147,6 +147,19 @@ class DockerSettings:
         )
 
 
+def per_host(config: ExecutionConfig) -> list[ExecutionConfig]:
+    """A config over several daemons as one config per daemon, named ``config@host`` (what
+    ``doctor`` checks); any other config as itself."""
+    import dataclasses
+
+    if config.backend != "docker" or not config.docker.hosts:
+        return [config]
+    return [
+        dataclasses.replace(config, name=f"{config.name}@{h.name}", docker=h.settings)
+        for h in config.docker.hosts
+    ]
+
+
 @dataclass(frozen=True)
 class KubernetesSettings:
     """How a Kubernetes-backend config reaches its cluster and shapes its pods.

@@ -91,7 +91,7 @@ class DockerBackend(Backend):
             )
         finally:
             self._phases.pop(key, None)
-        if waited > 0.5:
+        if waited > 0.5 and KERNEL_ID in spec.labels:  # asked once, by the kernel start
             self._gpu_waited[key] = waited
         return workload
 

@@ -134,7 +134,7 @@ class MultiHostBackend(Backend):
             )
         finally:
             self._phases.pop(key, None)
-        if waited > 0.5:
+        if waited > 0.5 and KERNEL_ID in spec.labels:  # asked once, by the kernel start
             self._waited[key] = waited
         return workload
 
@@ -150,7 +150,8 @@ class MultiHostBackend(Backend):
         name, reason = choose_host(rooms, settings.memory, gpus, settings.gpu_on_busy == "queue")
         log.info("%s %s: placed on %s", spec.labels.get(KIND, "workload"), key, reason)
         self._phases[key] = ("starting", f"placed on {reason}")
-        self.placed[key] = (name, reason)
+        if KERNEL_ID in spec.labels:  # the provisioner logs it, and forgets it
+            self.placed[key] = (name, reason)
         placed = dataclasses.replace(
             spec, labels={**spec.labels, DOCKER_HOST: name, PLACEMENT: reason[:REASON_MAX]}
         )
