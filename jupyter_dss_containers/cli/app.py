@@ -31,6 +31,10 @@ class DSSContainersApp(DSSCommand):
         "kernelspecs": (KernelspecsCommand, KernelspecsCommand.description),
         "cleanup": (CleanupCommand, CleanupCommand.description),
         "copy-image": (CopyImageCommand, CopyImageCommand.description),
+        "rbac": (
+            "jupyter_dss_containers.cli.rbac.RbacCommand",
+            "Print the minimal ServiceAccount, Role and RoleBinding for a server pod.",
+        ),
         "launcher": (
             "jupyter_dss_containers.launcherd.app.LauncherApp",
             "Run the trusted launcher (a JupyterHub service, or alone with a shared secret).",

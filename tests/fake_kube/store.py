@@ -17,8 +17,13 @@ KINDS = {
     "networkpolicies": "NetworkPolicy",
     "persistentvolumeclaims": "PersistentVolumeClaim",
     "events": "Event",
+    "serviceaccounts": "ServiceAccount",
+    "roles": "Role",
+    "rolebindings": "RoleBinding",
 }
-API_VERSIONS = {"networkpolicies": "networking.k8s.io/v1"}  # others are core "v1"
+_RBAC = "rbac.authorization.k8s.io/v1"
+#: others are core "v1"
+API_VERSIONS = {"networkpolicies": "networking.k8s.io/v1", "roles": _RBAC, "rolebindings": _RBAC}
 
 
 def now() -> str:
@@ -27,7 +32,9 @@ def now() -> str:
 
 
 #: kind -> the resource's name in messages (``pods "x" not found``)
-RESOURCE_NAMES = {k: k for k in KINDS} | {"networkpolicies": "networkpolicies.networking.k8s.io"}
+RESOURCE_NAMES = {k: k for k in KINDS} | {
+    k: f"{k}.{v.rpartition('/')[0]}" for k, v in API_VERSIONS.items()
+}
 
 
 class Store:
