@@ -290,3 +290,41 @@ async def test_a_job_runs_on_the_host_with_room_and_an_orphan_there_is_reaped(
                 client_for(DockerSettings(host=second_daemon.url)).api.remove_container(
                     orphan, force=True
                 )
+
+
+async def test_the_proxy_route_reaches_a_kernel_on_the_second_host(
+    jp_fetch, jp_serverapp, second_daemon
+):
+    """A web app in a kernel's container on the second daemon loads through the proxy
+    route. Guards: the forwarder aimed at the first daemon (or handed the host-prefixed
+    id, which no daemon knows)."""
+    kernels = [await _start(jp_fetch), await _start(jp_fetch)]
+    try:
+        rows = await _until_running(jp_fetch, kernels)
+        (there,) = [k for k in kernels if rows[k]["host"] == "second"]
+        container = rows[there]["workload_id"].split("/", 1)[1]
+        api = client_for(DockerSettings(host=second_daemon.url)).api
+        page = (
+            "import http.server as s; "
+            "s.test(s.SimpleHTTPRequestHandler, port=8765, bind='127.0.0.1')"
+        )
+        run = api.exec_create(container, ["python3", "-c", page], workdir="/tmp")
+        api.exec_start(run["Id"], detach=True)
+        status, body, why = None, b"", ""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                response = await jp_fetch(
+                    "dss-containers", "proxy", there, "8765/", method="GET", follow_redirects=False
+                )
+                status, body = response.code, response.body
+                break
+            except Exception as exc:  # not listening yet
+                response = getattr(exc, "response", None)
+                why = f"{exc!r} {getattr(response, 'headers', {})!r}"
+                await asyncio.sleep(0.3)
+        assert status == 200 and b"Directory listing" in body, (status, body[:200], why)
+    finally:
+        for k in kernels:
+            with contextlib.suppress(Exception):
+                await jp_fetch("api", "kernels", k, method="DELETE")
