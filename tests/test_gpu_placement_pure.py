@@ -215,3 +215,41 @@ def test_no_caller_env_or_image_env_widens_the_gpus():
             _config(docker), spec, api_version="1.41", user="1000:100", gpu_ids=ids
         )
         assert args["environment"]["NVIDIA_VISIBLE_DEVICES"] == expected, docker
+
+
+async def test_the_line_serves_waiting_starts_in_order_and_refusers_at_once():
+    """Guards: a later start overtaking an earlier one when a GPU frees, a position that
+    is not shown, and a ``refuse`` start waiting behind queued ones."""
+    import asyncio
+
+    from jupyter_dss_containers.backends.docker.gpualloc import GpuLine
+
+    line = GpuLine(poll=30)
+    free = {"n": 0}
+    order: list[str] = []
+    seen: dict[str, str] = {}
+
+    def attempt(name: str):
+        async def go() -> str:
+            if free["n"] == 0:
+                raise g.GPUsBusy("0 of 1 free", queue=True)
+            free["n"] -= 1
+            order.append(name)
+            return name
+
+        return go
+
+    first = asyncio.create_task(line.run(attempt("a"), 60, lambda m: seen.__setitem__("a", m)))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(line.run(attempt("b"), 60, lambda m: seen.__setitem__("b", m)))
+    await asyncio.sleep(0.05)
+    assert "position 1 in line: 0 of 1 free" in seen["a"]
+    assert "position 2 in line" in seen["b"]
+    with pytest.raises(g.GPUsBusy, match="0 of 1 free"):
+        await line.run(attempt("c"), 0, lambda m: None)  # refuse: at once, not in line
+    free["n"] = 1
+    line.freed()
+    assert (await first)[0] == "a"
+    free["n"] = 1
+    line.freed()
+    assert (await second)[0] == "b" and order == ["a", "b"]

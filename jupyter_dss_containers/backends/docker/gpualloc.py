@@ -182,6 +182,7 @@ class GpuLine:
         attempt: Callable[[], Awaitable[T]],
         timeout: float,
         report: Callable[[str], None],
+        what: str = "GPUs",
     ) -> tuple[T, float]:
         """``attempt()`` once this start is first in line, again whenever GPUs may have
         freed, until it does not raise a queueing :class:`.gpus.GPUsBusy`; (its result,
@@ -193,7 +194,7 @@ class GpuLine:
             return await attempt(), 0.0
         ticket, self._next = self._next, self._next + 1
         self._line.append(ticket)
-        why = "an earlier start waits for GPUs on this daemon"
+        why = f"an earlier start waits for {what} here"
         try:
             while True:
                 wake = self._freed
@@ -206,8 +207,8 @@ class GpuLine:
                         why = str(exc)
                 left = began + timeout - loop.time()
                 if left <= 0:
-                    raise g.GPUsBusy(f"waited {timeout:g} s for GPUs and none freed: {why}")
-                report(f"waiting for GPUs, position {self.position(ticket)} in line: {why}")
+                    raise g.GPUsBusy(f"waited {timeout:g} s for {what} and none freed: {why}")
+                report(f"waiting for {what}, position {self.position(ticket)} in line: {why}")
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(wake.wait(), min(left, self.poll))
         finally:

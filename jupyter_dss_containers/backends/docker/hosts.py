@@ -131,6 +131,7 @@ class MultiHostBackend(Backend):
                 lambda: self._place_and_create(spec, key),
                 settings.gpu_wait if queue else 0.0,
                 lambda message: self._phases.__setitem__(key, ("queued", message)),
+                "GPUs" if settings.allocates_gpus else "room on a host",
             )
         finally:
             self._phases.pop(key, None)
