@@ -109,7 +109,7 @@ async def test_a_queued_gpu_kernel_says_so_and_starts_when_a_gpu_frees(
         freed_id = freed["Config"]["Labels"][GPU_IDS]
         await jp_fetch("api", "kernels", first, method="DELETE")
         rows = await _until(jp_fetch, lambda r: r.get(third, {}).get("state") == "running")
-        assert rows[third]["state"] == "running" and rows[third]["phase"] is None, rows[third]
+        assert rows[third]["state"] == "running" and rows[third]["phase"] == "ready", rows[third]
         labels = docker_client.api.inspect_container(rows[third]["workload_id"])["Config"]
         assert labels["Labels"][GPU_IDS] == freed_id
     finally:
