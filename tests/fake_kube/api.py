@@ -14,13 +14,14 @@ from typing import Any
 
 from aiohttp import web
 
-from . import claims
+from . import claims, daemonsets
 from . import patch as patches
 from .admission import admit_pod, secret_refusal
 from .authn import DEFAULT_TOKEN, authenticator
 from .faults import Faults
 from .garbage import GarbageCollector
 from .kubelet import Kubelet
+from .nodes import Nodes
 from .podoutput import PodOutput, bad_request, status
 from .selectors import SelectorError, field_matcher, label_matcher, labels_problem, name_problem
 from .store import API_VERSIONS, KINDS, RESOURCE_NAMES, Store, now
@@ -54,6 +55,8 @@ _ROUTES = {
     "access_review": ("selfsubjectaccessreviews", "create"),
     "pod_log": ("pods/log", "get"),
     "pod_metrics": ("podmetrics", "get"),
+    "list_nodes": ("nodes", "list"),
+    "read_node": ("nodes", "get"),
 }
 _VERBS = {"read": "get", "create": "create", "patch": "patch", "delete": "delete"}
 
@@ -109,6 +112,10 @@ class Api:
         self.output = PodOutput(store, kubelet)
         self.collector = GarbageCollector(store, self._collect)
         store.on_change.append(self._changed)
+        self.nodes = Nodes(store, kubelet.nodes, kubelet.docker)  # Node objects, images
+        kubelet.fits = self.nodes.fits
+        self.daemonsets = daemonsets.DaemonSetController(store, kubelet, self.nodes, self._collect)
+        store.on_change += [self.nodes.changed, self.daemonsets.changed]
 
     def app(self) -> web.Application:
         middlewares = [authenticator(self.tokens), self._faults]
@@ -124,9 +131,12 @@ class Api:
         r.add_get("/api/v1/namespaces/{ns}/pods/{name}/log", self.output.pod_log)
         metrics = "/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods/{name}"
         r.add_get(metrics, self.output.pod_metrics)
+        r.add_get("/api/v1/nodes", self.nodes.list_nodes)
+        r.add_get("/api/v1/nodes/{name}", self.nodes.read_node)
         for base in (
             "/api/v1/namespaces/{ns}/{kind}",
             "/apis/networking.k8s.io/v1/namespaces/{ns}/{kind}",
+            "/apis/apps/v1/namespaces/{ns}/{kind}",
         ):
             r.add_get(base, self.list_or_watch)
             r.add_post(base, self.create)
@@ -231,7 +241,8 @@ class Api:
         the object, as a real API server does; only a create needs the namespace.
         """
         ns, kind = request.match_info["ns"], request.match_info["kind"]
-        if kind not in KINDS or request.path.startswith("/apis/") != (kind in API_VERSIONS):
+        group = f"/apis/{API_VERSIONS[kind]}/" if kind in API_VERSIONS else "/api/v1/"
+        if kind not in KINDS or not request.path.startswith(group):
             return status(404, "NotFound", "the server could not find the requested resource")
         return ns, kind
 
@@ -422,6 +433,8 @@ class Api:
             if refused := claims.claim_refusal(name, obj):
                 return status(422, "Invalid", refused)
             claims.bind(obj)
+        if kind == daemonsets.KIND and (refused := daemonsets.admit(name, obj)):
+            return status(422, "Invalid", refused)
         if kind == "pods":
             refused = admit_pod(self.store, ns, obj)
             if refused:

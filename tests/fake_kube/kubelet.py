@@ -91,6 +91,9 @@ class Kubelet:
         self.node_labels = node_labels
         #: the nodes' labels (the first one is ``node_labels``; the autoscaler adds more)
         self.nodes = [node_labels]
+        #: may this pod go to the node with these labels besides its node selector (its
+        #: pin and the node's taints: :meth:`.nodes.Nodes.fits`)
+        self.fits: Any = lambda pod, node: True
         self.autoscaler = Autoscaler()
         self.reported = reported  # pod name -> loop time of its failure report
         self._ips = (f"127.0.{ip_base}.{i}" for i in range(2, 250))
@@ -169,7 +172,7 @@ class Kubelet:
         while (pod := self.store.objects["pods"].get((ns, name))) is not None:
             selector = pod["spec"].get("nodeSelector") or {}
             for node in self.nodes:
-                if all(node.get(k) == v for k, v in selector.items()):
+                if all(node.get(k) == v for k, v in selector.items()) and self.fits(pod, node):
                     return node["kubernetes.io/hostname"]
             message = unschedulable(len(self.nodes))
             await events.record(self.store, pod, "FailedScheduling", message, SCHEDULER, "Warning")

@@ -28,7 +28,7 @@ __all__ = ["API_VERSIONS", "FAKE_LABEL", "KINDS", "VERBS", "FakeCluster", "write
 class FakeCluster:
     """One fake cluster: an API server on 127.0.0.1 and a one-node kubelet on Docker."""
 
-    def __init__(self, name: str, docker_client: docker.DockerClient, ip_base: int):
+    def __init__(self, name: str, docker_client: docker.DockerClient, ip_base: int, nodes: int = 1):
         self.name = name
         self.instance = f"{name}-{os.getpid()}"  # another test process's fake is not ours
         self.docker = docker_client
@@ -46,6 +46,11 @@ class FakeCluster:
         self.api = Api(
             self.store, self.faults, self.kubelet, self.denied, self.reported, self.tokens
         )
+        #: the Node objects (their taints, the images they hold); ``nodes=2`` adds
+        #: ``<name>-node-2`` (with the first node's labels but its own hostname)
+        self.nodes = self.api.nodes
+        for i in range(2, nodes + 1):
+            self.nodes.add(f"{name}-node-{i}", dict(self.node_labels))
         self.loop: asyncio.AbstractEventLoop | None = None
         self.port = 0
         self._runner: web.AppRunner | None = None
@@ -95,6 +100,19 @@ class FakeCluster:
         if self.loop is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(10)
             self.loop.call_soon_threadsafe(self.loop.stop)
+
+    def add_node(
+        self, name: str, labels: dict[str, str] | None = None, taints: list | None = None
+    ) -> None:
+        """One more node (running pods on the same engine), from a test (thread-safe)."""
+        if self.loop is None:
+            self.nodes.add(name, labels, taints)
+            return
+
+        async def add() -> None:
+            self.nodes.add(name, labels, taints)
+
+        self.call(add)
 
     def call(self, func: Any, *args: Any) -> Any:
         """Run a coroutine function on the cluster's loop from a test (thread-safe)."""

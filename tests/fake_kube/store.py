@@ -17,8 +17,10 @@ KINDS = {
     "networkpolicies": "NetworkPolicy",
     "persistentvolumeclaims": "PersistentVolumeClaim",
     "events": "Event",
+    "daemonsets": "DaemonSet",
 }
-API_VERSIONS = {"networkpolicies": "networking.k8s.io/v1"}  # others are core "v1"
+#: kinds outside the core group ("v1"): their group/version
+API_VERSIONS = {"networkpolicies": "networking.k8s.io/v1", "daemonsets": "apps/v1"}
 
 
 def now() -> str:
@@ -27,7 +29,10 @@ def now() -> str:
 
 
 #: kind -> the resource's name in messages (``pods "x" not found``)
-RESOURCE_NAMES = {k: k for k in KINDS} | {"networkpolicies": "networkpolicies.networking.k8s.io"}
+RESOURCE_NAMES = {k: k for k in KINDS} | {
+    "networkpolicies": "networkpolicies.networking.k8s.io",
+    "daemonsets": "daemonsets.apps",
+}
 
 
 class Store:
