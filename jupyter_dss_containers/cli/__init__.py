@@ -9,6 +9,7 @@ Each subcommand is a small traitlets application, so its options can also be set
   console progress of builds is :mod:`jupyter_dss_containers.cli_progress`);
 - :mod:`.kernelspecs`: ``kernelspecs install|list``;
 - :mod:`.workloads`: ``jobs``, ``logs``, ``cancel``, ``cleanup``;
+- :mod:`.prepull`: ``prepull`` (images onto every node or daemon ahead of time);
 - :mod:`.app`: :class:`DSSContainersApp` and :func:`main` (the console entry point).
 
 The names of the former ``cli`` module stay importable from here.
@@ -27,6 +28,7 @@ from .images import (
     ImagesCommand,
 )
 from .kernelspecs import KernelspecsCommand, KernelspecsInstallCommand, KernelspecsListCommand
+from .prepull import PrepullCommand
 from .workloads import CancelCommand, CleanupCommand, JobsCommand, LogsCommand
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "KernelspecsInstallCommand",
     "KernelspecsListCommand",
     "LogsCommand",
+    "PrepullCommand",
     "ValidateCommand",
     "console",
     "errors",

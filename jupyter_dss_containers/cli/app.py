@@ -8,6 +8,7 @@ from .base import DSSCommand
 from .configs import ConfigsCommand, DoctorCommand, ValidateCommand
 from .images import BuildBaseImageCommand, BuildEnvCommand, CopyImageCommand, ImagesCommand
 from .kernelspecs import KernelspecsCommand
+from .prepull import PrepullCommand
 from .workloads import CancelCommand, CleanupCommand, JobsCommand, LogsCommand
 
 
@@ -31,6 +32,7 @@ class DSSContainersApp(DSSCommand):
         "kernelspecs": (KernelspecsCommand, KernelspecsCommand.description),
         "cleanup": (CleanupCommand, CleanupCommand.description),
         "copy-image": (CopyImageCommand, CopyImageCommand.description),
+        "prepull": (PrepullCommand, PrepullCommand.description),
         "launcher": (
             "jupyter_dss_containers.launcherd.app.LauncherApp",
             "Run the trusted launcher (a JupyterHub service, or alone with a shared secret).",
