@@ -10,6 +10,7 @@ kubelet's.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -196,7 +197,10 @@ def test_keep_keeps_the_set_the_reaper_leaves_it_and_remove_deletes_it(setup):
     path, client = setup
     kept = cli("k8s", "--config", path, "--keep", "--json")
     assert kept.returncode == 0, kept.stderr
+    (row,) = json.loads(kept.stdout)  # stdout is the JSON alone
+    assert row["kept"] is True and row["holding"] == ["fake-pp-node", "fake-pp-node-2"]
     (ds,) = sets(client)
+    assert ds.metadata.name == row["daemon_set"]
     assert ds.metadata.labels[ownership.KEEP] == "true"
     config = load_config(path).get("k8s")
     removed, skipped = asyncio.run(ownership.reap_orphans([config]))
@@ -227,6 +231,20 @@ def test_a_pull_failure_names_the_node_and_the_reason_and_leaves_nothing(setup):
     assert "node fake-pp-node" in failed.stderr and "Traceback" not in failed.stderr
     assert sets(client) == []
     assert wait_no_daemon_pods(client) == []
+
+
+def test_missing_rights_are_said_before_anything_is_made(fake, setup):
+    """Guards RBAC: an account that may create DaemonSets but not delete them would leave
+    one behind; the command asks first (SelfSubjectAccessReview) and names the verb."""
+    path, client = setup
+    fake.denied.add(("delete", "daemonsets"))
+    try:
+        refused = cli("k8s", "--config", path)
+    finally:
+        fake.denied.discard(("delete", "daemonsets"))
+    assert refused.returncode == 1
+    assert "not allowed to delete daemonsets" in refused.stderr
+    assert sets(client) == []
 
 
 def test_no_matching_node_is_said_at_once(setup):

@@ -54,6 +54,11 @@ class PrepullCommand(DSSCommand):
         "remove": ({"PrepullCommand": {"remove": True}}, "Delete the pre-pull DaemonSets."),
     }
 
+    @property
+    def _out(self) -> Any:
+        """Where the summary lines go: stdout, or stderr when stdout carries the JSON."""
+        return errors if self.as_json else console
+
     def run(self) -> None:
         if not self.extra_args:
             raise CommandError("name the execution configs to pre-pull: prepull CONFIG...")
@@ -94,16 +99,16 @@ class PrepullCommand(DSSCommand):
     def _print_daemon(self, done: Any) -> None:
         names = ", ".join(done.configs)
         if done.action == "present":
-            console.print(f"{names}: {done.image} is already on {done.daemon}", highlight=False)
+            self._out.print(f"{names}: {done.image} is already on {done.daemon}", highlight=False)
         elif done.action == "copied":
             size = format_size(done.bytes_sent)
-            console.print(
+            self._out.print(
                 f"[green]copied[/] {done.image} to {done.daemon} for {names} ({size} in "
                 f"{done.seconds:.1f} s)",
                 highlight=False,
             )
         else:
-            console.print(
+            self._out.print(
                 f"[green]pulled[/] {done.image} on {done.daemon} for {names} "
                 f"({done.seconds:.1f} s)",
                 highlight=False,
@@ -116,7 +121,7 @@ class PrepullCommand(DSSCommand):
         backend = local_backend_for(config)
         if self.remove:
             removed = await remove_config_sets(backend)
-            console.print(f"{config.name}: removed {len(removed)} pre-pull DaemonSets")
+            self._out.print(f"{config.name}: removed {len(removed)} pre-pull DaemonSets")
             return {"backend": "kubernetes", "config": config.name, "removed": removed}
         image = config_image(config_file, config, self.code_env)
 
@@ -128,7 +133,7 @@ class PrepullCommand(DSSCommand):
         nodes = [n.node for n in result.nodes]
         held = "" if result.holding is None else f"; nodes reporting it: {len(result.holding)}"
         what = f"kept DaemonSet {result.namespace}/{result.name}" if result.kept else "removed"
-        console.print(
+        self._out.print(
             f"[green]pulled[/] {image} for {config.name} on {len(nodes)} nodes "
             f"({', '.join(nodes)}){held}; {what}",
             highlight=False,

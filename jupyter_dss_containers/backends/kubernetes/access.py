@@ -12,12 +12,22 @@ from ...config import KubernetesSettings
 from ..base import BackendError
 from .client import call, where
 
+#: resource -> its API group, for those outside the core group
+GROUPS = {"networkpolicies": "networking.k8s.io", "daemonsets": "apps"}
+#: what ``prepull`` does in the namespace: its DaemonSet's life, and reading its pods
+PREPULL_RIGHTS = (
+    ("create", "daemonsets"),
+    ("get", "daemonsets"),
+    ("delete", "daemonsets"),
+    ("list", "pods"),
+)
+
 
 def access_review(verb: str, resource: str, namespace: str) -> dict[str, Any]:
     """A SelfSubjectAccessReview asking whether we may ``verb`` ``resource`` there."""
     attributes: dict[str, Any] = {"verb": verb, "resource": resource}
-    if resource == "networkpolicies":
-        attributes["group"] = "networking.k8s.io"
+    if resource in GROUPS:
+        attributes["group"] = GROUPS[resource]
     if resource != "namespaces":
         attributes["namespace"] = namespace
     return {
@@ -34,6 +44,23 @@ async def check_cluster(
     place = where(settings)
     version = await call(place, kubernetes.client.VersionApi(client).get_code)
     needed = await _needed(client, settings, namespace)
+    await check_rights(client, settings, namespace, needed)
+    return {
+        "daemon": f"{client.configuration.host} (namespace {namespace})",
+        "engine": "kubernetes",
+        "version": version.git_version,
+        "api_version": f"{version.major}.{version.minor}",
+    }
+
+
+async def check_rights(
+    client: kubernetes.client.ApiClient,
+    settings: KubernetesSettings,
+    namespace: str,
+    needed: list[tuple[str, str]] | tuple[tuple[str, str], ...],
+) -> None:
+    """A BackendError naming every (verb, resource) this account may not use there."""
+    place = where(settings)
     auth = kubernetes.client.AuthorizationV1Api(client)
     denied = []
     for verb, resource in needed:
@@ -43,12 +70,6 @@ async def check_cluster(
             denied.append(f"{verb} {resource}")
     if denied:
         raise BackendError(f"{place}, namespace {namespace}: not allowed to {', '.join(denied)}")
-    return {
-        "daemon": f"{client.configuration.host} (namespace {namespace})",
-        "engine": "kubernetes",
-        "version": version.git_version,
-        "api_version": f"{version.major}.{version.minor}",
-    }
 
 
 async def _needed(

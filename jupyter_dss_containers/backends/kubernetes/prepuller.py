@@ -24,6 +24,7 @@ from kubernetes.client.rest import ApiException
 from ... import ownership
 from ..base import BackendError, Workload
 from . import prepull
+from .access import PREPULL_RIGHTS, check_rights
 from .manifests import label_values
 from .prepull import KEEP, SET_LABEL, NodeProgress
 
@@ -159,6 +160,8 @@ async def prepull_on_cluster(
     manifest = prepull.daemon_set_manifest(config, image, namespace, labels, keep)
     name = manifest["metadata"]["name"]
     await backend._ensure_namespace(namespace)
+    # a set this account could create but not delete would stay behind: ask first
+    await check_rights(await backend._api(), backend.settings, namespace, PREPULL_RIGHTS)
     remove_after = await _create(backend, manifest, keep)
     apps, core = await _apps(backend), await backend._core()
     place = f"{backend._where()}, namespace {namespace}"
