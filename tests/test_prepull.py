@@ -22,6 +22,7 @@ import pytest
 import yaml
 from conftest import need
 from kubernetes.client.rest import ApiException
+from test_code_envs import local_registry  # noqa: F401  (the fixture: a docker-registry)
 
 from jupyter_dss_containers import ownership
 from jupyter_dss_containers.backends.kubernetes import prepull
@@ -304,3 +305,39 @@ def test_docker_prepull_copies_the_image_into_the_configs_daemon(empty_daemon, t
     again = cli("private", "--config", str(path))
     assert again.returncode == 0, again.stderr
     assert f"{image} is already on {empty_daemon.url}" in again.stdout
+
+
+def test_docker_prepull_pulls_from_the_configs_registry(
+    empty_daemon,
+    local_registry,  # noqa: F811
+    docker_client,
+    base_image,
+    tmp_path,
+):
+    """Guards the registry path: a config with a registry gets its image pulled by the
+    daemon from that registry (a real docker-registry on 127.0.0.1), not copied."""
+    import docker
+
+    from jupyter_dss_containers.images import push_image
+
+    registry = f"127.0.0.1:{local_registry}"
+    push_image(docker_client, base_image, registry)
+    document = {
+        "execution_configs": {
+            "private-reg": {
+                "backend": "docker",
+                "image": "default",
+                "registry": registry,
+                "docker": {"host": empty_daemon.url},
+            }
+        }
+    }
+    path = tmp_path / "registry.yaml"
+    path.write_text(yaml.safe_dump(document))
+    image = image_of(str(path), "private-reg")
+    assert image.startswith(registry + "/")
+    pulled = cli("private-reg", "--config", str(path))
+    assert pulled.returncode == 0, pulled.stderr
+    assert f"pulled {image} on {empty_daemon.url}" in pulled.stdout
+    target = docker.DockerClient(base_url=empty_daemon.url, timeout=60)
+    assert image in target.images.get(image).tags
