@@ -11,7 +11,8 @@ pod logs (followed too; 400 while the container waits to start), PodMetrics and 
 deletes. Admission refuses in the real plugins' words: LimitRange, Pod Security Admission
 on labelled namespaces, ResourceQuota, Secrets over 1 MiB, invalid names and labels.
 NetworkPolicies (networking.k8s.io/v1) are stored, listed, patched and deleted, not
-enforced. DaemonSets (apps/v1) run one pod per matching node; Nodes are listed. What it does not do is listed in the README's Kubernetes section.
+enforced. DaemonSets (apps/v1) run one pod per matching node; Nodes are listed. What it
+does not do is listed in the README's Kubernetes section.
 
 - :mod:`.api`: the HTTP routes and their answers, with the armed faults on every route;
 - :mod:`.authn`: bearer tokens (401 ``Unauthorized`` for one the cluster does not know);
