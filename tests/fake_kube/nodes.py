@@ -127,12 +127,12 @@ class Nodes:
                 self._bump(node)
 
     def _bump(self, name: str) -> None:
-        self.store.rv += 1
+        # the store's version as it is, not a new one: a version no event carries would
+        # keep every watch looking for that event (nodes are not watched here)
         self._info(name)["resourceVersion"] = str(self.store.rv)
 
     def _info(self, name: str) -> dict[str, Any]:
         if name not in self._meta:
-            self.store.rv += 1
             self._meta[name] = {
                 "uid": str(uuid.uuid4()),
                 "creationTimestamp": now(),
