@@ -25,6 +25,7 @@ from kubernetes.client.rest import ApiException
 from test_code_envs import local_registry  # noqa: F401  (the fixture: a docker-registry)
 
 from jupyter_dss_containers import ownership
+from jupyter_dss_containers.backends import local_backend_for
 from jupyter_dss_containers.backends.kubernetes import prepull
 from jupyter_dss_containers.config import load_config
 
@@ -206,6 +207,10 @@ def test_keep_keeps_the_set_the_reaper_leaves_it_and_remove_deletes_it(setup):
     config = load_config(path).get("k8s")
     removed, skipped = asyncio.run(ownership.reap_orphans([config]))
     assert not skipped and removed == []
+    backend = local_backend_for(config)  # what cleanup, the launcher and the server list
+    set_id = prepull.set_id(NAMESPACE, ds.metadata.name)
+    assert set_id in [w.id for w in asyncio.run(backend.list({}))]
+    assert set_id not in [w.id for w in asyncio.run(backend.list({ownership.KIND: "kernel"}))]
     assert [s.metadata.name for s in sets(client)] == [ds.metadata.name]
     gone = cli("k8s", "--config", path, "--remove")
     assert gone.returncode == 0, gone.stderr

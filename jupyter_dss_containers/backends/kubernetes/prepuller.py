@@ -60,9 +60,8 @@ async def list_sets(backend: Any, labels: dict[str, str]) -> list[Workload]:
     account then made none)."""
     if not _wants_sets(labels):
         return []
-    selector = ",".join(f"{k}={v}" for k, v in label_values(labels).items())
-    if ownership.KIND not in labels:
-        selector += f",{ownership.KIND}={prepull.KIND}"
+    wanted = {ownership.KIND: prepull.KIND, **label_values(labels)}
+    selector = ",".join(f"{k}={v}" for k, v in wanted.items())
     apps = await _apps(backend)
     try:
         found = await backend._call(
