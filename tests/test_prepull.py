@@ -191,11 +191,11 @@ def test_prepull_on_two_nodes_leaves_the_image_on_both_and_no_daemon_set(setup):
     assert wait_no_daemon_pods(client) == []
 
 
-def test_keep_keeps_the_set_the_reaper_leaves_it_and_remove_deletes_it(setup):
+def test_keep_keeps_the_set_the_reaper_leaves_it_and_remove_deletes_it(fake, setup):
     """Guards ``--keep`` and reaping: the kept set stays (labelled kept) after the command
-    ends, the start-up reaper / ``cleanup`` leave it though its maker is gone, ``cleanup
-    --all`` would not; ``prepull --remove`` deletes it. A set whose maker died without
-    ``--keep`` is an orphan the reaper removes (it knows the DaemonSet kind)."""
+    ends and a node that joins then gets the image too; the start-up reaper / ``cleanup``
+    leave it though its maker is gone; ``prepull --remove`` deletes it. A set whose maker
+    died without ``--keep`` is an orphan the reaper removes (it knows the DaemonSet kind)."""
     path, client = setup
     kept = cli("k8s", "--config", path, "--keep", "--json")
     assert kept.returncode == 0, kept.stderr
@@ -204,6 +204,17 @@ def test_keep_keeps_the_set_the_reaper_leaves_it_and_remove_deletes_it(setup):
     (ds,) = sets(client)
     assert ds.metadata.name == row["daemon_set"]
     assert ds.metadata.labels[ownership.KEEP] == "true"
+    fake.add_node("fake-pp-late")  # a node that joins later pulls through the kept set
+    try:
+        core = kubernetes.client.CoreV1Api(client)
+        deadline = time.monotonic() + 60
+        while image_of(path, "k8s") not in [
+            n for i in core.read_node("fake-pp-late").status.images for n in i.names
+        ]:
+            assert time.monotonic() < deadline, core.read_node("fake-pp-late").status.images
+            time.sleep(0.2)
+    finally:
+        fake.call(_drop_node, fake, "fake-pp-late")
     config = load_config(path).get("k8s")
     removed, skipped = asyncio.run(ownership.reap_orphans([config]))
     assert not skipped and removed == []
