@@ -27,6 +27,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))  # run as a script
+from jupyterserver import server_argv
+
 TOKEN = "dss-bench-token"
 
 
@@ -108,20 +111,13 @@ def main() -> None:
         env[var] = str(folder / var)
     port = free_port()
     log = folder / "server.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "jupyter_server",
-        "--no-browser",
-        "--ServerApp.ip=127.0.0.1",
-        f"--ServerApp.port={port}",
-        f"--IdentityProvider.token={TOKEN}",
-        f"--ServerApp.root_dir={folder}",
+    argv = server_argv(
+        port,
+        TOKEN,
+        folder,
         "--DSSContainersExtension.reap_on_start=False",
         "--ServerApp.log_level=WARN",
-    ]
-    if os.geteuid() == 0:
-        argv.append("--allow-root")
+    )
     url = f"http://127.0.0.1:{port}/"
     routes = {"kernelspecs": url + "api/kernelspecs", "configs": url + "dss-containers/api/configs"}
     samples: dict[str, list[float]] = {name: [] for name in routes}

@@ -37,6 +37,7 @@ from tornado.websocket import websocket_connect
 
 sys.path.insert(0, str(Path(__file__).parent))  # run as a script or imported by a sibling
 import gateway
+from jupyterserver import server_argv
 from kernel_start import (
     CONTAINER_CONFIG,
     GATEWAY,
@@ -98,21 +99,13 @@ class Server:
     def start(self) -> None:
         root = self.folder / "notebooks"
         root.mkdir(exist_ok=True)
-        argv = [
-            sys.executable,
-            "-m",
-            "jupyter_server",
-            "--no-browser",
-            "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.port={self.port}",
-            "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={TOKEN}",
-            f"--ServerApp.root_dir={root}",
+        argv = server_argv(
+            self.port,
+            TOKEN,
+            root,
             "--ServerApp.kernel_spec_manager_class="
             "jupyter_dss_containers.kernelspecs.ContainerKernelSpecManager",
-        ]
-        if os.geteuid() == 0:
-            argv.append("--allow-root")
+        )
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True

@@ -51,6 +51,9 @@ from typing import Any
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
+sys.path.insert(0, str(Path(__file__).parent))  # run as a script or imported by a test
+from jupyterserver import server_argv
+
 API = "dss-containers/api/"
 FINAL = ("succeeded", "failed", "cancelled")
 CONFIG = """\
@@ -153,20 +156,9 @@ class Server:
         port = free_port()
         root = self.folder / "notebooks"
         root.mkdir(exist_ok=True)
-        argv = [
-            sys.executable,
-            "-m",
-            "jupyter_server",
-            "--no-browser",
-            "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.port={port}",
-            "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={self.token}",
-            f"--ServerApp.root_dir={root}",
-            f"--JobService.keep_finished={self.keep_finished}",
-        ]
-        if os.geteuid() == 0:
-            argv.append("--allow-root")
+        argv = server_argv(
+            port, self.token, root, f"--JobService.keep_finished={self.keep_finished}"
+        )
         self.proc = await asyncio.to_thread(self._spawn, argv, root)
         self.url = f"http://127.0.0.1:{port}/"
         deadline = time.monotonic() + timeout

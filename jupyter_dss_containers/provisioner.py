@@ -44,6 +44,7 @@ from .launcher import FIRST_CONTAINER_PORT, KernelLaunch, LaunchedKernel
 from .liveness import deferred_removals, kernel_ports_answer
 from .permissions import check_permission, current_identity
 from .pool import pool_of
+from .proxyenv import proxy_variables
 from .workspace import WorkspacePlan
 
 __all__ = [
@@ -173,7 +174,8 @@ class ContainerProvisioner(KernelProvisionerBase):
         )
         kwargs = await super().pre_launch(**kwargs)
         # The host's environment never reaches the container: only the config's and the spec's.
-        kwargs["env"] = {**config.env, **(self.kernel_spec.env if self.kernel_spec else {})}
+        spec_env = self.kernel_spec.env if self.kernel_spec else {}
+        kwargs["env"] = {**proxy_variables(self), **config.env, **spec_env}
         self._language = kernel_language(self.kernel_spec)
         # the launcher puts the in-container connection file path in
         kwargs["cmd"] = kernel_command(

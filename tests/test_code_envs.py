@@ -342,7 +342,9 @@ def base_image_tag_of(config_file) -> str:
 
 
 def test_cuda_base_dockerfile_and_create_request(docker_client):
-    spec = BaseImageSpec(name="gpu", with_cuda=True, with_r=True)
+    spec = BaseImageSpec(
+        name="gpu", from_image=images.CUDA_DEFAULT_FROM, with_cuda=True, with_r=True
+    )
     dockerfile = images.render_dockerfile(spec, wheelhouse_present=True)
     assert dockerfile.startswith(f"FROM {images.CUDA_DEFAULT_FROM}\n")
     assert "r-cran-irkernel" in dockerfile and "library(IRkernel)" in dockerfile
@@ -381,8 +383,9 @@ def test_cuda_base_dockerfile_and_create_request(docker_client):
     [device] = create("any-gpu")["host_config"]["DeviceRequests"]
     assert device["Count"] == -1 and device["Capabilities"] == [["gpu"]]
     assert "DeviceRequests" not in create("cpu")["host_config"]
+    # a bootstrapped CUDA image is built on its root file system (CUDA from NVIDIA's wheels)
     assert images.render_dockerfile(config_file.base_images["cuda"], False).startswith(
-        f"FROM {images.CUDA_DEFAULT_FROM}\n"
+        "FROM dss-containers/rootfs:"
     )
     # this engine has no nvidia runtime: the daemon refuses the create, naming it
     with pytest.raises(docker.errors.APIError, match=r"(?i)runtime"):

@@ -27,6 +27,7 @@ from jupyter_dss_containers.config import (
     parse_config,
 )
 from jupyter_dss_containers.images import (
+    CUDA_DEFAULT_FROM,
     IMAGE_REPO_PREFIX,
     KERNEL_PYTHON,
     LABEL_BASE_IMAGE,
@@ -140,16 +141,23 @@ def test_resolve_image_maps_base_image_names_to_content_tags():
 
 
 def test_cuda_dockerfile_starts_from_nvidia_cuda():
-    spec = BaseImageSpec(name="gpu", bootstrap="debian", with_cuda=True, system_packages=("git",))
+    """A ``from: nvidia/cuda`` CUDA image (sites that can pull) is the Dockerfile build on
+    top of it; a bootstrapped one no longer is (its CUDA comes from wheels: test_cuda_images)."""
+    spec = BaseImageSpec(
+        name="gpu", from_image=CUDA_DEFAULT_FROM, with_cuda=True, system_packages=("git",)
+    )
     dockerfile = render_dockerfile(spec, wheelhouse_present=True)
     lines = dockerfile.splitlines()
     assert "FROM nvidia/cuda:12.4.1-runtime-ubuntu22.04" in lines
     assert "COPY wheelhouse/ /tmp/dss-wheelhouse/" in lines
     assert lines[-1] == "USER 1000:100"
     assert "git" in dockerfile and "tini" in dockerfile
+    assert "nvidia-cuda-runtime" not in dockerfile  # the image brings its own CUDA
     own = replace(spec, from_image="nvidia/cuda:12.6.0-base-ubuntu24.04")
     assert "FROM nvidia/cuda:12.6.0-base-ubuntu24.04" in render_dockerfile(own, False)
     assert "--no-index" not in render_dockerfile(own, False)
+    bootstrapped = replace(spec, from_image=None, bootstrap="debian")
+    assert render_dockerfile(bootstrapped, False).startswith("FROM dss-containers/rootfs:")
 
 
 def test_console_progress_prints_one_line_per_step():
@@ -300,3 +308,38 @@ def test_cleanup_images_removes_stale_builds_but_not_the_current_or_used_ones(
         assert f"removed image {old} (stale base test-prune)" in done.stdout
         assert not image_exists(docker_engine, old)
         assert image_exists(docker_engine, new) and image_exists(docker_engine, default_base_image)
+
+
+def test_server_image_builds_other_than_latest_are_stale(docker_engine, default_base_image):
+    """The server image ``:latest`` names is current and kept; an older build of that
+    repository is stale and pruned (guards: old server images piling up, 1.3 GB each, or
+    the current one removed)."""
+    import uuid
+
+    from jupyter_dss_containers.images.inventory import prune_states, server_image_states
+
+    repository = f"dss-containers-test/server-{uuid.uuid4().hex[:8]}"
+    assert server_image_states(docker_engine, repository) == []  # none built: nothing listed
+    old = docker_engine.containers.create(default_base_image, ["true"])
+    try:
+        old_id = old.commit(repository, "0ld0ld0ld0ld").id
+    finally:
+        old.remove(force=True)
+    docker_engine.api.tag(default_base_image, repository, "c0ffeec0ffee")
+    docker_engine.api.tag(default_base_image, repository, "latest")
+    try:
+        states = {s.ref: s.state for s in server_image_states(docker_engine, repository)}
+        assert states == {
+            f"{repository}:c0ffeec0ffee": "built",
+            f"{repository}:0ld0ld0ld0ld": "stale",
+        }
+        removed, kept = prune_states(server_image_states(docker_engine, repository), docker_engine)
+        assert [s.ref for s in removed] == [f"{repository}:0ld0ld0ld0ld"] and not kept
+        assert not image_exists(docker_engine, f"{repository}:0ld0ld0ld0ld")
+        assert image_exists(docker_engine, f"{repository}:latest")
+    finally:
+        for label in ("latest", "c0ffeec0ffee", "0ld0ld0ld0ld"):
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                docker_engine.images.remove(f"{repository}:{label}")
+        with contextlib.suppress(docker.errors.ImageNotFound, docker.errors.APIError):
+            docker_engine.images.remove(old_id)

@@ -28,6 +28,8 @@ ENV_SETS = (
     ["six==1.16.0"],
     ["six==1.17.0"],  # test_code_envs: tiny, other, never; test_mirror: plain
     ["numpy==2.3.5", "pandas==2.3.3"],  # test_mirror: the mirrored pins and their deps
+    ["nvidia-cuda-runtime-cu12==12.9.79"],  # test_cuda_images: CUDA 12.9, runtime only
+    ["tensorboard==2.21.0"],  # test_browser_proxy: %tensorboard through the proxy route
 )
 PYTHON, GLIBC = "3.11", "2.36"  # Debian bookworm, the base images' suite
 

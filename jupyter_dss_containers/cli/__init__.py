@@ -9,6 +9,7 @@ Each subcommand is a small traitlets application, so its options can also be set
   console progress of builds is :mod:`jupyter_dss_containers.cli_progress`);
 - :mod:`.kernelspecs`: ``kernelspecs install|list``;
 - :mod:`.workloads`: ``jobs``, ``logs``, ``cancel``, ``cleanup``;
+- :mod:`.rbac`: ``rbac`` (the minimal Role of a server pod, for ``kubectl apply``);
 - :mod:`.prepull`: ``prepull`` (images onto every node or daemon ahead of time);
 - :mod:`.app`: :class:`DSSContainersApp` and :func:`main` (the console entry point).
 

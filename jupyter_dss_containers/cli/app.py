@@ -32,6 +32,10 @@ class DSSContainersApp(DSSCommand):
         "kernelspecs": (KernelspecsCommand, KernelspecsCommand.description),
         "cleanup": (CleanupCommand, CleanupCommand.description),
         "copy-image": (CopyImageCommand, CopyImageCommand.description),
+        "rbac": (
+            "jupyter_dss_containers.cli.rbac.RbacCommand",
+            "Print the minimal ServiceAccount, Role and RoleBinding for a server pod.",
+        ),
         "prepull": (PrepullCommand, PrepullCommand.description),
         "launcher": (
             "jupyter_dss_containers.launcherd.app.LauncherApp",

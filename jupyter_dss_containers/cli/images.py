@@ -39,13 +39,24 @@ class BuildBaseImageCommand(DSSCommand):
                     tag = images.build_base_image(spec, client, progress=progress, force=self.force)
             except images.ImageBuildError as exc:
                 raise CommandError(str(exc)) from None
-            console.print(f"[green]built[/] {name}: {tag}")
+            size = image_size_text(client.images.get(tag).attrs.get("Size"))
+            console.print(f"[green]built[/] {name}: {tag} ({size})")
             for registry_url in _registries_of(config_file, name):
                 try:
                     pushed = images.push_image(client, tag, registry_url)
                 except images.RegistryError as exc:
                     raise CommandError(str(exc)) from None
                 console.print(f"[green]pushed[/] {name}: {pushed.pinned}")
+
+
+def image_size_text(size: int | None) -> str:
+    """``1234567890`` -> ``1.1 GiB``: an image's size, rounded (limits use ``format_size``)."""
+    if not size:
+        return "-"
+    for unit, power in (("GiB", 3), ("MiB", 2), ("KiB", 1)):
+        if size >= 1024**power:
+            return f"{size / 1024**power:.1f} {unit}"
+    return f"{size} B"
 
 
 def _registries_of(config_file: ConfigFile, base_image: str) -> list[str]:
@@ -130,7 +141,7 @@ def _configs_of(config_file: ConfigFile, env: CodeEnvSpec) -> list[str]:
 
 
 class ImagesCommand(DSSCommand):
-    description = "List base and code-env images: built, stale or missing, with size and age."
+    description = "List base, code-env and server images: built, stale or missing, size, age."
 
     def run(self) -> None:
         from ..backends.docker import docker_client
@@ -152,7 +163,7 @@ class ImagesCommand(DSSCommand):
                 s["config"] or "-",
                 f"[{colour[s['state']]}]{s['state']}[/]",
                 s["ref"],
-                format_size(s["size"]) if s["size"] else "-",
+                image_size_text(s["size"]),
                 format_age(s["age_seconds"]),
             )
         console.print(table)

@@ -16,7 +16,8 @@ from .base import COMMON_ALIASES, JSON_FLAG, CommandError, DSSCommand, console, 
 class CleanupCommand(DSSCommand):
     description = (
         "Remove containers and pods of ours that no running process owns; with --images, "
-        "also the older builds of the file's base and code-env images on the local daemon."
+        "also the older builds of the file's base and code-env images and of the server "
+        "image on the local daemon."
     )
     everything = Bool(False, config=True, help="Remove all of ours, owned or not.")
     images = Bool(False, config=True, help="Also remove stale builds of the file's images.")

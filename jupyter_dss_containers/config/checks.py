@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from ..workspace import template_problem
+from .cuda import cuda_problems
 from .model import daemon_reach
 from .units import SIZE_RANGE, size_in_range
 
@@ -49,6 +50,7 @@ def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
                         f"expected {SIZE_RANGE}, got {resources_[key]!r}",
                     )
                 )
+    problems += cuda_problems(base_images)
     for env_name, env in data.get("code_envs", {}).items():
         if env.get("exclude") and env.get("mirror") in (None, False):
             problems.append(

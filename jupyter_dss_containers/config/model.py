@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..workspace import WorkspaceSettings
+from .cuda import cuda_version_text
 from .defaults import default_limits
 from .units import expand_user, parse_size
 
@@ -177,6 +178,9 @@ class BaseImageSpec:
     suite: str = "bookworm"
     with_r: bool = False
     with_cuda: bool = False
+    #: the CUDA wheels of a bootstrapped ``with_cuda`` image (:mod:`..cudasets`; None: default)
+    cuda_version: str | None = None
+    cuda_libraries: str | tuple[str, ...] | None = None
     system_packages: tuple[str, ...] = ()
     python_packages: tuple[str, ...] = ()
     dockerfile_prepend: str = ""
@@ -193,6 +197,8 @@ class BaseImageSpec:
             suite=data.get("suite", defaults.get("debian_suite", "bookworm")),
             with_r=data.get("with_r", False),
             with_cuda=data.get("with_cuda", False),
+            cuda_version=cuda_version_text(data.get("cuda_version")),
+            cuda_libraries=_libraries(data.get("cuda_libraries")),
             system_packages=tuple(data.get("system_packages", ())),
             python_packages=tuple(data.get("python_packages", ())),
             dockerfile_prepend=data.get("dockerfile_prepend", ""),
@@ -200,6 +206,10 @@ class BaseImageSpec:
             wheelhouse=data.get("wheelhouse", defaults.get("wheelhouse")),
             description=data.get("description", ""),
         )
+
+
+def _libraries(value: str | list[str] | None) -> str | tuple[str, ...] | None:
+    return tuple(value) if isinstance(value, list) else value
 
 
 @dataclass(frozen=True)

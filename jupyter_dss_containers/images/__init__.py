@@ -7,6 +7,8 @@ a config's base image, their registries, and the inventory of what is built or s
 - :mod:`.apt`: the host's Debian apt sources a bootstrap reads;
 - :mod:`.wheels`: the packages pip installs and the wheelhouse they come from;
 - :mod:`.bootstrap`: ``bootstrap: debian`` with mmdebstrap, imported as a root file system;
+- :mod:`.cuda`: NVIDIA's CUDA wheels in a bootstrapped ``with_cuda`` image (the pinned sets
+  are :mod:`jupyter_dss_containers.cudasets`);
 - :mod:`.probe`: what an image already has (its Python, glibc, missing packages);
 - :mod:`.daemon`: the daemon calls of a build (classic build, tags, errors in words);
 - :mod:`.build`: :func:`build_base_image`;

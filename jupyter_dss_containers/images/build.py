@@ -2,10 +2,12 @@
 
 * ``bootstrap: debian`` (air-gapped): the root file system (:mod:`.bootstrap`), reused
   when cached, then a tiny classic ``docker build`` (network ``none``) adds the labels and
-  the ``dockerfile_prepend``/``dockerfile_append`` fragments.
-* ``from: <image>`` (or ``with_cuda`` without ``from``): the generated Dockerfile on top of
-  that image, built with the classic builder; ipykernel comes from a wheelhouse in the
-  build context when one can be made for the image's Python, else from the package index.
+  the ``dockerfile_prepend``/``dockerfile_append`` fragments. With ``with_cuda``, NVIDIA's
+  CUDA wheels go into its venv too (:mod:`.cuda`).
+* ``from: <image>`` (``nvidia/cuda:...`` for CUDA where it can be pulled): the generated
+  Dockerfile on top of that image, built with the classic builder; ipykernel comes from a
+  wheelhouse in the build context when one can be made for the image's Python, else from
+  the package index.
 """
 
 from __future__ import annotations

@@ -19,13 +19,14 @@ from ..imagecontract import LABEL_CODE_ENV, LABEL_EXEC_CONFIG, LABEL_NOT_MIRRORE
 from .envrecipe import CodeEnvError, EnvRecipe
 from .recipe import base_image_tag
 from .resolve import env_recipe
+from .server_recipe import SERVER_REPO
 
 
 @dataclass(frozen=True)
 class ImageState:
     """One image the config file implies, or an old build of one: built, stale or missing."""
 
-    kind: str  # "base" or "env"
+    kind: str  # "base", "env" or "server"
     name: str
     config: str | None
     ref: str
@@ -75,7 +76,22 @@ def image_states(config_file: ConfigFile, client: docker.DockerClient) -> list[I
             if recipe.mirrors:
                 states = [_with_mirror(s, recipe, found) for s in states]
             out += states
-    return out
+    return out + server_image_states(client)
+
+
+def server_image_states(
+    client: docker.DockerClient, repository: str = SERVER_REPO
+) -> list[ImageState]:
+    """The server image ``build-server-image`` last tagged ``:latest`` (current) and the
+    older builds of that repository (stale); nothing when none was built. Its content tag
+    needs this package's wheel to compute, so the moving tag says which one is current."""
+    found = client.api.images(name=repository)
+    latest = f"{repository}:latest"
+    current = next((i for i in found if latest in short_tags(i)), None)
+    if current is None:
+        return []
+    own = [t for t in short_tags(current) if t != latest]
+    return classify("server", "server", None, own[0] if own else latest, found)
 
 
 def _with_mirror(state: ImageState, recipe: EnvRecipe, found: list[dict[str, Any]]) -> ImageState:
@@ -104,9 +120,16 @@ def prune_stale_images(
     """Remove the older builds :func:`image_states` calls stale (current ones are never
     touched, nor images of names the file does not define); returns (removed, {ref: why
     kept}). A build a container still uses, running or stopped, is kept."""
+    return prune_states(image_states(config_file, client), client)
+
+
+def prune_states(
+    states: list[ImageState], client: docker.DockerClient
+) -> tuple[list[ImageState], dict[str, str]]:
+    """Remove the ``stale`` ones of ``states`` that no container uses (see above)."""
     in_use = {c.attrs.get("Image") for c in client.containers.list(all=True, ignore_removed=True)}
     removed, kept = [], {}
-    for state in image_states(config_file, client):
+    for state in states:
         if state.state != "stale":
             continue
         try:

@@ -36,11 +36,14 @@ from ..imagecontract import (
     VENV,
 )
 from .apt import bootstrap_sources
+from .cuda import cuda_content, cuda_hooks, cuda_label
 from .wheels import kernel_pins, requirements, sha256_of, wheel_names
 
 #: bump when a change of the build changes images in a way the hashed recipe (Dockerfile,
 #: customize hooks, import settings) does not show, e.g. mmdebstrap options
 BUILDER_VERSION = "1"
+#: an image for ``from:`` where a registry can be reached (a bootstrapped ``with_cuda`` image
+#: gets NVIDIA's wheels instead, :mod:`.cuda`)
 CUDA_DEFAULT_FROM = "nvidia/cuda:12.4.1-runtime-ubuntu22.04"
 BOOTSTRAP_PACKAGES = ("python3", "python3-venv", "tini")
 R_PACKAGES = ("r-base-core", "r-cran-irkernel")
@@ -79,15 +82,14 @@ def content_hash(spec: BaseImageSpec) -> str:
 
 
 def is_bootstrap(spec: BaseImageSpec) -> bool:
-    """Bootstrap unless the spec names an image to build on (or needs the CUDA one)."""
-    return not (spec.from_image or spec.with_cuda)
+    """Bootstrap unless the spec names an image to build on (``with_cuda`` too: its CUDA
+    comes from NVIDIA's wheels, :mod:`.cuda`; ``from: nvidia/cuda...`` where one can pull)."""
+    return not spec.from_image
 
 
 def effective_from(spec: BaseImageSpec) -> str | None:
-    """The image a Dockerfile build starts from (``with_cuda`` defaults to nvidia/cuda)."""
-    if spec.from_image:
-        return spec.from_image
-    return CUDA_DEFAULT_FROM if spec.with_cuda else None
+    """The image a Dockerfile build starts from (None: a bootstrapped one)."""
+    return spec.from_image or None
 
 
 def image_content(spec: BaseImageSpec) -> dict[str, Any]:
@@ -95,6 +97,9 @@ def image_content(spec: BaseImageSpec) -> dict[str, Any]:
     fields = asdict(spec)
     for key in ("description", "wheelhouse"):
         fields.pop(key)
+    if not spec.with_cuda:  # so that images without CUDA keep the tags they had
+        fields.pop("cuda_version")
+        fields.pop("cuda_libraries")
     content = {
         "builder": BUILDER_VERSION,
         "spec": fields,
@@ -110,7 +115,7 @@ def image_content(spec: BaseImageSpec) -> dict[str, Any]:
 
 def rootfs_content(spec: BaseImageSpec) -> dict[str, Any]:
     """Inputs of the bootstrapped root file system (shared by same-content base images)."""
-    return {
+    content = {
         "builder": BUILDER_VERSION,
         "suite": spec.suite,
         "arch": platform.machine(),
@@ -123,6 +128,10 @@ def rootfs_content(spec: BaseImageSpec) -> dict[str, Any]:
         "hooks": customize_hooks(spec, Path("/wheels")),
         "import": import_changes(spec),
     }
+    cuda = cuda_content(spec)
+    if cuda is not None:  # absent otherwise: root file systems without CUDA keep their tags
+        content["cuda"] = cuda
+    return content
 
 
 # --------------------------------------------------------------------------- bootstrap
@@ -145,6 +154,7 @@ def customize_hooks(spec: BaseImageSpec, wheels: Path) -> list[str]:
         in_chroot(f"{pip} --find-links /tmp/wh --no-compile {packages}"),
         in_chroot(COMPILEALL),
         in_chroot(f"{KERNEL_PYTHON} -c 'import ipykernel'"),
+        *(in_chroot(command) for command in cuda_hooks(spec)),
     ]
     if spec.with_r:
         hooks.append(in_chroot("Rscript -e 'library(IRkernel)'"))
@@ -183,7 +193,7 @@ def import_changes(spec: BaseImageSpec, rootfs: str | None = None) -> list[str]:
 def render_dockerfile(spec: BaseImageSpec, wheelhouse_present: bool) -> str:
     """The Dockerfile of the final build step.
 
-    For a ``from:`` (or CUDA) image: the whole setup on top of that image, tolerant of
+    For a ``from:`` image: the whole setup on top of that image, tolerant of
     an existing ``/opt/dss/venv`` and uid 1000. For a bootstrapped one: labels and
     fragments on top of its root file system. ``dockerfile_prepend`` goes before ``FROM``
     (``ARG`` lines, extra stages); ``dockerfile_append`` runs as root, then the user is
@@ -231,6 +241,7 @@ def _label_line(spec: BaseImageSpec) -> str:
         LABEL_BASE_IMAGE: spec.name,
         LABEL_CONTENT_HASH: content_hash(spec),
         LABEL_WITH_R: str(spec.with_r).lower(),
+        **cuda_label(spec),
     }
     return "LABEL " + " ".join(f'{k}="{v}"' for k, v in labels.items())
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import BaseImageSpec
+from .cuda import cuda_requirements
 from .progress import BuildRun, stream_process
 
 #: the kernel packages of every image we build: pinned here, not taken from the host, so
@@ -36,12 +37,13 @@ def kernel_pins() -> dict[str, str]:
 
 
 def requirements(spec: BaseImageSpec) -> list[str]:
-    """What pip installs into the venv: the pinned kernel, then the spec's packages.
+    """What pip installs into the venv: the pinned kernel, the CUDA wheels of a bootstrapped
+    ``with_cuda`` image (:mod:`.cuda`), then the spec's packages.
 
     A configured wheelhouse decides the ipykernel version itself (it is hashed by name).
     """
     kernel = ["ipykernel"] if spec.wheelhouse else [f"{n}=={v}" for n, v in kernel_pins().items()]
-    return [*kernel, *spec.python_packages]
+    return [*kernel, *cuda_requirements(spec), *spec.python_packages]
 
 
 def sha256_of(data: Any) -> str:
@@ -66,10 +68,16 @@ def wheel_names(spec: BaseImageSpec) -> list[str] | None:
 
 
 def platform_tags(arch: str, glibc: str) -> list[str]:
-    """manylinux tags an image with this glibc accepts, newest last."""
-    have = tuple(int(x) for x in glibc.split(".")[:2])
+    """manylinux tags an image with this glibc accepts, newest last.
+
+    Every ``manylinux_2_N`` up to the image's glibc: pip matches ``--platform`` tags exactly
+    (it only widens the legacy ``manylinux2014`` to 2010 and 1), and wheels use odd ones
+    (NVIDIA's CUPTI 12.9: ``manylinux_2_25``).
+    """
+    major, minor = (int(x) for x in glibc.split(".")[:2])
+    newest = minor if major == 2 else 17
     tags = [f"manylinux_2_17_{arch}", f"manylinux2014_{arch}"]
-    tags += [f"manylinux_{v[0]}_{v[1]}_{arch}" for v in ((2, 28), (2, 34)) if v <= have]
+    tags += [f"manylinux_2_{n}_{arch}" for n in range(18, newest + 1)]
     return tags
 
 

@@ -27,6 +27,7 @@ from .identity import call_context_identity, is_multi_user
 from .kernels import OwnedKernelManager, OwnedSessionManager
 from .owners import inherit_owner
 from .policy import SharedPartsAuthorizer, unsafe_parts
+from .proxy import PROXY_ROUTES
 from .routes import CORE_ROUTE_FIXES
 
 
@@ -199,6 +200,7 @@ class DSSContainersExtension(ExtensionApp):
 
         self.handlers.extend(HANDLERS)
         self.handlers.extend(CORE_ROUTE_FIXES)
+        self.handlers.extend(PROXY_ROUTES)
 
     async def _start_jupyter_server_extension(self, serverapp) -> None:
         # in the background: a slow or dead daemon must not delay the server's start

@@ -16,6 +16,9 @@ does not do is listed in the README's Kubernetes section.
 
 - :mod:`.api`: the HTTP routes and their answers, with the armed faults on every route;
 - :mod:`.authn`: bearer tokens (401 ``Unauthorized`` for one the cluster does not know);
+- :mod:`.rbac`: Roles and RoleBindings decide a service-account token's requests (403);
+- :mod:`.tls`: the cluster's CA and the API server's certificate (``tls=True``: HTTPS);
+- :mod:`.podidentity`: the token, ``ca.crt`` and namespace the kubelet mounts in a pod;
 - :mod:`.store`: objects, namespaces and the event log watches replay;
 - :mod:`.selectors`: label and field selectors, name and label validation;
 - :mod:`.patch`: the three patch formats;

@@ -23,6 +23,8 @@ from .garbage import GarbageCollector
 from .kubelet import Kubelet
 from .nodes import Nodes
 from .podoutput import PodOutput, bad_request, status
+from .portforward import PortForwarder
+from .rbac import Rbac
 from .selectors import SelectorError, field_matcher, label_matcher, labels_problem, name_problem
 from .store import API_VERSIONS, KINDS, RESOURCE_NAMES, Store, now
 from .validation import invalid, precondition_conflict, update_refusal
@@ -44,6 +46,7 @@ _GROUPS = {
     "networkpolicies": ("networkpolicies", "networking.k8s.io"),
     "selfsubjectaccessreviews": ("selfsubjectaccessreviews", "authorization.k8s.io"),
     "podmetrics": ("pods", "metrics.k8s.io"),
+    "daemonsets": ("daemonsets", "apps"),
 }
 #: handler -> the resource its faults are armed on (namespaced kinds: the URL's kind)
 _ROUTES = {
@@ -55,6 +58,7 @@ _ROUTES = {
     "access_review": ("selfsubjectaccessreviews", "create"),
     "pod_log": ("pods/log", "get"),
     "pod_metrics": ("podmetrics", "get"),
+    "pod_portforward": ("pods/portforward", "create"),
     "list_nodes": ("nodes", "list"),
     "read_node": ("nodes", "get"),
 }
@@ -110,6 +114,8 @@ class Api:
         self.denied = denied  # (verb, resource) SSARs answer "no" to
         self.reported = reported
         self.output = PodOutput(store, kubelet)
+        self.rbac = Rbac(store, self.tokens)  # service-account tokens' Roles (:mod:`.rbac`)
+        self.forwarder = PortForwarder(store, kubelet)
         self.collector = GarbageCollector(store, self._collect)
         store.on_change.append(self._changed)
         self.nodes = Nodes(store, kubelet.nodes, kubelet.docker)  # Node objects, images
@@ -118,7 +124,7 @@ class Api:
         store.on_change += [self.nodes.changed, self.daemonsets.changed]
 
     def app(self) -> web.Application:
-        middlewares = [authenticator(self.tokens), self._faults]
+        middlewares = [authenticator(self.tokens), self.rbac.middleware(route_of), self._faults]
         app = web.Application(client_max_size=3 * 1024 * 1024, middlewares=middlewares)
         r = app.router
         r.add_get("/version", self.version)
@@ -131,11 +137,14 @@ class Api:
         r.add_get("/api/v1/namespaces/{ns}/pods/{name}/log", self.output.pod_log)
         metrics = "/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods/{name}"
         r.add_get(metrics, self.output.pod_metrics)
+        portforward = "/api/v1/namespaces/{ns}/pods/{name}/portforward"
+        r.add_get(portforward, self.forwarder.pod_portforward)
         r.add_get("/api/v1/nodes", self.nodes.list_nodes)
         r.add_get("/api/v1/nodes/{name}", self.nodes.read_node)
         for base in (
             "/api/v1/namespaces/{ns}/{kind}",
             "/apis/networking.k8s.io/v1/namespaces/{ns}/{kind}",
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/{kind}",
             "/apis/apps/v1/namespaces/{ns}/{kind}",
         ):
             r.add_get(base, self.list_or_watch)

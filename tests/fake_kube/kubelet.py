@@ -9,7 +9,9 @@ Running with a podIP, and termination (OOMKilled, exit codes). The security cont
 applied as the runtime would: user and group (container over pod over image),
 capabilities dropped and added, privileged, no-new-privileges, read-only root, an
 Unconfined seccomp profile. Each pod gets its own loopback address as podIP and publishes
-its container ports there, so nothing leaves 127/8 (``hostNetwork`` is not honoured)."""
+its container ports there, so nothing leaves 127/8; a ``hostNetwork`` pod shares the host's
+network (podIP 127.0.0.1). On an HTTPS cluster each pod gets what :mod:`.podidentity`
+gives (the service-account token, ``ca.crt``, ``KUBERNETES_SERVICE_HOST``)."""
 
 from __future__ import annotations
 
@@ -103,6 +105,8 @@ class Kubelet:
         self._dirs.append(self.claims.root)
         store.on_change.append(self.claims.changed)
         self.tasks: set[asyncio.Task[Any]] = set()
+        #: the pods' API credentials (:mod:`.podidentity`), on an HTTPS cluster only
+        self.identity: Any = None
 
     def spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -140,7 +144,7 @@ class Kubelet:
             await self.store.update_status(ns, name, containerStatuses=container_status(c, waiting))
             self.report(name)
             return
-        ip = next(self._ips)
+        ip = "127.0.0.1" if pod["spec"].get("hostNetwork") is True else next(self._ips)
         try:
             container = await asyncio.to_thread(self._run_container, ns, name, pod, ip, security)
         except ClaimError as exc:
@@ -222,7 +226,10 @@ class Kubelet:
         result = await asyncio.to_thread(_wait, container)
         if (ns, name) not in self.store.objects["pods"]:
             return
-        attrs = await asyncio.to_thread(lambda: self.docker.api.inspect_container(container.id))
+        try:
+            attrs = await asyncio.to_thread(self.docker.api.inspect_container, container.id)
+        except docker.errors.NotFound:  # removed by a delete (or the cluster's stop) meanwhile
+            return
         state = attrs["State"]
         code = int(state.get("ExitCode", result))
         reason = "OOMKilled" if state.get("OOMKilled") else ("Completed" if code == 0 else "Error")
@@ -313,6 +320,13 @@ class Kubelet:
                 kwargs.setdefault("tmpfs", {})[m["mountPath"]] = (
                     f"rw,nosuid,nodev,{owner},mode=1777"
                 )
+        environment = {e["name"]: e.get("value", "") for e in c.get("env") or []}
+        if self.identity is not None:
+            mounts, env = self.identity.for_pod(pod)
+            binds.update(mounts)
+            environment = {**env, **environment}
+        if spec.get("hostNetwork") is True:
+            kwargs["network_mode"] = "host"
         csec = c.get("securityContext") or {}
         if csec.get("readOnlyRootFilesystem"):
             kwargs["read_only"] = True
@@ -326,11 +340,13 @@ class Kubelet:
             command=c.get("args"),
             name=container_name(ns, name),
             hostname=name[:63],
-            environment={e["name"]: e.get("value", "") for e in c.get("env") or []},
+            environment=environment,
             user=f"{uid}:{gid}" if gid is not None else str(uid),
             group_add=[str(fs_group)] if fs_group is not None else None,
             working_dir=c.get("workingDir"),
-            ports={
+            ports=None
+            if spec.get("hostNetwork") is True
+            else {
                 f"{p['containerPort']}/tcp": (ip, p["containerPort"]) for p in c.get("ports") or []
             },
             volumes=binds,

@@ -20,7 +20,9 @@ from .api import Api
 from .authn import DEFAULT_TOKEN
 from .faults import VERBS, Faults
 from .kubelet import FAKE_LABEL, Kubelet
+from .podidentity import PodIdentity
 from .store import API_VERSIONS, KINDS, Store
+from .tls import ClusterCA
 
 __all__ = ["API_VERSIONS", "FAKE_LABEL", "KINDS", "VERBS", "FakeCluster", "write_kubeconfig"]
 
@@ -28,7 +30,17 @@ __all__ = ["API_VERSIONS", "FAKE_LABEL", "KINDS", "VERBS", "FakeCluster", "write
 class FakeCluster:
     """One fake cluster: an API server on 127.0.0.1 and a one-node kubelet on Docker."""
 
-    def __init__(self, name: str, docker_client: docker.DockerClient, ip_base: int, nodes: int = 1):
+    def __init__(
+        self,
+        name: str,
+        docker_client: docker.DockerClient,
+        ip_base: int,
+        tls: bool = False,
+        nodes: int = 1,
+    ):
+        """``tls``: serve HTTPS with a CA of its own (:mod:`.tls`), and give each pod a
+        service-account token whose requests RBAC decides (:mod:`.podidentity`, :mod:`.rbac`).
+        ``nodes``: how many nodes it starts with."""
         self.name = name
         self.instance = f"{name}-{os.getpid()}"  # another test process's fake is not ours
         self.docker = docker_client
@@ -46,6 +58,10 @@ class FakeCluster:
         self.api = Api(
             self.store, self.faults, self.kubelet, self.denied, self.reported, self.tokens
         )
+        self.rbac = self.api.rbac
+        self.ca = ClusterCA() if tls else None
+        if self.ca:
+            self.kubelet._dirs.append(self.ca.folder)
         #: the Node objects (their taints, the images they hold); ``nodes=2`` adds
         #: ``<name>-node-2`` (with the first node's labels but its own hostname)
         self.nodes = self.api.nodes
@@ -70,7 +86,7 @@ class FakeCluster:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ca else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         ready = threading.Event()
@@ -92,7 +108,12 @@ class FakeCluster:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        context = self.ca.server_context() if self.ca else None
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=context).start()
+        if self.ca:
+            self.kubelet.identity = PodIdentity(
+                self.rbac, self.ca.ca_pem, "127.0.0.1", self.port, self.kubelet._dirs
+            )
 
     def stop(self) -> None:
         """Remove every container the kubelet made, then stop serving."""
@@ -120,14 +141,24 @@ class FakeCluster:
 
 
 def write_kubeconfig(path: str, clusters: dict[str, FakeCluster], current: str) -> None:
-    """A kubeconfig with one context per fake cluster (plain HTTP, a bearer token)."""
+    """A kubeconfig with one context per fake cluster (a bearer token; an HTTPS one's CA)."""
+    import base64
+
     import yaml
+
+    def cluster(c: FakeCluster) -> dict[str, str]:
+        if c.ca is None:
+            return {"server": c.url}
+        return {
+            "server": c.url,
+            "certificate-authority-data": base64.b64encode(c.ca.ca_pem).decode(),
+        }
 
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "current-context": current,
-        "clusters": [{"name": n, "cluster": {"server": c.url}} for n, c in clusters.items()],
+        "clusters": [{"name": n, "cluster": cluster(c)} for n, c in clusters.items()],
         "users": [{"name": "tester", "user": {"token": DEFAULT_TOKEN}}],
         "contexts": [{"name": n, "context": {"cluster": n, "user": "tester"}} for n in clusters],
     }

@@ -17,10 +17,19 @@ KINDS = {
     "networkpolicies": "NetworkPolicy",
     "persistentvolumeclaims": "PersistentVolumeClaim",
     "events": "Event",
+    "serviceaccounts": "ServiceAccount",
+    "roles": "Role",
+    "rolebindings": "RoleBinding",
     "daemonsets": "DaemonSet",
 }
-#: kinds outside the core group ("v1"): their group/version
-API_VERSIONS = {"networkpolicies": "networking.k8s.io/v1", "daemonsets": "apps/v1"}
+_RBAC = "rbac.authorization.k8s.io/v1"
+#: others are core "v1"
+API_VERSIONS = {
+    "networkpolicies": "networking.k8s.io/v1",
+    "roles": _RBAC,
+    "rolebindings": _RBAC,
+    "daemonsets": "apps/v1",
+}
 
 
 def now() -> str:
@@ -30,8 +39,7 @@ def now() -> str:
 
 #: kind -> the resource's name in messages (``pods "x" not found``)
 RESOURCE_NAMES = {k: k for k in KINDS} | {
-    "networkpolicies": "networkpolicies.networking.k8s.io",
-    "daemonsets": "daemonsets.apps",
+    k: f"{k}.{v.rpartition('/')[0]}" for k, v in API_VERSIONS.items()
 }
 
 

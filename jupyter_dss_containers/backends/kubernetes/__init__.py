@@ -6,6 +6,7 @@ a NetworkPolicy), through the official ``kubernetes`` client.
 - :mod:`.podstate`: what a pod's status means (running, pending, failed and why);
 - :mod:`.watch`: waiting for a pod to run through a watch that survives the API server;
 - :mod:`.access`: the cluster check (``doctor``, the Test button);
+- :mod:`.rbac`: the verbs the backend calls: the minimal Role and doctor's checks;
 - :mod:`.backend`: :class:`KubernetesBackend`, the I/O that ties them together.
 """
 
