@@ -11,7 +11,7 @@ import asyncio
 import logging
 from typing import Any
 
-from . import ownership
+from . import ownership, phases
 from .backends import Backend, BackendError, BackendUnavailable, ImageMissing
 from .config import ExecutionConfig
 from .errors import ReportedError
@@ -59,14 +59,25 @@ async def plan_workspace(
         raise WorkspaceRefused(f"execution config {config.name!r}: {exc}") from None
 
 
-def kernel_command(kernel_spec: Any, notice: str | None, first_start: bool) -> list[str]:
+def kernel_command(
+    kernel_spec: Any, notice: str | None, first_start: bool, died: str | None = None
+) -> list[str]:
     """The kernel spec's argv; an IPython kernel's first start also prints the workspace
-    notice (not after restarts: told once)."""
+    notice (not after restarts: told once), and a restart after the kernel died prints why
+    (``died``: ``OOM-killed (memory limit 64 MiB)``) as the first stderr line of its first
+    cell, where the user who saw "kernel restarted" looks."""
     argv = list(kernel_spec.argv) if kernel_spec else []
     python = kernel_language(kernel_spec) == "python" and "ipykernel" in str(argv)
     if notice and first_start and python:
         argv.append(f"--IPKernelApp.exec_lines={notice_script(notice)}")
+    elif died and not first_start and python:
+        argv.append(f"--IPKernelApp.exec_lines={notice_script(restart_notice(died))}")
     return argv
+
+
+def restart_notice(died: str) -> str:
+    """What a restarted kernel says first: why the one before it died."""
+    return f"dss-containers: the kernel was restarted because it died: {died[:500]}"
 
 
 def kernel_language(kernel_spec: Any) -> str:
@@ -95,6 +106,8 @@ async def start_cold(
     folder)."""
     loop = asyncio.get_running_loop()
     began = loop.time()
+    if getattr(backend, "admits_starts", False):  # per-user limits, at the launcher
+        phases.BOARD.enter(kernel_id, phases.QUEUED, "at the launcher: per-user limits, create")
     try:
         launched, waited = await launch_with_restart_wait(
             backend, launch, restart_wait, log, kernel_id
@@ -102,7 +115,8 @@ async def start_cold(
         waited += backend.infrastructure_wait(kernel_id)  # a new node: not the kernel's time
     except BackendError as exc:
         message = explain_start_failure(exc, launch.config.name, code_env, base_image)
-        raise KernelStartError(message) from None
+        raise KernelStartError(phases.BOARD.failed(kernel_id, message)) from None
+    phases.BOARD.enter(kernel_id, phases.BOOTING, "waiting for the kernel's first reply")
     try:
         await until_ready(
             launched.connection_info,
@@ -114,11 +128,16 @@ async def start_cold(
         tail = await log_tail(backend, launched.workload_id, tail_lines)
         await remove_or_defer(backend, launched.workload_id, launched.folder, log)
         if not isinstance(exc, KernelNotReady | BackendError):
+            phases.BOARD.failed(kernel_id, f"{type(exc).__name__}: {exc}")
             raise
         raise KernelStartError(
-            f"execution config {launch.config.name!r}: container {launched.name}: {exc}; "
-            f"it was removed{tail}"
+            phases.BOARD.failed(
+                kernel_id,
+                f"execution config {launch.config.name!r}: container {launched.name}: {exc}; "
+                f"it was removed{tail}",
+            )
         ) from None
+    phases.BOARD.enter(kernel_id, phases.READY, "the kernel answered")
     return launched
 
 

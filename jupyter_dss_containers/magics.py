@@ -52,7 +52,7 @@ class ContainerMagics(Magics):
         if args.detach:
             print(f"job {job.id} runs detached; %container_result {job.id} fetches its result")
             return job.id
-        jobs.wait(job.id)
+        jobs.wait(job.id, phases=True)
         self._deliver(jobs.result(job.id))
         return None
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 import signal
+import time
 from typing import Any
 
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Bool, Float, Integer, Unicode
 
-from . import images, ownership, transport
+from . import images, ownership, phases, transport
 from .backends import Backend, BackendError, BackendUnavailable, backend_for
 from .backends.base import WorkloadStatus
 from .config import ConfigFile, ExecutionConfig, load_config
@@ -110,6 +111,8 @@ class ContainerProvisioner(KernelProvisionerBase):
 
     workload_id: str | None = None
     exit_reason: str | None = None
+    #: why the kernel last died by itself ({"reason", "at"}), kept across its restart
+    died: dict[str, Any] | None = None
     owner: str | None = None
     image: str | None = None
     _backend: Backend | None = None
@@ -154,6 +157,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         """Check the kernel id and permission and resolve the image; the command runs
         inside the container."""
         check_kernel_id(self.kernel_id)
+        phases.BOARD.begin(self.kernel_id, phases.QUEUED, "checking permission and limits")
         config_file, config = await self._load()
         identity = current_identity(config_file)
         check_permission(identity, config)
@@ -179,11 +183,23 @@ class ContainerProvisioner(KernelProvisionerBase):
         self._language = kernel_language(self.kernel_spec)
         # the launcher puts the in-container connection file path in
         kwargs["cmd"] = kernel_command(
-            self.kernel_spec, self._workspace.notice, first_start=not self._launched
+            self.kernel_spec,
+            self._workspace.notice,
+            first_start=not self._launched,
+            died=self.died["reason"] if self.died and self.exit_reason else None,
         )
+        name = getattr(self.parent, "kernel_name", "")  # its owner sees it start from now
+        phases.BOARD.claim(self.kernel_id, self.owner, name=name, execution_config=config.name)
         return kwargs
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        try:
+            return await self._launch(cmd, kwargs)
+        except BaseException as exc:  # no start is left "starting" in GET kernels
+            phases.BOARD.failed(self.kernel_id, f"{type(exc).__name__}: {exc}")
+            raise
+
+    async def _launch(self, cmd: list[str], kwargs: dict[str, Any]) -> KernelConnectionInfo:
         config = self._config
         assert config is not None
         km = self.parent
@@ -198,6 +214,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         self.connection_info = launched.connection_info
         if pooled is not None:
             ownership.this_process().adopt(launched.workload_id)
+            phases.BOARD.enter(self.kernel_id, phases.READY, "a warm kernel from the pool")
         if km is not None:
             await self._hand_to_manager(km, launched)
         self.log.info(
@@ -289,8 +306,14 @@ class ContainerProvisioner(KernelProvisionerBase):
                 kernel_id=self.kernel_id,
                 tail_lines=self.log_tail_lines,
             )
-        except KernelStartError:
+        except KernelStartError as exc:
             await self._forget_folder()  # a restart's kept folder goes with its failure
+            if self.died and self.exit_reason:  # a restart after a death: told as one
+                failed = str(exc).splitlines()[0][:500]
+                self.died = {
+                    "reason": f"{self.died['reason']}; its restart failed: {failed}",
+                    "at": time.time(),
+                }
             raise
 
     async def _forget_folder(self) -> None:
@@ -317,6 +340,7 @@ class ContainerProvisioner(KernelProvisionerBase):
                 self.log.info("Kernel %s %s", self.kernel_id, self.exit_reason)
             else:
                 self.exit_reason = await self._death_message(status)
+                self.died = {"reason": status.reason or status.state, "at": time.time()}
                 self.log.error("Kernel %s stopped: %s", self.kernel_id, self.exit_reason)
         return status.exit_code if status.exit_code is not None else -1
 
@@ -395,6 +419,7 @@ class ContainerProvisioner(KernelProvisionerBase):
         finally:
             if not restart:  # a restart keeps the folder: the sockets keep their paths
                 await self._forget_folder()
+                phases.BOARD.forget(self.kernel_id)
         if workload_id is not None:
             ownership.this_process().release(workload_id)
 

@@ -169,7 +169,7 @@ async def test_kernel_waits_for_the_node_the_autoscaler_adds_and_says_so(
         manager = jp_serverapp.kernel_manager.get_kernel(kernel_id)
         await asyncio.wait_for(manager.ready, 120)  # its first kernel_info reply
         row = await kernel_row(jp_fetch, kernel_id)
-        assert row["state"] == "running" and row["phase"] is None, row
+        assert row["state"] == "running" and row["phase"] == "ready", row
         reasons = [(e["reason"], e["source"]["component"]) for e in pod_events(fake, kernel_id)]
         assert reasons == [
             ("FailedScheduling", "default-scheduler"),

@@ -105,6 +105,9 @@ def _error_text(exc: urllib.error.HTTPError) -> str:
 class RemoteBackend(Backend):
     """One execution config's workloads, through the launcher."""
 
+    #: the launcher admits each start (per-user limits) while it creates: phase "queued"
+    admits_starts = True
+
     def __init__(self, config: ExecutionConfig, url: str | None = None):
         super().__init__(config)
         self.url = url or launcher_url() or ""

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .model import Job, JobError, JobRequest
+from .phaseecho import PhaseEcho
 from .recipes import recipe_request
 from .service import JobService
 
@@ -174,11 +175,12 @@ def _submit(request: JobRequest) -> Job:
         raise
 
 
-def wait(job_id: str, stream: bool = True) -> Job:
-    """Wait for a job, printing its output as it comes; Ctrl-C / interrupt cancels it."""
+def wait(job_id: str, stream: bool = True, phases: bool = False) -> Job:
+    """Wait for a job, printing its output (and with ``phases``, a slow start's phases, as
+    ``%%container`` does) as they come; Ctrl-C / interrupt cancels it."""
     job = service().get(job_id)
     future = _run(service().wait(job_id))
-    seen = 0
+    seen, echo = 0, PhaseEcho(job_id)
     try:
         while True:
             try:
@@ -187,6 +189,8 @@ def wait(job_id: str, stream: bool = True) -> Job:
             except concurrent.futures.TimeoutError:
                 pass
             finally:
+                if stream and phases:
+                    echo()
                 seen = _echo(job, seen) if stream else seen
     except KeyboardInterrupt:
         _call(service().cancel(job_id))

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import phases
 from .results import JobResult
 
 QUEUED, STARTING, RUNNING = "queued", "starting", "running"
@@ -175,4 +176,6 @@ class Job:
             "started": self.started,
             "finished": self.finished,
             "exit_code": self.exit_code,
+            # the start's phase, its message and history (see :mod:`..phases`)
+            **phases.BOARD.fields(self.id),
         }

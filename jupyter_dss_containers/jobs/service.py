@@ -27,7 +27,7 @@ from typing import Any
 from traitlets import Bool, Float, Integer, Type, Unicode
 from traitlets.config import LoggingConfigurable
 
-from .. import ownership, transport
+from .. import ownership, phases, transport
 from ..backends import Backend, BackendError, backend_for
 from ..backends.base import WorkloadSpec
 from ..config import ExecutionConfig, load_config
@@ -203,6 +203,7 @@ class JobService(Recovery, Persistence, LoggingConfigurable):
         elif plan.notice:
             job.output.append(("stderr", plan.notice + "\n"))
         self._save(job)
+        phases.BOARD.begin(job.id, phases.QUEUED, "waiting for a slot (per-user limits)")
         self._tasks[job.id] = asyncio.create_task(self._run(job, config, files, command))
         self._forget_old()
         return job
@@ -327,6 +328,7 @@ class JobService(Recovery, Persistence, LoggingConfigurable):
                     self._changed.notify_all()  # the owner's next job may now be first
                     return True
                 job.message = reason
+                phases.BOARD.enter(job.id, phases.QUEUED, reason)
                 await self._changed.wait()
         return False  # cancelled while queued
 
@@ -357,7 +359,9 @@ class JobService(Recovery, Persistence, LoggingConfigurable):
         except JobError as exc:
             self._finish(job, FAILED, exc)
         except BackendError as exc:
-            self._finish(job, FAILED, JobError(backend_failure(job, exc)))
+            self._finish(
+                job, FAILED, JobError(phases.BOARD.failed(job.id, backend_failure(job, exc)))
+            )
         except Exception as exc:  # never lose a job silently
             self.log.exception("job %s failed unexpectedly", job.id)
             self._finish(job, FAILED, JobError(f"job {job.id}: {type(exc).__name__}: {exc}"))
@@ -408,6 +412,7 @@ class JobService(Recovery, Persistence, LoggingConfigurable):
                 self._folders[job.id] = folder  # removed with the job, as a runner's
             workload = await backend.create(spec)
         job.workload_id = workload.id
+        phases.BOARD.enter(job.id, phases.READY, f"the job runs in {workload.name}")
         if job.state == CANCELLED:  # cancelled while the container was being created
             await backend.remove(workload.id)
             return
@@ -471,6 +476,7 @@ class JobService(Recovery, Persistence, LoggingConfigurable):
             job.message = str(error).splitlines()[0][:300]
         elif state == SUCCEEDED:
             job.message = ""
+        phases.BOARD.failed(job.id, job.message or state)  # a start that never got to run
         self._save(job)
         over = self._logged.pop(job.id, 0) > self.max_output_bytes or job.dropped_bytes
         if over and self.writer is not None:  # the store kept the head: keep the tail

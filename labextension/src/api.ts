@@ -84,6 +84,16 @@ export interface IConfigList {
 
 export type KernelState = 'starting' | 'running' | 'dead' | 'unknown';
 
+/** One phase of a start (see the server's `phases.py`); `seconds` so far while current. */
+export interface IPhase {
+  phase: string;
+  label: string;
+  message: string;
+  started: string;
+  seconds: number;
+  current: boolean;
+}
+
 export interface IKernel {
   id: string;
   name: string;
@@ -94,6 +104,10 @@ export interface IKernel {
   workload_id: string | null;
   state: KernelState;
   exit_reason: string | null;
+  phase?: string | null;
+  message?: string | null;
+  phases?: IPhase[];
+  died?: { reason: string; at: number } | null;
   error: string | null;
   started: string | null;
   execution_state: string | null;
@@ -128,6 +142,9 @@ export interface IJob {
   started?: number | null;
   finished?: number | null;
   exit_code?: number | null;
+  phase?: string | null;
+  phase_message?: string | null;
+  phases?: IPhase[];
   error?: string | null;
   traceback?: string | null;
 }

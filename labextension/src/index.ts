@@ -5,6 +5,7 @@ import {
 } from '@jupyterlab/application';
 import { ICommandPalette } from '@jupyterlab/apputils';
 
+import { deathNotifier } from './deaths';
 import { containersIcon } from './icon';
 import { ContainersPanel } from './panel';
 
@@ -31,6 +32,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       serviceManager: app.serviceManager
     });
     app.shell.add(panel, 'left', { rank: 600, type: 'Containers' });
+    deathNotifier.start(); // a kernel's death is told whether the sidebar is open or not
     restorer?.add(panel, 'dss-containers-sidebar');
 
     app.commands.addCommand(CommandIDs.open, {

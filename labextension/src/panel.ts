@@ -26,8 +26,10 @@ import {
   ITestResult,
   requestAPI
 } from './api';
+import { deathNotifier } from './deaths';
 import { containersIcon } from './icon';
 import { LogView } from './logs';
+import { renderPhases, starting } from './phases';
 
 /** How often the kernel list refreshes while the panel is visible (ms). */
 export const REFRESH_INTERVAL = 5000;
@@ -184,6 +186,8 @@ export class ContainersPanel extends Widget {
     this._kernelsBusy = true;
     try {
       const list = await requestAPI<IKernelList>('kernels');
+      deathNotifier.check(list.kernels);
+      this._soonIf('kernels', list.kernels.some(k => starting(k.phases)), () => this.refreshKernels());
       pruneLogViews(this._kernelLogs, new Set(list.kernels.map(k => k.id)));
       this._kernels.show(
         ...(list.kernels.length
@@ -205,6 +209,7 @@ export class ContainersPanel extends Widget {
     try {
       const list = await requestAPI<IJobList>('jobs');
       const jobs = [...(list?.jobs ?? [])].reverse(); // newest first
+      this._soonIf('jobs', jobs.some(j => starting(j.phases)), () => this.refreshJobs());
       pruneLogViews(this._jobLogs, new Set(jobs.map(j => j.id)));
       this._jobs.show(
         ...(jobs.length ? jobs.map(job => this._renderJob(job)) : [emptyState('No job.')])
@@ -246,6 +251,21 @@ export class ContainersPanel extends Widget {
     this._stopTimer();
     super.onBeforeDetach(msg);
   }
+
+  /** Refresh again in a second while a start goes on: its phases are live. */
+  private _soonIf(key: string, startsGoOn: boolean, refresh: () => Promise<void>): void {
+    if (startsGoOn && !this._soon.has(key)) {
+      this._soon.add(key);
+      window.setTimeout(() => {
+        this._soon.delete(key);
+        if (this.isVisible && !document.hidden) {
+          void refresh();
+        }
+      }, 1000);
+    }
+  }
+
+  private _soon = new Set<string>();
 
   private _startTimer(): void {
     if (this._timer === null) {
@@ -410,6 +430,7 @@ export class ContainersPanel extends Widget {
       ),
       details.length ? h('div', { class: `${CLS}-stats` }, details.join(' · ')) : null,
       memoryBar,
+      renderPhases(kernel.phases),
       kernel.exit_reason ? h('div', { class: `${CLS}-exit-reason` }, kernel.exit_reason) : null,
       kernel.error ? h('div', { class: `${CLS}-error` }, kernel.error) : null,
       h('div', { class: `${CLS}-actions` }, this._logsButton(kernel.id, 'kernel'), stop),
@@ -470,6 +491,7 @@ export class ContainersPanel extends Widget {
         `${job.config}${job.code_env ? ` · ${job.code_env}` : ''} · ${job.id}`
       ),
       h('div', { class: `${CLS}-stats` }, times.join(' · ')),
+      renderPhases(job.phases),
       job.message && live ? h('div', { class: `${CLS}-meta` }, job.message) : null,
       job.error ? h('div', { class: `${CLS}-error`, title: job.traceback ?? '' }, job.error) : null,
       h('div', { class: `${CLS}-actions` }, this._logsButton(job.id, 'job'), cancel),

@@ -31,6 +31,7 @@ does not do is listed in the README's Kubernetes section.
 - :mod:`.kubelet`: pods run on Docker, their status as a real kubelet reports it (and the
   scheduler's binding, on the first node whose labels match);
 - :mod:`.events`: core/v1 Events, aggregated as the recorder does (``FailedScheduling``...);
+- :mod:`.pulls`: image pulls that take time (per image, a test knob): ``Pulling`` / ``Pulled``;
 - :mod:`.autoscaler`: a fake cluster-autoscaler, off by default: ``TriggeredScaleUp`` and a
   new node after a delay, or ``NotTriggerScaleUp``;
 - :mod:`.nodes`: Node objects (list, get) with taints and the images they hold, and the

@@ -30,6 +30,7 @@ from kubernetes.utils.quantity import parse_quantity
 from . import events
 from .autoscaler import Autoscaler
 from .claims import ClaimError, ClaimFolders, unschedulable_message
+from .pulls import ImagePulls
 from .store import Store, now
 
 FAKE_LABEL = "fake-kube.test/pod"
@@ -97,6 +98,8 @@ class Kubelet:
         #: pin and the node's taints: :meth:`.nodes.Nodes.fits`)
         self.fits: Any = lambda pod, node: True
         self.autoscaler = Autoscaler()
+        #: images whose pull takes time (off unless a test holds one; :mod:`.pulls`)
+        self.pulls = ImagePulls()
         self.reported = reported  # pod name -> loop time of its failure report
         self._ips = (f"127.0.{ip_base}.{i}" for i in range(2, 250))
         self._dirs: list[str] = []
@@ -137,6 +140,9 @@ class Kubelet:
             statuses = container_status(c, image_failure(c))
             await self.store.update_status(ns, name, containerStatuses=statuses)
             self.report(name)
+            return
+        await self.pulls.pull(self.store, pod, c, int(image.attrs.get("Size") or 0))
+        if (ns, name) not in self.store.objects["pods"]:
             return
         security = effective_security(pod, c, (image.attrs.get("Config") or {}).get("User") or "")
         if isinstance(security, str):

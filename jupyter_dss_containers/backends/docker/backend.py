@@ -16,7 +16,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from ... import transport
+from ... import phases, transport
 from ...config import ExecutionConfig
 from ..base import (
     Backend,
@@ -96,7 +96,9 @@ class DockerBackend(Backend):
 
     def _create_once(self, spec: WorkloadSpec) -> Workload:
         client = self.client()
-        self._pull_if_registry_has_it(client, spec.image)
+        key = phases.key_of(spec.labels, spec.name)
+        self._pull_if_registry_has_it(client, spec.image, key)
+        phases.BOARD.enter(key, phases.STARTING, f"creating container {spec.name}")
         plan = mounted_plan(spec)
         image_users, home = self._image_facts(client, spec)
         user = container_user(self.settings, plan.user if plan else None, image_users)
@@ -160,7 +162,9 @@ class DockerBackend(Backend):
                 "use a Docker engine with the NVIDIA runtime for this config"
             )
 
-    def _pull_if_registry_has_it(self, client: docker.DockerClient, image: str) -> None:
+    def _pull_if_registry_has_it(
+        self, client: docker.DockerClient, image: str, key: str = ""
+    ) -> None:
         """A daemon without the image pulls it from the config's registry (remote daemons)."""
         registry_url = (self.config.registry or "").strip().rstrip("/")
         if not registry_url or not image.startswith(registry_url + "/"):
@@ -172,8 +176,12 @@ class DockerBackend(Backend):
             pass
         from ...images.registry import RegistryError, pull_image
 
+        phases.BOARD.enter(key, phases.PULLING, f"pulling image {image} from {registry_url}")
         try:
             pull_image(client, image)
+            size = client.api.inspect_image(image).get("Size")
+            if size:
+                phases.BOARD.note(key, f"pulled image {image} ({phases.format_bytes(size)})")
         except RegistryError as exc:
             raise ImageMissing(
                 f"image {image} is not on the Docker daemon at {self.url} and the pull failed: "

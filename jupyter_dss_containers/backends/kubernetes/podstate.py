@@ -59,6 +59,10 @@ def _exit_reason(pod: Any, ended: Any) -> str:
         limit = memory_limit(pod)
         text = f"memory limit {format_size(limit)}" if limit else "no memory limit set"
         return f"OOM-killed ({text})"
+    why = getattr(pod.status, "reason", None)  # the pod's own: Evicted, NodeLost, Shutdown
+    if why:
+        message = (getattr(pod.status, "message", None) or "").strip()
+        return f"{why}: {message}" if message else why
     code = ended.exit_code if ended is not None else -1
     reason = f"exited with code {code}"
     if ended is not None and ended.message:

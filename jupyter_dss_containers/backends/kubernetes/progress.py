@@ -4,14 +4,16 @@ the kernel's time: :func:`...kernelstart.start_cold` does not count it against
 ``launch_timeout``).
 
 Keyed by the kernel or job id of the workload's labels (else the pod name); written from
-the watch thread, read on the event loop (single dict operations).
+the watch thread, read on the event loop (single dict operations). Each report also goes to
+the process's start history (:data:`...phases.BOARD`), except the watch's ``running``: what
+follows it (the kernel's boot, a job's run) is the caller's to say.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from ... import ownership
+from ... import ownership, phases
 
 
 def progress_key(labels: dict[str, str], name: str) -> str:
@@ -29,7 +31,17 @@ class StartProgress:
     def reporter(self, key: str) -> Callable[[str, str], None]:
         """The watch's ``progress`` callback for the start of ``key``."""
         self.phases[key] = ("scheduling", "waiting for the scheduler")
-        return lambda phase, message: self.phases.__setitem__(key, (phase, message))
+        phases.BOARD.enter(key, phases.SCHEDULING, "waiting for the scheduler")
+
+        def report(phase: str, message: str) -> None:
+            if phase != "pulled":
+                self.phases[key] = (phase, message)
+            if phase == "pulled":  # the pull's size and time, kept on the pulling phase
+                phases.BOARD.note(key, message)
+            elif phase in phases.LABELS:
+                phases.BOARD.enter(key, phase, message)
+
+        return report
 
     def done(self, key: str, node_waited: float | None = None) -> None:
         self.phases.pop(key, None)

@@ -5,6 +5,9 @@ An Unschedulable pod is judged by its Events (:mod:`.scheduling`): when an autos
 node is coming, the wait goes on (up to ``node_wait`` from the start), re-reading them every
 :data:`REJUDGE` seconds (a scale-up that fails turns into ``NotTriggerScaleUp``), and
 ``progress`` hears ``("waiting-for-node", "waiting for a new node (TriggeredScaleUp: ...)")``.
+Once the pod is on a node, the kubelet's ``Pulling`` / ``Pulled`` Events (re-read every
+:data:`PULL_POLL` seconds: a pull changes nothing in the pod) say ``("pulling", ...)``, then
+``("pulled", 'pulled image "x" (67.7 MiB) in 3.2s')`` and ``("starting", ...)``.
 
 Blocking: it runs in a thread of :data:`.client.WATCH_POOL`.
 """
@@ -21,10 +24,12 @@ from kubernetes.client.rest import ApiException
 from ..base import BackendError
 from .client import REQUEST_TIMEOUT, TRANSIENT_STATUSES, Backoff, api_message, is_dropped_connection
 from .podstate import pod_state, started
+from .pulls import pull_progress
 from .scheduling import NODE_WAIT, judge
 
 START_TIMEOUT = 120
 REJUDGE = 15  # seconds between re-reads of the Events while a node is coming
+PULL_POLL = 1  # seconds between re-reads of the Events while the pod is on its node
 #: (phase, message) -> None; called from the watch thread
 Progress = Callable[[str, str], None]
 
@@ -90,6 +95,9 @@ class _PodWatch:
         self.waiting: str | None = None  # the message while a node is coming
         self.node_since: float | None = None  # when the autoscaler first said so
         self.node_until: float | None = None  # when the pod was then placed
+        self.uid: str | None = None
+        self.on_node = False  # scheduled, not running yet: its image may be pulling
+        self.pull_seen: tuple[str, str] | None = None  # the last pull event reported
 
     def node_waited(self) -> float:
         if self.node_since is None:
@@ -109,7 +117,7 @@ class _PodWatch:
                 self.namespace,
                 field_selector=f"metadata.name={self.name}",
                 resource_version=self.version,
-                timeout_seconds=min(left, REJUDGE) if self.waiting else left,
+                timeout_seconds=self._watch_seconds(left),
             ):
                 self.retry.reset()
                 pod = event["object"]
@@ -122,7 +130,28 @@ class _PodWatch:
             watch.stop()
         if self.waiting:
             self.version = None  # re-list: the pod judged again with its latest Events
+        elif self.on_node:
+            self._pulls()
         return False
+
+    def _watch_seconds(self, left: int) -> int:
+        if self.waiting:
+            return min(left, REJUDGE)
+        return min(left, PULL_POLL) if self.on_node else left
+
+    def _pulls(self) -> None:
+        """Report the kubelet's pull of the pod's image, as its Events say."""
+        found = pull_progress(self._events(), self.uid)
+        if found is None or found == self.pull_seen:
+            return
+        before, self.pull_seen = self.pull_seen, found
+        if found[0] == "pulling":
+            self.progress(*found)
+        elif before is not None and before[0] == "pulling":  # the pull's size and time
+            self.progress(*found)
+            self.progress("starting", "image pulled; starting the container")
+        else:  # already on the node: no pull to time
+            self.progress("starting", found[1])
 
     def _judge(self, pod: kubernetes.client.V1Pod) -> bool:
         """True once the pod runs, False while it may still; raises when it never will."""
@@ -140,13 +169,19 @@ class _PodWatch:
                 self.progress("waiting-for-node", verdict.message)
             return False
         if started(pod, self.namespace, self.name):
+            if self.pull_seen is not None and self.pull_seen[0] == "pulling":
+                self._pulls()  # its Pulled event, written before the container ran
             self.progress("running", "the pod runs")
             return True
         if pod.spec.node_name:
             if self.waiting is not None:
                 self.node_until = time.monotonic()
-            self.waiting = None
-            self.progress("starting", f"scheduled on {pod.spec.node_name}; starting the container")
+            self.waiting, self.uid = None, pod.metadata.uid
+            if not self.on_node:
+                self.on_node = True
+                where = f"scheduled on {pod.spec.node_name}; starting the container"
+                self.progress("starting", where)
+            self._pulls()
         else:
             self.progress("scheduling", "waiting for the scheduler")
         return False

@@ -8,7 +8,7 @@ from typing import Any
 
 from tornado import web
 
-from ... import ownership
+from ... import ownership, phases
 from ..kernels import does_not_exist
 from ..limits import BadInput, whole_number
 from .base import DSSAPIHandler, api_error, bounded
@@ -50,10 +50,13 @@ def kernel_row(kernel_id: str, manager: Any, provisioner: Any) -> dict[str, Any]
         "image": provisioner.image,
         "workload_id": provisioner.workload_id,
         "state": "starting",
-        #: the start's phase and its message while the backend waits for the workload
+        #: the last start's phase, its message and its history (see :mod:`...phases`)
         "phase": None,
         "message": None,
+        "phases": [],
         "exit_reason": provisioner.exit_reason,
+        #: why the kernel last died by itself ({"reason", "at"}), also once it restarted
+        "died": getattr(provisioner, "died", None),
         "error": None,
         "started": None,
         "execution_state": getattr(manager, "execution_state", None),
@@ -62,14 +65,36 @@ def kernel_row(kernel_id: str, manager: Any, provisioner: Any) -> dict[str, Any]
         "memory_bytes": None,
         "memory_limit": None,
     }
+    history = phases.BOARD.fields(kernel_id)
+    row.update(phase=history["phase"], message=history["phase_message"], phases=history["phases"])
     backend = backend_of(provisioner)
     progress = backend.start_progress(kernel_id) if backend is not None else None
-    if progress is not None:
+    if history["phase"] is None and progress is not None:  # a start this process did not see
         row["phase"], row["message"] = progress
     activity = getattr(manager, "last_activity", None)
     if isinstance(activity, datetime):
         row["last_activity"] = activity.isoformat()
     return row
+
+
+def pending_row(kernel_id: str, history: phases.PhaseHistory) -> dict[str, Any]:
+    """A kernel still starting that the kernel manager lists only once it started (without
+    pending kernels, JupyterLab's default): its owner sees its phases meanwhile."""
+    step = history.current
+    return {
+        "id": kernel_id,
+        "name": history.about.get("name", ""),
+        "execution_config": history.about.get("execution_config", ""),
+        **dict.fromkeys(("code_env", "image", "workload_id", "exit_reason", "error")),
+        "owner": history.owner,
+        "state": "starting",
+        "phase": step.phase if step else None,
+        "message": step.message if step else None,
+        "phases": history.rows(),
+        "died": None,
+        **dict.fromkeys(("started", "execution_state", "last_activity", "cpu_percent")),
+        **dict.fromkeys(("memory_bytes", "memory_limit")),
+    }
 
 
 class KernelsHandler(DSSAPIHandler):
@@ -108,6 +133,10 @@ class KernelsHandler(DSSAPIHandler):
             listed[key] = ({w.id: w for w in workloads or ()}, error)
 
         rows = await asyncio.gather(*(self._describe(kid, m, p, listed) for kid, m, p in mine))
+        listed_ids = {kernel_id for kernel_id, _, _ in mine}
+        for kernel_id, history in phases.BOARD.starts_of(identity.username):
+            if kernel_id not in listed_ids:
+                rows.append(pending_row(kernel_id, history))
         self.send({"user": identity.username, "kernels": rows})
 
     async def _describe(
