@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 
 import kubernetes.client
@@ -189,6 +190,51 @@ def test_prepull_on_two_nodes_leaves_the_image_on_both_and_no_daemon_set(setup):
         assert image in names, (node.metadata.name, names)
     assert sets(client) == []
     assert wait_no_daemon_pods(client) == []
+
+
+def test_a_slow_pull_is_waited_for_and_reported_node_by_node(fake, setup):
+    """Guards progress: while both nodes pull (the fake kubelet holds the pull) the command
+    waits, saying each node is pulling, not failing; it ends once both are ready."""
+    from fake_kube import events
+
+    path, client = setup
+    image = image_of(path, "k8s")
+    release = threading.Event()
+    fake.kubelet.pulls.hold(image, release=release)
+    try:
+        command = subprocess.Popen(
+            ["jupyter", "dss-containers", "prepull", "k8s", "--config", path],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 120
+        while True:  # both daemon pods are pulling
+            pulling = [
+                e
+                for (_, name), pod in list(fake.objects["pods"].items())
+                if name.startswith("dss-prepull-k8s-")
+                for e in events.about(fake.store, NAMESPACE, name)
+                if e["reason"] == "Pulling"
+            ]
+            if len(pulling) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert len(pulling) == 2
+        time.sleep(2)  # two polls of the command's
+        assert command.poll() is None  # a pull in progress is not a failure
+        release.set()
+        out, err = command.communicate(timeout=120)
+    finally:
+        release.set()
+        fake.kubelet.pulls.clear()
+    assert command.returncode == 0, err
+    lines = err.splitlines()
+    for node in ("fake-pp-node", "fake-pp-node-2"):
+        said = [line for line in lines if line.startswith(f"k8s: node {node}: ")]
+        assert f"k8s: node {node}: pulling (ContainerCreating)" in said, lines
+        assert said[-1] == f"k8s: node {node}: ready", lines  # after the pulling line
+    assert sets(client) == []
 
 
 def test_keep_keeps_the_set_the_reaper_leaves_it_and_remove_deletes_it(fake, setup):
