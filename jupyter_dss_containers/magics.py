@@ -1,4 +1,5 @@
-"""IPython magics: ``%%container``, ``%container_model`` and the job listing/control lines.
+"""IPython magics: ``%%container``, ``%container_model``, ``%container_deploy`` and the job
+listing/control lines.
 
 They are thin: argument parsing and display here, everything else in
 :mod:`jupyter_dss_containers.jobs`, so a script gets the same behaviour without them.
@@ -105,6 +106,26 @@ class ContainerMagics(Magics):
                 config, *values, task=options.get("task"), chunk_size=chunk, env=env
             )
         raise ValueError(usage)
+
+    @magic_arguments()
+    @argument("name", help="the service's name")
+    @argument("model", help="the notebook variable holding the fitted model")
+    @argument("config", help="execution configuration to serve it on")
+    @argument("--replicas", type=int, default=1, help="number of replica containers")
+    @argument("--version", default="v1", help="the version's name")
+    @line_magic
+    def container_deploy(self, line: str) -> Any:
+        """Serve a fitted model as a scoring API; prints its URL and API key (shown once)."""
+        from . import services
+
+        args = parse_argstring(self.container_deploy, line)
+        if args.model not in self.shell.user_ns:
+            raise NameError(f"%container_deploy: not defined here: {args.model}")
+        row = services.deploy(
+            self.shell.user_ns[args.model], args.name, args.config, args.replicas, args.version
+        )
+        print(f"service {row['name']} serves at {row['url']} (API key: {row['api_key']})")
+        return row
 
     @line_magic
     def container_jobs(self, line: str) -> Any:

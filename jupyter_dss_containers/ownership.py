@@ -209,9 +209,13 @@ async def _reap_in(
     from . import transport
     from .backends.remote import RemoteBackend
 
+    # a workload of a config over several daemons is adopted as ``<host>/<container>``;
+    # another config's listing of that daemon names it by its container id alone
+    adopted_here = adopted | {a.rsplit("/", 1)[-1] for a in adopted}
     for workload in await backend.list({MANAGED: "true"}):
         labels = workload.labels
-        owned = labels.get(SERVER_ID) in servers or workload.id in adopted
+        bare = workload.id.rsplit("/", 1)[-1]
+        owned = labels.get(SERVER_ID) in servers or {workload.id, bare} & adopted_here != set()
         # its starter's liveness is unknown here: another host, or another OS user's
         elsewhere = labels.get(HOST, here) != here or labels.get(HOST_UID, str(os.getuid())) != str(
             os.getuid()

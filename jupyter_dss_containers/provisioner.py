@@ -226,6 +226,9 @@ class ContainerProvisioner(KernelProvisionerBase):
             self.image,
             transport.connection_summary(launched.connection_info),
         )
+        placed = getattr(self.backend, "placed", {}).pop(self.kernel_id, None)
+        if placed is not None:  # a config over several daemons (docker.hosts)
+            self.log.info("Kernel %s placed on %s", self.kernel_id, placed[1])
         return self.connection_info
 
     async def _take_pooled(self, config: ExecutionConfig, km: Any) -> LaunchedKernel | None:

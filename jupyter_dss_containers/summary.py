@@ -39,6 +39,10 @@ def where(config: ExecutionConfig, user: str) -> str:
         return _kube_where(config.kubernetes, user)
     from .backends.docker import daemon_url  # the docker SDK: only for Docker configs
 
+    if config.docker.hosts:  # several daemons: each start goes to one with room
+        return "docker hosts " + ", ".join(
+            f"{h.name} ({daemon_url(h.settings)})" for h in config.docker.hosts
+        )
     return daemon_url(config.docker)
 
 

@@ -380,7 +380,9 @@ def test_the_configs_mounts_are_passed_as_written_and_labels_as_given():
     request = build(cfg, spec)
     (data,) = [m for m in request["HostConfig"]["Mounts"] if m["Target"] == "/data"]
     assert data["Source"] == "/srv/data" and data["ReadOnly"] is True
-    assert request["Labels"] == spec.labels and ownership.MANAGED in request["Labels"]
+    # plus the memory limit, which placement over several daemons adds up (docker.hosts)
+    memory = {"dss-containers.jupyter.org/memory-limit": str(cfg.docker.memory)}
+    assert request["Labels"] == {**spec.labels, **memory} and ownership.MANAGED in request["Labels"]
 
 
 def test_private_files_are_the_users_own_and_private():

@@ -28,6 +28,10 @@ def backend_for(config: ExecutionConfig) -> Backend:
 
 def local_backend_for(config: ExecutionConfig) -> Backend:
     """The engine's own backend (imported lazily: a Docker-only site needs no kube config)."""
+    if config.backend == "docker" and config.docker.hosts:
+        from .docker.hosts import MultiHostBackend
+
+        return MultiHostBackend(config)
     if config.backend == "docker":
         from .docker import DockerBackend
 

@@ -32,6 +32,11 @@ async def open_port(backend: Backend, workload_id: str, port: int) -> PortConnec
     """A connection to ``port`` inside the workload; BackendError when it cannot be made."""
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         raise ValueError(f"not a TCP port: {port!r}")
+    if _is(backend, "docker.hosts", "MultiHostBackend"):  # docker.hosts: its own daemon's
+        member, container = backend.member_of(workload_id)  # type: ignore[attr-defined]
+        if member is None:
+            raise BackendError(f"workload {workload_id}: its host is not in the config")
+        backend, workload_id = member, container
     if _is(backend, "docker.backend", "DockerBackend"):
         from .docker.forward import open_port as docker_open
 

@@ -11,6 +11,7 @@ Each subcommand is a small traitlets application, so its options can also be set
 - :mod:`.workloads`: ``jobs``, ``logs``, ``cancel``, ``cleanup``;
 - :mod:`.rbac`: ``rbac`` (the minimal Role of a server pod, for ``kubectl apply``);
 - :mod:`.prepull`: ``prepull`` (images onto every node or daemon ahead of time);
+- :mod:`.services`: ``services``, ``deploy``, ``undeploy`` (model services);
 - :mod:`.app`: :class:`DSSContainersApp` and :func:`main` (the console entry point).
 
 The names of the former ``cli`` module stay importable from here.

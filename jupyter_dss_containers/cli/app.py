@@ -9,6 +9,7 @@ from .configs import ConfigsCommand, DoctorCommand, ValidateCommand
 from .images import BuildBaseImageCommand, BuildEnvCommand, CopyImageCommand, ImagesCommand
 from .kernelspecs import KernelspecsCommand
 from .prepull import PrepullCommand
+from .services import DeployCommand, ServicesCommand, UndeployCommand
 from .workloads import CancelCommand, CleanupCommand, JobsCommand, LogsCommand
 
 
@@ -31,6 +32,9 @@ class DSSContainersApp(DSSCommand):
         "images": (ImagesCommand, ImagesCommand.description),
         "kernelspecs": (KernelspecsCommand, KernelspecsCommand.description),
         "cleanup": (CleanupCommand, CleanupCommand.description),
+        "services": (ServicesCommand, ServicesCommand.description),
+        "deploy": (DeployCommand, DeployCommand.description),
+        "undeploy": (UndeployCommand, UndeployCommand.description),
         "copy-image": (CopyImageCommand, CopyImageCommand.description),
         "rbac": (
             "jupyter_dss_containers.cli.rbac.RbacCommand",

@@ -100,11 +100,10 @@ class DoctorCommand(DSSCommand):
             self.exit(1)
 
     async def _check_all(self, config_file: ConfigFile) -> list[dict[str, Any]]:
-        return list(
-            await asyncio.gather(
-                *(self._check(config_file, c) for c in config_file.execution_configs.values())
-            )
-        )
+        from ..config import per_host  # a config over several daemons: one row per daemon
+
+        configs = [h for c in config_file.execution_configs.values() for h in per_host(c)]
+        return list(await asyncio.gather(*(self._check(config_file, c) for c in configs)))
 
     @staticmethod
     async def _check(config_file: ConfigFile, config: ExecutionConfig) -> dict[str, Any]:

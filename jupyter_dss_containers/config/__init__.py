@@ -36,6 +36,7 @@ from .model import (
     BaseImageSpec,
     CodeEnvSpec,
     ConfigFile,
+    DockerHost,
     DockerSettings,
     ExecutionConfig,
     KubernetesSettings,
@@ -43,6 +44,7 @@ from .model import (
     Permission,
     TLSSettings,
     daemon_reach,
+    per_host,
 )
 from .parse import config_schema, parse_config
 from .units import expand_user, format_size, parse_size
@@ -61,6 +63,7 @@ __all__ = [
     "CodeEnvSpec",
     "ConfigError",
     "ConfigFile",
+    "DockerHost",
     "DockerSettings",
     "ExecutionConfig",
     "KubernetesSettings",
@@ -75,5 +78,6 @@ __all__ = [
     "load_config",
     "parse_config",
     "parse_size",
+    "per_host",
     "read_document",
 ]

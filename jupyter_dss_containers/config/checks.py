@@ -8,6 +8,7 @@ from typing import Any
 
 from ..workspace import template_problem
 from .cuda import cuda_problems
+from .hostchecks import docker_hosts_problems
 from .model import daemon_reach
 from .units import SIZE_RANGE, size_in_range
 
@@ -39,6 +40,7 @@ def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
                         )
                     )
         problems += _transport_problems(name, cfg)
+        problems += docker_hosts_problems(name, cfg)
         resources_ = cfg.get("docker", {}).get("resources", {})
         for key in ("memory", "shm_size"):
             if key not in resources_:

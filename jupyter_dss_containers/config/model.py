@@ -44,6 +44,21 @@ def daemon_reach(host: str | None) -> str:
     return "network"
 
 
+#: the keys of a ``docker.hosts`` entry that say how that daemon is reached
+HOST_KEYS = ("host", "tls", "connect_address", "bind_address", "runtime")
+
+
+@dataclass(frozen=True)
+class DockerHost:
+    """One daemon of a config over several (``docker.hosts``): its name (in labels and
+    messages), its settings (the config's, with this daemon's address) and the memory this
+    product may use there (None: the daemon's total, from ``docker info``)."""
+
+    name: str
+    settings: DockerSettings
+    memory: int | None = None
+
+
 @dataclass(frozen=True)
 class DockerSettings:
     """How a Docker-backend config reaches its daemon and shapes its containers."""
@@ -61,11 +76,28 @@ class DockerSettings:
     pids: int | None = None
     shm_size: int | None = None
     mounts: tuple[Mount, ...] = ()
+    #: how allocated GPU ids reach the container: ``device_request`` or ``env`` (only
+    #: NVIDIA_VISIBLE_DEVICES, for the nvidia runtime's legacy mode)
+    gpu_request: str = "device_request"
+    #: ``queue`` (wait for ``gpu_wait`` seconds) or ``refuse`` when ``gpus: N`` finds fewer free
+    gpu_on_busy: str = "queue"
+    gpu_wait: float = 600.0
+    #: the throw-away container listing the daemon's GPUs (image None: the config's image)
+    gpu_probe_image: str | None = None
+    gpu_probe_command: tuple[str, ...] = ("nvidia-smi", "-L")
+    #: several daemons (``docker.hosts``): each start goes to the one with room
+    hosts: tuple[DockerHost, ...] = ()
 
     @property
     def is_remote(self) -> bool:
-        """On another host (not a socket or named pipe of this one)."""
+        """On another host (not a socket or named pipe of this one); a config over several
+        daemons is remote when one of them is (``host`` is then that one)."""
         return daemon_reach(self.host) == "network"
+
+    @property
+    def allocates_gpus(self) -> bool:
+        """``gpus: N``: N free GPUs of the daemon, by explicit device ids."""
+        return isinstance(self.gpus, int) and not isinstance(self.gpus, bool)
 
     @classmethod
     def from_dict(
@@ -74,8 +106,27 @@ class DockerSettings:
         """``defaults`` is the file's ``defaults.resources``: limits for configs without them."""
         resources_ = {**default_limits(defaults), **data.get("resources", {})}
         gpus = data.get("gpus")
+        queue, probe = data.get("gpu_queue", {}), data.get("gpu_probe", {})
+        hosts = tuple(
+            DockerHost(
+                name=entry.get("name") or f"host{i + 1}",
+                settings=cls.from_dict(
+                    {
+                        **{k: v for k, v in data.items() if k not in ("hosts", *HOST_KEYS)},
+                        **{k: entry[k] for k in HOST_KEYS if k in entry},
+                    },
+                    defaults,
+                ),
+                memory=parse_size(entry["memory"]) if "memory" in entry else None,
+            )
+            for i, entry in enumerate(data.get("hosts", ()))
+        )
+        host = data.get("host")
+        if hosts:  # the one the transport and workspace checks look at: a remote one first
+            remote = [h for h in hosts if h.settings.is_remote]
+            host = (remote or hosts)[0].settings.host
         return cls(
-            host=data.get("host"),
+            host=host,
             tls=TLSSettings(**data["tls"]) if "tls" in data else None,
             connect_address=data.get("connect_address"),
             bind_address=data.get("bind_address", "127.0.0.1"),
@@ -88,7 +139,26 @@ class DockerSettings:
             pids=resources_.get("pids"),
             shm_size=parse_size(resources_["shm_size"]) if "shm_size" in resources_ else None,
             mounts=tuple(Mount(**m) for m in data.get("mounts", [])),
+            gpu_request=data.get("gpu_request", "device_request"),
+            gpu_on_busy=queue.get("on_busy", "queue"),
+            gpu_wait=float(queue.get("timeout", 600)),
+            gpu_probe_image=probe.get("image"),
+            gpu_probe_command=tuple(probe.get("command", ("nvidia-smi", "-L"))),
+            hosts=hosts,
         )
+
+
+def per_host(config: ExecutionConfig) -> list[ExecutionConfig]:
+    """A config over several daemons as one config per daemon, named ``config@host`` (what
+    ``doctor`` checks); any other config as itself."""
+    import dataclasses
+
+    if config.backend != "docker" or not config.docker.hosts:
+        return [config]
+    return [
+        dataclasses.replace(config, name=f"{config.name}@{h.name}", docker=h.settings)
+        for h in config.docker.hosts
+    ]
 
 
 @dataclass(frozen=True)

@@ -205,6 +205,12 @@ class DSSContainersExtension(ExtensionApp):
     async def _start_jupyter_server_extension(self, serverapp) -> None:
         # in the background: a slow or dead daemon must not delay the server's start
         self._starting = asyncio.get_running_loop().create_task(self._reap_then_fill())
+        # model services outlive servers: this one replaces their removed/killed replicas
+        from .handlers.services import watch
+
+        self._services_watch = asyncio.get_running_loop().create_task(
+            watch(self.config_file, self.log)
+        )
 
     async def _reap_then_fill(self) -> None:
         try:  # first: the jobs it takes over are adopted, so the reaper leaves them
@@ -222,6 +228,8 @@ class DSSContainersExtension(ExtensionApp):
 
     async def stop_extension(self) -> None:
         # nothing raised here may escape: a failed stop leaves the server running on SIGTERM
+        if getattr(self, "_services_watch", None) is not None:
+            self._services_watch.cancel()  # the services themselves keep serving
         try:
             await self.warm_pool.stop()
         except Exception as exc:

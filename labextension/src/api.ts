@@ -115,6 +115,12 @@ export interface IKernel {
   cpu_percent: number | null;
   memory_bytes: number | null;
   memory_limit: number | null;
+  /** while it starts: `queued` (waiting for GPUs), `scheduling`, ... and in words */
+  phase?: string | null;
+  message?: string | null;
+  /** the daemon of a config over several (`docker.hosts`) it runs on, and why */
+  host?: string | null;
+  placement?: string | null;
 }
 
 export interface IKernelList {

@@ -428,6 +428,20 @@ export class ContainersPanel extends Widget {
         `${kernel.execution_config}${kernel.code_env ? ` · ${kernel.code_env}` : ''}` +
           (kernel.image ? ` · ${kernel.image}` : '')
       ),
+      kernel.phase
+        ? h(
+            'div',
+            { class: `${CLS}-meta ${CLS}-phase`, 'data-phase': kernel.phase },
+            `${kernel.phase}${kernel.message ? `: ${kernel.message}` : ''}`
+          )
+        : null,
+      kernel.host
+        ? h(
+            'div',
+            { class: `${CLS}-meta ${CLS}-host`, title: kernel.placement ?? '' },
+            `on ${kernel.host}`
+          )
+        : null,
       details.length ? h('div', { class: `${CLS}-stats` }, details.join(' · ')) : null,
       memoryBar,
       renderPhases(kernel.phases),

@@ -18,6 +18,7 @@ import docker.errors
 
 from ... import phases, transport
 from ...config import ExecutionConfig
+from ...ownership import JOB_ID, KERNEL_ID
 from ..base import (
     Backend,
     BackendError,
@@ -28,7 +29,7 @@ from ..base import (
     WorkloadStatus,
 )
 from . import client as dc
-from . import state
+from . import gpualloc, state
 from .containers import (
     container_user,
     create_args,
@@ -56,6 +57,9 @@ class DockerBackend(Backend):
         self.url = dc.daemon_url(self.settings)
         self._image_users: dict[str, str] = {}
         self._last_cpu: dict[str, tuple[int, int]] = {}
+        #: starts waiting for GPUs (phase, message), and how long finished ones waited
+        self._phases: dict[str, tuple[str, str]] = {}
+        self._gpu_waited: dict[str, float] = {}
 
     def client(self) -> docker.DockerClient:
         """The daemon's SDK client (dials it the first time: call it in a thread)."""
@@ -75,26 +79,72 @@ class DockerBackend(Backend):
     # ------------------------------------------------------------------ create
 
     async def create(self, spec: WorkloadSpec) -> Workload:
+        if not self.settings.allocates_gpus:
+            return await self.create_now(spec)
+        key = spec.labels.get(KERNEL_ID) or spec.labels.get(JOB_ID) or spec.name
+        queue = self.settings.gpu_on_busy == "queue"
+        try:
+            workload, waited = await gpualloc.line_for(self.url).run(
+                lambda: self.create_now(spec),
+                self.settings.gpu_wait if queue else 0.0,
+                lambda message: self.report_phase(key, phases.QUEUED, message),
+            )
+        finally:
+            self._phases.pop(key, None)
+        if waited > 0.5 and KERNEL_ID in spec.labels:  # asked once, by the kernel start
+            self._gpu_waited[key] = waited
+        return workload
+
+    async def create_now(self, spec: WorkloadSpec) -> Workload:
+        """Create it now: :class:`.gpus.GPUsBusy` when its GPUs are not free (no waiting)."""
         if spec.ports and self.settings.network != "host":
             check_binding(self.settings, self.url)
+        if self.settings.allocates_gpus:
+            return await dc.call(self.settings, self._create_with_gpus, spec)
         return await dc.call(self.settings, self._create_sync, spec)
 
-    def _create_sync(self, spec: WorkloadSpec) -> Workload:
+    def start_progress(self, key: str) -> tuple[str, str] | None:
+        """("queued", why and where in line) while the start of ``key`` waits for GPUs."""
+        return self._phases.get(key)
+
+    def report_phase(self, key: str, phase: str, message: str) -> None:
+        """Where the start of ``key`` is, for :meth:`start_progress` and the phase board."""
+        self._phases[key] = (phase, message)
+        phases.BOARD.enter(key, phase, message)
+
+    def infrastructure_wait(self, key: str) -> float:
+        """Seconds the last start of ``key`` waited for GPUs: not the kernel's time."""
+        return self._gpu_waited.pop(key, 0.0)
+
+    def _create_with_gpus(self, spec: WorkloadSpec) -> Workload:
+        """Free GPUs, then the container holding them; again when another server's
+        container, created first, holds one of them (:func:`.gpualloc.confirm`)."""
+        client = self.client()
+        lost = ""
+        for _ in range(5):
+            ids = gpualloc.allocate(client, self.settings, self.url, spec.image)
+            try:
+                return self._create_sync(spec, ids)
+            except gpualloc.LostRace as exc:
+                lost = str(exc)
+        raise BackendError(f"the Docker daemon at {self.url}: GPUs kept going to others: {lost}")
+
+    def _create_sync(self, spec: WorkloadSpec, gpu_ids: tuple[str, ...] = ()) -> Workload:
         try:
-            return self._create_once(spec)
+            return self._create_once(spec, gpu_ids)
         except docker.errors.NotFound as exc:
             if ISOLATED_NETWORK not in str(exc):
                 raise
             forget_network(self.url)  # removed by hand meanwhile: make it again
-            return self._create_once(spec)
+            return self._create_once(spec, gpu_ids)
         except docker.errors.APIError as exc:
             if not spec.host_ports or "port is already allocated" not in str(exc):
                 raise
         # the previous host ports were taken meanwhile: let the daemon choose new ones
         spec.host_ports = {}
-        return self._create_once(spec)
+        return self._create_once(spec, gpu_ids)
 
-    def _create_once(self, spec: WorkloadSpec) -> Workload:
+    def _create_once(self, spec: WorkloadSpec, gpu_ids: tuple[str, ...] = ()) -> Workload:
         client = self.client()
         key = phases.key_of(spec.labels, spec.name)
         self._pull_if_registry_has_it(client, spec.image, key)
@@ -116,12 +166,15 @@ class DockerBackend(Backend):
             user=user,
             image_home=home,
             network=network,
+            gpu_ids=gpu_ids,
         )
         try:
             container = client.api.create_container(**args)["Id"]
         except docker.errors.ImageNotFound:
             raise self._missing(spec.image) from None
         try:
+            if gpu_ids:  # before it starts: a lost race leaves nothing running
+                gpualloc.confirm(client.api, container, gpu_ids)
             self._check_gpus(client, container)
             if files:
                 root = files_root(self.config)
@@ -153,7 +206,7 @@ class DockerBackend(Backend):
 
     def _check_gpus(self, client: docker.DockerClient, container: str) -> None:
         """Podman 4's Docker API drops device requests: a GPU config would run on CPU."""
-        if self.settings.gpus is None:
+        if self.settings.gpus is None or self.settings.gpu_request != "device_request":
             return
         if not client.api.inspect_container(container)["HostConfig"].get("DeviceRequests"):
             raise BackendError(
@@ -220,6 +273,7 @@ class DockerBackend(Backend):
     async def stop(self, workload_id: str, grace_seconds: float) -> None:
         with contextlib.suppress(docker.errors.NotFound):
             await self._api("stop", workload_id, timeout=int(grace_seconds))
+        gpualloc.wake(self.url)
 
     async def remove(self, workload_id: str) -> None:
         self._last_cpu.pop(workload_id, None)
@@ -230,6 +284,7 @@ class DockerBackend(Backend):
         except BackendError as exc:
             if "is already in progress" not in str(exc):
                 raise
+        gpualloc.wake(self.url)
 
     async def logs(self, workload_id: str, tail: int = 50) -> str:
         try:

@@ -23,8 +23,10 @@ from docker.types import DeviceRequest, HostConfig, Mount
 
 from ...config import DockerSettings, ExecutionConfig
 from ...imagecontract import IMAGE_HOME, IMAGE_USER
+from ...ownership import PREFIX
 from ...workspace import WorkspacePlan
 from ..base import WorkloadSpec
+from .gpus import GPU_IDS
 
 DEFAULT_USER = IMAGE_USER  # the base images' user, for images whose user is not numeric
 READ_ONLY_HOME = IMAGE_HOME  # HOME of the base images, for images that set none
@@ -32,6 +34,8 @@ READ_ONLY_HOME = IMAGE_HOME  # HOME of the base images, for images that set none
 #: copied in before the start and job results read after the exit (a tmpfs exists only
 #: while the container runs); it is removed with the container (``remove(v=True)``)
 TMP = "/tmp"
+#: a container's memory limit in bytes, which placement over several daemons adds up
+MEMORY_LIMIT = PREFIX + "memory-limit"
 
 
 # --------------------------------------------------------------------------- the image
@@ -107,6 +111,29 @@ def gpu_request(gpus: str | int | tuple[str, ...]) -> DeviceRequest:
     return DeviceRequest(device_ids=list(gpus), capabilities=[["gpu"]])
 
 
+def device_ids(settings: DockerSettings, allocated: tuple[str, ...]) -> tuple[str, ...]:
+    """The GPU ids a container holds: those allocated to it (``gpus: N``) or the config's
+    own list; none for ``all`` (Docker's choice, not counted)."""
+    if settings.allocates_gpus:
+        return allocated
+    return settings.gpus if isinstance(settings.gpus, tuple) else ()
+
+
+def gpu_labels_env(
+    settings: DockerSettings, allocated: tuple[str, ...]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(labels, environment) that record and pass a container's GPU ids: every server on
+    the daemon reads the label; the nvidia runtime reads NVIDIA_VISIBLE_DEVICES, which is
+    always set (over the image's and the caller's): CUDA images set it to ``all``, and a
+    daemon whose default runtime is nvidia would then give every GPU to any container of
+    them. ``void`` is NVIDIA's "no GPU" value."""
+    ids = device_ids(settings, allocated)
+    if not ids:
+        return {}, {"NVIDIA_VISIBLE_DEVICES": "all" if settings.gpus == "all" else "void"}
+    joined = ",".join(ids)
+    return {GPU_IDS: joined}, {"NVIDIA_VISIBLE_DEVICES": joined}
+
+
 # --------------------------------------------------------------------------- the container
 
 
@@ -142,10 +169,11 @@ def host_config_args(
     user: str,
     home: str | None = None,
     network: str | None = None,
+    gpu_ids: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The host settings as keyword arguments of ``HostConfig`` (and of the SDK's
     ``containers.create``); ``home`` gets a private tmpfs, ``network`` is joined when the
-    config names none."""
+    config names none, ``gpu_ids`` are the GPUs allocated to a ``gpus: N`` config."""
     s = config.docker
     args: dict[str, Any] = {
         "init": True,
@@ -168,8 +196,9 @@ def host_config_args(
         args["shm_size"] = s.shm_size
     if s.runtime:
         args["runtime"] = s.runtime
-    if s.gpus is not None:
-        args["device_requests"] = [gpu_request(s.gpus)]
+    if s.gpus is not None and s.gpu_request == "device_request":
+        ids = device_ids(s, gpu_ids)
+        args["device_requests"] = [gpu_request(ids or s.gpus)]
     if s.network or network:
         args["network_mode"] = s.network or network
     if ports := published_ports(s, spec):
@@ -187,22 +216,30 @@ def create_args(
     user: str,
     image_home: str | None = None,
     network: str | None = None,
+    gpu_ids: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Keyword arguments of ``APIClient.create_container`` for the workload.
 
     ``user`` comes from :func:`container_user`; ``image_home`` (:func:`image_home`) is
     needed under a read-only root only; ``network`` is the isolated network, used when the
-    config names none.
+    config names none; ``gpu_ids`` the GPUs allocated to it (``gpus: N``). Its labels also
+    record its memory limit, which placement over several daemons adds up.
     """
+    if config.docker.allocates_gpus and len(gpu_ids) != config.docker.gpus:
+        raise ValueError(f"gpus: {config.docker.gpus} needs as many allocated ids, got {gpu_ids}")
     home = writable_home(config, spec, image_home)
-    host = host_config_args(config, spec, user, home, network)
+    host = host_config_args(config, spec, user, home, network, gpu_ids)
     plan = mounted_plan(spec)
+    gpu_labels, gpu_env = gpu_labels_env(config.docker, gpu_ids)
+    labels = {**spec.labels, **gpu_labels}
+    if config.docker.memory:
+        labels[MEMORY_LIMIT] = str(config.docker.memory)
     args: dict[str, Any] = {
         "image": spec.image,
         "command": spec.command,
         "name": spec.name,
-        "labels": spec.labels,
-        "environment": container_env(config, spec, user),
+        "labels": labels,
+        "environment": {**container_env(config, spec, user), **gpu_env},
         "user": user,
         "working_dir": spec.working_dir or (plan.working_dir if plan else None),
         "detach": True,

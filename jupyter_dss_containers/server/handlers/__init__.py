@@ -27,10 +27,20 @@ from .kernels import (
     KernelsHandler,
     kernel_row,
 )
+from .services import (
+    ServiceHandler,
+    ServiceKeyHandler,
+    ServiceKeysHandler,
+    ServiceLogsHandler,
+    ServicesHandler,
+    ServiceVersionHandler,
+    ServiceVersionsHandler,
+)
 
 _NAME = r"(?P<name>[^/]+)"
 _JOB = r"(?P<job_id>[^/]+)"
 _KERNEL = r"(?P<kernel_id>[^/]+)"
+_SERVICE = r"(?P<name>[^/]+)"
 
 #: (pattern relative to the base URL, handler); the extension prepends the base URL
 HANDLERS: list[tuple[str, type[DSSAPIHandler]]] = [
@@ -43,6 +53,13 @@ HANDLERS: list[tuple[str, type[DSSAPIHandler]]] = [
     (rf"{API_PREFIX}/jobs/?", JobsHandler),
     (rf"{API_PREFIX}/jobs/{_JOB}/logs/?", JobLogsHandler),
     (rf"{API_PREFIX}/jobs/{_JOB}/?", JobHandler),
+    (rf"{API_PREFIX}/services/?", ServicesHandler),
+    (rf"{API_PREFIX}/services/{_SERVICE}/versions/?", ServiceVersionsHandler),
+    (rf"{API_PREFIX}/services/{_SERVICE}/versions/(?P<version>[^/]+)/?", ServiceVersionHandler),
+    (rf"{API_PREFIX}/services/{_SERVICE}/keys/?", ServiceKeysHandler),
+    (rf"{API_PREFIX}/services/{_SERVICE}/keys/(?P<key_id>[^/]+)/?", ServiceKeyHandler),
+    (rf"{API_PREFIX}/services/{_SERVICE}/logs/?", ServiceLogsHandler),
+    (rf"{API_PREFIX}/services/{_SERVICE}/?", ServiceHandler),
 ]
 
 __all__ = [

@@ -64,15 +64,30 @@ def config_summary(
     }
 
 
+async def with_gpus(
+    config_file: ConfigFile, config: ExecutionConfig, summary: dict[str, Any]
+) -> dict[str, Any]:
+    """The summary with ``gpus`` (free/total per host) for a ``docker.gpus: N`` config."""
+    from ..gpus import gpus_of
+
+    found = await gpus_of(config_file, config)
+    return {**summary, "gpus": found} if found is not None else summary
+
+
 class ConfigsHandler(DSSAPIHandler):
     @web.authenticated
     async def get(self) -> None:
         config_file, identity = await self.caller()
         specs = container_kernel_specs(config_file, identity, self.config_path)
-        configs = [
-            config_summary(config_file, c, identity, specs)
-            for c in permitted_configs(identity, config_file)
-        ]
+        permitted = permitted_configs(identity, config_file)
+        configs = list(
+            await asyncio.gather(
+                *(
+                    with_gpus(config_file, c, config_summary(config_file, c, identity, specs))
+                    for c in permitted
+                )
+            )
+        )
         self.send(
             {
                 "user": identity.username,
@@ -89,7 +104,8 @@ class ConfigHandler(DSSAPIHandler):
         config_file, identity = await self.caller()
         config = self.permitted_config(config_file, identity, name)
         specs = container_kernel_specs(config_file, identity, self.config_path)
-        self.send(config_summary(config_file, config, identity, specs))
+        summary = config_summary(config_file, config, identity, specs)
+        self.send(await with_gpus(config_file, config, summary))
 
 
 def _check_in_own_loop(config: ExecutionConfig) -> dict[str, str]:

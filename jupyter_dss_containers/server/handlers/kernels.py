@@ -9,10 +9,13 @@ from typing import Any
 from tornado import web
 
 from ... import ownership, phases
+from ...ownership import PREFIX
 from ..kernels import does_not_exist
 from ..limits import BadInput, whole_number
 from .base import DSSAPIHandler, api_error, bounded
 
+#: the labels of :mod:`...backends.docker.placement` (not imported: no docker SDK needed)
+DOCKER_HOST, PLACEMENT = PREFIX + "docker-host", PREFIX + "placement"
 #: seconds the kernel listing waits for one daemon's answer (listing, then stats)
 LIVE_TIMEOUT = 3.0
 #: lines a kernel's log route gives by default, and at most
@@ -36,6 +39,18 @@ def backend_of(provisioner: Any) -> Any:
         return provisioner.backend
     except AssertionError:
         return None
+
+
+def where_it_runs(provisioner: Any) -> tuple[Any, str | None]:
+    """(the backend to ask, the workload's id there): on a config over several daemons,
+    the backend of the daemon it runs on, so one dead daemon leaves the others' rows live."""
+    backend, workload_id = backend_of(provisioner), provisioner.workload_id
+    member_of = getattr(backend, "member_of", None)
+    if member_of is not None and workload_id:
+        member, container = member_of(workload_id)
+        if member is not None:
+            return member, container
+    return backend, workload_id
 
 
 def kernel_row(kernel_id: str, manager: Any, provisioner: Any) -> dict[str, Any]:
@@ -64,6 +79,9 @@ def kernel_row(kernel_id: str, manager: Any, provisioner: Any) -> dict[str, Any]
         "cpu_percent": None,
         "memory_bytes": None,
         "memory_limit": None,
+        #: the daemon of a config over several (``docker.hosts``) it runs on, and why
+        "host": None,
+        "placement": None,
     }
     history = phases.BOARD.fields(kernel_id)
     row.update(phase=history["phase"], message=history["phase_message"], phases=history["phases"])
@@ -121,8 +139,8 @@ class KernelsHandler(DSSAPIHandler):
         # One listing per daemon or cluster gives each workload's state and start time.
         backends: dict[Any, Any] = {}
         for _, _, provisioner in mine:
-            backend = backend_of(provisioner)
-            if provisioner.workload_id and backend is not None:
+            backend, workload_id = where_it_runs(provisioner)
+            if workload_id and backend is not None:
                 backends.setdefault(backend.target_key(), backend)
         labels = {ownership.MANAGED: "true", ownership.KIND: "kernel"}
         answers = await asyncio.gather(
@@ -143,8 +161,7 @@ class KernelsHandler(DSSAPIHandler):
         self, kernel_id: str, manager: Any, provisioner: Any, listed: dict[Any, Any]
     ) -> dict[str, Any]:
         row = kernel_row(kernel_id, manager, provisioner)
-        backend = backend_of(provisioner)
-        workload_id = provisioner.workload_id
+        backend, workload_id = where_it_runs(provisioner)
         if workload_id is None or backend is None:
             if provisioner.exit_reason:
                 row["state"] = "dead"
@@ -159,6 +176,8 @@ class KernelsHandler(DSSAPIHandler):
                 state="dead", exit_reason=provisioner.exit_reason or "the container was removed"
             )
             return row
+        row["host"] = workload.labels.get(DOCKER_HOST)
+        row["placement"] = workload.labels.get(PLACEMENT)
         row["started"] = _iso(workload.started_at)
         row["image"] = row["image"] or workload.image or None
         if workload.state in ("exited", "dead", "failed", "succeeded"):
