@@ -1,7 +1,8 @@
 """Pre-pull: a config's image made present where its workloads run, before a user waits
 for it (``jupyter dss-containers prepull CONFIG...``).
 
-- Docker configs: each daemon a config names gets the image once: pulled from the config's
+- Docker configs: each daemon a config names (each of ``docker.hosts`` too) gets the image
+  once: pulled from the config's
   registry when it has one, else streamed from the local daemon (``docker save | docker
   load`` through the SDK, chunk by chunk, in a worker thread: :mod:`.transfer`); a daemon
   that has it already is left alone.
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .backends.base import BackendError
-from .config import ConfigFile, ExecutionConfig, format_size
+from .config import ConfigFile, DockerSettings, ExecutionConfig, format_size
 
 Say = Callable[[str], None]
 
@@ -52,18 +53,24 @@ def config_image(config_file: ConfigFile, config: ExecutionConfig, code_env: str
     return ref
 
 
-def _on_daemon(config: ExecutionConfig, ref: str, say: Say) -> DaemonPrepull:
-    """Make ``ref`` present on the config's daemon (blocking: run in a thread)."""
+def daemons_of(config: ExecutionConfig) -> list[DockerSettings]:
+    """The daemons a Docker config runs on: each of ``docker.hosts``, else its one."""
+    return [h.settings for h in config.docker.hosts] or [config.docker]
+
+
+def _on_daemon(
+    config: ExecutionConfig, settings: DockerSettings, ref: str, say: Say
+) -> DaemonPrepull:
+    """Make ``ref`` present on one of the config's daemons (blocking: run in a thread)."""
     import docker.errors
 
     from .backends.docker import docker_client
     from .backends.docker.client import daemon_url
-    from .config import DockerSettings
     from .images.registry import RegistryError, pull_image
     from .transfer import transfer_image
 
-    url = daemon_url(config.docker)
-    target = docker_client(config.docker, timeout=600)
+    url = daemon_url(settings)
+    target = docker_client(settings, timeout=600)
     try:
         target.api.inspect_image(ref)
         return DaemonPrepull([config.name], url, ref, "present")
@@ -106,9 +113,10 @@ async def prepull_docker(
     done: dict[tuple[str, str, str], DaemonPrepull] = {}
     for config in configs:
         ref = config_image(config_file, config, code_env)
-        key = (daemon_url(config.docker), repr(config.docker.tls), ref)
-        if key in done:
-            done[key].configs.append(config.name)
-            continue
-        done[key] = await asyncio.to_thread(_on_daemon, config, ref, say)
+        for settings in daemons_of(config):
+            key = (daemon_url(settings), repr(settings.tls), ref)
+            if key in done:
+                done[key].configs.append(config.name)
+                continue
+            done[key] = await asyncio.to_thread(_on_daemon, config, settings, ref, say)
     return list(done.values())

@@ -342,8 +342,9 @@ def empty_daemon(workspace, base_image):
 
 
 def test_docker_prepull_copies_the_image_into_the_configs_daemon(empty_daemon, tmp_path):
-    """Guards the Docker half: a config on a second daemon without a registry gets its
-    image copied from the local daemon (streamed), and a second run finds it there."""
+    """Guards the Docker half: a config over two daemons (``docker.hosts``) without a
+    registry gets its image copied from the local daemon (streamed) into the one without it
+    and leaves the other alone; a second run finds it on both."""
     import docker
 
     document = {
@@ -351,7 +352,12 @@ def test_docker_prepull_copies_the_image_into_the_configs_daemon(empty_daemon, t
             "private": {
                 "backend": "docker",
                 "image": "default",
-                "docker": {"host": empty_daemon.url},
+                "docker": {
+                    "hosts": [
+                        {"name": "here", "host": "unix:///var/run/docker.sock"},
+                        {"name": "private", "host": empty_daemon.url},
+                    ]
+                },
             }
         }
     }
@@ -363,6 +369,7 @@ def test_docker_prepull_copies_the_image_into_the_configs_daemon(empty_daemon, t
     copied = cli("private", "--config", str(path))
     assert copied.returncode == 0, copied.stderr
     assert f"copied {image} to {empty_daemon.url}" in copied.stdout
+    assert f"{image} is already on unix:///var/run/docker.sock" in copied.stdout
     assert target.images.get(image).tags == [image]
     again = cli("private", "--config", str(path))
     assert again.returncode == 0, again.stderr
