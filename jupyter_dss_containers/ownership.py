@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 PREFIX = "dss-containers.jupyter.org/"
-KIND = PREFIX + "kind"  # kernel | job | pool
+KIND = PREFIX + "kind"  # kernel | job | pool | prepull
 #: on a pool workload: what it waits to serve (``job`` for a job pool's runner; none: a kernel)
 POOL_OF = PREFIX + "pool-of"
 KERNEL_ID = PREFIX + "kernel-id"
@@ -35,6 +35,9 @@ HOST_UID = PREFIX + "host-uid"
 MANAGED = PREFIX + "managed"
 #: written by the trusted launcher on what it starts: its own reaper decides about those
 LAUNCHER = PREFIX + "launcher"
+#: on what is meant to outlive the process that made it (``prepull --keep``'s DaemonSet):
+#: only ``cleanup --all`` removes it
+KEEP = PREFIX + "keep"
 
 
 def workload_labels(
@@ -219,6 +222,8 @@ async def _reap_in(
         )
         if LAUNCHER in labels and not (everything or isinstance(backend, RemoteBackend)):
             continue  # a user's, run by a launcher: the registry here knows nothing of it
+        if labels.get(KEEP) == "true" and not everything:
+            continue
         if everything or not (owned or elsewhere):
             await backend.remove(workload.id)
             await asyncio.to_thread(transport.remove_folder, transport.folder_of(labels))

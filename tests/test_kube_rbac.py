@@ -34,6 +34,7 @@ _RESOURCES = {
     "secret": "secrets",
     "event": "events",
     "network_policy": "networkpolicies",
+    "daemon_set": "daemonsets",
 }
 _VERBS = {"create": "create", "read": "get", "list": "list", "patch": "patch", "delete": "delete"}
 

@@ -10,6 +10,7 @@ Each subcommand is a small traitlets application, so its options can also be set
 - :mod:`.kernelspecs`: ``kernelspecs install|list``;
 - :mod:`.workloads`: ``jobs``, ``logs``, ``cancel``, ``cleanup``;
 - :mod:`.rbac`: ``rbac`` (the minimal Role of a server pod, for ``kubectl apply``);
+- :mod:`.prepull`: ``prepull`` (images onto every node or daemon ahead of time);
 - :mod:`.services`: ``services``, ``deploy``, ``undeploy`` (model services);
 - :mod:`.app`: :class:`DSSContainersApp` and :func:`main` (the console entry point).
 
@@ -29,6 +30,7 @@ from .images import (
     ImagesCommand,
 )
 from .kernelspecs import KernelspecsCommand, KernelspecsInstallCommand, KernelspecsListCommand
+from .prepull import PrepullCommand
 from .workloads import CancelCommand, CleanupCommand, JobsCommand, LogsCommand
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "KernelspecsInstallCommand",
     "KernelspecsListCommand",
     "LogsCommand",
+    "PrepullCommand",
     "ValidateCommand",
     "console",
     "errors",

@@ -8,6 +8,7 @@ from .base import DSSCommand
 from .configs import ConfigsCommand, DoctorCommand, ValidateCommand
 from .images import BuildBaseImageCommand, BuildEnvCommand, CopyImageCommand, ImagesCommand
 from .kernelspecs import KernelspecsCommand
+from .prepull import PrepullCommand
 from .services import DeployCommand, ServicesCommand, UndeployCommand
 from .workloads import CancelCommand, CleanupCommand, JobsCommand, LogsCommand
 
@@ -39,6 +40,7 @@ class DSSContainersApp(DSSCommand):
             "jupyter_dss_containers.cli.rbac.RbacCommand",
             "Print the minimal ServiceAccount, Role and RoleBinding for a server pod.",
         ),
+        "prepull": (PrepullCommand, PrepullCommand.description),
         "launcher": (
             "jupyter_dss_containers.launcherd.app.LauncherApp",
             "Run the trusted launcher (a JupyterHub service, or alone with a shared secret).",

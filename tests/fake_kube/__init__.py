@@ -11,7 +11,8 @@ pod logs (followed too; 400 while the container waits to start), PodMetrics and 
 deletes. Admission refuses in the real plugins' words: LimitRange, Pod Security Admission
 on labelled namespaces, ResourceQuota, Secrets over 1 MiB, invalid names and labels.
 NetworkPolicies (networking.k8s.io/v1) are stored, listed, patched and deleted, not
-enforced. What it does not do is listed in the README's Kubernetes section.
+enforced. DaemonSets (apps/v1) run one pod per matching node; Nodes are listed. What it
+does not do is listed in the README's Kubernetes section.
 
 - :mod:`.api`: the HTTP routes and their answers, with the armed faults on every route;
 - :mod:`.authn`: bearer tokens (401 ``Unauthorized`` for one the cluster does not know);
@@ -33,6 +34,9 @@ enforced. What it does not do is listed in the README's Kubernetes section.
 - :mod:`.pulls`: image pulls that take time (per image, a test knob): ``Pulling`` / ``Pulled``;
 - :mod:`.autoscaler`: a fake cluster-autoscaler, off by default: ``TriggeredScaleUp`` and a
   new node after a delay, or ``NotTriggerScaleUp``;
+- :mod:`.nodes`: Node objects (list, get) with taints and the images they hold, and the
+  placement rules (a pod's pin, taints) the scheduler and the DaemonSet controller share;
+- :mod:`.daemonsets`: DaemonSets (apps/v1) and a controller that runs one pod per node;
 - :mod:`.faults`: HTTP errors, dropped watches and 410 Gone a test can arm;
 - :mod:`.server`: :class:`~.server.FakeCluster` (the whole) and ``write_kubeconfig``.
 """

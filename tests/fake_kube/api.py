@@ -14,13 +14,14 @@ from typing import Any
 
 from aiohttp import web
 
-from . import claims
+from . import claims, daemonsets
 from . import patch as patches
 from .admission import admit_pod, secret_refusal
 from .authn import DEFAULT_TOKEN, authenticator
 from .faults import Faults
 from .garbage import GarbageCollector
 from .kubelet import Kubelet
+from .nodes import Nodes
 from .podoutput import PodOutput, bad_request, status
 from .portforward import PortForwarder
 from .rbac import Rbac
@@ -45,6 +46,7 @@ _GROUPS = {
     "networkpolicies": ("networkpolicies", "networking.k8s.io"),
     "selfsubjectaccessreviews": ("selfsubjectaccessreviews", "authorization.k8s.io"),
     "podmetrics": ("pods", "metrics.k8s.io"),
+    "daemonsets": ("daemonsets", "apps"),
 }
 #: handler -> the resource its faults are armed on (namespaced kinds: the URL's kind)
 _ROUTES = {
@@ -57,6 +59,8 @@ _ROUTES = {
     "pod_log": ("pods/log", "get"),
     "pod_metrics": ("podmetrics", "get"),
     "pod_portforward": ("pods/portforward", "create"),
+    "list_nodes": ("nodes", "list"),
+    "read_node": ("nodes", "get"),
 }
 _VERBS = {"read": "get", "create": "create", "patch": "patch", "delete": "delete"}
 
@@ -114,6 +118,10 @@ class Api:
         self.forwarder = PortForwarder(store, kubelet)
         self.collector = GarbageCollector(store, self._collect)
         store.on_change.append(self._changed)
+        self.nodes = Nodes(store, kubelet.nodes, kubelet.docker)  # Node objects, images
+        kubelet.fits = self.nodes.fits
+        self.daemonsets = daemonsets.DaemonSetController(store, kubelet, self.nodes, self._collect)
+        store.on_change += [self.nodes.changed, self.daemonsets.changed]
 
     def app(self) -> web.Application:
         middlewares = [authenticator(self.tokens), self.rbac.middleware(route_of), self._faults]
@@ -131,10 +139,13 @@ class Api:
         r.add_get(metrics, self.output.pod_metrics)
         portforward = "/api/v1/namespaces/{ns}/pods/{name}/portforward"
         r.add_get(portforward, self.forwarder.pod_portforward)
+        r.add_get("/api/v1/nodes", self.nodes.list_nodes)
+        r.add_get("/api/v1/nodes/{name}", self.nodes.read_node)
         for base in (
             "/api/v1/namespaces/{ns}/{kind}",
             "/apis/networking.k8s.io/v1/namespaces/{ns}/{kind}",
             "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/{kind}",
+            "/apis/apps/v1/namespaces/{ns}/{kind}",
         ):
             r.add_get(base, self.list_or_watch)
             r.add_post(base, self.create)
@@ -239,7 +250,8 @@ class Api:
         the object, as a real API server does; only a create needs the namespace.
         """
         ns, kind = request.match_info["ns"], request.match_info["kind"]
-        if kind not in KINDS or request.path.startswith("/apis/") != (kind in API_VERSIONS):
+        group = f"/apis/{API_VERSIONS[kind]}/" if kind in API_VERSIONS else "/api/v1/"
+        if kind not in KINDS or not request.path.startswith(group):
             return status(404, "NotFound", "the server could not find the requested resource")
         return ns, kind
 
@@ -430,6 +442,8 @@ class Api:
             if refused := claims.claim_refusal(name, obj):
                 return status(422, "Invalid", refused)
             claims.bind(obj)
+        if kind == daemonsets.KIND and (refused := daemonsets.admit(name, obj)):
+            return status(422, "Invalid", refused)
         if kind == "pods":
             refused = admit_pod(self.store, ns, obj)
             if refused:

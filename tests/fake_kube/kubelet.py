@@ -94,6 +94,9 @@ class Kubelet:
         self.node_labels = node_labels
         #: the nodes' labels (the first one is ``node_labels``; the autoscaler adds more)
         self.nodes = [node_labels]
+        #: may this pod go to the node with these labels besides its node selector (its
+        #: pin and the node's taints: :meth:`.nodes.Nodes.fits`)
+        self.fits: Any = lambda pod, node: True
         self.autoscaler = Autoscaler()
         #: images whose pull takes time (off unless a test holds one; :mod:`.pulls`)
         self.pulls = ImagePulls()
@@ -179,7 +182,7 @@ class Kubelet:
         while (pod := self.store.objects["pods"].get((ns, name))) is not None:
             selector = pod["spec"].get("nodeSelector") or {}
             for node in self.nodes:
-                if all(node.get(k) == v for k, v in selector.items()):
+                if all(node.get(k) == v for k, v in selector.items()) and self.fits(pod, node):
                     return node["kubernetes.io/hostname"]
             message = unschedulable(len(self.nodes))
             await events.record(self.store, pod, "FailedScheduling", message, SCHEDULER, "Warning")

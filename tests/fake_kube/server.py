@@ -31,10 +31,16 @@ class FakeCluster:
     """One fake cluster: an API server on 127.0.0.1 and a one-node kubelet on Docker."""
 
     def __init__(
-        self, name: str, docker_client: docker.DockerClient, ip_base: int, tls: bool = False
+        self,
+        name: str,
+        docker_client: docker.DockerClient,
+        ip_base: int,
+        tls: bool = False,
+        nodes: int = 1,
     ):
         """``tls``: serve HTTPS with a CA of its own (:mod:`.tls`), and give each pod a
-        service-account token whose requests RBAC decides (:mod:`.podidentity`, :mod:`.rbac`)."""
+        service-account token whose requests RBAC decides (:mod:`.podidentity`, :mod:`.rbac`).
+        ``nodes``: how many nodes it starts with."""
         self.name = name
         self.instance = f"{name}-{os.getpid()}"  # another test process's fake is not ours
         self.docker = docker_client
@@ -56,6 +62,11 @@ class FakeCluster:
         self.ca = ClusterCA() if tls else None
         if self.ca:
             self.kubelet._dirs.append(self.ca.folder)
+        #: the Node objects (their taints, the images they hold); ``nodes=2`` adds
+        #: ``<name>-node-2`` (with the first node's labels but its own hostname)
+        self.nodes = self.api.nodes
+        for i in range(2, nodes + 1):
+            self.nodes.add(f"{name}-node-{i}", dict(self.node_labels))
         self.loop: asyncio.AbstractEventLoop | None = None
         self.port = 0
         self._runner: web.AppRunner | None = None
@@ -110,6 +121,19 @@ class FakeCluster:
         if self.loop is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(10)
             self.loop.call_soon_threadsafe(self.loop.stop)
+
+    def add_node(
+        self, name: str, labels: dict[str, str] | None = None, taints: list | None = None
+    ) -> None:
+        """One more node (running pods on the same engine), from a test (thread-safe)."""
+        if self.loop is None:
+            self.nodes.add(name, labels, taints)
+            return
+
+        async def add() -> None:
+            self.nodes.add(name, labels, taints)
+
+        self.call(add)
 
     def call(self, func: Any, *args: Any) -> Any:
         """Run a coroutine function on the cluster's loop from a test (thread-safe)."""

@@ -20,10 +20,16 @@ KINDS = {
     "serviceaccounts": "ServiceAccount",
     "roles": "Role",
     "rolebindings": "RoleBinding",
+    "daemonsets": "DaemonSet",
 }
 _RBAC = "rbac.authorization.k8s.io/v1"
 #: others are core "v1"
-API_VERSIONS = {"networkpolicies": "networking.k8s.io/v1", "roles": _RBAC, "rolebindings": _RBAC}
+API_VERSIONS = {
+    "networkpolicies": "networking.k8s.io/v1",
+    "roles": _RBAC,
+    "rolebindings": _RBAC,
+    "daemonsets": "apps/v1",
+}
 
 
 def now() -> str:

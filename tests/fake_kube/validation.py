@@ -65,7 +65,7 @@ def update_refusal(kind: str, old: dict[str, Any], new: dict[str, Any]) -> web.R
             meta[field] = old["metadata"][field]
     if problem := labels_problem(meta.get("labels") or {}):
         return invalid(kind, name, problem)
-    if kind in ("pods", "namespaces"):  # status is a subresource: the object's is kept
+    if kind in ("pods", "namespaces", "daemonsets"):  # status: a subresource, the old kept
         new["status"] = copy.deepcopy(old.get("status"))
     if kind == "pods" and _pod_spec_changed(old["spec"], new.get("spec") or {}):
         return invalid(kind, name, f"spec: Forbidden: {_POD_SPEC_MUTABLE}")

@@ -15,6 +15,15 @@ from ..base import BackendError
 from . import rbac
 from .client import call, where
 
+#: what ``prepull`` does in the namespace, as (verb, group, resource): its DaemonSet's life,
+#: and reading its pods (asked before the set is made: one it may not delete would stay)
+PREPULL_RIGHTS = (
+    ("create", "apps", "daemonsets"),
+    ("get", "apps", "daemonsets"),
+    ("delete", "apps", "daemonsets"),
+    ("list", "", "pods"),
+)
+
 
 def access_review(verb: str, resource: str, namespace: str, group: str = "") -> dict[str, Any]:
     """A SelfSubjectAccessReview asking whether we may ``verb`` ``resource`` (``pods/log``:
@@ -47,6 +56,24 @@ async def check_cluster(
     place = where(settings)
     version = await call(place, kubernetes.client.VersionApi(client).get_code)
     needed = await _needed(client, settings, namespace)
+    await check_rights(client, settings, namespace, needed)
+    return {
+        "daemon": f"{client.configuration.host} (namespace {namespace})",
+        "engine": "kubernetes",
+        "version": version.git_version,
+        "api_version": f"{version.major}.{version.minor}",
+    }
+
+
+async def check_rights(
+    client: kubernetes.client.ApiClient,
+    settings: KubernetesSettings,
+    namespace: str,
+    needed: list[tuple[str, str, str]] | tuple[tuple[str, str, str], ...],
+) -> None:
+    """A BackendError naming every (verb, group, resource) this account may not use in
+    ``namespace``, with how to grant them."""
+    place = where(settings)
     auth = kubernetes.client.AuthorizationV1Api(client)
     answers = await asyncio.gather(
         *(
@@ -62,12 +89,6 @@ async def check_cluster(
             f"{place}, namespace {namespace}: not allowed to {', '.join(denied)}; "
             + rbac.denied_hint(namespace)
         )
-    return {
-        "daemon": f"{client.configuration.host} (namespace {namespace})",
-        "engine": "kubernetes",
-        "version": version.git_version,
-        "api_version": f"{version.major}.{version.minor}",
-    }
 
 
 async def _needed(

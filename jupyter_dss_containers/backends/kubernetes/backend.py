@@ -46,7 +46,7 @@ from ..base import (
 from ..logfiles import TOKEN_FILE_ENV, DamagedFiles, LogFiles, under
 from ..pump import pumped
 from . import client as kube
-from . import manifests
+from . import manifests, prepuller
 from .access import check_cluster
 from .logstream import log_follower
 from .manifests import CONTAINER, OWNER_LABEL, SECRET_LIMIT, TOKEN_ANNOTATION, label_values
@@ -339,6 +339,8 @@ class KubernetesBackend(Backend):
             await self._call(networking.delete_namespaced_network_policy, name, namespace)
 
     async def remove(self, workload_id: str) -> None:
+        if (daemon_set := prepuller.prepull.split_set_id(workload_id)) is not None:
+            return await prepuller.delete_set(self, *daemon_set)
         namespace, name = workload_id.split("/", 1)
         self._tokens.pop(workload_id, None)
         self._followed.pop(workload_id, None)
@@ -438,18 +440,22 @@ class KubernetesBackend(Backend):
     # ------------------------------------------------------------------ inventory
 
     async def list(self, labels: dict[str, str]) -> list[Workload]:
-        """Pods with the labels, and Secrets and NetworkPolicies of ours whose pod is gone
-        (so that they are reaped)."""
+        """Pods with the labels, Secrets and NetworkPolicies of ours whose pod is gone (so
+        that they are reaped), and pre-pull DaemonSets (:mod:`.prepuller`)."""
         selector = ",".join(f"{k}={v}" for k, v in label_values(labels).items())
         core = await self._core()
         pods = await self._call(core.list_namespaced_pod, self.namespace, label_selector=selector)
         leftovers = await self._leftovers(selector)
         names = {p.metadata.name for p in pods.items}
         gone = [(n, found) for n, found in leftovers.items() if n not in names]
-        return [self._listed_pod(p) for p in pods.items] + [
-            Workload(id=f"{self.namespace}/{n}", name=n, labels=found, state="missing")
-            for n, found in gone
-        ]
+        return (
+            [self._listed_pod(p) for p in pods.items]
+            + [
+                Workload(id=f"{self.namespace}/{n}", name=n, labels=found, state="missing")
+                for n, found in gone
+            ]
+            + await prepuller.list_sets(self, labels)
+        )
 
     async def _leftovers(self, selector: str) -> dict[str, dict[str, str]]:
         """Name -> labels of our Secrets and NetworkPolicies matching ``selector``."""

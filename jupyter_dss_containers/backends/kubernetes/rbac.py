@@ -64,6 +64,13 @@ RULES: tuple[Rule, ...] = (
         required=False,
     ),
     Rule(
+        "apps",
+        "daemonsets",
+        ("create", "get", "list", "patch", "delete"),
+        "prepull's DaemonSet (the image onto every node), and the reaper's look at it; optional",
+        required=False,
+    ),
+    Rule(
         "metrics.k8s.io",
         "pods",
         ("get",),
