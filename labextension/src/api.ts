@@ -104,6 +104,7 @@ export interface IKernel {
   workload_id: string | null;
   state: KernelState;
   exit_reason: string | null;
+  /** the start's phase (`queued`: waiting for its turn or for GPUs, ...) and in words */
   phase?: string | null;
   message?: string | null;
   phases?: IPhase[];
@@ -115,9 +116,6 @@ export interface IKernel {
   cpu_percent: number | null;
   memory_bytes: number | null;
   memory_limit: number | null;
-  /** while it starts: `queued` (waiting for GPUs), `scheduling`, ... and in words */
-  phase?: string | null;
-  message?: string | null;
   /** the daemon of a config over several (`docker.hosts`) it runs on, and why */
   host?: string | null;
   placement?: string | null;
