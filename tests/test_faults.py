@@ -286,6 +286,13 @@ async def test_daemon_restart_under_a_running_kernel(jp_fetch, jp_serverapp, pri
         kc = km.client()
         kc.start_channels()
         await kc.wait_for_ready(timeout=30)
+        # the restarted kernel's first cell also says why the one before died (told once)
+        lines = (await run(kc, "print(6 * 7)"))[1].strip().splitlines()
+        assert "42" in lines, lines
+        assert all(
+            line == "42" or line.startswith("dss-containers: the kernel was restarted")
+            for line in lines
+        ), lines
         assert (await run(kc, "print(6 * 7)"))[1].strip() == "42"
         assert len(ours(private_daemon.url)) == 1  # the new container; the old one removed
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -93,17 +94,28 @@ def _unpickling_calls(path: Path) -> list[str]:
 
 
 def test_only_the_kernel_side_api_and_the_in_container_runner_unpickle() -> None:
-    """Every module of the package but ``jobs/api.py`` (the submitting kernel) and
-    ``jobs/runner.py`` (inside the container) is free of unpickling calls, so the server
-    imports no code path that deserializes a job's bytes (guards: a ``pickle.loads``
-    coming back into the service, the store or a handler)."""
+    """Every module of the package but ``jobs/api.py`` (the submitting kernel),
+    ``jobs/runner.py`` and ``services/runtime.py`` (inside their containers; the server
+    only copies the runtime's source into a volume) is free of unpickling calls, so the
+    server imports no code path that deserializes a job's or a model's bytes (guards: a
+    ``pickle.loads`` coming back into the service, the store or a handler)."""
+    inside = ("jobs/api.py", "jobs/runner.py", "services/runtime.py")
     found = [
         call
         for path in sorted(PACKAGE.rglob("*.py"))
-        if path.relative_to(PACKAGE).as_posix() not in ("jobs/api.py", "jobs/runner.py")
+        if path.relative_to(PACKAGE).as_posix() not in inside
         for call in _unpickling_calls(path)
     ]
     assert found == []
+    imported = [
+        path.name
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.relative_to(PACKAGE).as_posix() != "services/runtime.py"
+        and re.search(
+            r"from \.?runtime import|services\.runtime|from \. import runtime", path.read_text()
+        )
+    ]
+    assert imported == [], "the serving runtime is imported outside its container"
     assert _unpickling_calls(PACKAGE / "jobs" / "api.py"), "the check sees a real call"
 
 

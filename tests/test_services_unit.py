@@ -187,3 +187,17 @@ def test_the_router_retries_on_another_replica_and_follows_the_weights(model_dir
     assert "v2" not in routes.summary()["versions"]
     assert router.Routes(str(tmp_path / "config.json")).config["keys"] == [router.key_hash("k1")]
     front.shutdown()
+
+
+def test_a_model_names_the_libraries_it_holds_not_all_the_kernel_imported():
+    """Guards the image check against refusing a scikit-learn model because the kernel
+    happened to import xgboost (seen in a full run: "lacks xgboost, which the model needs")."""
+    import xgboost  # noqa: F401  (imported, as in a kernel that used it earlier)
+
+    from jupyter_dss_containers.services.client import serialise
+
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=200)).fit(X, y)
+    data, meta = serialise(model)
+    assert set(meta["libraries"]) == {"sklearn", "numpy"}, meta
+    assert (pickle.loads(data).predict(X[:3]) == model.predict(X[:3])).all()

@@ -14,8 +14,10 @@ in front of the server needs.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
+import pickle
 import sys
 import urllib.error
 import urllib.request
@@ -84,21 +86,42 @@ def serialise(model: Any) -> tuple[bytes, dict[str, Any]]:
 
     if isinstance(model, TrainResult):
         model = model.model
-    try:
-        import cloudpickle as pickler
-    except ModuleNotFoundError:
-        import pickle as pickler  # type: ignore[no-redef]
+    data, packages = _dump(model)
     kind = type(model)
+    packages |= {base.__module__.partition(".")[0] for base in kind.__mro__}  # its bases' too
     meta: dict[str, Any] = {
         "class": f"{kind.__module__}.{kind.__qualname__}",
         "platform": kind.__module__.split(".")[0],
         "python": ".".join(map(str, sys.version_info[:3])),
     }
-    for lib in ("sklearn", "xgboost", "pandas", "numpy"):
+    for lib in MODEL_LIBRARIES:
         module = sys.modules.get(lib)
-        if module is not None:
+        if lib in packages and module is not None:
             meta.setdefault("libraries", {})[lib] = getattr(module, "__version__", "")
-    return pickler.dumps(model), meta
+    return data, meta
+
+
+#: the libraries whose versions a service image is checked for, when the model holds their objects
+MODEL_LIBRARIES = ("sklearn", "xgboost", "pandas", "numpy")
+
+
+def _dump(model: Any) -> tuple[bytes, set[str]]:
+    """The model's bytes (cloudpickle where installed, else pickle) and the top-level
+    packages of every object in them: what the model needs, not what the kernel imported."""
+    try:
+        from cloudpickle import CloudPickler as Pickler
+    except ModuleNotFoundError:
+        from pickle import Pickler  # type: ignore[assignment]
+    packages: set[str] = set()
+
+    class Recording(Pickler):  # type: ignore[misc,valid-type]
+        def persistent_id(self, obj: Any) -> None:
+            packages.add(type(obj).__module__.partition(".")[0])
+            return None
+
+    buffer = io.BytesIO()
+    Recording(buffer, protocol=pickle.DEFAULT_PROTOCOL).dump(model)
+    return buffer.getvalue(), packages
 
 
 def _model_body(model: Any) -> dict[str, Any]:
