@@ -213,11 +213,12 @@ def test_oom_killed_kernel_says_why_in_the_notebook(chromium, phases_lab, docker
             dialog = page.locator(".jp-Dialog")  # JupyterLab's own "Kernel Restarting"
             if dialog.count():
                 dialog.locator(".jp-mod-accept").first.click()
-            # the restarted kernel answers (the sidebar says so: JupyterLab's own status
-            # may still read "starting" until the kernel next changes state)
+            # the restarted kernel runs (the sidebar says so). Its execution state is not
+            # waited for: JupyterLab's and the server's may read "starting" or the dead
+            # kernel's "busy" until the kernel next publishes a status (seen in a full run);
+            # the next cell's request is queued until the kernel takes it either way
             page.locator(PANEL).locator(
-                '.jp-DSSContainers-kernel[data-config="small64"][data-state="running"]',
-                has=page.locator(".jp-DSSContainers-execution-state", has_text="idle"),
+                '.jp-DSSContainers-kernel[data-config="small64"][data-state="running"]'
             ).wait_for()
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-cell-and-select-next')")
             stderr = page.locator(

@@ -93,7 +93,9 @@ async def test_a_queued_gpu_kernel_says_so_and_starts_when_a_gpu_frees(
         )
         third = json.loads(response.body)["id"]
         kernels.append(third)
-        rows = await _until(jp_fetch, lambda r: r.get(third, {}).get("phase") == "queued")
+        rows = await _until(  # the start is queued at once; its GPU wait says where in line
+            jp_fetch, lambda r: "in line" in (r.get(third, {}).get("message") or "")
+        )
         row = rows[third]
         assert row["phase"] == "queued" and row["state"] == "starting", row
         assert "position 1 in line" in row["message"], row
